@@ -1,0 +1,86 @@
+// Package agent runs an agent's task in a workspace and reports what it
+// did. The workspace is a directory materialized from the spec commit; the
+// caller turns the files the agent changed into a proposal.
+//
+// Runners never push, commit or sign: they only change files in the
+// workspace. Confine checks afterwards that the changes stay inside the
+// agent's scope.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/hclspec"
+)
+
+// Task is one run of an agent.
+type Task struct {
+	Agent      *hclspec.Agent
+	RunID      string
+	SpecCommit string
+	Trigger    string
+	// Dir is the workspace: a checkout of SpecCommit the runner may change.
+	Dir string
+}
+
+// Result is what a run reports besides the files it changed.
+type Result struct {
+	// Summary is one line; Body explains the change (the rationale).
+	Summary string
+	Body    string
+	Model   string
+	Usage   Usage
+}
+
+// Usage is what a run consumed from a model provider.
+type Usage struct {
+	InputTokens  int64
+	OutputTokens int64
+}
+
+// Runner runs a task. Errors mean the run failed and nothing is proposed.
+type Runner interface {
+	Run(ctx context.Context, t Task) (Result, error)
+}
+
+// ScopeError lists changed paths outside the agent's scope.
+type ScopeError struct {
+	Agent string
+	Paths []string
+}
+
+func (e *ScopeError) Error() string {
+	return fmt.Sprintf("agent %q changed files outside its scope: %s", e.Agent, strings.Join(e.Paths, ", "))
+}
+
+// Confine returns a *ScopeError when a change touches a path outside the
+// agent's scope globs, or a .git path.
+func Confine(a *hclspec.Agent, changes []gitstore.FileChange) error {
+	var out []string
+	for _, c := range changes {
+		if !hclspec.MatchAny(a.Scope, c.Path) || c.Path == ".git" || strings.HasPrefix(c.Path, ".git/") || strings.Contains(c.Path, "/.git/") {
+			out = append(out, c.Path)
+		}
+	}
+	if len(out) > 0 {
+		return &ScopeError{Agent: a.Name, Paths: out}
+	}
+	return nil
+}
+
+// splitMessage turns an agent's report into a one-line summary and a body.
+func splitMessage(agentName, out string) (string, string) {
+	out = strings.TrimSpace(strings.ReplaceAll(out, "\r\n", "\n"))
+	summary, body, _ := strings.Cut(out, "\n")
+	summary = strings.TrimSpace(summary)
+	if summary == "" {
+		summary = agentName + ": automated change"
+	}
+	if len(summary) > 200 {
+		summary = summary[:200]
+	}
+	return summary, strings.TrimSpace(body)
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/mail"
+	"os"
+
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/agentgitops/reconciler/metrics"
+	"github.com/agentgitops/reconciler/reconcile"
+	"github.com/agentgitops/reconciler/signing"
+)
+
+// repoFlags are the flags of once and run.
+type repoFlags struct {
+	repo      string
+	branch    string
+	key       string
+	identity  string
+	logFormat string
+	hourlyUSD float64
+}
+
+func (f *repoFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.repo, "repo", "", "desired-state repository: a local path, file:// or http(s):// URL (required)")
+	fs.StringVar(&f.branch, "branch", "main", "protected branch holding the desired state")
+	fs.StringVar(&f.key, "key", os.Getenv("RECONCILER_KEY"), "ledger signing key written by 'reconciler keygen' (default $RECONCILER_KEY)")
+	fs.StringVar(&f.identity, "identity", "Reconciler <reconciler@localhost>", "committer of proposals and ledger entries, \"Name <email>\"")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.Float64Var(&f.hourlyUSD, "human-hourly-usd", 100, "value of one hour of human work, for work-unit value and ROI")
+}
+
+// reconciler builds a Reconciler from the flags.
+func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics.Metrics) (*reconcile.Reconciler, error) {
+	if f.repo == "" {
+		return nil, errUsage("--repo is required")
+	}
+	if f.key == "" {
+		return nil, errUsage("--key is required: create one with 'reconciler keygen --out FILE'")
+	}
+	id, err := parseIdentity(f.identity)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := signing.LoadSigner(f.key)
+	if err != nil {
+		return nil, err
+	}
+	logger, err := newLogger(stderr, f.logFormat)
+	if err != nil {
+		return nil, err
+	}
+	cfg := reconcile.Config{
+		Repo: f.repo, Branch: f.branch, Identity: id, Signer: signer,
+		LookupEnv: os.LookupEnv, Logger: logger,
+	}
+	if m != nil {
+		cfg.Recorder = m
+	}
+	return reconcile.New(ctx, cfg)
+}
+
+type usageErr string
+
+func (e usageErr) Error() string { return string(e) }
+
+func errUsage(msg string) error { return usageErr(msg) }
+
+func parseIdentity(s string) (object.Signature, error) {
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Name == "" {
+		return object.Signature{}, fmt.Errorf("--identity %q: want \"Name <email>\"", s)
+	}
+	return object.Signature{Name: a.Name, Email: a.Address}, nil
+}
+
+func newLogger(w io.Writer, format string) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, errUsage(fmt.Sprintf("--log-format %q: use text or json", format))
+}

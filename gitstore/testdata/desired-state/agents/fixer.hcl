@@ -1,0 +1,3 @@
+agent "fixer" {
+  model = "large"
+}

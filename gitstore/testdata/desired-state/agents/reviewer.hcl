@@ -1,0 +1,4 @@
+agent "reviewer" {
+  model = "small"
+  schedule = "@hourly"
+}

@@ -1,0 +1,194 @@
+package hclspec
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+)
+
+// The types of the variables policy conditions see.
+var (
+	fileType = cty.Object(map[string]cty.Type{
+		"path": cty.String, "status": cty.String, "added": cty.Number, "removed": cty.Number,
+	})
+	changeType = cty.Object(map[string]cty.Type{
+		"files": cty.List(fileType), "paths": cty.List(cty.String),
+		"added": cty.Number, "removed": cty.Number, "count": cty.Number,
+	})
+	agentType = cty.Object(map[string]cty.Type{
+		"name": cty.String, "provider": cty.String, "model": cty.String,
+		"scope": cty.List(cty.String), "work_unit_kind": cty.String,
+	})
+	runType = cty.Object(map[string]cty.Type{
+		"id": cty.String, "trigger": cty.String, "model": cty.String, "spec_commit": cty.String,
+	})
+	conditionVars = map[string]cty.Type{"agent": agentType, "run": runType, "change": changeType}
+)
+
+// ChangeFile is one file of a proposed change, as conditions see it.
+type ChangeFile struct {
+	Path    string
+	Status  string // added, modified, deleted
+	Added   int
+	Removed int
+}
+
+// RunInfo is the run a decision is about.
+type RunInfo struct {
+	ID         string
+	Trigger    string
+	Model      string
+	SpecCommit string
+}
+
+// ConditionInput is everything a policy condition may refer to.
+type ConditionInput struct {
+	Agent  *Agent
+	Run    RunInfo
+	Change []ChangeFile
+}
+
+func (in ConditionInput) vars() map[string]cty.Value {
+	files := make([]cty.Value, 0, len(in.Change))
+	paths := make([]cty.Value, 0, len(in.Change))
+	added, removed := 0, 0
+	for _, f := range in.Change {
+		files = append(files, cty.ObjectVal(map[string]cty.Value{
+			"path": cty.StringVal(f.Path), "status": cty.StringVal(f.Status),
+			"added": cty.NumberIntVal(int64(f.Added)), "removed": cty.NumberIntVal(int64(f.Removed)),
+		}))
+		paths = append(paths, cty.StringVal(f.Path))
+		added += f.Added
+		removed += f.Removed
+	}
+	fileList, pathList := cty.ListValEmpty(fileType), cty.ListValEmpty(cty.String)
+	if len(files) > 0 {
+		fileList, pathList = cty.ListVal(files), cty.ListVal(paths)
+	}
+	a := in.Agent
+	scope := cty.ListValEmpty(cty.String)
+	if len(a.Scope) > 0 {
+		var s []cty.Value
+		for _, p := range a.Scope {
+			s = append(s, cty.StringVal(p))
+		}
+		scope = cty.ListVal(s)
+	}
+	provider := ""
+	if a.Provider != nil {
+		provider = a.Provider.Ref()
+	}
+	return map[string]cty.Value{
+		"agent": cty.ObjectVal(map[string]cty.Value{
+			"name": cty.StringVal(a.Name), "provider": cty.StringVal(provider), "model": cty.StringVal(a.Model),
+			"scope": scope, "work_unit_kind": cty.StringVal(a.WorkUnit.Kind),
+		}),
+		"run": cty.ObjectVal(map[string]cty.Value{
+			"id": cty.StringVal(in.Run.ID), "trigger": cty.StringVal(in.Run.Trigger),
+			"model": cty.StringVal(in.Run.Model), "spec_commit": cty.StringVal(in.Run.SpecCommit),
+		}),
+		"change": cty.ObjectVal(map[string]cty.Value{
+			"files": fileList, "paths": pathList,
+			"added": cty.NumberIntVal(int64(added)), "removed": cty.NumberIntVal(int64(removed)),
+			"count": cty.NumberIntVal(int64(len(in.Change))),
+		}),
+	}
+}
+
+// EvalCondition evaluates a policy condition. A nil expression is true. A
+// condition that does not evaluate to a known bool is an error diagnostic
+// at the expression: the caller must fail closed.
+func EvalCondition(expr hcl.Expression, in ConditionInput) (bool, hcl.Diagnostics) {
+	if expr == nil {
+		return true, nil
+	}
+	ctx := &hcl.EvalContext{Variables: in.vars(), Functions: stdFunctions()}
+	v, diags := expr.Value(ctx)
+	if diags.HasErrors() {
+		return false, diags
+	}
+	b, err := convert.Convert(v, cty.Bool)
+	if err != nil || b.IsNull() || !b.IsKnown() {
+		rng := expr.Range()
+		return false, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Condition is not a bool", Detail: "A condition must be true or false; this one is " + v.Type().FriendlyName() + ".", Subject: &rng}}
+	}
+	return b.True(), nil
+}
+
+// CheckCondition checks a condition at load time: the variables and
+// attributes it names exist, the functions it calls exist, and it evaluates
+// to a bool for an unknown change of the right types.
+func CheckCondition(expr hcl.Expression) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, trav := range expr.Variables() {
+		root := trav.RootName()
+		typ, ok := conditionVars[root]
+		if !ok {
+			rng := trav.SourceRange()
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unknown variable",
+				Detail: fmt.Sprintf("Conditions can refer to agent, run and change; there is no variable %q.%s", root, suggest(root, []string{"agent", "run", "change"})), Subject: &rng})
+			continue
+		}
+		if len(trav) < 2 {
+			continue
+		}
+		attr, ok := trav[1].(hcl.TraverseAttr)
+		if !ok {
+			continue
+		}
+		if !typ.HasAttribute(attr.Name) {
+			var names []string
+			for n := range typ.AttributeTypes() {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			rng := attr.SrcRange
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unsupported attribute",
+				Detail: fmt.Sprintf("%s has no attribute %q; it has %s.%s", root, attr.Name, strings.Join(names, ", "), suggest(attr.Name, names)), Subject: &rng})
+		}
+	}
+	funcs := stdFunctions()
+	var fnames []string
+	for n := range funcs {
+		fnames = append(fnames, n)
+	}
+	sort.Strings(fnames)
+	if se, ok := expr.(hclsyntax.Expression); ok {
+		hclsyntax.VisitAll(se, func(n hclsyntax.Node) hcl.Diagnostics {
+			call, ok := n.(*hclsyntax.FunctionCallExpr)
+			if !ok {
+				return nil
+			}
+			if _, ok := funcs[call.Name]; !ok {
+				rng := call.NameRange
+				detail := fmt.Sprintf("There is no function %q in policy conditions.%s", call.Name, suggest(call.Name, fnames))
+				if call.Name == "file" || call.Name == "templatefile" || call.Name == "env" {
+					detail = fmt.Sprintf("%s() is not available in policy conditions: conditions see only agent, run and change, so a decision depends on nothing outside the reviewed spec.", call.Name)
+				}
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Call to unknown function", Detail: detail, Subject: &rng})
+			}
+			return nil
+		})
+	}
+	if diags.HasErrors() {
+		return diags
+	}
+	vars := map[string]cty.Value{}
+	for k, t := range conditionVars {
+		vars[k] = cty.UnknownVal(t)
+	}
+	v, d := expr.Value(&hcl.EvalContext{Variables: vars, Functions: funcs})
+	diags = append(diags, d...)
+	if !d.HasErrors() {
+		if _, err := convert.Convert(v, cty.Bool); err != nil {
+			rng := expr.Range()
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Condition is not a bool", Detail: "A condition must evaluate to true or false; this one gives " + v.Type().FriendlyName() + ".", Subject: &rng})
+		}
+	}
+	return diags
+}

@@ -1,0 +1,622 @@
+package hclspec
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/bmatcuk/doublestar/v4"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+)
+
+// The files and directories of the desired state, relative to the
+// repository root.
+const (
+	ProvidersFile = "providers.hcl"
+	ReviewersFile = "reviewers.hcl"
+	AgentsGlob    = "agents/*.hcl"
+	PoliciesGlob  = "policies/*.hcl"
+	TestSuffix    = "_test.hcl"
+)
+
+// ControlPaths are the globs of the files that define what agents may do.
+// An agent's change to any of them is a change to its own permissions.
+var ControlPaths = []string{"agents/**", "policies/**", ProvidersFile, ReviewersFile, ".reconciler/**"}
+
+// IsControlPath reports whether a repository path is one of ControlPaths.
+func IsControlPath(p string) bool { return MatchAny(ControlPaths, p) }
+
+// Options tune Load.
+type Options struct {
+	// LookupEnv resolves env() in providers.hcl. Nil means env() always
+	// returns "" (the variable is unset).
+	LookupEnv func(string) (string, bool)
+}
+
+// Load reads and validates the desired state from fsys, rooted at the
+// repository's top. It returns all diagnostics found; the Spec is nil when
+// any of them is an error. A repository without any of the files loads as
+// an empty Spec.
+func Load(fsys fs.FS, opts Options) (*Spec, hcl.Diagnostics) {
+	l := &loader{fsys: fsys, opts: opts, parser: hclparse.NewParser()}
+	return l.load()
+}
+
+type loader struct {
+	fsys   fs.FS
+	opts   Options
+	parser *hclparse.Parser
+	diags  hcl.Diagnostics
+	spec   Spec
+}
+
+func (l *loader) load() (*Spec, hcl.Diagnostics) {
+	l.spec.Files = map[string]*hcl.File{}
+	if f := l.parse(ProvidersFile); f != nil {
+		l.decodeFile(f, "provider", []string{"kind", "name"}, l.decodeProvider)
+	}
+	if f := l.parse(ReviewersFile); f != nil {
+		l.decodeFile(f, "group", []string{"name"}, l.decodeGroup)
+	}
+	for _, name := range l.glob(AgentsGlob) {
+		if f := l.parse(name); f != nil {
+			l.decodeFile(f, "agent", []string{"name"}, l.decodeAgent)
+		}
+	}
+	for _, name := range l.glob(PoliciesGlob) {
+		if strings.HasSuffix(name, TestSuffix) {
+			continue
+		}
+		if f := l.parse(name); f != nil {
+			l.decodeFile(f, "policy", []string{"name"}, l.decodePolicy)
+		}
+	}
+	l.crossCheck()
+	if l.diags.HasErrors() {
+		return nil, l.diags
+	}
+	l.digests()
+	return &l.spec, l.diags
+}
+
+// Sources returns the bytes of every file the loader parsed, for
+// hcl.NewDiagnosticTextWriter.
+func Sources(spec *Spec) map[string]*hcl.File { return spec.Files }
+
+func (l *loader) glob(pattern string) []string {
+	names, err := fs.Glob(l.fsys, pattern)
+	if err != nil {
+		l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot list files", Detail: fmt.Sprintf("Listing %s: %v.", pattern, err)})
+		return nil
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (l *loader) parse(name string) *hcl.File {
+	src, err := fs.ReadFile(l.fsys, name)
+	if err != nil {
+		if !errorsIsNotExist(err) {
+			l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot read file", Detail: fmt.Sprintf("Reading %s: %v.", name, err)})
+		}
+		return nil
+	}
+	f, diags := l.parser.ParseHCL(src, name)
+	l.diags = append(l.diags, diags...)
+	if f != nil {
+		l.spec.Files[name] = f
+	}
+	if diags.HasErrors() {
+		return nil
+	}
+	return f
+}
+
+// decodeFile decodes the blocks of one file, which may only hold blocks of
+// the given type.
+func (l *loader) decodeFile(f *hcl.File, blockType string, labels []string, decode func(f *hcl.File, b *hcl.Block)) {
+	content, diags := f.Body.Content(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: blockType, LabelNames: labels}}})
+	l.diags = append(l.diags, diags...)
+	if content == nil {
+		return
+	}
+	for _, b := range content.Blocks {
+		decode(f, b)
+	}
+}
+
+// blockSource returns the exact text of a block.
+func blockSource(f *hcl.File, b *hcl.Block) []byte {
+	r := hcl.RangeBetween(b.DefRange, b.Body.MissingItemRange())
+	if end := b.Body.MissingItemRange().End.Byte; end <= len(f.Bytes) && r.Start.Byte <= end {
+		return f.Bytes[r.Start.Byte:end]
+	}
+	return nil
+}
+
+func (l *loader) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent {
+	c, diags := body.Content(schema)
+	l.diags = append(l.diags, diags...)
+	return c
+}
+
+// evalCtx is the context for attributes of agents, reviewers and policies.
+func (l *loader) evalCtx(withEnv bool, used map[string][]byte) *hcl.EvalContext {
+	funcs := stdFunctions()
+	for k, v := range fileFunctions(l.fsys, used) {
+		funcs[k] = v
+	}
+	if withEnv {
+		funcs["env"] = envFunc(l.opts.LookupEnv)
+	}
+	return &hcl.EvalContext{Functions: funcs}
+}
+
+// decodeAttr decodes an attribute into target (a pointer), recording
+// diagnostics. It reports whether the attribute was present and valid.
+func (l *loader) decodeAttr(attrs hcl.Attributes, name string, ctx *hcl.EvalContext, target any) bool {
+	a, ok := attrs[name]
+	if !ok {
+		return false
+	}
+	diags := gohcl.DecodeExpression(a.Expr, ctx, target)
+	l.diags = append(l.diags, diags...)
+	return !diags.HasErrors()
+}
+
+func (l *loader) errorf(rng hcl.Range, summary, detail string, args ...any) {
+	r := rng
+	l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(detail, args...), Subject: &r})
+}
+
+func (l *loader) decodeDuration(attrs hcl.Attributes, name string, ctx *hcl.EvalContext, target *time.Duration) {
+	var s string
+	if !l.decodeAttr(attrs, name, ctx, &s) {
+		return
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		l.errorf(attrs[name].Expr.Range(), "Invalid duration", "%q is not a positive duration; write it like \"90s\", \"10m\" or \"1h30m\".", s)
+		return
+	}
+	*target = d
+}
+
+var providerSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "base_url"}, {Name: "api_key_env"}, {Name: "timeout"}, {Name: "max_output_bytes"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "price", LabelNames: []string{"model"}}},
+}
+
+var priceSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+	{Name: "input_per_mtok", Required: true}, {Name: "output_per_mtok", Required: true},
+}}
+
+func (l *loader) decodeProvider(f *hcl.File, b *hcl.Block) {
+	p := &Provider{Kind: b.Labels[0], Name: b.Labels[1], DeclRange: b.DefRange, Source: blockSource(f, b)}
+	c := l.content(b.Body, providerSchema)
+	if c == nil {
+		return
+	}
+	ctx := l.evalCtx(true, map[string][]byte{})
+	switch p.Kind {
+	case ProviderOpenAI:
+		l.decodeAttr(c.Attributes, "base_url", ctx, &p.BaseURL)
+		l.decodeAttr(c.Attributes, "api_key_env", ctx, &p.APIKeyEnv)
+		p.Prices = map[string]Price{}
+		for _, pb := range c.Blocks {
+			pc := l.content(pb.Body, priceSchema)
+			if pc == nil {
+				continue
+			}
+			var pr Price
+			l.decodeAttr(pc.Attributes, "input_per_mtok", ctx, &pr.InputPerMTok)
+			l.decodeAttr(pc.Attributes, "output_per_mtok", ctx, &pr.OutputPerMTok)
+			p.Prices[pb.Labels[0]] = pr
+		}
+		for _, n := range []string{"timeout", "max_output_bytes"} {
+			if a, ok := c.Attributes[n]; ok {
+				l.errorf(a.NameRange, "Unsupported argument", "%q is an argument of exec providers; an openai provider does not take it.", n)
+			}
+		}
+	case ProviderExec:
+		p.Timeout = 5 * time.Minute
+		p.MaxOutputBytes = 1 << 20
+		l.decodeDuration(c.Attributes, "timeout", ctx, &p.Timeout)
+		l.decodeAttr(c.Attributes, "max_output_bytes", ctx, &p.MaxOutputBytes)
+		for _, n := range []string{"base_url", "api_key_env"} {
+			if a, ok := c.Attributes[n]; ok {
+				l.errorf(a.NameRange, "Unsupported argument", "%q is an argument of openai providers; an exec provider does not take it.", n)
+			}
+		}
+		for _, pb := range c.Blocks {
+			l.errorf(pb.DefRange, "Unsupported block type", "Exec providers have no prices; put price blocks in an openai provider.")
+		}
+	default:
+		l.errorf(b.LabelRanges[0], "Unknown provider kind", "Provider kind %q is not supported. Use %q (any OpenAI-compatible endpoint) or %q (a command run in a temporary worktree).%s",
+			p.Kind, ProviderOpenAI, ProviderExec, suggest(p.Kind, []string{ProviderOpenAI, ProviderExec}))
+		return
+	}
+	for _, other := range l.spec.Providers {
+		if other.Kind == p.Kind && other.Name == p.Name {
+			l.errorf(b.DefRange, "Duplicate provider", "A provider %q %q is already declared at %s; each provider needs a unique kind and name.", p.Kind, p.Name, other.DeclRange)
+			return
+		}
+	}
+	l.spec.Providers = append(l.spec.Providers, p)
+}
+
+var groupSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "member", LabelNames: []string{"name"}}}}
+
+var memberSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+	{Name: "email"}, {Name: "signing_key"}, {Name: "forge_login"},
+}}
+
+func (l *loader) decodeGroup(_ *hcl.File, b *hcl.Block) {
+	g := &Group{Name: b.Labels[0], DeclRange: b.DefRange}
+	c := l.content(b.Body, groupSchema)
+	if c == nil {
+		return
+	}
+	ctx := l.evalCtx(false, map[string][]byte{})
+	for _, mb := range c.Blocks {
+		m := &Member{Name: mb.Labels[0], DeclRange: mb.DefRange}
+		mc := l.content(mb.Body, memberSchema)
+		if mc == nil {
+			continue
+		}
+		l.decodeAttr(mc.Attributes, "email", ctx, &m.Email)
+		l.decodeAttr(mc.Attributes, "signing_key", ctx, &m.SigningKey)
+		l.decodeAttr(mc.Attributes, "forge_login", ctx, &m.ForgeLogin)
+		if m.Email == "" && m.ForgeLogin == "" {
+			l.errorf(mb.DefRange, "Member cannot be identified", "Member %q of group %q needs an email (matched against merge commits) or a forge_login (matched against pull request reviews).", m.Name, g.Name)
+		}
+		g.Members = append(g.Members, m)
+	}
+	if other := l.spec.Group(g.Name); other != nil {
+		l.errorf(b.DefRange, "Duplicate reviewer group", "A group %q is already declared at %s.", g.Name, other.DeclRange)
+		return
+	}
+	l.spec.Groups = append(l.spec.Groups, g)
+}
+
+var agentSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "description"}, {Name: "provider", Required: true}, {Name: "model"}, {Name: "prompt"},
+		{Name: "command"}, {Name: "tools"}, {Name: "suspend"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "trigger"}, {Type: "scope"}, {Type: "limits"}, {Type: "work_unit"}},
+}
+
+var triggerSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+	{Name: "schedule"}, {Name: "timezone"}, {Name: "on_spec_change"}, {Name: "manual"},
+}}
+
+var scopeSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "paths", Required: true}}}
+
+var limitsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+	{Name: "max_steps"}, {Name: "max_tokens"}, {Name: "timeout"},
+}}
+
+var workUnitSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+	{Name: "kind", Required: true}, {Name: "human_minutes", Required: true},
+}}
+
+// agentNameOK is what an agent name may be: it becomes part of a branch name.
+func agentNameOK(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[0] == '.' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
+	a := &Agent{
+		Name: b.Labels[0], DeclRange: b.DefRange, Source: blockSource(f, b),
+		Limits: Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: 10 * time.Minute},
+	}
+	if !agentNameOK(a.Name) {
+		l.errorf(b.LabelRanges[0], "Invalid agent name", "Agent name %q becomes part of branch names: use lowercase letters, digits, '-' and '_', at most 63 characters, not starting with '-'.", a.Name)
+	}
+	c := l.content(b.Body, agentSchema)
+	if c == nil {
+		return
+	}
+	ctx := l.evalCtx(false, map[string][]byte{})
+	l.decodeAttr(c.Attributes, "description", ctx, &a.Description)
+	l.decodeAttr(c.Attributes, "model", ctx, &a.Model)
+	l.decodeAttr(c.Attributes, "prompt", ctx, &a.Prompt)
+	l.decodeAttr(c.Attributes, "command", ctx, &a.Command)
+	l.decodeAttr(c.Attributes, "tools", ctx, &a.Tools)
+	l.decodeAttr(c.Attributes, "suspend", ctx, &a.Suspend)
+	if attr, ok := c.Attributes["provider"]; ok {
+		a.ProviderRange = attr.Expr.Range()
+		a.Provider = l.providerRef(attr)
+	}
+	var seen = map[string]*hcl.Block{}
+	for _, blk := range c.Blocks {
+		if blk.Type != "trigger" {
+			if prev, dup := seen[blk.Type]; dup {
+				l.errorf(blk.DefRange, "Duplicate "+blk.Type+" block", "An agent has at most one %s block; the first is at %s.", blk.Type, prev.DefRange)
+				continue
+			}
+			seen[blk.Type] = blk
+		}
+		switch blk.Type {
+		case "trigger":
+			if t, ok := l.decodeTrigger(blk, ctx); ok {
+				a.Triggers = append(a.Triggers, t)
+			}
+		case "scope":
+			if sc := l.content(blk.Body, scopeSchema); sc != nil {
+				a.ScopeRange = sc.Attributes["paths"].Expr.Range()
+				if l.decodeAttr(sc.Attributes, "paths", ctx, &a.Scope) {
+					l.checkGlobs(a.Scope, a.ScopeRange)
+				}
+			}
+		case "limits":
+			if lc := l.content(blk.Body, limitsSchema); lc != nil {
+				l.decodeAttr(lc.Attributes, "max_steps", ctx, &a.Limits.MaxSteps)
+				l.decodeAttr(lc.Attributes, "max_tokens", ctx, &a.Limits.MaxTokens)
+				l.decodeDuration(lc.Attributes, "timeout", ctx, &a.Limits.Timeout)
+			}
+		case "work_unit":
+			if wc := l.content(blk.Body, workUnitSchema); wc != nil {
+				l.decodeAttr(wc.Attributes, "kind", ctx, &a.WorkUnit.Kind)
+				if l.decodeAttr(wc.Attributes, "human_minutes", ctx, &a.WorkUnit.HumanMinutes) && a.WorkUnit.HumanMinutes < 0 {
+					l.errorf(wc.Attributes["human_minutes"].Expr.Range(), "Invalid work unit", "human_minutes must not be negative.")
+				}
+			}
+		}
+	}
+	if _, ok := seen["scope"]; !ok {
+		l.errorf(b.DefRange, "Missing scope block", "Agent %q has no scope: add scope { paths = [\"deploy/**\"] } naming what it may read and write.", a.Name)
+	}
+	if len(a.Triggers) == 0 {
+		l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Agent never runs", Detail: fmt.Sprintf("Agent %q has no trigger block, so it only runs when asked manually. Add trigger { schedule = \"@every 6h\" } or trigger { on_spec_change = true }.", a.Name), Subject: &a.DeclRange})
+	}
+	if a.Provider != nil {
+		switch a.Provider.Kind {
+		case ProviderExec:
+			if len(a.Command) == 0 {
+				l.errorf(a.ProviderRange, "Missing command", "Agent %q uses exec provider %q, which runs a command: add command = [\"sh\", \"tools/fix.sh\"].", a.Name, a.Provider.Name)
+			}
+		case ProviderOpenAI:
+			if a.Model == "" {
+				l.errorf(a.ProviderRange, "Missing model", "Agent %q uses openai provider %q: add model = \"gpt-4o-mini\" (or the model your endpoint serves).", a.Name, a.Provider.Name)
+			}
+		}
+	}
+	if other := l.spec.Agent(a.Name); other != nil {
+		l.errorf(b.LabelRanges[0], "Duplicate agent", "An agent %q is already declared at %s; agent names must be unique across agents/*.hcl.", a.Name, other.DeclRange)
+		return
+	}
+	l.spec.Agents = append(l.spec.Agents, a)
+}
+
+func (l *loader) decodeTrigger(blk *hcl.Block, ctx *hcl.EvalContext) (Trigger, bool) {
+	t := Trigger{Range: blk.DefRange, Timezone: time.UTC}
+	c := l.content(blk.Body, triggerSchema)
+	if c == nil {
+		return t, false
+	}
+	set := 0
+	if l.decodeAttr(c.Attributes, "schedule", ctx, &t.Schedule) {
+		set++
+	}
+	if l.decodeAttr(c.Attributes, "on_spec_change", ctx, &t.OnSpecChange) && t.OnSpecChange {
+		set++
+	}
+	if l.decodeAttr(c.Attributes, "manual", ctx, &t.Manual) && t.Manual {
+		set++
+	}
+	var tz string
+	if l.decodeAttr(c.Attributes, "timezone", ctx, &tz) {
+		loc, err := time.LoadLocation(tz)
+		if err != nil {
+			l.errorf(c.Attributes["timezone"].Expr.Range(), "Unknown time zone", "%q is not an IANA time zone name; write it like \"Europe/Berlin\" or \"UTC\".", tz)
+			return t, false
+		}
+		t.Timezone = loc
+		if t.Schedule == "" {
+			l.errorf(c.Attributes["timezone"].NameRange, "Time zone without schedule", "timezone only applies to schedule triggers.")
+		}
+	}
+	if set != 1 {
+		l.errorf(blk.DefRange, "Invalid trigger", "A trigger block sets exactly one of schedule, on_spec_change = true or manual = true; use one block per trigger.")
+		return t, false
+	}
+	if t.Schedule != "" {
+		s, err := parseSchedule(t.Schedule, t.Timezone)
+		if err != nil {
+			l.errorf(c.Attributes["schedule"].Expr.Range(), "Invalid schedule", "%q: %v. Use five cron fields (\"0 6 * * MON-FRI\"), a descriptor (\"@daily\") or \"@every 6h\".", t.Schedule, err)
+			return t, false
+		}
+		t.schedule = s
+	}
+	return t, true
+}
+
+// providerRef resolves `provider = provider.<kind>.<name>`.
+func (l *loader) providerRef(attr *hcl.Attribute) *Provider {
+	trav, diags := hcl.AbsTraversalForExpr(attr.Expr)
+	if diags.HasErrors() || len(trav) != 3 || trav.RootName() != "provider" {
+		l.errorf(attr.Expr.Range(), "Invalid provider reference", "Refer to a provider as provider.<kind>.<name>, for example provider.exec.local or provider.openai.default.")
+		return nil
+	}
+	kind, ok1 := trav[1].(hcl.TraverseAttr)
+	name, ok2 := trav[2].(hcl.TraverseAttr)
+	if !ok1 || !ok2 {
+		l.errorf(attr.Expr.Range(), "Invalid provider reference", "Refer to a provider as provider.<kind>.<name>.")
+		return nil
+	}
+	var known []string
+	for _, p := range l.spec.Providers {
+		if p.Kind == kind.Name && p.Name == name.Name {
+			return p
+		}
+		known = append(known, p.Ref())
+	}
+	ref := "provider." + kind.Name + "." + name.Name
+	l.errorf(attr.Expr.Range(), "Unknown provider", "%s is not declared in %s.%s", ref, ProvidersFile, suggest(ref, known))
+	return nil
+}
+
+var policySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "applies_to", Required: true}, {Name: "enforcement"}},
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "deny", LabelNames: []string{"name"}},
+		{Type: "require_approval", LabelNames: []string{"name"}},
+	},
+}
+
+var denySchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "condition", Required: true}, {Name: "message"}}}
+
+var approvalSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+	{Name: "condition"}, {Name: "reviewers", Required: true}, {Name: "min"},
+}}
+
+func (l *loader) decodePolicy(f *hcl.File, b *hcl.Block) {
+	p := &Policy{Name: b.Labels[0], Enforcement: Hard, DeclRange: b.DefRange, Source: blockSource(f, b)}
+	c := l.content(b.Body, policySchema)
+	if c == nil {
+		return
+	}
+	ctx := l.evalCtx(false, map[string][]byte{})
+	if l.decodeAttr(c.Attributes, "applies_to", ctx, &p.AppliesTo) {
+		l.checkGlobs(p.AppliesTo, c.Attributes["applies_to"].Expr.Range())
+	}
+	if l.decodeAttr(c.Attributes, "enforcement", ctx, &p.Enforcement) {
+		switch p.Enforcement {
+		case Advisory, Soft, Hard:
+		default:
+			l.errorf(c.Attributes["enforcement"].Expr.Range(), "Invalid enforcement level", "%q is not an enforcement level: use \"advisory\" (recorded, never blocks), \"soft\" (blocks, reviewers may override) or \"hard\" (blocks).%s",
+				p.Enforcement, suggest(p.Enforcement, []string{Advisory, Soft, Hard}))
+		}
+	}
+	rules := map[string]hcl.Range{}
+	for _, blk := range c.Blocks {
+		name := blk.Labels[0]
+		if prev, dup := rules[name]; dup {
+			l.errorf(blk.LabelRanges[0], "Duplicate rule", "Policy %q already has a rule %q at %s; rule names are unique within a policy.", p.Name, name, prev)
+			continue
+		}
+		rules[name] = blk.DefRange
+		switch blk.Type {
+		case "deny":
+			dc := l.content(blk.Body, denySchema)
+			if dc == nil {
+				continue
+			}
+			r := &DenyRule{Name: name, DeclRange: blk.DefRange, Condition: dc.Attributes["condition"].Expr}
+			l.decodeAttr(dc.Attributes, "message", ctx, &r.Message)
+			l.diags = append(l.diags, CheckCondition(r.Condition)...)
+			p.Denies = append(p.Denies, r)
+		case "require_approval":
+			ac := l.content(blk.Body, approvalSchema)
+			if ac == nil {
+				continue
+			}
+			r := &ApprovalRule{Name: name, DeclRange: blk.DefRange, Min: 1}
+			if a, ok := ac.Attributes["condition"]; ok {
+				r.Condition = a.Expr
+				l.diags = append(l.diags, CheckCondition(r.Condition)...)
+			}
+			l.decodeAttr(ac.Attributes, "reviewers", ctx, &r.Reviewers)
+			if l.decodeAttr(ac.Attributes, "min", ctx, &r.Min) && r.Min < 1 {
+				l.errorf(ac.Attributes["min"].Expr.Range(), "Invalid minimum", "min is the number of approvals required and must be at least 1.")
+			}
+			r.ReviewersRange = ac.Attributes["reviewers"].Expr.Range()
+			p.Approvals = append(p.Approvals, r)
+		}
+	}
+	for _, other := range l.spec.Policies {
+		if other.Name == p.Name {
+			l.errorf(b.LabelRanges[0], "Duplicate policy", "A policy %q is already declared at %s; policy names must be unique across policies/*.hcl.", p.Name, other.DeclRange)
+			return
+		}
+	}
+	l.spec.Policies = append(l.spec.Policies, p)
+}
+
+func (l *loader) checkGlobs(globs []string, rng hcl.Range) {
+	for _, g := range globs {
+		if !doublestar.ValidatePattern(g) {
+			l.errorf(rng, "Invalid glob", "%q is not a valid glob pattern: check its brackets and braces. Use * within a path segment and ** across segments.", g)
+		}
+	}
+}
+
+// crossCheck validates references between files: reviewer groups used by
+// policies.
+func (l *loader) crossCheck() {
+	var groups []string
+	for _, g := range l.spec.Groups {
+		groups = append(groups, g.Name)
+	}
+	for _, p := range l.spec.Policies {
+		for _, r := range p.Approvals {
+			for _, name := range r.Reviewers {
+				if l.spec.Group(name) == nil {
+					l.errorf(r.ReviewersRange, "Unknown reviewer group", "Rule %q of policy %q names group %q, which %s does not declare.%s", r.Name, p.Name, name, ReviewersFile, suggest(name, groups))
+				}
+			}
+		}
+	}
+}
+
+// digests computes each agent's spec digest: what defines its runs.
+func (l *loader) digests() {
+	for _, a := range l.spec.Agents {
+		h := sha256.New()
+		part := func(kind string, b []byte) {
+			fmt.Fprintf(h, "%s %d\n", kind, len(b))
+			h.Write(b)
+		}
+		part("agent", a.Source)
+		part("prompt", []byte(a.Prompt))
+		if a.Provider != nil {
+			part("provider", a.Provider.Source)
+		}
+		for _, arg := range a.Command {
+			if clean, err := repoPath(arg); err == nil && path.Ext(clean) != "" {
+				if b, err := fs.ReadFile(l.fsys, clean); err == nil {
+					part("command-file "+clean, b)
+				}
+			}
+		}
+		for _, p := range l.spec.PoliciesFor(a.Name) {
+			part("policy", p.Source)
+		}
+		a.Digest = hex.EncodeToString(h.Sum(nil))
+	}
+}
+
+func envFunc(lookup func(string) (string, bool)) function.Function {
+	return function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "name", Type: cty.String}},
+		Type:   function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			if lookup == nil {
+				return cty.StringVal(""), nil
+			}
+			v, _ := lookup(args[0].AsString())
+			return cty.StringVal(v), nil
+		},
+	})
+}

@@ -1,0 +1,77 @@
+package hclspec
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// cronParser accepts the five standard fields and the @ descriptors
+// (@hourly, @daily, ...). @every is handled separately so that its slots
+// are aligned to the epoch and the same for every process.
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// schedule is a parsed schedule trigger.
+type schedule struct {
+	every time.Duration
+	cron  cron.Schedule
+}
+
+func parseSchedule(expr string, loc *time.Location) (schedule, error) {
+	if rest, ok := strings.CutPrefix(expr, "@every "); ok {
+		d, err := time.ParseDuration(strings.TrimSpace(rest))
+		if err != nil {
+			return schedule{}, fmt.Errorf("@every needs a duration such as \"6h\" or \"30m\": %w", err)
+		}
+		if d < time.Minute {
+			return schedule{}, fmt.Errorf("@every %s is shorter than the minimum of one minute", d)
+		}
+		return schedule{every: d}, nil
+	}
+	s, err := cronParser.Parse(expr)
+	if err != nil {
+		return schedule{}, err
+	}
+	if spec, ok := s.(*cron.SpecSchedule); ok && loc != nil {
+		spec.Location = loc
+	}
+	return schedule{cron: s}, nil
+}
+
+// LastSlot returns the most recent time at or before now when the schedule
+// fired, and false when the trigger is not a schedule or has not fired within
+// the last year.
+func (t Trigger) LastSlot(now time.Time) (time.Time, bool) {
+	s := t.schedule
+	switch {
+	case s.every > 0:
+		return now.Truncate(s.every), true
+	case s.cron != nil:
+		// Step back through growing windows until one contains an
+		// activation, then walk forward to the last one before now.
+		for _, window := range []time.Duration{time.Hour, 24 * time.Hour, 32 * 24 * time.Hour, 366 * 24 * time.Hour} {
+			var last time.Time
+			for next := s.cron.Next(now.Add(-window)); !next.After(now); next = s.cron.Next(next) {
+				last = next
+			}
+			if !last.IsZero() {
+				return last, true
+			}
+		}
+	}
+	return time.Time{}, false
+}
+
+// NextSlot returns the next time after now when the schedule fires.
+func (t Trigger) NextSlot(now time.Time) (time.Time, bool) {
+	s := t.schedule
+	switch {
+	case s.every > 0:
+		return now.Truncate(s.every).Add(s.every), true
+	case s.cron != nil:
+		return s.cron.Next(now), true
+	}
+	return time.Time{}, false
+}

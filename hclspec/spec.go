@@ -1,0 +1,208 @@
+package hclspec
+
+import (
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Spec is a loaded, validated desired state.
+type Spec struct {
+	Providers []*Provider
+	Agents    []*Agent
+	Policies  []*Policy
+	Groups    []*Group
+
+	// Files holds the source of every HCL file that was parsed, by path,
+	// for rendering diagnostics and computing digests.
+	Files map[string]*hcl.File
+}
+
+// Provider kinds.
+const (
+	ProviderOpenAI = "openai"
+	ProviderExec   = "exec"
+)
+
+// Provider is a `provider "<kind>" "<name>"` block.
+type Provider struct {
+	Kind string
+	Name string
+
+	// OpenAI-compatible providers.
+	BaseURL   string
+	APIKeyEnv string
+	Prices    map[string]Price
+
+	// Exec providers.
+	Timeout        time.Duration
+	MaxOutputBytes int64
+
+	DeclRange hcl.Range
+	// Source is the block's exact text, part of the spec digest of the
+	// agents that use it.
+	Source []byte
+}
+
+// Ref returns the provider's reference as written in agents:
+// provider.<kind>.<name>.
+func (p *Provider) Ref() string { return "provider." + p.Kind + "." + p.Name }
+
+// Price is the cost of a model in US dollars per million tokens.
+type Price struct {
+	InputPerMTok  float64
+	OutputPerMTok float64
+}
+
+// Agent is an `agent "<name>"` block.
+type Agent struct {
+	Name        string
+	Description string
+	Provider    *Provider
+	Model       string
+	Prompt      string
+	Command     []string
+	Tools       []string
+	Triggers    []Trigger
+	Scope       []string
+	Limits      Limits
+	WorkUnit    WorkUnit
+	Suspend     bool
+
+	// Digest is the hex sha256 of what defines the agent's runs: its block,
+	// prompt, provider block, command files and the policies that apply to
+	// it. Unrelated edits to the repository leave it unchanged.
+	Digest string
+
+	DeclRange     hcl.Range
+	ProviderRange hcl.Range
+	ScopeRange    hcl.Range
+	Source        []byte
+}
+
+// Trigger is one `trigger` block of an agent. Exactly one of its fields is
+// set.
+type Trigger struct {
+	// Schedule is a cron expression (five fields, or a descriptor such as
+	// @hourly) or @every <duration>.
+	Schedule string
+	Timezone *time.Location
+	// OnSpecChange runs the agent once for every change of its spec digest.
+	OnSpecChange bool
+	// Manual runs the agent when a person asks for it.
+	Manual bool
+
+	schedule schedule
+	Range    hcl.Range
+}
+
+// Limits bound one run of an agent.
+type Limits struct {
+	MaxSteps  int
+	MaxTokens int
+	Timeout   time.Duration
+}
+
+// WorkUnit is what a merged proposal of the agent is worth.
+type WorkUnit struct {
+	Kind         string
+	HumanMinutes float64
+}
+
+// Enforcement levels, as Sentinel has them.
+const (
+	Advisory = "advisory"
+	Soft     = "soft"
+	Hard     = "hard"
+)
+
+// Policy is a `policy "<name>"` block.
+type Policy struct {
+	Name        string
+	AppliesTo   []string
+	Enforcement string
+	Denies      []*DenyRule
+	Approvals   []*ApprovalRule
+
+	DeclRange hcl.Range
+	Source    []byte
+}
+
+// AppliesToAgent reports whether the policy's applies_to globs match the
+// agent name.
+func (p *Policy) AppliesToAgent(name string) bool {
+	for _, g := range p.AppliesTo {
+		if globMatch(g, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// DenyRule is a `deny "<name>"` block: when Condition is true the change is
+// refused.
+type DenyRule struct {
+	Name      string
+	Condition hcl.Expression
+	Message   string
+	DeclRange hcl.Range
+}
+
+// ApprovalRule is a `require_approval "<name>"` block: when Condition is true
+// Min reviewers from the Reviewers groups must approve.
+type ApprovalRule struct {
+	Name      string
+	Condition hcl.Expression
+	Reviewers []string
+	Min       int
+	DeclRange hcl.Range
+	// ReviewersRange is where the reviewers attribute's value is written.
+	ReviewersRange hcl.Range
+}
+
+// Group is a `group "<name>"` block of reviewers.hcl.
+type Group struct {
+	Name      string
+	Members   []*Member
+	DeclRange hcl.Range
+}
+
+// Member is a reviewer.
+type Member struct {
+	Name       string
+	Email      string
+	SigningKey string
+	ForgeLogin string
+	DeclRange  hcl.Range
+}
+
+// Agent returns the agent with the given name, or nil.
+func (s *Spec) Agent(name string) *Agent {
+	for _, a := range s.Agents {
+		if a.Name == name {
+			return a
+		}
+	}
+	return nil
+}
+
+// Group returns the reviewer group with the given name, or nil.
+func (s *Spec) Group(name string) *Group {
+	for _, g := range s.Groups {
+		if g.Name == name {
+			return g
+		}
+	}
+	return nil
+}
+
+// PoliciesFor returns the policies that apply to the agent, in file order.
+func (s *Spec) PoliciesFor(agent string) []*Policy {
+	var out []*Policy
+	for _, p := range s.Policies {
+		if p.AppliesToAgent(agent) {
+			out = append(out, p)
+		}
+	}
+	return out
+}

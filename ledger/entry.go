@@ -1,0 +1,220 @@
+package ledger
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// Branch is the evidence branch.
+const Branch = "agent-evidence"
+
+// Formats of the statements the ledger signs.
+const (
+	StatementType = "https://in-toto.io/Statement/v1"
+	PredicateType = "https://github.com/agentgitops/reconciler/ledger/v1"
+	PayloadType   = "application/vnd.in-toto+json"
+)
+
+// Event types.
+const (
+	SpecLoaded         = "spec.loaded"
+	SpecInvalid        = "spec.invalid"
+	RunStarted         = "run.started"
+	RunFinished        = "run.finished"
+	RunFailed          = "run.failed"
+	PolicyDecision     = "policy.decision"
+	ProposalOpened     = "proposal.opened"
+	ProposalApproved   = "proposal.approved"
+	ProposalMerged     = "proposal.merged"
+	ProposalRejected   = "proposal.rejected"
+	ProposalSuperseded = "proposal.superseded"
+	BudgetExceeded     = "budget.exceeded"
+	PolicyViolation    = "policy.violation"
+)
+
+// Event is what happened. It is the body of an entry's predicate.
+type Event struct {
+	Type    string `json:"event"`
+	Summary string `json:"summary"`
+
+	// Subject is the git commit the event is about (the spec commit, a
+	// proposal head or a merge commit) and SubjectName what it is.
+	Subject     string `json:"-"`
+	SubjectName string `json:"-"`
+
+	Agent      string `json:"agent,omitempty"`
+	RunID      string `json:"run_id,omitempty"`
+	SpecCommit string `json:"spec_commit,omitempty"`
+	SpecDigest string `json:"spec_digest,omitempty"`
+	Trigger    string `json:"trigger,omitempty"`
+
+	Model    string    `json:"model,omitempty"`
+	Usage    *Usage    `json:"usage,omitempty"`
+	CostUSD  float64   `json:"cost_usd,omitempty"`
+	WorkUnit *WorkUnit `json:"work_unit,omitempty"`
+
+	// Outcome qualifies run.finished: changed, no_change, duplicate_open,
+	// duplicate_rejected.
+	Outcome  string          `json:"outcome,omitempty"`
+	Change   *Change         `json:"change,omitempty"`
+	Decision json.RawMessage `json:"decision,omitempty"`
+	Proposal *Proposal       `json:"proposal,omitempty"`
+	Reviewer string          `json:"reviewer,omitempty"`
+
+	Error       string   `json:"error,omitempty"`
+	Diagnostics []string `json:"diagnostics,omitempty"`
+}
+
+// Usage is what a run consumed.
+type Usage struct {
+	InputTokens  int64 `json:"input_tokens"`
+	OutputTokens int64 `json:"output_tokens"`
+}
+
+// WorkUnit is the value a run's task declares.
+type WorkUnit struct {
+	Kind         string  `json:"kind"`
+	HumanMinutes float64 `json:"human_minutes"`
+}
+
+// Change summarises a run's diff.
+type Change struct {
+	ID      string   `json:"id"`
+	Files   []string `json:"files"`
+	Added   int      `json:"added"`
+	Removed int      `json:"removed"`
+}
+
+// Proposal identifies a proposal branch and its head.
+type Proposal struct {
+	Branch   string `json:"branch"`
+	Head     string `json:"head"`
+	ChangeID string `json:"change_id,omitempty"`
+	// MergeCommit is set on proposal.merged.
+	MergeCommit string `json:"merge_commit,omitempty"`
+}
+
+// Predicate is the predicate of an entry's statement.
+type Predicate struct {
+	Seq  uint64    `json:"seq"`
+	Prev string    `json:"prev"`
+	Time time.Time `json:"time"`
+	Event
+}
+
+// Entry is a stored ledger entry.
+type Entry struct {
+	Predicate
+	Subject string
+	// Path is the bundle's path on the evidence branch.
+	Path string
+	// Commit is the evidence-branch commit that added the entry.
+	Commit plumbing.Hash
+	// Bundle is the Sigstore bundle exactly as stored, and Digest its
+	// sha256 in hex (what the next entry's Prev holds).
+	Bundle []byte
+	Digest string
+}
+
+// EntryPath returns where the entry with the given sequence number is
+// stored.
+func EntryPath(seq uint64) string {
+	return fmt.Sprintf("ledger/%09d/%012d.json", seq/1000, seq)
+}
+
+func digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+type statement struct {
+	Type          string            `json:"_type"`
+	Subject       []subject         `json:"subject"`
+	PredicateType string            `json:"predicateType"`
+	Predicate     json.RawMessage   `json:"predicate"`
+}
+
+type subject struct {
+	Name   string            `json:"name"`
+	Digest map[string]string `json:"digest"`
+}
+
+func isHexCommit(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// newStatement builds the in-toto statement of an entry.
+func newStatement(p Predicate) ([]byte, error) {
+	if !isHexCommit(p.Event.Subject) {
+		return nil, fmt.Errorf("build statement for %s: subject %q is not a git commit id", p.Type, p.Event.Subject)
+	}
+	pred, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode predicate: %w", err)
+	}
+	name := p.Event.SubjectName
+	if name == "" {
+		name = "commit"
+	}
+	return json.Marshal(statement{
+		Type:          StatementType,
+		Subject:       []subject{{Name: name, Digest: map[string]string{"gitCommit": p.Event.Subject}}},
+		PredicateType: PredicateType,
+		Predicate:     pred,
+	})
+}
+
+// parseStatement decodes a statement signed by the ledger.
+func parseStatement(b []byte) (Predicate, string, error) {
+	var st statement
+	if err := json.Unmarshal(b, &st); err != nil {
+		return Predicate{}, "", fmt.Errorf("statement is not JSON: %w", err)
+	}
+	if st.Type != StatementType {
+		return Predicate{}, "", fmt.Errorf("statement _type is %q, want %q", st.Type, StatementType)
+	}
+	if st.PredicateType != PredicateType {
+		return Predicate{}, "", fmt.Errorf("predicateType is %q, want %q", st.PredicateType, PredicateType)
+	}
+	if len(st.Subject) != 1 || !isHexCommit(st.Subject[0].Digest["gitCommit"]) {
+		return Predicate{}, "", fmt.Errorf("statement must have exactly one subject with a gitCommit digest")
+	}
+	var p Predicate
+	if err := json.Unmarshal(st.Predicate, &p); err != nil {
+		return Predicate{}, "", fmt.Errorf("predicate: %w", err)
+	}
+	p.Event.Subject = st.Subject[0].Digest["gitCommit"]
+	p.Event.SubjectName = st.Subject[0].Name
+	return p, p.Event.Subject, nil
+}
+
+// unverifiedPayload returns the DSSE payload of a bundle without checking its
+// signature. Only the ledger's own reads for state use it; Verify checks.
+func unverifiedPayload(bundle []byte) ([]byte, error) {
+	var b struct {
+		DSSE *struct {
+			Payload     string `json:"payload"`
+			PayloadType string `json:"payloadType"`
+		} `json:"dsseEnvelope"`
+	}
+	if err := json.Unmarshal(bundle, &b); err != nil {
+		return nil, fmt.Errorf("bundle is not JSON: %w", err)
+	}
+	if b.DSSE == nil {
+		return nil, fmt.Errorf("bundle has no DSSE envelope")
+	}
+	if b.DSSE.PayloadType != PayloadType {
+		return nil, fmt.Errorf("DSSE payload type is %q, want %q", b.DSSE.PayloadType, PayloadType)
+	}
+	return base64.StdEncoding.DecodeString(b.DSSE.Payload)
+}

@@ -1,0 +1,376 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/policy"
+)
+
+// TriggerSpec is the trigger id of on_spec_change triggers.
+const TriggerSpec = "spec"
+
+// runAgents resumes unfinished runs and starts due ones, one run per agent
+// per pass. An agent's failure is recorded and does not stop the others.
+func (r *Reconciler) runAgents(ctx context.Context, p *pass) error {
+	if r.spec == nil {
+		return nil
+	}
+	var errs []error
+	for _, a := range r.spec.Agents {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := r.reconcileAgent(ctx, p, a); err != nil {
+			r.log.Error("agent", "agent", a.Name, "err", err)
+			errs = append(errs, fmt.Errorf("agent %s: %w", a.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Agent) error {
+	// Finish what a previous pass (or process) started first.
+	for _, rn := range p.state.byAgent[a.Name] {
+		if rn.done() {
+			continue
+		}
+		if rn.digest == a.Digest {
+			return r.execute(ctx, p, a, rn.id, rn.trigger, rn)
+		}
+		// The spec changed under an unfinished run: it will never be
+		// resumed, so close it.
+		_, err := r.append(ctx, p, ledger.Event{
+			Type: ledger.RunFailed, Agent: a.Name, RunID: rn.id, Trigger: rn.trigger, SpecDigest: rn.digest,
+			SpecCommit: rn.specCommit, Subject: rn.specCommit, SubjectName: r.cfg.Branch,
+			Error:   "the agent's spec changed before the run finished",
+			Summary: fmt.Sprintf("run.failed %s %s: abandoned, the agent's spec changed before it finished", a.Name, rn.id),
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if a.Suspend {
+		return nil
+	}
+	trigger, ok := r.dueTrigger(p, a)
+	if !ok {
+		return nil
+	}
+	return r.execute(ctx, p, a, RunID(a.Name, a.Digest, trigger), trigger, nil)
+}
+
+// dueTrigger returns the id of the first trigger of a that has not run yet.
+func (r *Reconciler) dueTrigger(p *pass, a *hclspec.Agent) (string, bool) {
+	now := r.cfg.Now()
+	runs := p.state.byAgent[a.Name]
+	for _, t := range a.Triggers {
+		switch {
+		case t.OnSpecChange:
+			ran := false
+			for _, rn := range runs {
+				if rn.digest == a.Digest {
+					ran = true
+				}
+			}
+			if !ran {
+				return TriggerSpec, true
+			}
+		case t.Schedule != "":
+			slot, ok := t.LastSlot(now)
+			if !ok {
+				continue
+			}
+			id := "schedule:" + slot.UTC().Format(time.RFC3339)
+			ran := false
+			for _, rn := range runs {
+				// A run of the same spec at or after the slot covers it.
+				if rn.trigger == id || (rn.digest == a.Digest && !rn.started.Before(slot)) {
+					ran = true
+				}
+			}
+			if !ran {
+				return id, true
+			}
+		}
+	}
+	return "", false
+}
+
+// execute drives one run from wherever the ledger says it is to its end.
+// prior is nil for a new run.
+func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, prior *run) error {
+	specCommit := r.specCommit
+	base := ledger.Event{Agent: a.Name, RunID: runID, Trigger: trigger, SpecDigest: a.Digest, Subject: specCommit.String(), SubjectName: r.cfg.Branch, SpecCommit: specCommit.String()}
+	if prior != nil && prior.specCommit != "" {
+		// Resume on the commit the run started with.
+		specCommit = plumbing.NewHash(prior.specCommit)
+		base.SpecCommit, base.Subject = specCommit.String(), specCommit.String()
+	}
+	branch := ProposalBranch(a.Name, runID)
+
+	// A proposal branch without a proposal.opened entry: a previous
+	// process pushed it and stopped. Adopt it.
+	if prior != nil && prior.decision != nil {
+		if head, err := r.repo.Branch(branch); err == nil {
+			return r.recordOpened(ctx, p, a, base, prior, head)
+		}
+	}
+	if prior == nil {
+		ev := base
+		ev.Type = ledger.RunStarted
+		ev.Summary = fmt.Sprintf("run.started %s %s (trigger %s)", a.Name, runID, trigger)
+		if _, err := r.append(ctx, p, ev); err != nil {
+			return err
+		}
+		prior = p.state.runs[runID]
+	}
+
+	res, changes, runErr := r.runInWorkspace(ctx, a, runID, trigger, specCommit)
+	if runErr != nil {
+		ev := base
+		ev.Type = ledger.RunFailed
+		ev.Error = runErr.Error()
+		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %v", a.Name, runID, runErr))
+		_, err := r.append(ctx, p, ev)
+		return errors.Join(runErr, err)
+	}
+	if prior.finished == nil {
+		ev := base
+		ev.Type = ledger.RunFinished
+		ev.Model = res.Model
+		ev.WorkUnit = &ledger.WorkUnit{Kind: a.WorkUnit.Kind, HumanMinutes: a.WorkUnit.HumanMinutes}
+		if res.Usage != (agent.Usage{}) {
+			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
+		}
+		ev.Outcome, ev.Summary = r.classify(p, a, runID, changes)
+		if len(changes) > 0 {
+			ev.Change = changeSummary(changes)
+		}
+		if _, err := r.append(ctx, p, ev); err != nil {
+			return err
+		}
+		prior = p.state.runs[runID]
+		if ev.Outcome != OutcomeChanged {
+			return nil
+		}
+	}
+
+	if prior.decision == nil {
+		d := policy.Decide(r.spec, hclspec.ConditionInput{
+			Agent:  a,
+			Run:    hclspec.RunInfo{ID: runID, Trigger: trigger, Model: a.Model, SpecCommit: specCommit.String()},
+			Change: conditionChanges(changes),
+		})
+		raw, err := json.Marshal(d)
+		if err != nil {
+			return fmt.Errorf("encode decision: %w", err)
+		}
+		ev := base
+		ev.Type = ledger.PolicyDecision
+		ev.Decision = raw
+		ev.Summary = oneLine(fmt.Sprintf("policy.decision %s %s: %s", a.Name, runID, d.Summary))
+		if _, err := r.append(ctx, p, ev); err != nil {
+			return err
+		}
+		prior = p.state.runs[runID]
+		if d.Outcome == policy.Deny {
+			return nil
+		}
+	}
+	d, err := prior.parsedDecision()
+	if err != nil {
+		return err
+	}
+	if d.Outcome == policy.Deny {
+		return nil
+	}
+
+	head, err := r.commitProposal(a, runID, specCommit, res, changes, d, prior.decision.Seq)
+	if err != nil {
+		return err
+	}
+	err = r.repo.Push(ctx, gitstore.RefUpdate{Branch: branch, Old: plumbing.ZeroHash, New: head})
+	if errors.Is(err, gitstore.ErrStale) {
+		// Someone pushed this run's branch first: adopt theirs.
+		if err := r.repo.Fetch(ctx); err != nil {
+			return err
+		}
+		if head, err = r.repo.Branch(branch); err != nil {
+			return fmt.Errorf("push %s: %w", branch, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("push %s: %w", branch, err)
+	}
+	return r.recordOpened(ctx, p, a, base, prior, head)
+}
+
+// recordOpened records proposal.opened for the run, and supersedes the
+// agent's older open proposals.
+func (r *Reconciler) recordOpened(ctx context.Context, p *pass, a *hclspec.Agent, base ledger.Event, rn *run, head plumbing.Hash) error {
+	d, err := rn.parsedDecision()
+	if err != nil {
+		return err
+	}
+	branch := ProposalBranch(a.Name, rn.id)
+	ev := base
+	ev.Type = ledger.ProposalOpened
+	ev.Subject, ev.SubjectName = head.String(), branch
+	ev.Proposal = &ledger.Proposal{Branch: branch, Head: head.String(), ChangeID: rn.changeID()}
+	ev.Summary = oneLine(fmt.Sprintf("proposal.opened %s %s -> %s (%s)", a.Name, rn.id, branch, strings.TrimPrefix(d.Summary, "require_approval ")))
+	events := []ledger.Event{ev}
+	var deletes []gitstore.RefUpdate
+	for _, old := range p.state.openProposals(a.Name) {
+		if old.id == rn.id {
+			continue
+		}
+		oldHead := plumbing.NewHash(old.opened.Proposal.Head)
+		if cur, err := r.repo.Branch(old.opened.Proposal.Branch); err == nil {
+			oldHead = cur
+			deletes = append(deletes, gitstore.RefUpdate{Branch: old.opened.Proposal.Branch, Old: cur, New: plumbing.ZeroHash})
+		}
+		sup := ledger.Event{
+			Type: ledger.ProposalSuperseded, Agent: a.Name, RunID: old.id, SpecCommit: base.SpecCommit,
+			Subject: oldHead.String(), SubjectName: old.opened.Proposal.Branch,
+			Proposal: &ledger.Proposal{Branch: old.opened.Proposal.Branch, Head: oldHead.String(), ChangeID: old.changeID()},
+			Summary:  fmt.Sprintf("proposal.superseded %s %s by %s", a.Name, old.id, rn.id),
+		}
+		events = append(events, sup)
+	}
+	if _, err := r.append(ctx, p, events...); err != nil {
+		return err
+	}
+	if len(deletes) > 0 {
+		if err := r.repo.Push(ctx, deletes...); err != nil && !errors.Is(err, gitstore.ErrStale) {
+			return fmt.Errorf("delete superseded branches: %w", err)
+		}
+	}
+	return nil
+}
+
+// classify decides what a run's change means given the agent's other
+// proposals.
+func (r *Reconciler) classify(p *pass, a *hclspec.Agent, runID string, changes []gitstore.FileChange) (string, string) {
+	if len(changes) == 0 {
+		return OutcomeNoChange, fmt.Sprintf("run.finished %s %s: no change", a.Name, runID)
+	}
+	id := ChangeID(changes)
+	for _, open := range p.state.openProposals(a.Name) {
+		if open.changeID() == id {
+			return OutcomeDuplicateOpen, fmt.Sprintf("run.finished %s %s: same change as open proposal %s", a.Name, runID, open.id)
+		}
+	}
+	if rej := p.state.rejected(a.Name, id); rej != nil {
+		return OutcomeDuplicateRejected, fmt.Sprintf("run.finished %s %s: same change as rejected proposal %s, not proposed again", a.Name, runID, rej.id)
+	}
+	return OutcomeChanged, fmt.Sprintf("run.finished %s %s: %d file(s) changed", a.Name, runID, len(changes))
+}
+
+// runInWorkspace runs the agent in a fresh checkout of the spec commit and
+// returns the confined changes.
+func (r *Reconciler) runInWorkspace(ctx context.Context, a *hclspec.Agent, runID, trigger string, commit plumbing.Hash) (agent.Result, []gitstore.FileChange, error) {
+	runner, ok := r.cfg.Runners[a.Provider.Kind]
+	if !ok {
+		return agent.Result{}, nil, fmt.Errorf("no runner for %s providers in this reconciler", a.Provider.Kind)
+	}
+	dir, err := os.MkdirTemp(r.cfg.WorkDir, "reconciler-run-"+runID+"-")
+	if err != nil {
+		return agent.Result{}, nil, fmt.Errorf("workspace: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	ws := dir + "/repo"
+	if err := r.repo.Checkout(ctx, commit, ws); err != nil {
+		return agent.Result{}, nil, fmt.Errorf("workspace: %w", err)
+	}
+	res, err := runner.Run(ctx, agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, Dir: ws})
+	if err != nil {
+		return res, nil, err
+	}
+	changes, err := r.repo.Changes(ctx, commit, ws)
+	if err != nil {
+		return res, nil, fmt.Errorf("workspace: %w", err)
+	}
+	if err := agent.Confine(a, changes); err != nil {
+		return res, nil, err
+	}
+	return res, changes, nil
+}
+
+// AgentIdentity is the author of an agent's commits.
+func AgentIdentity(id object.Signature, agentName string) object.Signature {
+	local, domain, ok := strings.Cut(id.Email, "@")
+	if !ok {
+		local, domain = id.Email, "localhost"
+	}
+	return object.Signature{Name: agentName + " (agent)", Email: local + "+" + agentName + "@" + domain}
+}
+
+// isMachine reports whether sig is the reconciler or one of its agents:
+// they never count as reviewers.
+func isMachine(id object.Signature, email string) bool {
+	local, domain, _ := strings.Cut(id.Email, "@")
+	e := strings.ToLower(email)
+	return e == strings.ToLower(id.Email) || (strings.HasPrefix(e, strings.ToLower(local)+"+") && strings.HasSuffix(e, "@"+strings.ToLower(domain)))
+}
+
+func (r *Reconciler) commitProposal(a *hclspec.Agent, runID string, specCommit plumbing.Hash, res agent.Result, changes []gitstore.FileChange, d policy.Decision, decisionSeq uint64) (plumbing.Hash, error) {
+	tree, err := r.repo.WriteTree(specCommit, changes)
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("proposal tree: %w", err)
+	}
+	var msg strings.Builder
+	msg.WriteString(res.Summary + "\n\n")
+	if res.Body != "" {
+		msg.WriteString(res.Body + "\n\n")
+	}
+	fmt.Fprintf(&msg, "Agent: %s\nAgent-Run: %s\nSpec-Commit: %s\nPolicy-Decision: %s\nLedger-Entry: %d\n",
+		a.Name, runID, specCommit, d.Summary, decisionSeq)
+	now := r.cfg.Now()
+	author := AgentIdentity(r.cfg.Identity, a.Name)
+	author.When = now
+	committer := r.cfg.Identity
+	committer.When = now
+	h, err := r.repo.CreateCommit(gitstore.NewCommit{Tree: tree, Parents: []plumbing.Hash{specCommit}, Author: author, Committer: committer, Message: msg.String()})
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("proposal commit: %w", err)
+	}
+	return h, nil
+}
+
+func changeSummary(changes []gitstore.FileChange) *ledger.Change {
+	c := &ledger.Change{ID: ChangeID(changes)}
+	for _, f := range changes {
+		c.Files = append(c.Files, f.Path)
+		c.Added += f.Added
+		c.Removed += f.Removed
+	}
+	return c
+}
+
+func conditionChanges(changes []gitstore.FileChange) []hclspec.ChangeFile {
+	out := make([]hclspec.ChangeFile, 0, len(changes))
+	for _, c := range changes {
+		out = append(out, hclspec.ChangeFile{Path: c.Path, Status: c.Status, Added: c.Added, Removed: c.Removed})
+	}
+	return out
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		s = s[:297] + "..."
+	}
+	return s
+}

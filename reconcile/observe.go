@@ -1,0 +1,160 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/policy"
+)
+
+// mergeScanDepth bounds how far back the protected branch is searched for
+// the commit that merged a proposal.
+const mergeScanDepth = 2000
+
+// observe records what happened to open proposals: merged into the
+// protected branch (approved by the merger, or a policy violation), or
+// deleted without merge (rejected).
+func (r *Reconciler) observe(ctx context.Context, p *pass) error {
+	var events []ledger.Event
+	for _, agentName := range sortedKeys(p.state.byAgent) {
+		for _, rn := range p.state.openProposals(agentName) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			evs, err := r.observeProposal(p, rn)
+			if err != nil {
+				return err
+			}
+			events = append(events, evs...)
+		}
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	_, err := r.append(ctx, p, events...)
+	return err
+}
+
+func (r *Reconciler) observeProposal(p *pass, rn *run) ([]ledger.Event, error) {
+	prop := rn.opened.Proposal
+	head := plumbing.NewHash(prop.Head)
+	// The branch may have been updated by a person after it was opened:
+	// what gets merged is the branch's current head.
+	if cur, err := r.repo.Branch(prop.Branch); err == nil {
+		head = cur
+	}
+	merge, err := r.findMerge(p.head, head, rn.id)
+	if err != nil {
+		return nil, err
+	}
+	base := ledger.Event{Agent: rn.agent, RunID: rn.id, SpecCommit: p.head.String(), Trigger: rn.trigger, SpecDigest: rn.digest}
+	if merge == nil {
+		if _, err := r.repo.Branch(prop.Branch); errors.Is(err, gitstore.ErrNotFound) {
+			ev := base
+			ev.Type = ledger.ProposalRejected
+			ev.Subject, ev.SubjectName = prop.Head, prop.Branch
+			ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: prop.Head, ChangeID: prop.ChangeID}
+			ev.Summary = fmt.Sprintf("proposal.rejected %s %s: %s deleted without merge; never proposed again", rn.agent, rn.id, prop.Branch)
+			return []ledger.Event{ev}, nil
+		}
+		return nil, nil
+	}
+
+	var events []ledger.Event
+	merger := merge.Committer
+	var approvers []policy.Approver
+	fastForward := merge.Hash == head
+	if !fastForward && !isMachine(r.cfg.Identity, merger.Email) {
+		approvers = append(approvers, policy.Approver{Email: merger.Email})
+		ev := base
+		ev.Type = ledger.ProposalApproved
+		ev.Subject, ev.SubjectName = merge.Hash.String(), r.cfg.Branch
+		ev.Reviewer = fmt.Sprintf("%s <%s>", merger.Name, merger.Email)
+		ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: head.String(), ChangeID: prop.ChangeID, MergeCommit: merge.Hash.String()}
+		ev.Summary = fmt.Sprintf("proposal.approved %s %s by %s", rn.agent, rn.id, ev.Reviewer)
+		events = append(events, ev)
+	}
+	ev := base
+	ev.Type = ledger.ProposalMerged
+	ev.Subject, ev.SubjectName = merge.Hash.String(), r.cfg.Branch
+	ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: head.String(), ChangeID: prop.ChangeID, MergeCommit: merge.Hash.String()}
+	if fin := rn.finished; fin != nil && fin.WorkUnit != nil {
+		ev.WorkUnit = fin.WorkUnit
+	}
+	ev.Summary = fmt.Sprintf("proposal.merged %s %s into %s at %s", rn.agent, rn.id, r.cfg.Branch, merge.Hash.String()[:12])
+	events = append(events, ev)
+
+	d, err := rn.parsedDecision()
+	if err != nil {
+		return nil, err
+	}
+	var unmet []string
+	if fastForward {
+		unmet = append(unmet, "fast-forwarded without a reviewer's merge commit")
+	} else if isMachine(r.cfg.Identity, merger.Email) {
+		unmet = append(unmet, fmt.Sprintf("merged by the reconciler or an agent (%s), which never counts as a reviewer", merger.Email))
+	}
+	if r.spec != nil {
+		unmet = append(unmet, policy.Check(r.spec, d, approvers)...)
+	}
+	if len(unmet) > 0 {
+		v := base
+		v.Type = ledger.PolicyViolation
+		v.Subject, v.SubjectName = merge.Hash.String(), r.cfg.Branch
+		v.Decision = rn.decision.Decision
+		v.Error = strings.Join(unmet, "; ")
+		v.Proposal = ev.Proposal
+		v.Summary = oneLine(fmt.Sprintf("policy.violation %s %s: merged at %s by %s; %s", rn.agent, rn.id, merge.Hash.String()[:12], merger.Email, v.Error))
+		events = append(events, v)
+	}
+	return events, nil
+}
+
+// findMerge returns the commit of the protected branch that brought the
+// proposal in: the first-parent commit whose history first contains head
+// (a merge, or head itself for a fast-forward), or, for squash and rebase
+// merges, a commit carrying the run's Agent-Run trailer. Nil when the
+// proposal is not merged.
+func (r *Reconciler) findMerge(protected, head plumbing.Hash, runID string) (*object.Commit, error) {
+	in, err := r.repo.IsAncestor(head, protected)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := r.repo.FirstParents(protected, mergeScanDepth)
+	if err != nil {
+		return nil, err
+	}
+	if in {
+		for i, c := range chain {
+			if c.Hash == head {
+				return c, nil
+			}
+			if i+1 < len(chain) {
+				before, err := r.repo.IsAncestor(head, chain[i+1].Hash)
+				if err != nil {
+					return nil, err
+				}
+				if before {
+					continue
+				}
+			}
+			return c, nil
+		}
+	}
+	for _, c := range chain {
+		if c.Hash == head {
+			continue
+		}
+		if v, ok := gitstore.TrailerValue(c.Message, "Agent-Run"); ok && strings.TrimSpace(v) == runID {
+			return c, nil
+		}
+	}
+	return nil, nil
+}

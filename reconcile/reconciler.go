@@ -1,0 +1,304 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"sort"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/ledger"
+)
+
+// Recorder observes what the reconciler does, for metrics. Entries are
+// reported once each, in order, including those already on the ledger at
+// start, so totals survive a restart.
+type Recorder interface {
+	Entry(e ledger.Entry)
+	Pass(d time.Duration, err error)
+}
+
+// Config configures a Reconciler.
+type Config struct {
+	// Repo is the desired-state repository: a local path, file:// or
+	// http(s):// URL.
+	Repo string
+	// Branch is the protected branch; "" means main.
+	Branch string
+	// Identity commits proposals and ledger entries. It never counts as a
+	// reviewer, nor do the agents' own identities derived from it.
+	Identity object.Signature
+	// Signer signs ledger entries.
+	Signer ledger.Signer
+	// Runners run agents, by provider kind. Nil means the exec runner only.
+	Runners map[string]agent.Runner
+	// LookupEnv resolves env() in providers.hcl; nil means unset.
+	LookupEnv func(string) (string, bool)
+	Logger    *slog.Logger
+	Recorder  Recorder
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// WorkDir holds temporary workspaces; "" means os.TempDir().
+	WorkDir string
+}
+
+// Reconciler reconciles one repository.
+type Reconciler struct {
+	cfg    Config
+	log    *slog.Logger
+	repo   *gitstore.Repo
+	ledger *ledger.Ledger
+
+	spec       *hclspec.Spec
+	specCommit plumbing.Hash
+	recorded   int // ledger entries already reported to the Recorder
+
+	mu     sync.Mutex
+	status Status
+}
+
+// New opens the repository and reads the ledger. It fails when the
+// repository is unreachable or the ledger cannot be read.
+func New(ctx context.Context, cfg Config) (*Reconciler, error) {
+	if cfg.Branch == "" {
+		cfg.Branch = "main"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Runners == nil {
+		cfg.Runners = map[string]agent.Runner{hclspec.ProviderExec: agent.Exec{}}
+	}
+	if cfg.Identity.Email == "" || cfg.Identity.Name == "" {
+		return nil, errors.New("reconciler identity needs a name and an email, like \"Reconciler <reconciler@example.com>\"")
+	}
+	url, err := gitstore.NormalizeURL(cfg.Repo)
+	if err != nil {
+		return nil, err
+	}
+	repo, err := gitstore.Open(ctx, url, gitstore.Options{})
+	if err != nil {
+		return nil, err
+	}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, repo: repo}
+	r.ledger = ledger.New(repo, ledger.Options{Signer: cfg.Signer, Identity: cfg.Identity, Now: cfg.Now})
+	if _, err := r.ledger.Entries(ctx); err != nil {
+		return nil, err
+	}
+	r.report()
+	return r, nil
+}
+
+// Repo returns the repository mirror.
+func (r *Reconciler) Repo() *gitstore.Repo { return r.repo }
+
+// Ledger returns the ledger.
+func (r *Reconciler) Ledger() *ledger.Ledger { return r.ledger }
+
+// Spec returns the spec in force (the last one that loaded) and its commit.
+func (r *Reconciler) Spec() (*hclspec.Spec, plumbing.Hash) { return r.spec, r.specCommit }
+
+// pass is the context of one reconcile pass.
+type pass struct {
+	head  plumbing.Hash // protected branch head
+	state *state
+	// diags of the spec at head when it did not load.
+	diags hcl.Diagnostics
+}
+
+type step func(ctx context.Context, p *pass) error
+
+// Reconcile runs one pass: fetch, load the spec, observe proposals, run due
+// agents. It stops at the first step that fails and always updates the
+// status. Errors of one agent do not stop the others; they are joined.
+func (r *Reconciler) Reconcile(ctx context.Context) (err error) {
+	start := r.cfg.Now()
+	p := &pass{}
+	defer func() {
+		r.report()
+		r.summarize(p, err)
+		if r.cfg.Recorder != nil {
+			r.cfg.Recorder.Pass(time.Since(start), err)
+		}
+	}()
+	for _, s := range []step{r.fetch, r.loadSpec, r.observe, r.runAgents} {
+		if err := s(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// report hands new ledger entries to the Recorder.
+func (r *Reconciler) report() {
+	if r.cfg.Recorder == nil {
+		return
+	}
+	entries, err := r.ledger.Entries(context.Background())
+	if err != nil {
+		return
+	}
+	for _, e := range entries[min(r.recorded, len(entries)):] {
+		r.cfg.Recorder.Entry(e)
+	}
+	r.recorded = len(entries)
+}
+
+func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
+	if err := r.repo.Fetch(ctx); err != nil {
+		return err
+	}
+	head, err := r.repo.Branch(r.cfg.Branch)
+	if err != nil {
+		return fmt.Errorf("protected branch %q: %w", r.cfg.Branch, err)
+	}
+	p.head = head
+	entries, err := r.ledger.Entries(ctx)
+	if err != nil {
+		return err
+	}
+	p.state = buildState(entries)
+	return nil
+}
+
+// append records events and refreshes the pass's view of the ledger.
+func (r *Reconciler) append(ctx context.Context, p *pass, events ...ledger.Event) ([]ledger.Entry, error) {
+	stored, err := r.ledger.Append(ctx, events...)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range stored {
+		r.log.Info("ledger entry", "seq", e.Seq, "event", e.Type, "summary", e.Summary)
+	}
+	entries, err := r.ledger.Entries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.state = buildState(entries)
+	return stored, nil
+}
+
+// loadSpec loads the spec at the head of the protected branch. A spec that
+// does not load never replaces the last good one: it is recorded once as
+// spec.invalid and the reconciler keeps running on the previous spec (or on
+// none, if none ever loaded).
+func (r *Reconciler) loadSpec(ctx context.Context, p *pass) error {
+	if p.head == r.specCommit && r.spec != nil {
+		return nil
+	}
+	spec, diags, err := r.loadAt(p.head)
+	if err != nil {
+		return err
+	}
+	if diags.HasErrors() {
+		p.diags = diags
+		if last := p.state.lastSpec; last == nil || last.SpecCommit != p.head.String() {
+			var lines []string
+			for _, d := range diags {
+				lines = append(lines, formatDiag(d))
+			}
+			_, err := r.append(ctx, p, ledger.Event{
+				Type: ledger.SpecInvalid, Subject: p.head.String(), SubjectName: r.cfg.Branch, SpecCommit: p.head.String(),
+				Summary:     fmt.Sprintf("spec.invalid %s: %d error(s), first: %s", p.head.String()[:12], countErrors(diags), formatDiag(firstError(diags))),
+				Diagnostics: lines,
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if r.spec == nil {
+			if good := p.state.lastGoodSpec; good != nil {
+				old := plumbing.NewHash(good.SpecCommit)
+				if spec, d, err := r.loadAt(old); err == nil && !d.HasErrors() {
+					r.spec, r.specCommit = spec, old
+				}
+			}
+		}
+		return nil
+	}
+	digest := specDigest(spec)
+	r.spec, r.specCommit = spec, p.head
+	if last := p.state.lastGoodSpec; last == nil || last.SpecDigest != digest || (p.state.lastSpec != nil && p.state.lastSpec.Type == ledger.SpecInvalid) {
+		_, err := r.append(ctx, p, ledger.Event{
+			Type: ledger.SpecLoaded, Subject: p.head.String(), SubjectName: r.cfg.Branch, SpecCommit: p.head.String(), SpecDigest: digest,
+			Summary: fmt.Sprintf("spec.loaded %s: %d agent(s), %d polic(ies)", p.head.String()[:12], len(spec.Agents), len(spec.Policies)),
+		})
+		return err
+	}
+	return nil
+}
+
+func (r *Reconciler) loadAt(commit plumbing.Hash) (*hclspec.Spec, hcl.Diagnostics, error) {
+	fsys, err := newCommitFS(r.repo, commit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read spec at %s: %w", commit, err)
+	}
+	spec, diags := hclspec.Load(fsys, hclspec.Options{LookupEnv: r.cfg.LookupEnv})
+	return spec, diags, nil
+}
+
+// specDigest covers every spec file and every agent's digest (which adds
+// prompts and command files).
+func specDigest(s *hclspec.Spec) string {
+	h := sha256.New()
+	for _, name := range sortedKeys(s.Files) {
+		fmt.Fprintf(h, "%s %d\n", name, len(s.Files[name].Bytes))
+		h.Write(s.Files[name].Bytes)
+	}
+	for _, a := range s.Agents {
+		fmt.Fprintf(h, "agent %s %s\n", a.Name, a.Digest)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func sortedKeys[M ~map[string]V, V any](m M) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func formatDiag(d *hcl.Diagnostic) string {
+	if d == nil {
+		return ""
+	}
+	if d.Subject != nil {
+		return fmt.Sprintf("%s:%d:%d: %s", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, d.Summary)
+	}
+	return d.Summary
+}
+
+func firstError(diags hcl.Diagnostics) *hcl.Diagnostic {
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			return d
+		}
+	}
+	return nil
+}
+
+func countErrors(diags hcl.Diagnostics) int {
+	n := 0
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,97 @@
+package reconcile
+
+import (
+	"errors"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/agentgitops/reconciler/gitstore"
+)
+
+// commitFS is a read-only fs.FS over the files of one commit, enough for
+// hclspec.Load: ReadFile and ReadDir (for fs.Glob).
+type commitFS struct {
+	repo   *gitstore.Repo
+	commit plumbing.Hash
+	files  []string // sorted
+}
+
+func newCommitFS(repo *gitstore.Repo, commit plumbing.Hash) (*commitFS, error) {
+	files, err := repo.ListFiles(commit)
+	if err != nil {
+		return nil, err
+	}
+	return &commitFS{repo: repo, commit: commit, files: files}, nil
+}
+
+var (
+	_ fs.ReadFileFS = (*commitFS)(nil)
+	_ fs.ReadDirFS  = (*commitFS)(nil)
+)
+
+func (c *commitFS) Open(name string) (fs.File, error) {
+	return nil, &fs.PathError{Op: "open", Path: name, Err: errors.ErrUnsupported}
+}
+
+func (c *commitFS) ReadFile(name string) ([]byte, error) {
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "read", Path: name, Err: fs.ErrInvalid}
+	}
+	b, err := c.repo.ReadFile(c.commit, name)
+	if errors.Is(err, gitstore.ErrNotFound) {
+		return nil, &fs.PathError{Op: "read", Path: name, Err: fs.ErrNotExist}
+	}
+	return b, err
+}
+
+func (c *commitFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	prefix := ""
+	if name != "." {
+		prefix = name + "/"
+	}
+	seen := map[string]bool{}
+	var out []fs.DirEntry
+	i := sort.SearchStrings(c.files, prefix)
+	for ; i < len(c.files) && strings.HasPrefix(c.files[i], prefix); i++ {
+		rest := c.files[i][len(prefix):]
+		child, _, isDir := strings.Cut(rest, "/")
+		if seen[child] {
+			continue
+		}
+		seen[child] = true
+		out = append(out, dirEntry{name: child, dir: isDir})
+	}
+	if len(out) == 0 && name != "." {
+		return nil, &fs.PathError{Op: "readdir", Path: name, Err: fs.ErrNotExist}
+	}
+	return out, nil
+}
+
+type dirEntry struct {
+	name string
+	dir  bool
+}
+
+func (d dirEntry) Name() string { return path.Base(d.name) }
+func (d dirEntry) IsDir() bool  { return d.dir }
+func (d dirEntry) Type() fs.FileMode {
+	if d.dir {
+		return fs.ModeDir
+	}
+	return 0
+}
+func (d dirEntry) Info() (fs.FileInfo, error) { return fileInfo(d), nil }
+
+type fileInfo dirEntry
+
+func (f fileInfo) Name() string       { return f.name }
+func (f fileInfo) Size() int64        { return 0 }
+func (f fileInfo) Mode() fs.FileMode  { return dirEntry(f).Type() }
+func (f fileInfo) ModTime() time.Time { return time.Time{} }
+func (f fileInfo) IsDir() bool        { return f.dir }
+func (f fileInfo) Sys() any           { return nil }
