@@ -134,10 +134,10 @@ func digest(b []byte) string {
 }
 
 type statement struct {
-	Type          string            `json:"_type"`
-	Subject       []subject         `json:"subject"`
-	PredicateType string            `json:"predicateType"`
-	Predicate     json.RawMessage   `json:"predicate"`
+	Type          string          `json:"_type"`
+	Subject       []subject       `json:"subject"`
+	PredicateType string          `json:"predicateType"`
+	Predicate     json.RawMessage `json:"predicate"`
 }
 
 type subject struct {
