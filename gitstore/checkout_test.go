@@ -63,6 +63,7 @@ func snapshot(t *testing.T, dir string) map[string]string {
 }
 
 func TestCheckout(t *testing.T) {
+	t.Parallel()
 	bare := gittest.NewBare(t, desiredState)
 	r := open(t, bare)
 	main, err := r.Branch("main")
@@ -139,6 +140,7 @@ func rawBlob(t *testing.T, r *Repo, content string) plumbing.Hash {
 }
 
 func TestCheckoutRefusesUnsafeTrees(t *testing.T) {
+	t.Parallel()
 	r := open(t, gittest.NewBare(t, ""))
 	outside := t.TempDir()
 	blob := rawBlob(t, r, "pwned\n")
@@ -211,6 +213,7 @@ func TestCheckoutRefusesUnsafeTrees(t *testing.T) {
 }
 
 func TestChanges(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	bare := gittest.NewBare(t, desiredState)
 	r := open(t, bare)

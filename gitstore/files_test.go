@@ -12,6 +12,7 @@ import (
 )
 
 func TestReadFile(t *testing.T) {
+	t.Parallel()
 	bare := gittest.NewBare(t, desiredState)
 	r := open(t, bare)
 	main, err := r.Branch("main")
@@ -59,6 +60,7 @@ func TestReadFile(t *testing.T) {
 }
 
 func TestListFiles(t *testing.T) {
+	t.Parallel()
 	bare := gittest.NewBare(t, desiredState)
 	r := open(t, bare)
 	main, err := r.Branch("main")

@@ -42,6 +42,7 @@ func tryCommitOn(r *Repo, parent plumbing.Hash, p, content string) (plumbing.Has
 }
 
 func TestPush(t *testing.T) {
+	t.Parallel()
 	zero := plumbing.ZeroHash
 	type env struct {
 		bare, url string
@@ -254,6 +255,7 @@ func (r *Repo) mustBranch(t *testing.T, name string) plumbing.Hash {
 // the window no client-side check can close: the server's compare-and-swap
 // must refuse the update and Push must report ErrStale.
 func TestPushLosesRace(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		branch    string
@@ -305,6 +307,7 @@ func TestPushLosesRace(t *testing.T) {
 // commits to one branch over smart HTTP, fetching and retrying on ErrStale:
 // every commit must end up in the history, none overwritten.
 func TestPushConcurrentWriters(t *testing.T) {
+	t.Parallel()
 	const writers, perWriter = 4, 5
 	bare := gittest.NewBare(t, desiredState)
 	url := gittest.ServeHTTP(t, bare)

@@ -21,6 +21,7 @@ import (
 )
 
 func TestOpen(t *testing.T) {
+	t.Parallel()
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			bare := gittest.NewBare(t, desiredState)
@@ -76,6 +77,7 @@ func TestOpen(t *testing.T) {
 }
 
 func TestOpenEmpty(t *testing.T) {
+	t.Parallel()
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			bare := gittest.NewBare(t, "")
@@ -110,6 +112,7 @@ func TestOpenEmpty(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
+	t.Parallel()
 	notRepo := t.TempDir()
 	missingHTTP := gittest.ServeHTTP(t, filepath.Join(t.TempDir(), "missing.git"))
 	status := func(code int) string {
@@ -164,6 +167,7 @@ func TestOpenErrors(t *testing.T) {
 }
 
 func TestOpenWorkingCopy(t *testing.T) {
+	t.Parallel()
 	bare := gittest.NewBare(t, desiredState)
 	work := gittest.Clone(t, bare)
 	rel, err := filepath.Rel(mustGetwd(t), work)
@@ -188,6 +192,7 @@ func mustGetwd(t *testing.T) string {
 }
 
 func TestFetch(t *testing.T) {
+	t.Parallel()
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -242,6 +247,7 @@ func TestFetch(t *testing.T) {
 }
 
 func TestFetchCanceled(t *testing.T) {
+	t.Parallel()
 	bare := gittest.NewBare(t, desiredState)
 	r := open(t, gittest.ServeHTTP(t, bare))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -282,6 +288,7 @@ func history(t *testing.T) (r *Repo, c1, c2, f1, f2, m plumbing.Hash) {
 }
 
 func TestIsAncestor(t *testing.T) {
+	t.Parallel()
 	r, c1, c2, f1, f2, m := history(t)
 	tests := []struct {
 		name string
@@ -311,6 +318,7 @@ func TestIsAncestor(t *testing.T) {
 }
 
 func TestFirstParents(t *testing.T) {
+	t.Parallel()
 	r, c1, c2, f1, f2, m := history(t)
 	tests := []struct {
 		name string
@@ -359,6 +367,7 @@ func equalHashes(a, b []plumbing.Hash) bool {
 // TestConcurrentUse shares one Repo between readers and writers; run with
 // -race.
 func TestConcurrentUse(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	bare := gittest.NewBare(t, desiredState)
 	r := open(t, bare)
@@ -406,6 +415,7 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func TestCredentialsRedacted(t *testing.T) {
+	t.Parallel()
 	bare := gittest.NewBare(t, desiredState)
 	url := strings.Replace(gittest.ServeHTTP(t, bare), "http://", "http://bot:s3cret@", 1)
 	r := open(t, url)

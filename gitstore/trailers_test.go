@@ -6,6 +6,7 @@ import (
 )
 
 func TestTrailers(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		message string
@@ -86,6 +87,7 @@ func TestTrailers(t *testing.T) {
 }
 
 func TestTrailerValue(t *testing.T) {
+	t.Parallel()
 	msg := "Subject\n\nBody: not a trailer\n\nReviewed-by: a\nRun-Id: 1\nReviewed-by: b\n"
 	tests := []struct {
 		key    string

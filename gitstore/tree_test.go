@@ -36,6 +36,7 @@ func treeListing(t *testing.T, r *Repo, tree plumbing.Hash) []string {
 }
 
 func TestWriteTree(t *testing.T) {
+	t.Parallel()
 	bare := gittest.NewBare(t, desiredState)
 	r := open(t, bare)
 	main, err := r.Branch("main")
@@ -137,6 +138,7 @@ func TestWriteTree(t *testing.T) {
 }
 
 func TestCreateCommit(t *testing.T) {
+	t.Parallel()
 	r := open(t, gittest.NewBare(t, desiredState))
 	main, err := r.Branch("main")
 	if err != nil {
@@ -193,6 +195,7 @@ func TestCreateCommit(t *testing.T) {
 
 // TestOrphanBranch builds a ledger branch in the object store and pushes it.
 func TestOrphanBranch(t *testing.T) {
+	t.Parallel()
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			ctx := context.Background()

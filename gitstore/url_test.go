@@ -12,6 +12,7 @@ import (
 )
 
 func TestNormalizeURL(t *testing.T) {
+	t.Parallel()
 	bare := gittest.NewBare(t, "")
 	work := gittest.Clone(t, bare)
 	file := filepath.Join(t.TempDir(), "file")
@@ -76,6 +77,7 @@ func TestNormalizeURL(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ in, want string }{
 		{"https://user:s3cret@example.com/repo.git", "https://user:xxxxx@example.com/repo.git"},
 		{"https://x-access-token:s3cret@example.com/repo.git", "https://x-access-token:xxxxx@example.com/repo.git"},
@@ -98,6 +100,7 @@ func TestRedact(t *testing.T) {
 }
 
 func TestRedactError(t *testing.T) {
+	t.Parallel()
 	cause := errors.New("cause")
 	err := redactError(fmt.Errorf("get https://ghp_s3cret@example.com/x: %w", cause), "https://ghp_s3cret@example.com/x")
 	if strings.Contains(err.Error(), "s3cret") || !errors.Is(err, cause) {

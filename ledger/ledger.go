@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
@@ -154,7 +155,7 @@ func (l *Ledger) Append(ctx context.Context, events ...Event) ([]Entry, error) {
 	if l.signer == nil {
 		return nil, fmt.Errorf("append to ledger: no signing key configured")
 	}
-	const attempts = 5
+	const attempts = 10
 	base := len(l.entries)
 	for attempt := 1; ; attempt++ {
 		if err := l.refresh(ctx); err != nil {
@@ -176,6 +177,13 @@ func (l *Ledger) Append(ctx context.Context, events ...Event) ([]Entry, error) {
 		}
 		if !errors.Is(err, gitstore.ErrStale) || attempt == attempts {
 			return nil, fmt.Errorf("append to ledger: %w", err)
+		}
+		// Back off with jitter so racing writers do not collide again.
+		backoff := time.Duration(attempt) * time.Duration(10+rand.IntN(40)) * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
 		}
 		if err := l.repo.Fetch(ctx); err != nil {
 			return nil, fmt.Errorf("append to ledger: %w", err)

@@ -130,7 +130,9 @@ func newKeyVerifier(key crypto.PublicKey) (*verify.Verifier, error) {
 // no trusted key is tried against every trusted key; the hint is never
 // trusted on its own. Message-signature bundles and bundles signed with a
 // certificate are rejected. Transparency log entries and timestamps in the
-// bundle are neither required nor checked.
+// bundle are neither required nor checked, beyond the structural checks of
+// sigstore-go's bundle parser (a v0.2 or later bundle whose log entry lacks
+// an inclusion proof is malformed, for instance).
 //
 // Every error Verify returns wraps ErrVerification.
 func (v *Verifier) Verify(bundleJSON []byte) (Verified, error) {

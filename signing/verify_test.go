@@ -371,3 +371,34 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestConcurrentUse signs and verifies from several goroutines with one
+// Signer and one Verifier; run with -race.
+func TestConcurrentUse(t *testing.T) {
+	s := newTestSigner(t)
+	v, err := NewVerifier(s.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			statement := testStatement(strings.Repeat(string("0123456789abcdef"[i]), 40))
+			b, err := s.SignStatement(context.Background(), statement)
+			if err != nil {
+				errs <- err
+				return
+			}
+			got, err := v.Verify(b)
+			if err == nil && !bytes.Equal(got.Statement, statement) {
+				err = errors.New("statement changed")
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -1,0 +1,30 @@
+# reconciler: GitOps control plane for AI agents.
+GO        ?= go
+BIN       ?= bin/reconciler
+PKGS      ?= ./...
+STATICCHECK_VERSION ?= 2025.1.1
+
+.PHONY: help build demo test check bench fuzz clean
+
+help: ## show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/reconciler (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/reconciler
+
+demo: build ## run the embedded example end to end in a temporary directory
+	./$(BIN) demo
+
+test: ## run every test (unit, end-to-end over a local path and smart HTTP, CLI scripts)
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+check: ## vet, gofmt and staticcheck
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+bench: ## run the benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+clean: ## remove build output
+	rm -rf bin
