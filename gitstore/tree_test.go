@@ -47,12 +47,12 @@ func TestWriteTree(t *testing.T) {
 		return FileChange{Path: p, Status: StatusAdded, Content: []byte(content)}
 	}
 	tests := []struct {
-		name    string
-		base    plumbing.Hash
-		changes []FileChange
-		want    []string // ls-tree listing
-		wantErr string
-		notFoun bool
+		name     string
+		base     plumbing.Hash
+		changes  []FileChange
+		want     []string // ls-tree listing
+		wantErr  string
+		notFound bool
 	}{
 		{
 			name:    "empty tree",
@@ -90,10 +90,10 @@ func TestWriteTree(t *testing.T) {
 		},
 		{name: "add existing", base: main, changes: []FileChange{add("README.md", "x")}, wantErr: "already exists"},
 		{name: "add below a file", base: main, changes: []FileChange{add("README.md/x", "x")}, wantErr: "not a directory"},
-		{name: "modify missing", base: main, changes: []FileChange{{Path: "nope", Status: StatusModified, Content: []byte("x")}}, notFoun: true},
-		{name: "modify a directory", base: main, changes: []FileChange{{Path: "agents", Status: StatusModified, Content: []byte("x")}}, notFoun: true},
-		{name: "delete missing", base: main, changes: []FileChange{{Path: "agents/nope.hcl", Status: StatusDeleted}}, notFoun: true},
-		{name: "delete a directory", base: main, changes: []FileChange{{Path: "agents", Status: StatusDeleted}}, notFoun: true},
+		{name: "modify missing", base: main, changes: []FileChange{{Path: "nope", Status: StatusModified, Content: []byte("x")}}, notFound: true},
+		{name: "modify a directory", base: main, changes: []FileChange{{Path: "agents", Status: StatusModified, Content: []byte("x")}}, notFound: true},
+		{name: "delete missing", base: main, changes: []FileChange{{Path: "agents/nope.hcl", Status: StatusDeleted}}, notFound: true},
+		{name: "delete a directory", base: main, changes: []FileChange{{Path: "agents", Status: StatusDeleted}}, notFound: true},
 		{name: "twice", base: main, changes: []FileChange{add("x", "1"), add("x", "2")}, wantErr: "twice"},
 		{name: "unknown status", base: main, changes: []FileChange{{Path: "x", Status: "renamed"}}, wantErr: "unknown status"},
 		{name: "bad mode", base: main, changes: []FileChange{{Path: "x", Status: StatusAdded, Mode: filemode.Submodule}}, wantErr: "unsupported mode"},
@@ -102,13 +102,13 @@ func TestWriteTree(t *testing.T) {
 		{name: "absolute", base: main, changes: []FileChange{add("/x", "1")}, wantErr: "unsafe path"},
 		{name: ".git", base: main, changes: []FileChange{add(".git/hooks/pre-commit", "1")}, wantErr: "unsafe path"},
 		{name: "trailing slash", base: main, changes: []FileChange{add("dir/", "1")}, wantErr: "unsafe path"},
-		{name: "missing base", base: plumbing.NewHash(strings.Repeat("ab", 20)), notFoun: true},
+		{name: "missing base", base: plumbing.NewHash(strings.Repeat("ab", 20)), notFound: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tree, err := r.WriteTree(tt.base, tt.changes)
 			switch {
-			case tt.notFoun:
+			case tt.notFound:
 				if !errors.Is(err, ErrNotFound) {
 					t.Errorf("error = %v, want ErrNotFound", err)
 				}

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
 )
@@ -136,9 +137,13 @@ func (l *loader) decodeFile(f *hcl.File, blockType string, labels []string, deco
 
 // blockSource returns the exact text of a block.
 func blockSource(f *hcl.File, b *hcl.Block) []byte {
-	r := hcl.RangeBetween(b.DefRange, b.Body.MissingItemRange())
-	if end := b.Body.MissingItemRange().End.Byte; end <= len(f.Bytes) && r.Start.Byte <= end {
-		return f.Bytes[r.Start.Byte:end]
+	body, ok := b.Body.(*hclsyntax.Body)
+	if !ok {
+		return nil
+	}
+	r := hcl.RangeBetween(b.DefRange, body.SrcRange)
+	if r.Start.Byte <= r.End.Byte && r.End.Byte <= len(f.Bytes) {
+		return f.Bytes[r.Start.Byte:r.End.Byte]
 	}
 	return nil
 }

@@ -453,4 +453,3 @@ func TestVerifyEmptyAndKeys(t *testing.T) {
 		t.Fatalf("untrusted key: %v", err)
 	}
 }
-

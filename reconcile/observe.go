@@ -123,9 +123,14 @@ func (r *Reconciler) observeProposal(p *pass, rn *run) ([]ledger.Event, error) {
 // merges, a commit carrying the run's Agent-Run trailer. Nil when the
 // proposal is not merged.
 func (r *Reconciler) findMerge(protected, head plumbing.Hash, runID string) (*object.Commit, error) {
-	in, err := r.repo.IsAncestor(head, protected)
-	if err != nil {
-		return nil, err
+	// A head we do not have (its branch was deleted before this process
+	// fetched it) cannot be in the protected branch's history, which we
+	// have whole.
+	in := false
+	if _, err := r.repo.Commit(head); err == nil {
+		if in, err = r.repo.IsAncestor(head, protected); err != nil {
+			return nil, err
+		}
 	}
 	chain, err := r.repo.FirstParents(protected, mergeScanDepth)
 	if err != nil {
