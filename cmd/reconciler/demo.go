@@ -62,6 +62,9 @@ func runDemo(ctx context.Context, dir string, verbose bool, stdout, stderr io.Wr
 	step := func(format string, args ...any) { fmt.Fprintf(stdout, "\n==> "+format+"\n", args...) }
 
 	step("Creating the desired-state repository %s from examples/repo-layout", origin)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
 	signer, err := signing.GenerateKey(keyFile)
 	if err != nil {
 		return err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/agentgitops/reconciler/signing"
 )
@@ -16,6 +18,9 @@ func cmdKeygen(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *out == "" {
 		return usageError(stderr, "--out is required")
+	}
+	if err := os.MkdirAll(filepath.Dir(*out), 0o700); err != nil {
+		return fail(stderr, fmt.Errorf("keygen: %w", err))
 	}
 	s, err := signing.GenerateKey(*out)
 	if err != nil {

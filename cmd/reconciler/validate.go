@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
 
 	"github.com/agentgitops/reconciler/hclspec"
 )
@@ -66,8 +68,14 @@ func parsedFiles(dir string, diags hcl.Diagnostics) map[string]*hcl.File {
 		if _, ok := files[name]; ok {
 			continue
 		}
-		if b, err := os.ReadFile(dir + "/" + name); err == nil {
-			files[name] = &hcl.File{Bytes: b}
+		if b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(name))); err == nil {
+			// Parse again for the body, so the writer can name the
+			// enclosing block ("in agent \"a\"").
+			f, _ := hclparse.NewParser().ParseHCL(b, name)
+			if f == nil {
+				f = &hcl.File{Bytes: b}
+			}
+			files[name] = f
 		}
 	}
 	return files
