@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       ?= bin/reconciler
 PKGS      ?= ./...
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 
 .PHONY: help build demo test check bench fuzz clean
 

@@ -37,7 +37,7 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) int
 	if *format == "json" {
 		writeJSONDiags(stdout, diags)
 	} else {
-		files := map[string]*hcl.File{}
+		var files map[string]*hcl.File
 		if spec != nil {
 			files = spec.Files
 		} else {
