@@ -142,14 +142,7 @@ func CheckCondition(expr hcl.Expression) hcl.Diagnostics {
 			continue
 		}
 		if !typ.HasAttribute(attr.Name) {
-			var names []string
-			for n := range typ.AttributeTypes() {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			rng := attr.SrcRange
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unsupported attribute",
-				Detail: fmt.Sprintf("%s has no attribute %q; it has %s.%s", root, attr.Name, strings.Join(names, ", "), suggest(attr.Name, names)), Subject: &rng})
+			diags = append(diags, unsupportedAttribute(root, typ, attr))
 		}
 	}
 	funcs := stdFunctions()
@@ -159,6 +152,7 @@ func CheckCondition(expr hcl.Expression) hcl.Diagnostics {
 	}
 	sort.Strings(fnames)
 	if se, ok := expr.(hclsyntax.Expression); ok {
+		diags = append(diags, checkIterators(se)...)
 		hclsyntax.VisitAll(se, func(n hclsyntax.Node) hcl.Diagnostics {
 			call, ok := n.(*hclsyntax.FunctionCallExpr)
 			if !ok {
@@ -191,4 +185,66 @@ func CheckCondition(expr hcl.Expression) hcl.Diagnostics {
 		}
 	}
 	return diags
+}
+
+// checkIterators checks the attributes read from the variable of a for
+// expression over a list of objects, as f.path in
+// [for f in change.files : f.path]. Evaluating with an unknown change never
+// reaches the body of such an expression, so without this a misspelt
+// attribute would only show, as a denial, when a change arrives.
+func checkIterators(expr hclsyntax.Expression) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	hclsyntax.VisitAll(expr, func(n hclsyntax.Node) hcl.Diagnostics {
+		fe, ok := n.(*hclsyntax.ForExpr)
+		if !ok {
+			return nil
+		}
+		coll, ok := fe.CollExpr.(*hclsyntax.ScopeTraversalExpr)
+		if !ok {
+			return nil
+		}
+		typ, ok := conditionVars[coll.Traversal.RootName()]
+		if !ok {
+			return nil
+		}
+		for _, step := range coll.Traversal[1:] {
+			attr, ok := step.(hcl.TraverseAttr)
+			if !ok || !typ.IsObjectType() || !typ.HasAttribute(attr.Name) {
+				return nil
+			}
+			typ = typ.AttributeType(attr.Name)
+		}
+		if !typ.IsListType() || !typ.ElementType().IsObjectType() {
+			return nil
+		}
+		elem := typ.ElementType()
+		// Variables leaves out those an inner for expression binds, so a
+		// reused name is not checked against the wrong type.
+		for _, body := range []hclsyntax.Expression{fe.KeyExpr, fe.ValExpr, fe.CondExpr} {
+			if body == nil {
+				continue
+			}
+			for _, trav := range body.Variables() {
+				if trav.RootName() != fe.ValVar || len(trav) < 2 {
+					continue
+				}
+				if attr, ok := trav[1].(hcl.TraverseAttr); ok && !elem.HasAttribute(attr.Name) {
+					diags = append(diags, unsupportedAttribute(fe.ValVar, elem, attr))
+				}
+			}
+		}
+		return nil
+	})
+	return diags
+}
+
+func unsupportedAttribute(name string, typ cty.Type, attr hcl.TraverseAttr) *hcl.Diagnostic {
+	var names []string
+	for n := range typ.AttributeTypes() {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	rng := attr.SrcRange
+	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unsupported attribute",
+		Detail: fmt.Sprintf("%s has no attribute %q; it has %s.%s", name, attr.Name, strings.Join(names, ", "), suggest(attr.Name, names)), Subject: &rng}
 }

@@ -208,7 +208,7 @@ func fileFunctions(fsys fs.FS, used map[string][]byte) map[string]function.Funct
 			}
 			expr, diags := hclsyntax.ParseTemplate([]byte(src), name, hcl.Pos{Line: 1, Column: 1, Byte: 0})
 			if diags.HasErrors() {
-				return cty.NilVal, function.NewArgErrorf(0, "template %s: %s", name, diags.Error())
+				return cty.NilVal, function.NewArgErrorf(0, "template %s: %s", name, strings.TrimSuffix(diags.Error(), "."))
 			}
 			ctx := &hcl.EvalContext{Variables: map[string]cty.Value{}, Functions: stdFunctions()}
 			for it := vars.ElementIterator(); it.Next(); {
@@ -217,7 +217,8 @@ func fileFunctions(fsys fs.FS, used map[string][]byte) map[string]function.Funct
 			}
 			out, diags := expr.Value(ctx)
 			if diags.HasErrors() {
-				return cty.NilVal, function.NewArgErrorf(0, "template %s: %s", name, diags.Error())
+				// Most often a variable the template uses and vars lacks.
+				return cty.NilVal, function.NewArgErrorf(1, "template %s: %s", name, strings.TrimSuffix(diags.Error(), "."))
 			}
 			if out.IsNull() || !out.Type().Equals(cty.String) {
 				return cty.NilVal, function.NewArgErrorf(0, "template %s did not produce a string", name)

@@ -173,10 +173,26 @@ func (l *loader) decodeAttr(attrs hcl.Attributes, name string, ctx *hcl.EvalCont
 	if !ok {
 		return false
 	}
-	diags := gohcl.DecodeExpression(a.Expr, ctx, target)
+	v, diags := a.Expr.Value(ctx)
+	l.diags = append(l.diags, diags...)
+	if diags.HasErrors() {
+		// v is unknown: converting it would only add "value must be known".
+		return false
+	}
+	diags = gohcl.DecodeExpression(evaluated{a.Expr, v}, nil, target)
 	l.diags = append(l.diags, diags...)
 	return !diags.HasErrors()
 }
+
+// evaluated is an expression whose value is already known, so that
+// gohcl.DecodeExpression converts it without evaluating it (and reading
+// files) again, and still reports conversion errors at the expression.
+type evaluated struct {
+	hcl.Expression
+	v cty.Value
+}
+
+func (e evaluated) Value(*hcl.EvalContext) (cty.Value, hcl.Diagnostics) { return e.v, nil }
 
 func (l *loader) errorf(rng hcl.Range, summary, detail string, args ...any) {
 	r := rng
@@ -344,9 +360,13 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 	}
 	ctx := l.evalCtx(false, map[string][]byte{})
 	l.decodeAttr(c.Attributes, "description", ctx, &a.Description)
-	l.decodeAttr(c.Attributes, "model", ctx, &a.Model)
+	// A model or command that is present but invalid has its own
+	// diagnostic; only a missing one is reported as missing below.
+	_, hasModel := c.Attributes["model"]
+	_, hasCommand := c.Attributes["command"]
+	modelOK := l.decodeAttr(c.Attributes, "model", ctx, &a.Model) || !hasModel
 	l.decodeAttr(c.Attributes, "prompt", ctx, &a.Prompt)
-	l.decodeAttr(c.Attributes, "command", ctx, &a.Command)
+	commandOK := l.decodeAttr(c.Attributes, "command", ctx, &a.Command) || !hasCommand
 	l.decodeAttr(c.Attributes, "tools", ctx, &a.Tools)
 	l.decodeAttr(c.Attributes, "suspend", ctx, &a.Suspend)
 	if attr, ok := c.Attributes["provider"]; ok {
@@ -354,8 +374,11 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 		a.Provider = l.providerRef(attr)
 	}
 	var seen = map[string]*hcl.Block{}
+	triggers := 0
 	for _, blk := range c.Blocks {
-		if blk.Type != "trigger" {
+		if blk.Type == "trigger" {
+			triggers++
+		} else {
 			if prev, dup := seen[blk.Type]; dup {
 				l.errorf(blk.DefRange, "Duplicate "+blk.Type+" block", "An agent has at most one %s block; the first is at %s.", blk.Type, prev.DefRange)
 				continue
@@ -368,7 +391,7 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 				a.Triggers = append(a.Triggers, t)
 			}
 		case "scope":
-			if sc := l.content(blk.Body, scopeSchema); sc != nil {
+			if sc := l.content(blk.Body, scopeSchema); sc != nil && sc.Attributes["paths"] != nil {
 				a.ScopeRange = sc.Attributes["paths"].Expr.Range()
 				if l.decodeAttr(sc.Attributes, "paths", ctx, &a.Scope) {
 					l.checkGlobs(a.Scope, a.ScopeRange)
@@ -392,17 +415,17 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 	if _, ok := seen["scope"]; !ok {
 		l.errorf(b.DefRange, "Missing scope block", "Agent %q has no scope: add scope { paths = [\"deploy/**\"] } naming what it may read and write.", a.Name)
 	}
-	if len(a.Triggers) == 0 {
+	if triggers == 0 {
 		l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Agent never runs", Detail: fmt.Sprintf("Agent %q has no trigger block, so it only runs when asked manually. Add trigger { schedule = \"@every 6h\" } or trigger { on_spec_change = true }.", a.Name), Subject: &a.DeclRange})
 	}
 	if a.Provider != nil {
 		switch a.Provider.Kind {
 		case ProviderExec:
-			if len(a.Command) == 0 {
+			if len(a.Command) == 0 && commandOK {
 				l.errorf(a.ProviderRange, "Missing command", "Agent %q uses exec provider %q, which runs a command: add command = [\"sh\", \"tools/fix.sh\"].", a.Name, a.Provider.Name)
 			}
 		case ProviderOpenAI:
-			if a.Model == "" {
+			if a.Model == "" && modelOK {
 				l.errorf(a.ProviderRange, "Missing model", "Agent %q uses openai provider %q: add model = \"gpt-4o-mini\" (or the model your endpoint serves).", a.Name, a.Provider.Name)
 			}
 		}
@@ -421,7 +444,8 @@ func (l *loader) decodeTrigger(blk *hcl.Block, ctx *hcl.EvalContext) (Trigger, b
 		return t, false
 	}
 	set := 0
-	if l.decodeAttr(c.Attributes, "schedule", ctx, &t.Schedule) {
+	hasSchedule := l.decodeAttr(c.Attributes, "schedule", ctx, &t.Schedule)
+	if hasSchedule {
 		set++
 	}
 	if l.decodeAttr(c.Attributes, "on_spec_change", ctx, &t.OnSpecChange) && t.OnSpecChange {
@@ -438,7 +462,7 @@ func (l *loader) decodeTrigger(blk *hcl.Block, ctx *hcl.EvalContext) (Trigger, b
 			return t, false
 		}
 		t.Timezone = loc
-		if t.Schedule == "" {
+		if !hasSchedule {
 			l.errorf(c.Attributes["timezone"].NameRange, "Time zone without schedule", "timezone only applies to schedule triggers.")
 		}
 	}
@@ -446,7 +470,7 @@ func (l *loader) decodeTrigger(blk *hcl.Block, ctx *hcl.EvalContext) (Trigger, b
 		l.errorf(blk.DefRange, "Invalid trigger", "A trigger block sets exactly one of schedule, on_spec_change = true or manual = true; use one block per trigger.")
 		return t, false
 	}
-	if t.Schedule != "" {
+	if hasSchedule {
 		s, err := parseSchedule(t.Schedule, t.Timezone)
 		if err != nil {
 			l.errorf(c.Attributes["schedule"].Expr.Range(), "Invalid schedule", "%q: %v. Use five cron fields (\"0 6 * * MON-FRI\"), a descriptor (\"@daily\") or \"@every 6h\".", t.Schedule, err)
@@ -528,14 +552,18 @@ func (l *loader) decodePolicy(f *hcl.File, b *hcl.Block) {
 			if dc == nil {
 				continue
 			}
-			r := &DenyRule{Name: name, DeclRange: blk.DefRange, Condition: dc.Attributes["condition"].Expr}
+			cond, ok := dc.Attributes["condition"]
+			if !ok {
+				continue // a missing condition is reported by Content
+			}
+			r := &DenyRule{Name: name, DeclRange: blk.DefRange, Condition: cond.Expr}
 			l.decodeAttr(dc.Attributes, "message", ctx, &r.Message)
 			l.diags = append(l.diags, CheckCondition(r.Condition)...)
 			p.Denies = append(p.Denies, r)
 		case "require_approval":
 			ac := l.content(blk.Body, approvalSchema)
-			if ac == nil {
-				continue
+			if ac == nil || ac.Attributes["reviewers"] == nil {
+				continue // a missing reviewers is reported by Content
 			}
 			r := &ApprovalRule{Name: name, DeclRange: blk.DefRange, Min: 1}
 			if a, ok := ac.Attributes["condition"]; ok {

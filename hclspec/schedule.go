@@ -37,6 +37,11 @@ func parseSchedule(expr string, loc *time.Location) (schedule, error) {
 	if spec, ok := s.(*cron.SpecSchedule); ok && loc != nil {
 		spec.Location = loc
 	}
+	// Cron fields repeat at least every four years: a schedule with no
+	// activation in the five years after a fixed instant never fires.
+	if s.Next(time.Unix(0, 0)).IsZero() {
+		return schedule{}, fmt.Errorf("it never fires (no such date)")
+	}
 	return schedule{cron: s}, nil
 }
 
@@ -53,7 +58,7 @@ func (t Trigger) LastSlot(now time.Time) (time.Time, bool) {
 		// activation, then walk forward to the last one before now.
 		for _, window := range []time.Duration{time.Hour, 24 * time.Hour, 32 * 24 * time.Hour, 366 * 24 * time.Hour} {
 			var last time.Time
-			for next := s.cron.Next(now.Add(-window)); !next.After(now); next = s.cron.Next(next) {
+			for next := s.cron.Next(now.Add(-window)); !next.IsZero() && !next.After(now); next = s.cron.Next(next) {
 				last = next
 			}
 			if !last.IsZero() {
@@ -64,14 +69,16 @@ func (t Trigger) LastSlot(now time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// NextSlot returns the next time after now when the schedule fires.
+// NextSlot returns the next time after now when the schedule fires, and
+// false when the trigger is not a schedule or never fires.
 func (t Trigger) NextSlot(now time.Time) (time.Time, bool) {
 	s := t.schedule
 	switch {
 	case s.every > 0:
 		return now.Truncate(s.every).Add(s.every), true
 	case s.cron != nil:
-		return s.cron.Next(now), true
+		next := s.cron.Next(now)
+		return next, !next.IsZero()
 	}
 	return time.Time{}, false
 }

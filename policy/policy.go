@@ -212,24 +212,33 @@ type Approver struct {
 // Check reports which requirements of d the approvers do not satisfy. A
 // denied decision is never satisfied. Approvers who are the agent or the
 // reconciler itself must be removed by the caller; Check counts distinct
-// members of the required groups.
+// members of the required groups, a member who approved both by email and
+// by forge login once, and ignores approvers with neither.
 func Check(spec *hclspec.Spec, d Decision, approvers []Approver) []string {
 	if d.Outcome == Deny {
 		return []string{"the decision denied this change: " + d.Summary}
+	}
+	var all []string
+	for _, g := range spec.Groups {
+		all = append(all, g.Name)
 	}
 	var unmet []string
 	for _, req := range d.Requirements {
 		seen := map[string]bool{}
 		for _, a := range approvers {
-			id := strings.ToLower(a.Email)
-			if id == "" {
-				id = "login:" + a.Login
-			}
-			if seen[id] {
+			if a.Email == "" && a.Login == "" {
 				continue
 			}
-			if len(req.Groups) == 0 || memberOf(spec, req.Groups, a) {
-				seen[id] = true
+			// A member counts once however they approved: by a merge
+			// (email) or a forge review (login).
+			if m := member(spec, req.Groups, a); m != nil {
+				seen[personID(m.Email, m.ForgeLogin)] = true
+			} else if len(req.Groups) == 0 {
+				if m := member(spec, all, a); m != nil {
+					seen[personID(m.Email, m.ForgeLogin)] = true
+				} else {
+					seen[personID(a.Email, a.Login)] = true
+				}
 			}
 		}
 		if len(seen) < req.Min {
@@ -239,7 +248,8 @@ func Check(spec *hclspec.Spec, d Decision, approvers []Approver) []string {
 	return unmet
 }
 
-func memberOf(spec *hclspec.Spec, groups []string, a Approver) bool {
+// member returns the member of one of the groups that a is, or nil.
+func member(spec *hclspec.Spec, groups []string, a Approver) *hclspec.Member {
 	for _, gname := range groups {
 		g := spec.Group(gname)
 		if g == nil {
@@ -247,11 +257,18 @@ func memberOf(spec *hclspec.Spec, groups []string, a Approver) bool {
 		}
 		for _, m := range g.Members {
 			if (a.Email != "" && strings.EqualFold(m.Email, a.Email)) || (a.Login != "" && m.ForgeLogin == a.Login) {
-				return true
+				return m
 			}
 		}
 	}
-	return false
+	return nil
+}
+
+func personID(email, login string) string {
+	if email != "" {
+		return strings.ToLower(email)
+	}
+	return "login:" + login
 }
 
 func sortedKeys[M ~map[string]V, V any](m M) []string {
