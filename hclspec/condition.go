@@ -104,11 +104,27 @@ func (in ConditionInput) vars() map[string]cty.Value {
 // condition that does not evaluate to a known bool is an error diagnostic
 // at the expression: the caller must fail closed.
 func EvalCondition(expr hcl.Expression, in ConditionInput) (bool, hcl.Diagnostics) {
+	return in.Context().Eval(expr)
+}
+
+// conditionFuncs is the read-only function table of conditions, built once.
+var conditionFuncs = stdFunctions()
+
+// ConditionContext evaluates many conditions on the same input; building
+// the variables once makes a decision over several policies cheap.
+type ConditionContext struct{ ctx *hcl.EvalContext }
+
+// Context returns the evaluation context of the input.
+func (in ConditionInput) Context() ConditionContext {
+	return ConditionContext{ctx: &hcl.EvalContext{Variables: in.vars(), Functions: conditionFuncs}}
+}
+
+// Eval evaluates a condition as EvalCondition does.
+func (c ConditionContext) Eval(expr hcl.Expression) (bool, hcl.Diagnostics) {
 	if expr == nil {
 		return true, nil
 	}
-	ctx := &hcl.EvalContext{Variables: in.vars(), Functions: stdFunctions()}
-	v, diags := expr.Value(ctx)
+	v, diags := expr.Value(c.ctx)
 	if diags.HasErrors() {
 		return false, diags
 	}

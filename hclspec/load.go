@@ -86,6 +86,7 @@ func (l *loader) load() (*Spec, hcl.Diagnostics) {
 		return nil, l.diags
 	}
 	l.digests()
+	l.spec.PolicyDigest = policyDigest(l.spec.Files)
 	return &l.spec, l.diags
 }
 
@@ -652,4 +653,21 @@ func envFunc(lookup func(string) (string, bool)) function.Function {
 			return cty.StringVal(v), nil
 		},
 	})
+}
+
+// policyDigest hashes the policy files in name order.
+func policyDigest(files map[string]*hcl.File) string {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		if strings.HasPrefix(name, "policies/") {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, name := range names {
+		fmt.Fprintf(h, "%s %d\n", name, len(files[name].Bytes))
+		h.Write(files[name].Bytes)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -13,6 +13,10 @@ type Spec struct {
 	Policies  []*Policy
 	Groups    []*Group
 
+	// PolicyDigest is the sha256 of the policy files (policies/*.hcl in
+	// name order), computed at load.
+	PolicyDigest string
+
 	// Files holds the source of every HCL file that was parsed, by path,
 	// for rendering diagnostics and computing digests.
 	Files map[string]*hcl.File

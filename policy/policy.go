@@ -87,6 +87,7 @@ const BuiltinPolicy = "builtin"
 // no agent may widen its own permissions.
 func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 	d := Decision{PolicyDigest: PolicyDigest(spec)}
+
 	var control []string
 	for _, f := range in.Change {
 		if hclspec.IsControlPath(f.Path) {
@@ -100,9 +101,10 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 		})
 	}
 	reqs := map[string]Requirement{}
+	cond := in.Context()
 	for _, p := range spec.PoliciesFor(in.Agent.Name) {
 		for _, r := range p.Denies {
-			fired, diags := hclspec.EvalCondition(r.Condition, in)
+			fired, diags := cond.Eval(r.Condition)
 			if diags.HasErrors() {
 				d.Rules = append(d.Rules, evalError(p, r.Name, r.DeclRange, diags))
 				continue
@@ -115,7 +117,7 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 			}
 		}
 		for _, r := range p.Approvals {
-			fired, diags := hclspec.EvalCondition(r.Condition, in)
+			fired, diags := cond.Eval(r.Condition)
 			if diags.HasErrors() {
 				d.Rules = append(d.Rules, evalError(p, r.Name, r.DeclRange, diags))
 				continue
@@ -192,6 +194,9 @@ func pos(r hcl.Range) string {
 // PolicyDigest returns the sha256 of the policy files of the spec, in name
 // order.
 func PolicyDigest(spec *hclspec.Spec) string {
+	if spec.PolicyDigest != "" {
+		return spec.PolicyDigest
+	}
 	h := sha256.New()
 	for _, name := range sortedKeys(spec.Files) {
 		if strings.HasPrefix(name, "policies/") {
