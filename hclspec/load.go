@@ -90,10 +90,6 @@ func (l *loader) load() (*Spec, hcl.Diagnostics) {
 	return &l.spec, l.diags
 }
 
-// Sources returns the bytes of every file the loader parsed, for
-// hcl.NewDiagnosticTextWriter.
-func Sources(spec *Spec) map[string]*hcl.File { return spec.Files }
-
 func (l *loader) glob(pattern string) []string {
 	names, err := fs.Glob(l.fsys, pattern)
 	if err != nil {

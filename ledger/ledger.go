@@ -254,29 +254,6 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 	return out, parent, nil
 }
 
-// ByRun groups entries by run id, in order.
-func ByRun(entries []Entry) map[string][]Entry {
-	out := map[string][]Entry{}
-	for _, e := range entries {
-		if e.RunID != "" {
-			out[e.RunID] = append(out[e.RunID], e)
-		}
-	}
-	return out
-}
-
-// Find returns the last entry of one of the types among es.
-func Find(es []Entry, types ...string) (Entry, bool) {
-	for i := len(es) - 1; i >= 0; i-- {
-		for _, t := range types {
-			if es[i].Type == t {
-				return es[i], true
-			}
-		}
-	}
-	return Entry{}, false
-}
-
 // sortedKeys is a helper for stable output.
 func sortedKeys[M ~map[string]V, V any](m M) []string {
 	keys := make([]string, 0, len(m))

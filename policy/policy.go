@@ -7,8 +7,6 @@
 package policy
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sort"
 	"strings"
@@ -191,21 +189,9 @@ func pos(r hcl.Range) string {
 	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
 }
 
-// PolicyDigest returns the sha256 of the policy files of the spec, in name
-// order.
-func PolicyDigest(spec *hclspec.Spec) string {
-	if spec.PolicyDigest != "" {
-		return spec.PolicyDigest
-	}
-	h := sha256.New()
-	for _, name := range sortedKeys(spec.Files) {
-		if strings.HasPrefix(name, "policies/") {
-			fmt.Fprintf(h, "%s %d\n", name, len(spec.Files[name].Bytes))
-			h.Write(spec.Files[name].Bytes)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
+// PolicyDigest returns the sha256 of the spec's policy files, computed when
+// the spec was loaded.
+func PolicyDigest(spec *hclspec.Spec) string { return spec.PolicyDigest }
 
 // Approver is a person whose approval counts: the author of a merge, a
 // signed approval tag or a forge review.
