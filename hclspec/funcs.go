@@ -164,9 +164,8 @@ func repoPath(p string) (string, error) {
 	return clean, nil
 }
 
-// fileFunctions returns file() and templatefile() reading from fsys, and
-// records every file read in used so digests can cover it.
-func fileFunctions(fsys fs.FS, used map[string][]byte) map[string]function.Function {
+// fileFunctions returns file() and templatefile(), reading from fsys.
+func fileFunctions(fsys fs.FS) map[string]function.Function {
 	read := func(p string) (string, error) {
 		clean, err := repoPath(p)
 		if err != nil {
@@ -176,7 +175,6 @@ func fileFunctions(fsys fs.FS, used map[string][]byte) map[string]function.Funct
 		if err != nil {
 			return "", fmt.Errorf("read %q: %w", clean, fs.ErrNotExist)
 		}
-		used[clean] = b
 		return string(b), nil
 	}
 	file := function.New(&function.Spec{

@@ -152,9 +152,9 @@ func (l *loader) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent
 }
 
 // evalCtx is the context for attributes of agents, reviewers and policies.
-func (l *loader) evalCtx(withEnv bool, used map[string][]byte) *hcl.EvalContext {
+func (l *loader) evalCtx(withEnv bool) *hcl.EvalContext {
 	funcs := stdFunctions()
-	for k, v := range fileFunctions(l.fsys, used) {
+	for k, v := range fileFunctions(l.fsys) {
 		funcs[k] = v
 	}
 	if withEnv {
@@ -226,7 +226,7 @@ func (l *loader) decodeProvider(f *hcl.File, b *hcl.Block) {
 	if c == nil {
 		return
 	}
-	ctx := l.evalCtx(true, map[string][]byte{})
+	ctx := l.evalCtx(true)
 	switch p.Kind {
 	case ProviderOpenAI:
 		l.decodeAttr(c.Attributes, "base_url", ctx, &p.BaseURL)
@@ -286,7 +286,7 @@ func (l *loader) decodeGroup(_ *hcl.File, b *hcl.Block) {
 	if c == nil {
 		return
 	}
-	ctx := l.evalCtx(false, map[string][]byte{})
+	ctx := l.evalCtx(false)
 	for _, mb := range c.Blocks {
 		m := &Member{Name: mb.Labels[0], DeclRange: mb.DefRange}
 		mc := l.content(mb.Body, memberSchema)
@@ -355,7 +355,7 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 	if c == nil {
 		return
 	}
-	ctx := l.evalCtx(false, map[string][]byte{})
+	ctx := l.evalCtx(false)
 	l.decodeAttr(c.Attributes, "description", ctx, &a.Description)
 	// A model or command that is present but invalid has its own
 	// diagnostic; only a missing one is reported as missing below.
@@ -523,7 +523,7 @@ func (l *loader) decodePolicy(f *hcl.File, b *hcl.Block) {
 	if c == nil {
 		return
 	}
-	ctx := l.evalCtx(false, map[string][]byte{})
+	ctx := l.evalCtx(false)
 	if l.decodeAttr(c.Attributes, "applies_to", ctx, &p.AppliesTo) {
 		l.checkGlobs(p.AppliesTo, c.Attributes["applies_to"].Expr.Range())
 	}

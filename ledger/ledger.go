@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sort"
 	"strings"
 	"time"
 
@@ -252,14 +251,4 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 		parent, prev = commit, digest(bundle)
 	}
 	return out, parent, nil
-}
-
-// sortedKeys is a helper for stable output.
-func sortedKeys[M ~map[string]V, V any](m M) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

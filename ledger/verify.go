@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -217,7 +219,7 @@ func checkReferences(repo *gitstore.Repo, last uint64, opts VerifyOptions) error
 	if err != nil {
 		return fmt.Errorf("verify ledger: %w", err)
 	}
-	for _, name := range sortedKeys(proposals) {
+	for _, name := range slices.Sorted(maps.Keys(proposals)) {
 		heads = append(heads, proposals[name])
 	}
 	for _, h := range heads {

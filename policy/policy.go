@@ -8,6 +8,8 @@ package policy
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -153,7 +155,7 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 		d.Rules = append(d.Rules, Rule{Policy: BuiltinPolicy, Rule: "one-review", Kind: KindDefault, Blocking: true, Min: 1,
 			Message: "every proposal needs a reviewed merge"})
 	}
-	for _, k := range sortedKeys(reqs) {
+	for _, k := range slices.Sorted(maps.Keys(reqs)) {
 		d.Requirements = append(d.Requirements, reqs[k])
 	}
 	var parts []string
@@ -260,13 +262,4 @@ func personID(email, login string) string {
 		return strings.ToLower(email)
 	}
 	return "login:" + login
-}
-
-func sortedKeys[M ~map[string]V, V any](m M) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

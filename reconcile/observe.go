@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -23,7 +25,7 @@ const mergeScanDepth = 2000
 // deleted without merge (rejected).
 func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 	var events []ledger.Event
-	for _, agentName := range sortedKeys(p.state.byAgent) {
+	for _, agentName := range slices.Sorted(maps.Keys(p.state.byAgent)) {
 		for _, rn := range p.state.openProposals(agentName) {
 			if err := ctx.Err(); err != nil {
 				return err

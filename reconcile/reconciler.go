@@ -7,7 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -255,7 +256,7 @@ func (r *Reconciler) loadAt(commit plumbing.Hash) (*hclspec.Spec, hcl.Diagnostic
 // prompts and command files).
 func specDigest(s *hclspec.Spec) string {
 	h := sha256.New()
-	for _, name := range sortedKeys(s.Files) {
+	for _, name := range slices.Sorted(maps.Keys(s.Files)) {
 		fmt.Fprintf(h, "%s %d\n", name, len(s.Files[name].Bytes))
 		h.Write(s.Files[name].Bytes)
 	}
@@ -263,15 +264,6 @@ func specDigest(s *hclspec.Spec) string {
 		fmt.Fprintf(h, "agent %s %s\n", a.Name, a.Digest)
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-func sortedKeys[M ~map[string]V, V any](m M) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func formatDiag(d *hcl.Diagnostic) string {

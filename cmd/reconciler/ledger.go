@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/agentgitops/reconciler/gitstore"
@@ -127,7 +128,7 @@ func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	if *format == "text" {
 		var signers []string
-		for _, k := range sortedKeys(rep.Signers) {
+		for _, k := range slices.Sorted(maps.Keys(rep.Signers)) {
 			signers = append(signers, fmt.Sprintf("%s (%d)", k, rep.Signers[k]))
 		}
 		head := "none"
@@ -173,13 +174,4 @@ func cmdLedgerLog(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "%6d  %s  %s\n", e.Seq, e.Time.Format("2006-01-02 15:04:05Z"), e.Summary)
 	}
 	return exitOK
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
