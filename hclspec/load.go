@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -229,8 +230,12 @@ func (l *loader) decodeProvider(f *hcl.File, b *hcl.Block) {
 	ctx := l.evalCtx(true)
 	switch p.Kind {
 	case ProviderOpenAI:
-		l.decodeAttr(c.Attributes, "base_url", ctx, &p.BaseURL)
-		l.decodeAttr(c.Attributes, "api_key_env", ctx, &p.APIKeyEnv)
+		if l.decodeAttr(c.Attributes, "base_url", ctx, &p.BaseURL) {
+			l.checkBaseURL(p, c.Attributes["base_url"].Expr.Range())
+		}
+		if l.decodeAttr(c.Attributes, "api_key_env", ctx, &p.APIKeyEnv) && !envName.MatchString(p.APIKeyEnv) {
+			l.errorf(c.Attributes["api_key_env"].Expr.Range(), "Invalid variable name", "api_key_env names the environment variable that holds the key, such as \"OPENAI_API_KEY\"; never put the key itself in git.")
+		}
 		p.Prices = map[string]Price{}
 		for _, pb := range c.Blocks {
 			pc := l.content(pb.Body, priceSchema)
@@ -294,7 +299,9 @@ func (l *loader) decodeGroup(_ *hcl.File, b *hcl.Block) {
 			continue
 		}
 		l.decodeAttr(mc.Attributes, "email", ctx, &m.Email)
-		l.decodeAttr(mc.Attributes, "signing_key", ctx, &m.SigningKey)
+		if l.decodeAttr(mc.Attributes, "signing_key", ctx, &m.SigningKey) {
+			l.checkSigningKey(m.SigningKey, mc.Attributes["signing_key"].Expr.Range())
+		}
 		l.decodeAttr(mc.Attributes, "forge_login", ctx, &m.ForgeLogin)
 		if m.Email == "" && m.ForgeLogin == "" {
 			l.errorf(mb.DefRange, "Member cannot be identified", "Member %q of group %q needs an email (matched against merge commits) or a forge_login (matched against pull request reviews).", m.Name, g.Name)
@@ -316,9 +323,10 @@ var agentSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{{Type: "trigger"}, {Type: "scope"}, {Type: "limits"}, {Type: "work_unit"}},
 }
 
-var triggerSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-	{Name: "schedule"}, {Name: "timezone"}, {Name: "on_spec_change"}, {Name: "manual"},
-}}
+var triggerSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "schedule"}, {Name: "timezone"}, {Name: "on_spec_change"}, {Name: "manual"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "on_alert"}},
+}
 
 var scopeSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "paths", Required: true}}}
 
@@ -364,7 +372,13 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 	modelOK := l.decodeAttr(c.Attributes, "model", ctx, &a.Model) || !hasModel
 	l.decodeAttr(c.Attributes, "prompt", ctx, &a.Prompt)
 	commandOK := l.decodeAttr(c.Attributes, "command", ctx, &a.Command) || !hasCommand
-	l.decodeAttr(c.Attributes, "tools", ctx, &a.Tools)
+	if l.decodeAttr(c.Attributes, "tools", ctx, &a.Tools) {
+		for _, tool := range a.Tools {
+			if !slices.Contains(Tools, tool) {
+				l.errorf(c.Attributes["tools"].Expr.Range(), "Unknown tool", "%q is not a tool agents can use; the tools are %s.%s", tool, strings.Join(Tools, ", "), suggest(tool, Tools))
+			}
+		}
+	}
 	l.decodeAttr(c.Attributes, "suspend", ctx, &a.Suspend)
 	if attr, ok := c.Attributes["provider"]; ok {
 		a.ProviderRange = attr.Expr.Range()
@@ -424,6 +438,16 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 		case ProviderOpenAI:
 			if a.Model == "" && modelOK {
 				l.errorf(a.ProviderRange, "Missing model", "Agent %q uses openai provider %q: add model = \"gpt-4o-mini\" (or the model your endpoint serves).", a.Name, a.Provider.Name)
+			} else if _, priced := a.Provider.Prices[a.Model]; !priced && a.Model != "" {
+				rng := c.Attributes["model"].Expr.Range()
+				l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Model has no price",
+					Detail: fmt.Sprintf("Provider %q declares no price for %q, so this agent's cost counts as zero and money budgets cannot hold it back. Add price %q { input_per_mtok = ..., output_per_mtok = ... } to the provider.", a.Provider.Name, a.Model, a.Model), Subject: &rng})
+			}
+			if _, ok := c.Attributes["prompt"]; !ok {
+				l.errorf(a.DeclRange, "Missing prompt", "Agent %q uses a model, which needs a prompt: add prompt = file(\"prompts/%s.md\").", a.Name, a.Name)
+			}
+			if _, ok := c.Attributes["command"]; ok {
+				l.errorf(c.Attributes["command"].NameRange, "Unsupported argument", "command is for exec providers; agent %q uses openai provider %q.", a.Name, a.Provider.Name)
 			}
 		}
 	}
@@ -451,10 +475,20 @@ func (l *loader) decodeTrigger(blk *hcl.Block, ctx *hcl.EvalContext) (Trigger, b
 	if l.decodeAttr(c.Attributes, "manual", ctx, &t.Manual) && t.Manual {
 		set++
 	}
+	for i, ab := range c.Blocks {
+		if i > 0 {
+			l.errorf(ab.DefRange, "Duplicate on_alert block", "A trigger has at most one on_alert block; put all matchers in one, or use another trigger block.")
+			return t, false
+		}
+		set++
+		if t.Alert = l.decodeAlert(ab, ctx); t.Alert == nil {
+			return t, false
+		}
+	}
 	var tz string
 	if l.decodeAttr(c.Attributes, "timezone", ctx, &tz) {
 		loc, err := time.LoadLocation(tz)
-		if err != nil {
+		if err != nil || tz == "Local" || tz == "" {
 			l.errorf(c.Attributes["timezone"].Expr.Range(), "Unknown time zone", "%q is not an IANA time zone name; write it like \"Europe/Berlin\" or \"UTC\".", tz)
 			return t, false
 		}
@@ -464,7 +498,7 @@ func (l *loader) decodeTrigger(blk *hcl.Block, ctx *hcl.EvalContext) (Trigger, b
 		}
 	}
 	if set != 1 {
-		l.errorf(blk.DefRange, "Invalid trigger", "A trigger block sets exactly one of schedule, on_spec_change = true or manual = true; use one block per trigger.")
+		l.errorf(blk.DefRange, "Invalid trigger", "A trigger block sets exactly one of schedule, on_spec_change = true, manual = true or an on_alert block; use one block per trigger.")
 		return t, false
 	}
 	if hasSchedule {
@@ -508,6 +542,8 @@ var policySchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "deny", LabelNames: []string{"name"}},
 		{Type: "require_approval", LabelNames: []string{"name"}},
+		{Type: "budget"},
+		{Type: "freeze", LabelNames: []string{"name"}},
 	},
 }
 
@@ -537,6 +573,14 @@ func (l *loader) decodePolicy(f *hcl.File, b *hcl.Block) {
 	}
 	rules := map[string]hcl.Range{}
 	for _, blk := range c.Blocks {
+		if blk.Type == "budget" {
+			if p.Budget != nil {
+				l.errorf(blk.DefRange, "Duplicate budget block", "Policy %q already has a budget block at %s; put all limits in one.", p.Name, p.Budget.DeclRange)
+				continue
+			}
+			p.Budget = l.decodeBudget(blk, ctx)
+			continue
+		}
 		name := blk.Labels[0]
 		if prev, dup := rules[name]; dup {
 			l.errorf(blk.LabelRanges[0], "Duplicate rule", "Policy %q already has a rule %q at %s; rule names are unique within a policy.", p.Name, name, prev)
@@ -573,6 +617,10 @@ func (l *loader) decodePolicy(f *hcl.File, b *hcl.Block) {
 			}
 			r.ReviewersRange = ac.Attributes["reviewers"].Expr.Range()
 			p.Approvals = append(p.Approvals, r)
+		case "freeze":
+			if fr := l.decodeFreeze(blk, ctx); fr != nil {
+				p.Freezes = append(p.Freezes, fr)
+			}
 		}
 	}
 	for _, other := range l.spec.Policies {

@@ -345,6 +345,36 @@ func TestLoadDiagnostics(t *testing.T) {
 		scenario string
 		want     []diag
 	}{
+		{"alert-trigger", []diag{
+			{"agents/paged.hcl:7:18-7:47", "Invalid regular expression", "is not a valid RE2 expression"},
+			{"agents/paged.hcl:11:5-11:13", "Alert trigger matches everything", "needs at least one matcher"},
+			{"agents/paged.hcl:13:3-13:10", "Invalid trigger", "exactly one of schedule, on_spec_change = true, manual = true or an on_alert block"},
+		}},
+		{"budget", []diag{
+			{"policies/spend.hcl:6:28-6:30", "Invalid budget", "max_cost_usd_per_day must be a positive number"},
+			{"policies/spend.hcl:5:28-5:31", "Invalid budget", "1.5 is not a whole number"},
+			{"policies/spend.hcl:10:3-10:9", "Duplicate budget block", "put all limits in one"},
+		}},
+		{"freeze", []diag{
+			{"policies/freeze.hcl:5:16-5:27", "Invalid freeze", "not @every"},
+			{"policies/freeze.hcl:10:16-10:33", "Invalid schedule", "Use five cron fields, such as \"0 16 * * FRI\""},
+			{"policies/freeze.hcl:14:24-14:24", "Missing required argument", "The argument \"duration\" is required"},
+			{"policies/freeze.hcl:21:16-21:30", "Unknown time zone", "is not an IANA time zone name"},
+		}},
+		{"openai-agent", []diag{
+			{"agents/model.hcl:4:14-4:40", "Unknown tool", "Did you mean \"write_file\"?"},
+			{"agents/model.hcl:1:1-1:14", "Missing prompt", "add prompt = file(\"prompts/model.md\")"},
+			{"agents/model.hcl:5:3-5:10", "Unsupported argument", "command is for exec providers"},
+		}},
+		{"provider-settings", []diag{
+			{"providers.hcl:4:17-4:46", "Invalid base URL", "must be an http(s) URL including /v1"},
+			{"providers.hcl:5:17-5:31", "Invalid variable name", "never put the key itself in git"},
+			{"providers.hcl:14:14-14:59", "Credentials in base URL", "name the variable holding the key in api_key_env"},
+		}},
+		{"signing-key", []diag{
+			{"reviewers.hcl:4:19-4:43", "Invalid signing key", "an SSH public key as in authorized_keys"},
+			{"reviewers.hcl:8:19-8:68", "Invalid signing key", "not terminated by -----END PGP PUBLIC KEY BLOCK-----"},
+		}},
 		{"syntax-error", []diag{
 			{"agents/broken.hcl:3:20-3:21", "Missing item separator", "Expected a comma"},
 		}},

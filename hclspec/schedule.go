@@ -30,6 +30,12 @@ func parseSchedule(expr string, loc *time.Location) (schedule, error) {
 		}
 		return schedule{every: d}, nil
 	}
+	// robfig/cron reads a "TZ=" or "CRON_TZ=" prefix itself: it panics
+	// when no space follows ("TZ=UTC"), and "TZ=UTC @every 1s" would get
+	// around the minimum above. The time zone has its own argument.
+	if strings.HasPrefix(expr, "TZ=") || strings.HasPrefix(expr, "CRON_TZ=") {
+		return schedule{}, fmt.Errorf("a time zone goes in the trigger's timezone argument, not in the schedule")
+	}
 	s, err := cronParser.Parse(expr)
 	if err != nil {
 		return schedule{}, err
@@ -45,14 +51,15 @@ func parseSchedule(expr string, loc *time.Location) (schedule, error) {
 	return schedule{cron: s}, nil
 }
 
-// LastSlot returns the most recent time at or before now when the schedule
-// fired, and false when the trigger is not a schedule or has not fired within
-// the last year.
-func (t Trigger) LastSlot(now time.Time) (time.Time, bool) {
-	s := t.schedule
+// epoch aligns @every slots: the same instants for every process.
+var epoch = time.Unix(0, 0).UTC()
+
+// last returns the most recent activation at or before now, and false when
+// there was none within the last year.
+func (s schedule) last(now time.Time) (time.Time, bool) {
 	switch {
 	case s.every > 0:
-		return now.Truncate(s.every), true
+		return epoch.Add(now.Sub(epoch) / s.every * s.every).In(now.Location()), true
 	case s.cron != nil:
 		// Step back through growing windows until one contains an
 		// activation, then walk forward to the last one before now.
@@ -69,16 +76,25 @@ func (t Trigger) LastSlot(now time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// NextSlot returns the next time after now when the schedule fires, and
-// false when the trigger is not a schedule or never fires.
-func (t Trigger) NextSlot(now time.Time) (time.Time, bool) {
-	s := t.schedule
+// next returns the first activation after now, and false when there is
+// none.
+func (s schedule) next(now time.Time) (time.Time, bool) {
 	switch {
 	case s.every > 0:
-		return now.Truncate(s.every).Add(s.every), true
+		t, _ := s.last(now)
+		return t.Add(s.every), true
 	case s.cron != nil:
 		next := s.cron.Next(now)
 		return next, !next.IsZero()
 	}
 	return time.Time{}, false
 }
+
+// LastSlot returns the most recent time at or before now when the schedule
+// fired, and false when the trigger is not a schedule or has not fired within
+// the last year.
+func (t Trigger) LastSlot(now time.Time) (time.Time, bool) { return t.schedule.last(now) }
+
+// NextSlot returns the next time after now when the schedule fires, and
+// false when the trigger is not a schedule or never fires.
+func (t Trigger) NextSlot(now time.Time) (time.Time, bool) { return t.schedule.next(now) }

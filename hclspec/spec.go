@@ -95,6 +95,8 @@ type Trigger struct {
 	OnSpecChange bool
 	// Manual runs the agent when a person asks for it.
 	Manual bool
+	// Alert runs the agent for Alertmanager alerts whose labels match.
+	Alert *AlertMatch
 
 	schedule schedule
 	Range    hcl.Range
@@ -127,6 +129,8 @@ type Policy struct {
 	Enforcement string
 	Denies      []*DenyRule
 	Approvals   []*ApprovalRule
+	Budget      *Budget
+	Freezes     []*Freeze
 
 	DeclRange hcl.Range
 	Source    []byte
