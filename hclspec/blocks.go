@@ -173,8 +173,8 @@ func (l *loader) decodeFreeze(blk *hcl.Block, ctx *hcl.EvalContext) *Freeze {
 	f := &Freeze{Name: blk.Labels[0], DeclRange: blk.DefRange, Timezone: time.UTC}
 	var tz string
 	if l.decodeAttr(c.Attributes, "timezone", ctx, &tz) {
-		loc, err := time.LoadLocation(tz)
-		if err != nil || tz == "Local" || tz == "" {
+		loc, err := l.location(tz)
+		if err != nil {
 			l.errorf(c.Attributes["timezone"].Expr.Range(), "Unknown time zone", "%q is not an IANA time zone name; write it like \"Europe/Berlin\" or \"UTC\".", tz)
 			return nil
 		}

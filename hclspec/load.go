@@ -6,15 +6,16 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
-	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
@@ -49,37 +50,53 @@ type Options struct {
 // any of them is an error. A repository without any of the files loads as
 // an empty Spec.
 func Load(fsys fs.FS, opts Options) (*Spec, hcl.Diagnostics) {
-	l := &loader{fsys: fsys, opts: opts, parser: hclparse.NewParser()}
+	l := &loader{fsys: fsys, opts: opts, ctx: map[bool]*hcl.EvalContext{}, locations: map[string]*time.Location{}}
 	return l.load()
 }
 
 type loader struct {
-	fsys   fs.FS
-	opts   Options
-	parser *hclparse.Parser
-	diags  hcl.Diagnostics
-	spec   Spec
+	fsys  fs.FS
+	opts  Options
+	diags hcl.Diagnostics
+	spec  Spec
+
+	ctx       map[bool]*hcl.EvalContext // by withEnv
+	locations map[string]*time.Location
+}
+
+// job is one file to load: parsed concurrently, decoded in order.
+type job struct {
+	name      string
+	blockType string
+	labels    []string
+	decode    func(f *hcl.File, b *hcl.Block)
+
+	file  *hcl.File
+	diags hcl.Diagnostics
 }
 
 func (l *loader) load() (*Spec, hcl.Diagnostics) {
 	l.spec.Files = map[string]*hcl.File{}
-	if f := l.parse(ProvidersFile); f != nil {
-		l.decodeFile(f, "provider", []string{"kind", "name"}, l.decodeProvider)
-	}
-	if f := l.parse(ReviewersFile); f != nil {
-		l.decodeFile(f, "group", []string{"name"}, l.decodeGroup)
+	jobs := []*job{
+		{name: ProvidersFile, blockType: "provider", labels: []string{"kind", "name"}, decode: l.decodeProvider},
+		{name: ReviewersFile, blockType: "group", labels: []string{"name"}, decode: l.decodeGroup},
 	}
 	for _, name := range l.glob(AgentsGlob) {
-		if f := l.parse(name); f != nil {
-			l.decodeFile(f, "agent", []string{"name"}, l.decodeAgent)
-		}
+		jobs = append(jobs, &job{name: name, blockType: "agent", labels: []string{"name"}, decode: l.decodeAgent})
 	}
 	for _, name := range l.glob(PoliciesGlob) {
-		if strings.HasSuffix(name, TestSuffix) {
-			continue
+		if !strings.HasSuffix(name, TestSuffix) {
+			jobs = append(jobs, &job{name: name, blockType: "policy", labels: []string{"name"}, decode: l.decodePolicy})
 		}
-		if f := l.parse(name); f != nil {
-			l.decodeFile(f, "policy", []string{"name"}, l.decodePolicy)
+	}
+	l.parseAll(jobs)
+	for _, j := range jobs {
+		l.diags = append(l.diags, j.diags...)
+		if j.file != nil {
+			l.spec.Files[j.name] = j.file
+		}
+		if j.file != nil && !j.diags.HasErrors() {
+			l.decodeFile(j.file, j.blockType, j.labels, j.decode)
 		}
 	}
 	l.crossCheck()
@@ -89,6 +106,27 @@ func (l *loader) load() (*Spec, hcl.Diagnostics) {
 	l.digests()
 	l.spec.PolicyDigest = policyDigest(l.spec.Files)
 	return &l.spec, l.diags
+}
+
+// parseAll reads and parses the jobs' files on all CPUs: parsing is most
+// of a large spec's load time, and files are independent.
+func (l *loader) parseAll(jobs []*job) {
+	next := make(chan *job)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range next {
+				j.file, j.diags = l.parse(j.name)
+			}
+		}()
+	}
+	for _, j := range jobs {
+		next <- j
+	}
+	close(next)
+	wg.Wait()
 }
 
 func (l *loader) glob(pattern string) []string {
@@ -101,23 +139,17 @@ func (l *loader) glob(pattern string) []string {
 	return names
 }
 
-func (l *loader) parse(name string) *hcl.File {
+// parse reads and parses one file. A missing file is no error: every file
+// of the layout is optional. It is safe for concurrent use.
+func (l *loader) parse(name string) (*hcl.File, hcl.Diagnostics) {
 	src, err := fs.ReadFile(l.fsys, name)
 	if err != nil {
-		if !errorsIsNotExist(err) {
-			l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot read file", Detail: fmt.Sprintf("Reading %s: %v.", name, err)})
+		if errorsIsNotExist(err) {
+			return nil, nil
 		}
-		return nil
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read file", Detail: fmt.Sprintf("Reading %s: %v.", name, err)}}
 	}
-	f, diags := l.parser.ParseHCL(src, name)
-	l.diags = append(l.diags, diags...)
-	if f != nil {
-		l.spec.Files[name] = f
-	}
-	if diags.HasErrors() {
-		return nil
-	}
-	return f
+	return hclsyntax.ParseConfig(src, name, hcl.InitialPos)
 }
 
 // decodeFile decodes the blocks of one file, which may only hold blocks of
@@ -152,8 +184,12 @@ func (l *loader) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent
 	return c
 }
 
-// evalCtx is the context for attributes of agents, reviewers and policies.
+// evalCtx is the context for attributes of agents, reviewers and policies;
+// env() only where withEnv. Built once per load.
 func (l *loader) evalCtx(withEnv bool) *hcl.EvalContext {
+	if ctx, ok := l.ctx[withEnv]; ok {
+		return ctx
+	}
 	funcs := stdFunctions()
 	for k, v := range fileFunctions(l.fsys) {
 		funcs[k] = v
@@ -161,7 +197,25 @@ func (l *loader) evalCtx(withEnv bool) *hcl.EvalContext {
 	if withEnv {
 		funcs["env"] = envFunc(l.opts.LookupEnv)
 	}
-	return &hcl.EvalContext{Functions: funcs}
+	l.ctx[withEnv] = &hcl.EvalContext{Functions: funcs}
+	return l.ctx[withEnv]
+}
+
+// location loads a time zone once per load; "Local" and "" are refused so
+// that schedules never depend on the host.
+func (l *loader) location(name string) (*time.Location, error) {
+	if loc, ok := l.locations[name]; ok {
+		return loc, nil
+	}
+	if name == "" || name == "Local" {
+		return nil, fmt.Errorf("not an IANA time zone name")
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	l.locations[name] = loc
+	return loc, nil
 }
 
 // decodeAttr decodes an attribute into target (a pointer), recording
@@ -487,8 +541,8 @@ func (l *loader) decodeTrigger(blk *hcl.Block, ctx *hcl.EvalContext) (Trigger, b
 	}
 	var tz string
 	if l.decodeAttr(c.Attributes, "timezone", ctx, &tz) {
-		loc, err := time.LoadLocation(tz)
-		if err != nil || tz == "Local" || tz == "" {
+		loc, err := l.location(tz)
+		if err != nil {
 			l.errorf(c.Attributes["timezone"].Expr.Range(), "Unknown time zone", "%q is not an IANA time zone name; write it like \"Europe/Berlin\" or \"UTC\".", tz)
 			return t, false
 		}
