@@ -184,6 +184,19 @@ type Member struct {
 	DeclRange  hcl.Range
 }
 
+// Cost returns what a run of the agent that used the given tokens costs in
+// US dollars at its provider's price for its model; 0 without a price.
+func (a *Agent) Cost(inputTokens, outputTokens int64) float64 {
+	if a.Provider == nil {
+		return 0
+	}
+	p, ok := a.Provider.Prices[a.Model]
+	if !ok {
+		return 0
+	}
+	return (float64(inputTokens)*p.InputPerMTok + float64(outputTokens)*p.OutputPerMTok) / 1e6
+}
+
 // Agent returns the agent with the given name, or nil.
 func (s *Spec) Agent(name string) *Agent {
 	for _, a := range s.Agents {

@@ -28,6 +28,7 @@ const (
 	RunStarted         = "run.started"
 	RunFinished        = "run.finished"
 	RunFailed          = "run.failed"
+	RunHeld            = "run.held"
 	PolicyDecision     = "policy.decision"
 	ProposalOpened     = "proposal.opened"
 	ProposalApproved   = "proposal.approved"
@@ -57,6 +58,11 @@ type Event struct {
 	Model    string    `json:"model,omitempty"`
 	Usage    *Usage    `json:"usage,omitempty"`
 	CostUSD  float64   `json:"cost_usd,omitempty"`
+	// ReservedUSD is set on run.started: the most the run may cost,
+	// counted as spent until run.finished or run.failed settles it.
+	ReservedUSD float64 `json:"reserved_usd,omitempty"`
+	// Hold is set on run.held and budget.exceeded.
+	Hold *Hold `json:"hold,omitempty"`
 	WorkUnit *WorkUnit `json:"work_unit,omitempty"`
 
 	// Outcome qualifies run.finished: changed, no_change, duplicate_open,
@@ -69,6 +75,15 @@ type Event struct {
 
 	Error       string   `json:"error,omitempty"`
 	Diagnostics []string `json:"diagnostics,omitempty"`
+}
+
+// Hold is why a run did not start, and when that clears.
+type Hold struct {
+	Kind   string    `json:"kind"`
+	Policy string    `json:"policy,omitempty"`
+	Rule   string    `json:"rule,omitempty"`
+	Until  time.Time `json:"until,omitzero"`
+	Reason string    `json:"reason"`
 }
 
 // Usage is what a run consumed.

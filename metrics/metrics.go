@@ -30,6 +30,7 @@ type Metrics struct {
 	approval      prometheus.Histogram
 	decisions     *prometheus.CounterVec
 	violations    *prometheus.CounterVec
+	held          *prometheus.CounterVec
 	duration      prometheus.Histogram
 	passErrors    prometheus.Counter
 	entries       prometheus.Counter
@@ -69,6 +70,8 @@ func New(hourlyUSD float64) *Metrics {
 			Help: "Policy rules that fired, by decision."}, []string{"policy", "rule", "decision"}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reconciler_policy_violations_total",
 			Help: "Merges that did not satisfy their policy decision."}, []string{"agent"}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reconciler_runs_held_total",
+			Help: "Due runs held back, by reason (freeze, suspended, runs_per_hour, open_proposals, concurrency, cost_per_day, cost_per_month)."}, []string{"agent", "reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "reconciler_reconcile_duration_seconds",
 			Help: "Duration of reconcile passes.", Buckets: prometheus.DefBuckets}),
 		passErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "reconciler_reconcile_errors_total",
@@ -77,7 +80,7 @@ func New(hourlyUSD float64) *Metrics {
 			Help: "Entries on the evidence branch."}),
 	}
 	m.reg.MustRegister(m.runs, m.tokens, m.cost, m.workUnits, m.workUnitValue, m.roi, m.open, m.approval,
-		m.decisions, m.violations, m.duration, m.passErrors, m.entries,
+		m.decisions, m.violations, m.held, m.duration, m.passErrors, m.entries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -103,8 +106,12 @@ func (m *Metrics) Pass(d time.Duration, err error) {
 func (m *Metrics) Entry(e ledger.Entry) {
 	m.entries.Inc()
 	switch e.Type {
-	case ledger.RunFinished:
-		m.runs.WithLabelValues(e.Agent, e.Outcome).Inc()
+	case ledger.RunFinished, ledger.RunFailed:
+		outcome := e.Outcome
+		if e.Type == ledger.RunFailed {
+			outcome = "failed"
+		}
+		m.runs.WithLabelValues(e.Agent, outcome).Inc()
 		if e.Usage != nil {
 			m.tokens.WithLabelValues(e.Agent, e.Model, "input").Add(float64(e.Usage.InputTokens))
 			m.tokens.WithLabelValues(e.Agent, e.Model, "output").Add(float64(e.Usage.OutputTokens))
@@ -114,8 +121,10 @@ func (m *Metrics) Entry(e ledger.Entry) {
 			m.spent[e.Agent] += e.CostUSD
 			m.updateROI(e.Agent)
 		}
-	case ledger.RunFailed:
-		m.runs.WithLabelValues(e.Agent, "failed").Inc()
+	case ledger.RunHeld, ledger.BudgetExceeded:
+		if e.Hold != nil {
+			m.held.WithLabelValues(e.Agent, e.Hold.Kind).Inc()
+		}
 	case ledger.PolicyDecision:
 		var d struct {
 			Outcome string `json:"outcome"`

@@ -48,7 +48,7 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 			continue
 		}
 		if rn.digest == a.Digest {
-			return r.execute(ctx, p, a, rn.id, rn.trigger, rn)
+			return r.execute(ctx, p, a, rn.id, rn.trigger, rn, policy.Admission{MaxTokens: a.Limits.MaxTokens})
 		}
 		// The spec changed under an unfinished run: it will never be
 		// resumed, so close it.
@@ -62,14 +62,39 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 			return err
 		}
 	}
-	if a.Suspend {
-		return nil
-	}
 	trigger, ok := r.dueTrigger(p, a)
 	if !ok {
 		return nil
 	}
-	return r.execute(ctx, p, a, RunID(a.Name, a.Digest, trigger), trigger, nil)
+	adm := policy.Gate(r.spec, a, r.cfg.Now(), p.state)
+	if adm.Hold != nil {
+		return r.hold(ctx, p, a, trigger, adm.Hold)
+	}
+	return r.execute(ctx, p, a, RunID(a.Name, a.Digest, trigger), trigger, nil, adm)
+}
+
+// hold records that a due run of a is held back, once for each distinct
+// reason: a pass that finds the same hold again writes nothing.
+func (r *Reconciler) hold(ctx context.Context, p *pass, a *hclspec.Agent, trigger string, h *policy.Hold) error {
+	lh := &ledger.Hold{Kind: h.Kind, Policy: h.Policy, Rule: h.Rule, Until: h.Until.UTC(), Reason: h.Reason}
+	if last := p.state.held[a.Name]; last != nil && last.Hold != nil && last.Hold.Kind == lh.Kind &&
+		last.Hold.Policy == lh.Policy && last.Hold.Rule == lh.Rule && last.Hold.Until.Equal(lh.Until) {
+		return nil
+	}
+	typ := ledger.RunHeld
+	if h.Budget() {
+		typ = ledger.BudgetExceeded
+	}
+	until := ""
+	if !h.Until.IsZero() {
+		until = " until " + h.Until.UTC().Format(time.RFC3339)
+	}
+	_, err := r.append(ctx, p, ledger.Event{
+		Type: typ, Agent: a.Name, Trigger: trigger, SpecDigest: a.Digest,
+		SpecCommit: r.specCommit.String(), Subject: r.specCommit.String(), SubjectName: r.cfg.Branch,
+		Hold: lh, Summary: oneLine(fmt.Sprintf("%s %s: %s%s", typ, a.Name, h.Kind, until)),
+	})
+	return err
 }
 
 // dueTrigger returns the id of the first trigger of a that has not run yet.
@@ -111,7 +136,7 @@ func (r *Reconciler) dueTrigger(p *pass, a *hclspec.Agent) (string, bool) {
 
 // execute drives one run from wherever the ledger says it is to its end.
 // prior is nil for a new run.
-func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, prior *run) error {
+func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, prior *run, adm policy.Admission) error {
 	specCommit := r.specCommit
 	base := ledger.Event{Agent: a.Name, RunID: runID, Trigger: trigger, SpecDigest: a.Digest, Subject: specCommit.String(), SubjectName: r.cfg.Branch, SpecCommit: specCommit.String()}
 	if prior != nil && prior.specCommit != "" {
@@ -131,6 +156,7 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 	if prior == nil {
 		ev := base
 		ev.Type = ledger.RunStarted
+		ev.ReservedUSD = adm.ReserveUSD
 		ev.Summary = fmt.Sprintf("run.started %s %s (trigger %s)", a.Name, runID, trigger)
 		if _, err := r.append(ctx, p, ev); err != nil {
 			return err
@@ -143,6 +169,10 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		ev := base
 		ev.Type = ledger.RunFailed
 		ev.Error = runErr.Error()
+		ev.Model, ev.CostUSD = res.Model, a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
+		if res.Usage != (agent.Usage{}) {
+			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
+		}
 		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %v", a.Name, runID, runErr))
 		_, err := r.append(ctx, p, ev)
 		return errors.Join(runErr, err)
@@ -151,6 +181,7 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		ev := base
 		ev.Type = ledger.RunFinished
 		ev.Model = res.Model
+		ev.CostUSD = a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
 		ev.WorkUnit = &ledger.WorkUnit{Kind: a.WorkUnit.Kind, HumanMinutes: a.WorkUnit.HumanMinutes}
 		if res.Usage != (agent.Usage{}) {
 			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}

@@ -50,6 +50,10 @@ type run struct {
 	id, agent, trigger, digest string
 	specCommit                 string
 	started                    time.Time
+	// reserved is the run's reservation; cost its settled cost once
+	// settled.
+	reserved, cost float64
+	settled        bool
 	finished                   *ledger.Entry
 	failed                     *ledger.Entry
 	decision                   *ledger.Entry
@@ -104,10 +108,13 @@ type state struct {
 	lastSpec *ledger.Entry
 	// lastGoodSpec is the last spec.loaded entry.
 	lastGoodSpec *ledger.Entry
+	// held is each agent's last run.held or budget.exceeded entry since
+	// its last run started.
+	held map[string]*ledger.Entry
 }
 
 func buildState(entries []ledger.Entry) *state {
-	s := &state{runs: map[string]*run{}, byAgent: map[string][]*run{}}
+	s := &state{runs: map[string]*run{}, byAgent: map[string][]*run{}, held: map[string]*ledger.Entry{}}
 	for i := range entries {
 		e := &entries[i]
 		switch e.Type {
@@ -116,6 +123,9 @@ func buildState(entries []ledger.Entry) *state {
 			continue
 		case ledger.SpecInvalid:
 			s.lastSpec = e
+			continue
+		case ledger.RunHeld, ledger.BudgetExceeded:
+			s.held[e.Agent] = e
 			continue
 		}
 		if e.RunID == "" {
@@ -126,6 +136,14 @@ func buildState(entries []ledger.Entry) *state {
 			r = &run{id: e.RunID, agent: e.Agent, trigger: e.Trigger, digest: e.SpecDigest, specCommit: e.SpecCommit, started: e.Time}
 			s.runs[e.RunID] = r
 			s.byAgent[e.Agent] = append(s.byAgent[e.Agent], r)
+			delete(s.held, e.Agent)
+		}
+		if e.Type == ledger.RunStarted {
+			r.reserved = e.ReservedUSD
+		}
+		if e.Type == ledger.RunFinished || e.Type == ledger.RunFailed {
+			r.cost = e.CostUSD
+			r.settled = true
 		}
 		switch e.Type {
 		case ledger.RunFinished:
@@ -162,4 +180,50 @@ func (s *state) rejected(agent, changeID string) *run {
 		}
 	}
 	return nil
+}
+
+// state is the policy gates' view of usage.
+var _ policy.Usage = (*state)(nil)
+
+// RunStarts returns when the agent's runs started at or after since.
+func (s *state) RunStarts(agent string, since time.Time) []time.Time {
+	var out []time.Time
+	for _, r := range s.byAgent[agent] {
+		if !r.started.Before(since) {
+			out = append(out, r.started)
+		}
+	}
+	return out
+}
+
+// OpenProposals is the agent's number of open proposals.
+func (s *state) OpenProposals(agent string) int { return len(s.openProposals(agent)) }
+
+// Running is the agent's number of runs that started and have neither
+// finished nor failed.
+func (s *state) Running(agent string) int {
+	n := 0
+	for _, r := range s.byAgent[agent] {
+		if !r.settled {
+			n++
+		}
+	}
+	return n
+}
+
+// Spent is the agent's settled cost plus the reservations of unsettled
+// runs, for runs started at or after since.
+func (s *state) Spent(agent string, since time.Time) float64 {
+	total := 0.0
+	for _, r := range s.byAgent[agent] {
+		if r.started.Before(since) {
+			continue
+		}
+		if r.settled {
+			total += r.cost
+		} else {
+			total += r.reserved
+		}
+	}
+	return total
 }

@@ -1,0 +1,170 @@
+package policy
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/agentgitops/reconciler/hclspec"
+)
+
+// Hold kinds: why a run may not start now.
+const (
+	HoldSuspended     = "suspended"
+	HoldFreeze        = "freeze"
+	HoldRate          = "runs_per_hour"
+	HoldOpenProposals = "open_proposals"
+	HoldConcurrency   = "concurrency"
+	HoldBudgetDay     = "cost_per_day"
+	HoldBudgetMonth   = "cost_per_month"
+)
+
+// Hold says why a run is held back, by which rule, and when that clears
+// (zero when it clears on an event rather than at a time).
+type Hold struct {
+	Kind   string    `json:"kind"`
+	Policy string    `json:"policy,omitempty"`
+	Rule   string    `json:"rule,omitempty"`
+	Until  time.Time `json:"until,omitzero"`
+	Reason string    `json:"reason"`
+}
+
+// Budget reports whether the hold is about money (budget.exceeded) rather
+// than time or capacity (run.held).
+func (h *Hold) Budget() bool { return h.Kind == HoldBudgetDay || h.Kind == HoldBudgetMonth }
+
+// Usage is what the ledger says an agent has consumed. Spend includes the
+// reservations of runs that have started and not finished, so concurrent
+// runs cannot together overspend.
+type Usage interface {
+	// RunStarts returns when the agent's runs started at or after since.
+	RunStarts(agent string, since time.Time) []time.Time
+	// OpenProposals is the agent's number of open proposals.
+	OpenProposals(agent string) int
+	// Running is the agent's number of runs started and not finished.
+	Running(agent string) int
+	// Spent is the agent's spend in US dollars since a time, reservations
+	// of unfinished runs included.
+	Spent(agent string, since time.Time) float64
+}
+
+// Admission is the result of Gate: a hold, or the run's limits.
+type Admission struct {
+	Hold *Hold
+	// MaxTokens is the run's token limit: the agent's, lowered by any
+	// policy's max_tokens_per_run.
+	MaxTokens int
+	// ReserveUSD is what the run may cost at most, reserved before it
+	// starts and settled when it ends.
+	ReserveUSD float64
+}
+
+// Gate decides whether a run of agent may start at now. It checks, in
+// order: suspend, freezes of every policy that applies (a freeze holds even
+// what another policy allows), then each policy's budget: runs per hour,
+// open proposals, concurrency, and money per day and month including this
+// run's reservation. The first hold found is returned; Gate never has side
+// effects.
+func Gate(spec *hclspec.Spec, agent *hclspec.Agent, now time.Time, u Usage) Admission {
+	adm := Admission{MaxTokens: agent.Limits.MaxTokens}
+	policies := spec.PoliciesFor(agent.Name)
+	for _, p := range policies {
+		if b := p.Budget; b != nil && b.MaxTokensPerRun > 0 && (adm.MaxTokens == 0 || int64(adm.MaxTokens) > b.MaxTokensPerRun) {
+			adm.MaxTokens = int(b.MaxTokensPerRun)
+		}
+	}
+	adm.ReserveUSD = reservation(agent, adm.MaxTokens)
+	if agent.Suspend {
+		adm.Hold = &Hold{Kind: HoldSuspended, Reason: fmt.Sprintf("agent %s is suspended (suspend = true at %s)", agent.Name, pos(agent.DeclRange))}
+		return adm
+	}
+	for _, p := range policies {
+		for _, f := range p.Freezes {
+			if active, until := f.Active(now); active {
+				adm.Hold = &Hold{Kind: HoldFreeze, Policy: p.Name, Rule: f.Name, Until: until,
+					Reason: fmt.Sprintf("freeze %s/%s is in force until %s (%s)", p.Name, f.Name, until.UTC().Format(time.RFC3339), pos(f.DeclRange))}
+				return adm
+			}
+		}
+	}
+	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	for _, p := range policies {
+		b := p.Budget
+		if b == nil {
+			continue
+		}
+		agents := agentsOf(spec, p)
+		hold := func(kind, rule string, until time.Time, format string, args ...any) Admission {
+			adm.Hold = &Hold{Kind: kind, Policy: p.Name, Rule: rule, Until: until, Reason: fmt.Sprintf(format, args...) + " (" + pos(b.DeclRange) + ")"}
+			return adm
+		}
+		if b.MaxRunsPerHour > 0 {
+			starts := u.RunStarts(agent.Name, now.Add(-time.Hour))
+			if len(starts) >= b.MaxRunsPerHour {
+				sort.Slice(starts, func(i, j int) bool { return starts[i].Before(starts[j]) })
+				until := starts[len(starts)-b.MaxRunsPerHour].Add(time.Hour)
+				return hold(HoldRate, "max_runs_per_hour", until, "%s ran %d times in the last hour; policy %s allows %d", agent.Name, len(starts), p.Name, b.MaxRunsPerHour)
+			}
+		}
+		if b.MaxOpenProposals > 0 {
+			if n := u.OpenProposals(agent.Name); n >= b.MaxOpenProposals {
+				return hold(HoldOpenProposals, "max_open_proposals", time.Time{}, "%s has %d open proposal(s); policy %s allows %d until one is merged or closed", agent.Name, n, p.Name, b.MaxOpenProposals)
+			}
+		}
+		if b.MaxConcurrentRuns > 0 {
+			running := 0
+			for _, a := range agents {
+				running += u.Running(a)
+			}
+			if running >= b.MaxConcurrentRuns {
+				return hold(HoldConcurrency, "max_concurrent_runs", time.Time{}, "%d run(s) under policy %s are in progress; it allows %d at once", running, p.Name, b.MaxConcurrentRuns)
+			}
+		}
+		for _, w := range []struct {
+			kind, rule string
+			max        float64
+			since      time.Time
+			until      time.Time
+		}{
+			{HoldBudgetDay, "max_cost_usd_per_day", b.MaxCostUSDPerDay, day, day.AddDate(0, 0, 1)},
+			{HoldBudgetMonth, "max_cost_usd_per_month", b.MaxCostUSDPerMonth, month, month.AddDate(0, 1, 0)},
+		} {
+			if w.max <= 0 {
+				continue
+			}
+			spent := 0.0
+			for _, a := range agents {
+				spent += u.Spent(a, w.since)
+			}
+			if spent+adm.ReserveUSD > w.max {
+				return hold(w.kind, w.rule, w.until, "policy %s allows $%.2f; $%.4f is spent or reserved and this run reserves $%.4f", p.Name, w.max, spent, adm.ReserveUSD)
+			}
+		}
+	}
+	return adm
+}
+
+// reservation is the most a run can cost: its token limit at the dearer of
+// the model's two prices. Agents without a price reserve nothing.
+func reservation(a *hclspec.Agent, maxTokens int) float64 {
+	if a.Provider == nil || a.Provider.Kind != hclspec.ProviderOpenAI {
+		return 0
+	}
+	price, ok := a.Provider.Prices[a.Model]
+	if !ok {
+		return 0
+	}
+	return float64(maxTokens) / 1e6 * max(price.InputPerMTok, price.OutputPerMTok)
+}
+
+// agentsOf returns the agents a policy applies to.
+func agentsOf(spec *hclspec.Spec, p *hclspec.Policy) []string {
+	var out []string
+	for _, a := range spec.Agents {
+		if p.AppliesToAgent(a.Name) {
+			out = append(out, a.Name)
+		}
+	}
+	return out
+}

@@ -1,0 +1,154 @@
+package reconcile_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/reconcile"
+)
+
+// meteredRunner stands in for a hosted model, which cannot run here: it
+// changes a file and reports the tokens a model would have used.
+type meteredRunner struct{ in, out int64 }
+
+func (m meteredRunner) Run(_ context.Context, t agent.Task) (agent.Result, error) {
+	err := os.WriteFile(filepath.Join(t.Dir, "config", "tuned.env"), []byte("RUN="+t.RunID+"\n"), 0o644)
+	return agent.Result{Summary: "Tune config", Model: t.Agent.Model, Usage: agent.Usage{InputTokens: m.in, OutputTokens: m.out}}, err
+}
+
+func (e *env) reconcilerWith(runners map[string]agent.Runner) *reconcile.Reconciler {
+	e.t.Helper()
+	r, err := reconcile.New(context.Background(), reconcile.Config{
+		Repo: e.url, Identity: identity, Signer: e.signer, WorkDir: e.t.TempDir(), Runners: runners,
+		Now: func() time.Time { return e.now },
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+func onlyAgent(dir, name, src string) {
+	os.Remove(filepath.Join(dir, "agents/image-pinner.hcl"))
+	os.Remove(filepath.Join(dir, "agents/env-normaliser.hcl"))
+	os.WriteFile(filepath.Join(dir, "agents", name+".hcl"), []byte(src), 0o644)
+}
+
+func TestBudgetExceededAcrossRestart(t *testing.T) {
+	e := newEnv(t, false, func(dir string) {
+		onlyAgent(dir, "tuner", `agent "tuner" {
+  provider = provider.openai.default
+  model    = "gpt-4o-mini"
+  prompt   = "Tune the config."
+  trigger {
+    schedule = "@every 1h"
+  }
+  scope {
+    paths = ["config/**"]
+  }
+  limits {
+    max_tokens = 1000000
+  }
+}
+`)
+		os.WriteFile(filepath.Join(dir, "policies/spend.hcl"), []byte(`policy "spend" {
+  applies_to = ["tuner"]
+  budget {
+    max_cost_usd_per_day = 1
+  }
+}
+`), 0o644)
+	})
+	// 2M input tokens at $0.15 and 0.5M output at $0.60: $0.60 a run; each
+	// run reserves 1M tokens at $0.60 = $0.60 before it starts.
+	runners := map[string]agent.Runner{"openai": meteredRunner{in: 2_000_000, out: 500_000}}
+	e.now = time.Date(2026, 11, 17, 22, 10, 0, 0, time.UTC)
+	r := e.reconcilerWith(runners)
+	e.pass(r)
+	es := e.entries()
+	started, _ := find(es, ledger.RunStarted, "tuner")
+	finished, _ := find(es, ledger.RunFinished, "tuner")
+	if started.ReservedUSD != 0.6 || fmt.Sprintf("%.2f", finished.CostUSD) != "0.60" {
+		t.Fatalf("reserved %v, cost %v", started.ReservedUSD, finished.CostUSD)
+	}
+
+	// The next slot: $0.60 spent + $0.60 reserved > $1.
+	e.now = e.now.Add(time.Hour)
+	n := len(e.entries())
+	e.pass(r)
+	es = e.entries()
+	if len(es) != n+1 || es[n].Type != ledger.BudgetExceeded {
+		t.Fatalf("events after the second slot: %q", e.events()[n:])
+	}
+	h := es[n].Hold
+	if h.Kind != "cost_per_day" || h.Policy != "spend" || !h.Until.Equal(time.Date(2026, 11, 18, 0, 0, 0, 0, time.UTC)) ||
+		!strings.Contains(es[n].Summary, "budget.exceeded tuner: cost_per_day until 2026-11-18T00:00:00Z") {
+		t.Errorf("hold = %+v; summary %q", h, es[n].Summary)
+	}
+
+	// Held again, by the same process and by a restarted one: nothing new.
+	e.pass(r)
+	e.now = e.now.Add(10 * time.Minute)
+	e.pass(e.reconcilerWith(runners))
+	if got := len(e.entries()); got != n+1 {
+		t.Errorf("repeated holds wrote %q", e.events()[n+1:])
+	}
+
+	// A new day: the budget has room again.
+	e.now = time.Date(2026, 11, 18, 0, 5, 0, 0, time.UTC)
+	e.pass(e.reconcilerWith(runners))
+	es = e.entries()
+	if last := es[len(es)-1]; last.Type != ledger.ProposalOpened && last.Type != ledger.RunFinished && last.Type != ledger.ProposalSuperseded {
+		t.Errorf("the next day did not run: %q", e.events()[n+1:])
+	}
+	if c := count(es, ledger.RunStarted); c != 2 {
+		t.Errorf("%d runs started, want 2", c)
+	}
+	e.verify()
+}
+
+func TestFreezeHoldsRuns(t *testing.T) {
+	e := newEnv(t, false, func(dir string) {
+		os.WriteFile(filepath.Join(dir, "policies/freeze.hcl"), []byte(`policy "change-freeze" {
+  applies_to = ["*"]
+  freeze "weekend" {
+    cron     = "0 16 * * FRI"
+    duration = "64h"
+    timezone = "Europe/Berlin"
+  }
+}
+`), 0o644)
+	})
+	// Saturday: frozen until Monday 08:00 Berlin (07:00 UTC).
+	e.now = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	r := e.reconciler(nil)
+	e.pass(r)
+	e.pass(r)
+	es := e.entries()
+	if c := count(es, ledger.RunHeld); c != 2 {
+		t.Fatalf("%d run.held entries, want one per agent: %q", c, e.events())
+	}
+	if c := count(es, ledger.RunStarted); c != 0 {
+		t.Fatalf("a run started during the freeze: %q", e.events())
+	}
+	held, _ := find(es, ledger.RunHeld, "image-pinner")
+	if held.Hold.Kind != "freeze" || held.Hold.Rule != "weekend" || !held.Hold.Until.Equal(time.Date(2026, 11, 23, 7, 0, 0, 0, time.UTC)) {
+		t.Errorf("hold = %+v", held.Hold)
+	}
+	if b := e.branches(); len(b) != 0 {
+		t.Errorf("proposals during a freeze: %v", b)
+	}
+	// Monday after the freeze: the agents run.
+	e.now = time.Date(2026, 11, 23, 7, 30, 0, 0, time.UTC)
+	e.pass(r)
+	if b := e.branches(); len(b) != 2 {
+		t.Errorf("branches after the freeze = %v", b)
+	}
+}
