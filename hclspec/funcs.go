@@ -8,7 +8,6 @@ import (
 
 	"github.com/bmatcuk/doublestar/v4"
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
@@ -204,7 +203,7 @@ func fileFunctions(fsys fs.FS) map[string]function.Function {
 			if !vars.Type().IsObjectType() && !vars.Type().IsMapType() {
 				return cty.NilVal, function.NewArgErrorf(1, "vars must be an object, such as { service = \"api\" }")
 			}
-			expr, diags := hclsyntax.ParseTemplate([]byte(src), name, hcl.Pos{Line: 1, Column: 1, Byte: 0})
+			expr, diags := parseTemplate([]byte(src), name)
 			if diags.HasErrors() {
 				return cty.NilVal, function.NewArgErrorf(0, "template %s: %s", name, strings.TrimSuffix(diags.Error(), "."))
 			}

@@ -147,9 +147,12 @@ func (l *loader) parse(name string) (*hcl.File, hcl.Diagnostics) {
 		if errorsIsNotExist(err) {
 			return nil, nil
 		}
-		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read file", Detail: fmt.Sprintf("Reading %s: %v.", name, err)}}
+		// A directory named like a file, or an unreadable file: point
+		// at its start, since there is no line to point at.
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read file", Detail: fmt.Sprintf("Reading %s: %v. It must be a readable regular file.", name, err),
+			Subject: &hcl.Range{Filename: name, Start: hcl.InitialPos, End: hcl.InitialPos}}}
 	}
-	return hclsyntax.ParseConfig(src, name, hcl.InitialPos)
+	return ParseFile(src, name)
 }
 
 // decodeFile decodes the blocks of one file, which may only hold blocks of

@@ -55,14 +55,14 @@ type Event struct {
 	SpecDigest string `json:"spec_digest,omitempty"`
 	Trigger    string `json:"trigger,omitempty"`
 
-	Model    string    `json:"model,omitempty"`
-	Usage    *Usage    `json:"usage,omitempty"`
-	CostUSD  float64   `json:"cost_usd,omitempty"`
+	Model   string  `json:"model,omitempty"`
+	Usage   *Usage  `json:"usage,omitempty"`
+	CostUSD float64 `json:"cost_usd,omitempty"`
 	// ReservedUSD is set on run.started: the most the run may cost,
 	// counted as spent until run.finished or run.failed settles it.
 	ReservedUSD float64 `json:"reserved_usd,omitempty"`
 	// Hold is set on run.held and budget.exceeded.
-	Hold *Hold `json:"hold,omitempty"`
+	Hold     *Hold     `json:"hold,omitempty"`
 	WorkUnit *WorkUnit `json:"work_unit,omitempty"`
 
 	// Outcome qualifies run.finished: changed, no_change, duplicate_open,

@@ -54,10 +54,10 @@ type run struct {
 	// settled.
 	reserved, cost float64
 	settled        bool
-	finished                   *ledger.Entry
-	failed                     *ledger.Entry
-	decision                   *ledger.Entry
-	opened                     *ledger.Entry
+	finished       *ledger.Entry
+	failed         *ledger.Entry
+	decision       *ledger.Entry
+	opened         *ledger.Entry
 	// closed is the event that ended the proposal: merged, rejected or
 	// superseded.
 	closed *ledger.Entry

@@ -43,6 +43,7 @@ func commands() []command {
 		{"run", "run the reconciler daemon", cmdRun},
 		{"demo", "run the embedded example end to end", cmdDemo},
 		{"validate", "check a desired-state checkout", cmdValidate},
+		{"policy", "test policies against example changes (policy test)", cmdPolicy},
 		{"keygen", "create a ledger signing key", cmdKeygen},
 		{"ledger", "verify or list the evidence ledger", cmdLedger},
 	}
