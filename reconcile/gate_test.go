@@ -145,6 +145,9 @@ func TestFreezeHoldsRuns(t *testing.T) {
 	if b := e.branches(); len(b) != 0 {
 		t.Errorf("proposals during a freeze: %v", b)
 	}
+	if st := r.Status().Agents["image-pinner"]; st.Held == nil || st.Conditions[0].Reason != "Held" || !strings.Contains(st.Conditions[0].Message, "freeze change-freeze/weekend") {
+		t.Errorf("status = %+v", st)
+	}
 	// Monday after the freeze: the agents run.
 	e.now = time.Date(2026, 11, 23, 7, 30, 0, 0, time.UTC)
 	e.pass(r)

@@ -341,6 +341,10 @@ func TestMergeViolations(t *testing.T) {
 			if !ok || !strings.Contains(v.Error, tt.reason) {
 				t.Fatalf("violation = %+v, want %q", v.Predicate, tt.reason)
 			}
+			st := r.Status().Agents["image-pinner"]
+			if st.Violations != 1 || len(st.Conditions) != 2 || st.Conditions[1].Type != "PolicyViolation" {
+				t.Errorf("status = %+v", st)
+			}
 			if _, ok := find(es, ledger.ProposalApproved, "image-pinner"); ok && tt.merger[0] != "Paula" {
 				t.Errorf("a machine or fast-forward merge was recorded as an approval")
 			}

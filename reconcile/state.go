@@ -54,6 +54,7 @@ type run struct {
 	// settled.
 	reserved, cost float64
 	settled        bool
+	violation      bool
 	finished       *ledger.Entry
 	failed         *ledger.Entry
 	decision       *ledger.Entry
@@ -156,6 +157,8 @@ func buildState(entries []ledger.Entry) *state {
 			r.opened = e
 		case ledger.ProposalMerged, ledger.ProposalRejected, ledger.ProposalSuperseded:
 			r.closed = e
+		case ledger.PolicyViolation:
+			r.violation = true
 		}
 	}
 	return s

@@ -2,8 +2,12 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"strings"
 	"time"
 
+	"github.com/agentgitops/reconciler/ledger"
 	"github.com/hashicorp/hcl/v2"
 )
 
@@ -18,6 +22,17 @@ type Status struct {
 	Conditions  []Condition `json:"conditions"`
 	Diagnostics []string    `json:"diagnostics,omitempty"`
 	LedgerSeq   uint64      `json:"ledger_seq"`
+	// Agents is each agent's state, by name.
+	Agents map[string]AgentStatus `json:"agents,omitempty"`
+}
+
+// AgentStatus is one agent's observed state.
+type AgentStatus struct {
+	Conditions    []Condition  `json:"conditions"`
+	OpenProposals []string     `json:"open_proposals,omitempty"`
+	LastRun       string       `json:"last_run,omitempty"`
+	Held          *ledger.Hold `json:"held,omitempty"`
+	Violations    int          `json:"policy_violations,omitempty"`
 }
 
 // Condition is a status condition.
@@ -34,7 +49,45 @@ func (r *Reconciler) Status() Status {
 	defer r.mu.Unlock()
 	s := r.status
 	s.Conditions = append([]Condition(nil), s.Conditions...)
+	s.Agents = maps.Clone(s.Agents)
 	return s
+}
+
+// agentStatus derives an agent's status from the ledger's view.
+func agentStatus(st *state, name string) AgentStatus {
+	as := AgentStatus{Held: nil}
+	runs := st.byAgent[name]
+	for _, rn := range st.openProposals(name) {
+		as.OpenProposals = append(as.OpenProposals, rn.opened.Proposal.Branch)
+	}
+	for _, rn := range runs {
+		if rn.violation {
+			as.Violations++
+		}
+	}
+	ready := Condition{Type: "Ready", Status: "True", Reason: "Succeeded", Message: "nothing to do"}
+	if len(runs) > 0 {
+		last := runs[len(runs)-1]
+		as.LastRun = last.id
+		switch {
+		case last.failed != nil:
+			ready = Condition{Type: "Ready", Status: "False", Reason: "RunFailed", Message: last.failed.Error}
+		case len(as.OpenProposals) > 0:
+			ready.Reason, ready.Message = "ProposalOpen", "waiting for review of "+strings.Join(as.OpenProposals, ", ")
+		default:
+			ready.Message = "last run " + last.id
+		}
+	}
+	if h := st.held[name]; h != nil && h.Hold != nil {
+		as.Held = h.Hold
+		ready = Condition{Type: "Ready", Status: "False", Reason: "Held", Message: h.Hold.Reason}
+	}
+	as.Conditions = []Condition{ready}
+	if as.Violations > 0 {
+		as.Conditions = append(as.Conditions, Condition{Type: "PolicyViolation", Status: "True", Reason: "MergedWithoutApproval",
+			Message: fmt.Sprintf("%d merge(s) did not satisfy their policy decision; see policy.violation entries", as.Violations)})
+	}
+	return as
 }
 
 func (r *Reconciler) summarize(p *pass, err error) {
@@ -44,6 +97,12 @@ func (r *Reconciler) summarize(p *pass, err error) {
 	}
 	if !r.specCommit.IsZero() {
 		s.SpecCommit = r.specCommit.String()
+	}
+	if p.state != nil && r.spec != nil {
+		s.Agents = map[string]AgentStatus{}
+		for _, a := range r.spec.Agents {
+			s.Agents[a.Name] = agentStatus(p.state, a.Name)
+		}
 	}
 	if e, ok, _ := r.ledger.Head(context.Background()); ok {
 		s.LedgerSeq = e.Seq
