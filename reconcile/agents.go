@@ -62,7 +62,7 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 			return err
 		}
 	}
-	trigger, ok := r.dueTrigger(p, a)
+	trigger, ok := dueTrigger(p.state, a, r.cfg.Now())
 	if !ok {
 		return nil
 	}
@@ -98,9 +98,8 @@ func (r *Reconciler) hold(ctx context.Context, p *pass, a *hclspec.Agent, trigge
 }
 
 // dueTrigger returns the id of the first trigger of a that has not run yet.
-func (r *Reconciler) dueTrigger(p *pass, a *hclspec.Agent) (string, bool) {
-	now := r.cfg.Now()
-	runs := p.state.byAgent[a.Name]
+func dueTrigger(st *state, a *hclspec.Agent, now time.Time) (string, bool) {
+	runs := st.byAgent[a.Name]
 	for _, t := range a.Triggers {
 		switch {
 		case t.OnSpecChange:

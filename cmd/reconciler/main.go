@@ -46,6 +46,7 @@ func commands() []command {
 		{"policy", "test policies against example changes (policy test)", cmdPolicy},
 		{"keygen", "create a ledger signing key", cmdKeygen},
 		{"ledger", "verify or list the evidence ledger", cmdLedger},
+		{"plan", "show what a pass would do, and decisions on a change", cmdPlan},
 	}
 }
 
