@@ -607,7 +607,7 @@ var policySchema = &hcl.BodySchema{
 var denySchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "condition", Required: true}, {Name: "message"}}}
 
 var approvalSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-	{Name: "condition"}, {Name: "reviewers", Required: true}, {Name: "min"},
+	{Name: "condition"}, {Name: "reviewers", Required: true}, {Name: "min"}, {Name: "allow_control_changes"},
 }}
 
 func (l *loader) decodePolicy(f *hcl.File, b *hcl.Block) {
@@ -673,6 +673,9 @@ func (l *loader) decodePolicy(f *hcl.File, b *hcl.Block) {
 				l.errorf(ac.Attributes["min"].Expr.Range(), "Invalid minimum", "min is the number of approvals required and must be at least 1.")
 			}
 			r.ReviewersRange = ac.Attributes["reviewers"].Expr.Range()
+			if l.decodeAttr(ac.Attributes, "allow_control_changes", ctx, &r.AllowControlChanges) && r.AllowControlChanges && p.Enforcement != Hard {
+				l.errorf(ac.Attributes["allow_control_changes"].NameRange, "Control changes need a hard policy", "allow_control_changes lets agents change agents/, policies/ and the other control files with this rule's approval; it is only honoured in a policy with enforcement = \"hard\", so that no override or advisory setting can weaken it.")
+			}
 			p.Approvals = append(p.Approvals, r)
 		case "freeze":
 			if fr := l.decodeFreeze(blk, ctx); fr != nil {

@@ -166,6 +166,9 @@ type ApprovalRule struct {
 	DeclRange hcl.Range
 	// ReviewersRange is where the reviewers attribute's value is written.
 	ReviewersRange hcl.Range
+	// AllowControlChanges lets changes to control files through, with
+	// this rule's approval; only in hard policies.
+	AllowControlChanges bool
 }
 
 // Group is a `group "<name>"` block of reviewers.hcl.

@@ -72,6 +72,8 @@ type Event struct {
 	Decision json.RawMessage `json:"decision,omitempty"`
 	Proposal *Proposal       `json:"proposal,omitempty"`
 	Reviewer string          `json:"reviewer,omitempty"`
+	// Overrides are the soft rules a reviewer overrode on the merge.
+	Overrides []string `json:"overrides,omitempty"`
 
 	Error       string   `json:"error,omitempty"`
 	Diagnostics []string `json:"diagnostics,omitempty"`

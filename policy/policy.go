@@ -38,6 +38,9 @@ type Decision struct {
 	Summary      string        `json:"summary"`
 	Rules        []Rule        `json:"rules"`
 	Requirements []Requirement `json:"requirements,omitempty"`
+	// Overrides are the soft rules that blocked the change: a merge must
+	// name each in a Policy-Override trailer, made by an allowed reviewer.
+	Overrides []string `json:"overrides,omitempty"`
 	// PolicyDigest is the sha256 of the policy files at the spec commit.
 	PolicyDigest string `json:"policy_digest"`
 }
@@ -80,11 +83,16 @@ func (r Rule) Name() string { return r.Policy + "/" + r.Rule }
 const BuiltinPolicy = "builtin"
 
 // Decide evaluates every policy that applies to in.Agent on the change in
-// in.Change. Deny wins over approval; approval requirements from several
-// rules combine, keeping the strictest minimum per reviewer set; every
-// change needs at least one reviewer. A change to control files (agents/,
-// policies/, providers.hcl, reviewers.hcl, .reconciler/) is always denied:
-// no agent may widen its own permissions.
+// in.Change. A hard deny wins over everything; a soft deny blocks until a
+// reviewer overrides it on the merge; an advisory rule is recorded and never
+// blocks. Approval requirements from several rules combine, keeping the
+// strictest minimum per reviewer set; every change needs at least one
+// reviewer. A change to control files (agents/, policies/, providers.hcl,
+// reviewers.hcl, .reconciler/) is denied unless a hard policy's
+// require_approval rule with allow_control_changes = true fires for it,
+// which turns the denial into that rule's requirement: no agent can lift
+// this through its own proposal, because decisions use the spec as it was
+// before the change.
 func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 	d := Decision{PolicyDigest: PolicyDigest(spec)}
 
@@ -94,12 +102,7 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 			control = append(control, f.Path)
 		}
 	}
-	if len(control) > 0 {
-		d.Rules = append(d.Rules, Rule{
-			Policy: BuiltinPolicy, Rule: "self-modification", Kind: KindGuard, Enforcement: hclspec.Hard, Blocking: true,
-			Message: "agents may not change agents/, policies/, providers.hcl, reviewers.hcl or .reconciler/: " + strings.Join(control, ", "),
-		})
-	}
+	var lifted []string // rules that allow control changes and fired
 	reqs := map[string]Requirement{}
 	cond := in.Context()
 	for _, p := range spec.PoliciesFor(in.Agent.Name) {
@@ -129,6 +132,9 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 				Policy: p.Name, Rule: r.Name, Kind: KindApproval, Enforcement: p.Enforcement,
 				Blocking: p.Enforcement != hclspec.Advisory, Reviewers: r.Reviewers, Min: r.Min, Pos: pos(r.DeclRange),
 			})
+			if r.AllowControlChanges && p.Enforcement == hclspec.Hard {
+				lifted = append(lifted, p.Name+"/"+r.Name)
+			}
 			if p.Enforcement == hclspec.Advisory {
 				continue
 			}
@@ -140,13 +146,31 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 			}
 		}
 	}
+	if len(control) > 0 {
+		guard := Rule{
+			Policy: BuiltinPolicy, Rule: "self-modification", Kind: KindGuard, Enforcement: hclspec.Hard, Blocking: len(lifted) == 0,
+			Message: "agents may not change agents/, policies/, providers.hcl, reviewers.hcl or .reconciler/: " + strings.Join(control, ", "),
+		}
+		if len(lifted) > 0 {
+			guard.Message = "control files changed (" + strings.Join(control, ", ") + "); allowed only with the approval " + strings.Join(lifted, ", ") + " requires"
+		}
+		d.Rules = append([]Rule{guard}, d.Rules...)
+	}
+	denied := len(control) > 0 && len(lifted) == 0
 	for _, r := range d.Rules {
-		if r.Blocking && (r.Kind == KindDeny || r.Kind == KindGuard) {
-			d.Outcome = Deny
+		if r.Blocking && r.Kind == KindDeny {
+			if r.Enforcement == hclspec.Soft {
+				d.Overrides = append(d.Overrides, r.Name())
+			} else {
+				denied = true
+			}
 		}
 	}
-	if d.Outcome == Deny {
-		d.Summary = "deny " + strings.Join(names(d.Rules, func(r Rule) bool { return r.Blocking && r.Kind != KindApproval }), ", ")
+	if denied {
+		d.Outcome, d.Overrides = Deny, nil
+		d.Summary = "deny " + strings.Join(names(d.Rules, func(r Rule) bool {
+			return r.Blocking && (r.Kind == KindGuard || r.Kind == KindDeny && r.Enforcement != hclspec.Soft)
+		}), ", ")
 		return d
 	}
 	d.Outcome = RequireApproval
@@ -167,8 +191,12 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 		fired = []string{"default"}
 	}
 	d.Summary = fmt.Sprintf("require_approval %s (%s)", strings.Join(fired, ", "), strings.Join(parts, ", "))
+	if len(d.Overrides) > 0 {
+		d.Summary += "; override " + strings.Join(d.Overrides, ", ")
+	}
 	return d
 }
+
 
 func evalError(p *hclspec.Policy, rule string, rng hcl.Range, diags hcl.Diagnostics) Rule {
 	return Rule{
@@ -262,4 +290,38 @@ func personID(email, login string) string {
 		return strings.ToLower(email)
 	}
 	return "login:" + login
+}
+
+// OverrideTrailer is the trailer of a merge commit that overrides a soft
+// rule: "Policy-Override: <policy>/<rule>".
+const OverrideTrailer = "Policy-Override"
+
+// CheckOverrides reports which of d's soft rules the merge does not
+// override: each must be named in a Policy-Override trailer, and the merger
+// must be a reviewer the decision allows (a member of a required group, or
+// of any group when only the default review is required).
+func CheckOverrides(spec *hclspec.Spec, d Decision, merger Approver, named []string) []string {
+	if len(d.Overrides) == 0 {
+		return nil
+	}
+	var groups []string
+	for _, req := range d.Requirements {
+		groups = append(groups, req.Groups...)
+	}
+	if len(groups) == 0 {
+		for _, g := range spec.Groups {
+			groups = append(groups, g.Name)
+		}
+	}
+	allowed := member(spec, groups, merger) != nil
+	var unmet []string
+	for _, o := range d.Overrides {
+		switch {
+		case !slices.Contains(named, o):
+			unmet = append(unmet, fmt.Sprintf("soft rule %s was not overridden (add \"%s: %s\" to the merge commit)", o, OverrideTrailer, o))
+		case !allowed:
+			unmet = append(unmet, fmt.Sprintf("soft rule %s was overridden by %s, who is not in %s", o, merger.Email, strings.Join(groups, "|")))
+		}
+	}
+	return unmet
 }

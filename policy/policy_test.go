@@ -83,14 +83,15 @@ func guard(paths ...string) Rule {
 func TestDecide(t *testing.T) {
 	spec, bare := testSpecs(t)
 	tests := []struct {
-		name    string
-		spec    *hclspec.Spec
-		agent   string
-		change  []hclspec.ChangeFile
-		outcome string
-		summary string
-		rules   []Rule
-		reqs    []Requirement
+		name      string
+		spec      *hclspec.Spec
+		agent     string
+		change    []hclspec.ChangeFile
+		outcome   string
+		summary   string
+		rules     []Rule
+		reqs      []Requirement
+		overrides []string
 	}{
 		// The guard needs no policy.
 		{name: "guard agents/", spec: bare, agent: "image-pinner", change: []hclspec.ChangeFile{modified("agents/x.hcl", 1, 0)},
@@ -142,8 +143,9 @@ func TestDecide(t *testing.T) {
 		{name: "advisory with a blocking approval", spec: spec, agent: "image-pinner", change: []hclspec.ChangeFile{modified("deploy/prod/ledger-worker.yaml", 51, 0)},
 			outcome: RequireApproval, summary: "require_approval protect-prod/production (1 of sre)",
 			rules: []Rule{ruleAdviceLarge, ruleProd}, reqs: []Requirement{{Groups: []string{"sre"}, Min: 1}}},
-		{name: "soft deny blocks", spec: spec, agent: "env-normaliser", change: []hclspec.ChangeFile{{Path: "config/old.env", Status: "deleted", Removed: 3}},
-			outcome: Deny, summary: "deny soft/deletes", rules: []Rule{ruleSoftDeletes}},
+		{name: "soft deny blocks until overridden", spec: spec, agent: "env-normaliser", change: []hclspec.ChangeFile{{Path: "config/old.env", Status: "deleted", Removed: 3}},
+			outcome: RequireApproval, summary: "require_approval default (1 reviewer); override soft/deletes",
+			rules: []Rule{ruleSoftDeletes, ruleDefault}, reqs: []Requirement{{Min: 1}}, overrides: []string{"soft/deletes"}},
 		{name: "hard deny blocks", spec: spec, agent: "env-normaliser", change: []hclspec.ChangeFile{modified("config/secrets/db.env", 1, 0)},
 			outcome: Deny, summary: "deny protect-prod/secrets", rules: []Rule{ruleSecrets}},
 		{name: "condition that cannot be evaluated denies", spec: spec, agent: "flaky",
@@ -156,7 +158,7 @@ func TestDecide(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			d := Decide(tc.spec, hclspec.ConditionInput{Agent: tc.spec.Agent(tc.agent), Change: tc.change})
-			want := Decision{Outcome: tc.outcome, Summary: tc.summary, Rules: tc.rules, Requirements: tc.reqs, PolicyDigest: PolicyDigest(tc.spec)}
+			want := Decision{Outcome: tc.outcome, Summary: tc.summary, Rules: tc.rules, Requirements: tc.reqs, Overrides: tc.overrides, PolicyDigest: PolicyDigest(tc.spec)}
 			if diff := cmp.Diff(want, d); diff != "" {
 				t.Errorf("Decide (-want +got):\n%s", diff)
 			}

@@ -155,3 +155,58 @@ func TestFreezeHoldsRuns(t *testing.T) {
 		t.Errorf("branches after the freeze = %v", b)
 	}
 }
+
+func TestSoftDenyOverride(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		merger    [2]string
+		trailer   string
+		violation string
+	}{
+		{"overridden by an SRE", [2]string{"Rita Reviewer", "rita@example.com"}, "Policy-Override: change-window/prod-images", ""},
+		{"merged without the override", [2]string{"Rita Reviewer", "rita@example.com"}, "", "soft rule change-window/prod-images was not overridden"},
+		{"overridden by someone not allowed", [2]string{"Paula", "paula@example.com"}, "Policy-Override: change-window/prod-images", "who is not in sre"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, false, func(dir string) {
+				os.WriteFile(filepath.Join(dir, "policies/change-window.hcl"), []byte(`policy "change-window" {
+  applies_to  = ["image-pinner"]
+  enforcement = "soft"
+  deny "prod-images" {
+    condition = anytrue([for f in change.files : glob(f.path, "deploy/prod/**")])
+    message   = "production images change in the Tuesday window; override if this cannot wait"
+  }
+}
+`), 0o644)
+			})
+			r := e.reconciler(nil)
+			e.pass(r)
+			opened, ok := find(e.entries(), ledger.ProposalOpened, "image-pinner")
+			if !ok || !strings.Contains(opened.Summary, "override change-window/prod-images") {
+				t.Fatalf("soft-denied change not proposed for override: %q", e.events())
+			}
+			msg := "Merge " + opened.Proposal.Branch
+			if tt.trailer != "" {
+				msg += "\n\n" + tt.trailer
+			}
+			work := e.clone()
+			e.gitAs(tt.merger[0], tt.merger[1], work, "merge", "-q", "--no-ff", "-m", msg, "origin/"+opened.Proposal.Branch)
+			e.git(work, "push", "-q", "origin", "main")
+			e.pass(r)
+			es := e.entries()
+			v, violated := find(es, ledger.PolicyViolation, "image-pinner")
+			switch {
+			case tt.violation == "" && violated:
+				t.Errorf("override recorded as a violation: %s", v.Error)
+			case tt.violation != "" && (!violated || !strings.Contains(v.Error, tt.violation)):
+				t.Errorf("violation = %q, want %q", v.Error, tt.violation)
+			}
+			if tt.violation == "" {
+				a, _ := find(es, ledger.ProposalApproved, "image-pinner")
+				if len(a.Overrides) != 1 || a.Overrides[0] != "change-window/prod-images" {
+					t.Errorf("approval overrides = %v", a.Overrides)
+				}
+			}
+		})
+	}
+}

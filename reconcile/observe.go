@@ -105,6 +105,16 @@ func (r *Reconciler) observeProposal(p *pass, rn *run) ([]ledger.Event, error) {
 	}
 	if r.spec != nil {
 		unmet = append(unmet, policy.Check(r.spec, d, approvers)...)
+		var named []string
+		for _, t := range gitstore.Trailers(merge.Message) {
+			if t.Key == policy.OverrideTrailer {
+				named = append(named, strings.TrimSpace(t.Value))
+			}
+		}
+		unmet = append(unmet, policy.CheckOverrides(r.spec, d, policy.Approver{Email: merger.Email}, named)...)
+		if len(d.Overrides) > 0 && len(events) > 0 && events[0].Type == ledger.ProposalApproved {
+			events[0].Overrides = named
+		}
 	}
 	if len(unmet) > 0 {
 		v := base

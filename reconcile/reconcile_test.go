@@ -143,6 +143,9 @@ func (e *env) commitAs(name, email, msg string, change func(work string)) {
 	e.git(work, "push", "-q", "origin", "main")
 }
 
+// clone makes a working copy of the repository with the git CLI.
+func (e *env) clone() string { return gittest.Clone(e.t, e.bare) }
+
 // gitAs runs the git CLI as a person.
 func (e *env) gitAs(name, email, dir string, args ...string) {
 	e.t.Helper()
