@@ -197,7 +197,6 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 	return d
 }
 
-
 func evalError(p *hclspec.Policy, rule string, rng hcl.Range, diags hcl.Diagnostics) Rule {
 	return Rule{
 		Policy: p.Name, Rule: rule, Kind: KindDeny, Enforcement: hclspec.Hard, Blocking: true,
