@@ -151,6 +151,15 @@ func (l *Ledger) readEntry(c *object.Commit, seq uint64) (Entry, error) {
 // the other writer already recorded (same type, run and subject) and
 // retries. It returns the entries it stored. On error nothing is stored.
 func (l *Ledger) Append(ctx context.Context, events ...Event) ([]Entry, error) {
+	return l.AppendIf(ctx, nil, events...)
+}
+
+// AppendIf is Append with a precondition: check sees every entry on the
+// branch, freshly read on each attempt, and a non-nil error from it aborts
+// the append and is returned. Together with the compare-and-swap this makes
+// read-decide-append a transaction: a budget reservation is checked
+// against exactly the entries it is appended after.
+func (l *Ledger) AppendIf(ctx context.Context, check func([]Entry) error, events ...Event) ([]Entry, error) {
 	if l.signer == nil {
 		return nil, fmt.Errorf("append to ledger: no signing key configured")
 	}
@@ -163,6 +172,11 @@ func (l *Ledger) Append(ctx context.Context, events ...Event) ([]Entry, error) {
 		pending := l.withoutRecorded(events, l.entries[min(base, len(l.entries)):])
 		if len(pending) == 0 {
 			return nil, nil
+		}
+		if check != nil {
+			if err := check(l.entries); err != nil {
+				return nil, err
+			}
 		}
 		stored, newHead, err := l.build(ctx, pending)
 		if err != nil {

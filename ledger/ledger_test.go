@@ -453,3 +453,37 @@ func TestVerifyEmptyAndKeys(t *testing.T) {
 		t.Fatalf("untrusted key: %v", err)
 	}
 }
+
+// AppendIf checks its precondition against the entries it appends after,
+// also when another writer got there first.
+func TestAppendIfSeesTheWinner(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, false)
+	_, first := f.ledger(t, f.signer)
+	_, second := f.ledger(t, f.signer)
+	if _, err := second.Entries(ctx); err != nil { // second's view: empty
+		t.Fatal(err)
+	}
+	if _, err := first.Append(ctx, f.event(1)); err != nil {
+		t.Fatal(err)
+	}
+	errFull := errors.New("budget spent")
+	var seen []int
+	_, err := second.AppendIf(ctx, func(es []ledger.Entry) error {
+		seen = append(seen, len(es))
+		if len(es) >= 1 {
+			return errFull
+		}
+		return nil
+	}, f.event(2))
+	if !errors.Is(err, errFull) {
+		t.Fatalf("AppendIf = %v, want the precondition's error", err)
+	}
+	if len(seen) != 2 || seen[0] != 0 || seen[1] != 1 {
+		t.Errorf("precondition saw %v entries per attempt, want [0 1]", seen)
+	}
+	_, l := f.ledger(t, nil)
+	if es, _ := l.Entries(ctx); len(es) != 1 {
+		t.Errorf("ledger has %d entries, want 1", len(es))
+	}
+}

@@ -19,6 +19,12 @@ import (
 	"github.com/agentgitops/reconciler/policy"
 )
 
+// errHeld aborts a run.started append whose gate closed meanwhile.
+var errHeld = errors.New("run held by a policy gate")
+
+// errRecorded aborts an append whose event another writer recorded first.
+var errRecorded = errors.New("already recorded")
+
 // TriggerSpec is the trigger id of on_spec_change triggers.
 const TriggerSpec = "spec"
 
@@ -77,8 +83,12 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 // reason: a pass that finds the same hold again writes nothing.
 func (r *Reconciler) hold(ctx context.Context, p *pass, a *hclspec.Agent, trigger string, h *policy.Hold) error {
 	lh := &ledger.Hold{Kind: h.Kind, Policy: h.Policy, Rule: h.Rule, Until: h.Until.UTC(), Reason: h.Reason}
-	if last := p.state.held[a.Name]; last != nil && last.Hold != nil && last.Hold.Kind == lh.Kind &&
-		last.Hold.Policy == lh.Policy && last.Hold.Rule == lh.Rule && last.Hold.Until.Equal(lh.Until) {
+	recorded := func(st *state) bool {
+		last := st.held[a.Name]
+		return last != nil && last.Hold != nil && last.Hold.Kind == lh.Kind &&
+			last.Hold.Policy == lh.Policy && last.Hold.Rule == lh.Rule && last.Hold.Until.Equal(lh.Until)
+	}
+	if recorded(p.state) {
 		return nil
 	}
 	typ := ledger.RunHeld
@@ -89,11 +99,21 @@ func (r *Reconciler) hold(ctx context.Context, p *pass, a *hclspec.Agent, trigge
 	if !h.Until.IsZero() {
 		until = " until " + h.Until.UTC().Format(time.RFC3339)
 	}
-	_, err := r.append(ctx, p, ledger.Event{
+	// Checked again on the ledger it lands on: another reconciler may
+	// have recorded the same hold meanwhile.
+	_, err := r.appendIf(ctx, p, func(st *state) error {
+		if recorded(st) {
+			return errRecorded
+		}
+		return nil
+	}, ledger.Event{
 		Type: typ, Agent: a.Name, Trigger: trigger, SpecDigest: a.Digest,
 		SpecCommit: r.specCommit.String(), Subject: r.specCommit.String(), SubjectName: r.cfg.Branch,
 		Hold: lh, Summary: oneLine(fmt.Sprintf("%s %s: %s%s", typ, a.Name, h.Kind, until)),
 	})
+	if errors.Is(err, errRecorded) {
+		return nil
+	}
 	return err
 }
 
@@ -157,7 +177,21 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		ev.Type = ledger.RunStarted
 		ev.ReservedUSD = adm.ReserveUSD
 		ev.Summary = fmt.Sprintf("run.started %s %s (trigger %s)", a.Name, runID, trigger)
-		if _, err := r.append(ctx, p, ev); err != nil {
+		// The gate is checked again against the ledger exactly as the
+		// reservation is appended to it: another reconciler's runs that
+		// started meanwhile count.
+		var held *policy.Hold
+		_, err := r.appendIf(ctx, p, func(st *state) error {
+			if h := policy.Gate(r.spec, a, r.cfg.Now(), st).Hold; h != nil {
+				held = h
+				return errHeld
+			}
+			return nil
+		}, ev)
+		if errors.Is(err, errHeld) {
+			return r.hold(ctx, p, a, trigger, held)
+		}
+		if err != nil {
 			return err
 		}
 		prior = p.state.runs[runID]

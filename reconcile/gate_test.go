@@ -210,3 +210,67 @@ func TestSoftDenyOverride(t *testing.T) {
 		})
 	}
 }
+
+// Two reconcilers racing on one repository never start more runs than a
+// money budget allows: the reservation is appended with the gate checked
+// against the ledger it lands on.
+func TestBudgetHoldsAcrossConcurrentReconcilers(t *testing.T) {
+	agentSrc := func(name string) string {
+		return `agent "` + name + `" {
+  provider = provider.openai.default
+  model    = "gpt-4o-mini"
+  prompt   = "Tune the config."
+  trigger {
+    on_spec_change = true
+  }
+  scope {
+    paths = ["config/**"]
+  }
+  limits {
+    max_tokens = 1000000
+  }
+}
+`
+	}
+	for round := range 3 {
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			e := newEnv(t, true, func(dir string) {
+				onlyAgent(dir, "tuner-a", agentSrc("tuner-a"))
+				os.WriteFile(filepath.Join(dir, "agents/tuner-b.hcl"), []byte(agentSrc("tuner-b")), 0o644)
+				os.WriteFile(filepath.Join(dir, "policies/spend.hcl"), []byte(`policy "spend" {
+  applies_to = ["tuner-*"]
+  budget {
+    max_cost_usd_per_day = 1
+  }
+}
+`), 0o644)
+			})
+			runners := map[string]agent.Runner{"openai": meteredRunner{in: 2_000_000, out: 500_000}}
+			r1, r2 := e.reconcilerWith(runners), e.reconcilerWith(runners)
+			done := make(chan error, 2)
+			for _, r := range []*reconcile.Reconciler{r1, r2} {
+				go func() { done <- r.Reconcile(context.Background()) }()
+			}
+			for range 2 {
+				if err := <-done; err != nil && !strings.Contains(err.Error(), "remote ref changed") {
+					t.Logf("pass: %v", err)
+				}
+			}
+			e.pass(e.reconcilerWith(runners))
+			es := e.entries()
+			agents := map[string]bool{}
+			for _, en := range es {
+				if en.Type == ledger.RunStarted {
+					agents[en.Agent] = true
+				}
+			}
+			if len(agents) != 1 {
+				t.Fatalf("runs started for %v; the $1 budget allows one $0.60 reservation: %q", agents, e.events())
+			}
+			if count(es, ledger.BudgetExceeded) != 1 {
+				t.Errorf("budget.exceeded recorded %d times: %q", count(es, ledger.BudgetExceeded), e.events())
+			}
+			e.verify()
+		})
+	}
+}
