@@ -178,7 +178,17 @@ func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
 
 // append records events and refreshes the pass's view of the ledger.
 func (r *Reconciler) append(ctx context.Context, p *pass, events ...ledger.Event) ([]ledger.Entry, error) {
-	stored, err := r.ledger.Append(ctx, events...)
+	return r.appendIf(ctx, p, nil, events...)
+}
+
+// appendIf records events if check, given the ledger's state as it is
+// when they are appended, allows it.
+func (r *Reconciler) appendIf(ctx context.Context, p *pass, check func(*state) error, events ...ledger.Event) ([]ledger.Entry, error) {
+	var checkEntries func([]ledger.Entry) error
+	if check != nil {
+		checkEntries = func(es []ledger.Entry) error { return check(buildState(es)) }
+	}
+	stored, err := r.ledger.AppendIf(ctx, checkEntries, events...)
 	if err != nil {
 		return nil, err
 	}
