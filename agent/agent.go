@@ -24,6 +24,9 @@ type Task struct {
 	Trigger    string
 	// Dir is the workspace: a checkout of SpecCommit the runner may change.
 	Dir string
+	// MaxTokens is the run's token limit: the agent's, lowered by policy
+	// budgets. A runner that reaches it fails the run.
+	MaxTokens int
 }
 
 // Result is what a run reports besides the files it changed.

@@ -66,13 +66,8 @@ type Admission struct {
 // run's reservation. The first hold found is returned; Gate never has side
 // effects.
 func Gate(spec *hclspec.Spec, agent *hclspec.Agent, now time.Time, u Usage) Admission {
-	adm := Admission{MaxTokens: agent.Limits.MaxTokens}
+	adm := Admission{MaxTokens: TokenLimit(spec, agent)}
 	policies := spec.PoliciesFor(agent.Name)
-	for _, p := range policies {
-		if b := p.Budget; b != nil && b.MaxTokensPerRun > 0 && (adm.MaxTokens == 0 || int64(adm.MaxTokens) > b.MaxTokensPerRun) {
-			adm.MaxTokens = int(b.MaxTokensPerRun)
-		}
-	}
 	adm.ReserveUSD = reservation(agent, adm.MaxTokens)
 	if agent.Suspend {
 		adm.Hold = &Hold{Kind: HoldSuspended, Reason: fmt.Sprintf("agent %s is suspended (suspend = true at %s)", agent.Name, pos(agent.DeclRange))}
@@ -143,6 +138,18 @@ func Gate(spec *hclspec.Spec, agent *hclspec.Agent, now time.Time, u Usage) Admi
 		}
 	}
 	return adm
+}
+
+// TokenLimit is a run's token limit: the agent's max_tokens, lowered by the
+// max_tokens_per_run of any policy that applies to it.
+func TokenLimit(spec *hclspec.Spec, agent *hclspec.Agent) int {
+	limit := agent.Limits.MaxTokens
+	for _, p := range spec.PoliciesFor(agent.Name) {
+		if b := p.Budget; b != nil && b.MaxTokensPerRun > 0 && (limit == 0 || int64(limit) > b.MaxTokensPerRun) {
+			limit = int(b.MaxTokensPerRun)
+		}
+	}
+	return limit
 }
 
 // reservation is the most a run can cost: its token limit at the dearer of

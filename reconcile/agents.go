@@ -227,6 +227,9 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 			return err
 		}
 		prior = p.state.runs[runID]
+		if ev.Outcome == OutcomeDuplicateOpen {
+			return r.redecide(ctx, p, a, base, trigger, changes)
+		}
 		if ev.Outcome != OutcomeChanged {
 			return nil
 		}
@@ -279,6 +282,44 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		return fmt.Errorf("push %s: %w", branch, err)
 	}
 	return r.recordOpened(ctx, p, a, base, prior, head)
+}
+
+// redecide re-evaluates the policies on an open proposal whose change a new
+// run of a changed spec reproduced: the decision a merge must satisfy is
+// the one under the policies in force now. It records a new
+// policy.decision for the open proposal's run only when the outcome or the
+// requirements changed.
+func (r *Reconciler) redecide(ctx context.Context, p *pass, a *hclspec.Agent, base ledger.Event, trigger string, changes []gitstore.FileChange) error {
+	id := ChangeID(changes)
+	for _, open := range p.state.openProposals(a.Name) {
+		if open.changeID() != id {
+			continue
+		}
+		old, err := open.parsedDecision()
+		if err != nil {
+			return err
+		}
+		d := policy.Decide(r.spec, hclspec.ConditionInput{
+			Agent:  a,
+			Run:    hclspec.RunInfo{ID: open.id, Trigger: trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
+			Change: conditionChanges(changes),
+		})
+		if d.Summary == old.Summary && d.Outcome == old.Outcome {
+			return nil
+		}
+		raw, err := json.Marshal(d)
+		if err != nil {
+			return fmt.Errorf("encode decision: %w", err)
+		}
+		ev := base
+		ev.RunID, ev.Trigger, ev.SpecDigest = open.id, open.trigger, open.digest
+		ev.Type = ledger.PolicyDecision
+		ev.Decision = raw
+		ev.Summary = oneLine(fmt.Sprintf("policy.decision %s %s: %s (re-decided under spec %s)", a.Name, open.id, d.Summary, r.specCommit.String()[:12]))
+		_, err = r.append(ctx, p, ev)
+		return err
+	}
+	return nil
 }
 
 // recordOpened records proposal.opened for the run, and supersedes the
@@ -358,7 +399,8 @@ func (r *Reconciler) runInWorkspace(ctx context.Context, a *hclspec.Agent, runID
 	if err := r.repo.Checkout(ctx, commit, ws); err != nil {
 		return agent.Result{}, nil, fmt.Errorf("workspace: %w", err)
 	}
-	res, err := runner.Run(ctx, agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, Dir: ws})
+	res, err := runner.Run(ctx, agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, Dir: ws,
+		MaxTokens: policy.TokenLimit(r.spec, a)})
 	if err != nil {
 		return res, nil, err
 	}

@@ -274,3 +274,32 @@ func TestBudgetHoldsAcrossConcurrentReconcilers(t *testing.T) {
 		})
 	}
 }
+
+// A policy made stricter while a proposal is open applies to its merge.
+func TestOpenProposalIsRedecided(t *testing.T) {
+	e := newEnv(t, false, nil)
+	r := e.reconciler(nil)
+	e.pass(r)
+	opened, _ := find(e.entries(), ledger.ProposalOpened, "image-pinner")
+	e.commitAs("Platform Team", "platform@example.com", "Production needs two SREs", func(work string) {
+		p := filepath.Join(work, "policies/protect-prod.hcl")
+		b, _ := os.ReadFile(p)
+		os.WriteFile(p, []byte(strings.Replace(string(b), "min       = 1", "min       = 2", 1)), 0o644)
+	})
+	e.pass(r)
+	es := e.entries()
+	last := es[len(es)-1]
+	if last.Type != ledger.PolicyDecision || last.RunID != opened.RunID || !strings.Contains(last.Summary, "(2 of sre)") {
+		t.Fatalf("no new decision for the open proposal: %q", e.events())
+	}
+	if b := e.branches(); len(b) != 2 {
+		t.Errorf("branches = %v", b)
+	}
+	// One SRE's merge no longer satisfies it.
+	e.mergeAs("Rita Reviewer", "rita@example.com", opened.Proposal.Branch, "--no-ff")
+	e.pass(r)
+	v, ok := find(e.entries(), ledger.PolicyViolation, "image-pinner")
+	if !ok || !strings.Contains(v.Error, "needs 2 of sre, has 1") {
+		t.Errorf("violation = %+v", v.Predicate)
+	}
+}
