@@ -36,6 +36,12 @@ type Result struct {
 	Body    string
 	Model   string
 	Usage   Usage
+	// Transcript is the run's JSON transcript, secrets redacted; set by
+	// model-backed runners, also when the run fails.
+	Transcript []byte
+	// Risk is the agent's own assessment of its change (low, medium,
+	// high), reported by model-backed runners.
+	Risk string
 }
 
 // Usage is what a run consumed from a model provider.
