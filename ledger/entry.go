@@ -75,6 +75,12 @@ type Event struct {
 	// Overrides are the soft rules a reviewer overrode on the merge.
 	Overrides []string `json:"overrides,omitempty"`
 
+	// Transcript is a model run's transcript, stored beside the entry at
+	// TranscriptPath(RunID) in the same commit; the signed predicate holds
+	// its sha256 in TranscriptDigest.
+	Transcript       []byte `json:"-"`
+	TranscriptDigest string `json:"transcript_digest,omitempty"`
+
 	Error       string   `json:"error,omitempty"`
 	Diagnostics []string `json:"diagnostics,omitempty"`
 }
@@ -138,6 +144,9 @@ type Entry struct {
 	Bundle []byte
 	Digest string
 }
+
+// TranscriptPath returns where a run's transcript is stored.
+func TranscriptPath(runID string) string { return "transcripts/" + runID + ".json" }
 
 // EntryPath returns where the entry with the given sequence number is
 // stored.

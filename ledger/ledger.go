@@ -237,6 +237,14 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 		if strings.ContainsAny(ev.Summary, "\r\n") || ev.Summary == "" {
 			return nil, plumbing.ZeroHash, fmt.Errorf("append %s: summary must be one non-empty line", ev.Type)
 		}
+		files := []gitstore.FileChange{}
+		if ev.Transcript != nil {
+			if !validRunID(ev.RunID) {
+				return nil, plumbing.ZeroHash, fmt.Errorf("append %s: a transcript needs the run id it belongs to, got %q", ev.Type, ev.RunID)
+			}
+			ev.TranscriptDigest = digest(ev.Transcript)
+			files = append(files, gitstore.FileChange{Path: TranscriptPath(ev.RunID), Status: "added", Mode: filemode.Regular, Content: ev.Transcript})
+		}
 		p := Predicate{Seq: seq, Prev: prev, Time: l.now().UTC().Truncate(time.Millisecond), Event: ev}
 		st, err := newStatement(p)
 		if err != nil {
@@ -247,7 +255,8 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 			return nil, plumbing.ZeroHash, fmt.Errorf("sign ledger entry %d: %w", seq, err)
 		}
 		path := EntryPath(seq)
-		tree, err := l.repo.WriteTree(parent, []gitstore.FileChange{{Path: path, Status: "added", Mode: filemode.Regular, Content: bundle}})
+		files = append(files, gitstore.FileChange{Path: path, Status: "added", Mode: filemode.Regular, Content: bundle})
+		tree, err := l.repo.WriteTree(parent, files)
 		if err != nil {
 			return nil, plumbing.ZeroHash, fmt.Errorf("write ledger entry %d: %w", seq, err)
 		}
@@ -265,4 +274,42 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 		parent, prev = commit, digest(bundle)
 	}
 	return out, parent, nil
+}
+
+// validRunID reports whether s can name a transcript file.
+func validRunID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Transcript returns the transcript of a run, checked against the digest
+// its signed entry records. ErrNotFound-wrapping errors mean the run has no
+// transcript.
+func (l *Ledger) Transcript(ctx context.Context, runID string) ([]byte, Entry, error) {
+	es, err := l.Entries(ctx)
+	if err != nil {
+		return nil, Entry{}, err
+	}
+	for i := len(es) - 1; i >= 0; i-- {
+		e := es[i]
+		if e.RunID != runID || e.TranscriptDigest == "" {
+			continue
+		}
+		b, err := l.repo.ReadFile(e.Commit, TranscriptPath(runID))
+		if err != nil {
+			return nil, e, fmt.Errorf("transcript of run %s: %w", runID, err)
+		}
+		if digest(b) != e.TranscriptDigest {
+			return nil, e, fmt.Errorf("transcript of run %s: %w: its sha256 differs from the one entry %d signed", runID, ErrInvalid, e.Seq)
+		}
+		return b, e, nil
+	}
+	return nil, Entry{}, fmt.Errorf("run %s: %w: no transcript on %s", runID, gitstore.ErrNotFound, Branch)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -485,5 +486,46 @@ func TestAppendIfSeesTheWinner(t *testing.T) {
 	_, l := f.ledger(t, nil)
 	if es, _ := l.Entries(ctx); len(es) != 1 {
 		t.Errorf("ledger has %d entries, want 1", len(es))
+	}
+}
+
+func TestTranscripts(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, false)
+	_, l := f.ledger(t, f.signer)
+	ev := f.event(1)
+	ev.RunID = "3f2a9c0d41be"
+	ev.Transcript = []byte(`{"version":1}`)
+	stored, err := l.Append(ctx, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored[0].TranscriptDigest == "" {
+		t.Fatal("no transcript digest in the signed predicate")
+	}
+	b, e, err := l.Transcript(ctx, "3f2a9c0d41be")
+	if err != nil || string(b) != `{"version":1}` || e.Seq != 1 {
+		t.Fatalf("Transcript = %q, %d, %v", b, e.Seq, err)
+	}
+	if _, _, err := l.Transcript(ctx, "000000000000"); !errors.Is(err, gitstore.ErrNotFound) {
+		t.Errorf("missing transcript: %v", err)
+	}
+	if _, err := ledger.Verify(ctx, f.open(t), f.verifier(t), ledger.VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Edit the transcript in a rewrite of the same commit: verify names the entry.
+	work := gittest.Clone(t, f.bare)
+	gittest.Git(t, work, "checkout", "-q", ledger.Branch)
+	os.WriteFile(filepath.Join(work, "transcripts/3f2a9c0d41be.json"), []byte(`{"version":1,"edited":true}`), 0o644)
+	gittest.Git(t, work, "commit", "-q", "--amend", "-a", "--no-edit")
+	gittest.Git(t, work, "push", "-q", "--force", "origin", ledger.Branch)
+	_, err = ledger.Verify(ctx, f.open(t), f.verifier(t), ledger.VerifyOptions{})
+	var ve *ledger.VerifyError
+	if !errors.As(err, &ve) || ve.Seq != 1 || !strings.Contains(err.Error(), "does not match the transcript digest") {
+		t.Fatalf("Verify after editing the transcript = %v", err)
+	}
+	_, l2 := f.ledger(t, nil)
+	if _, _, err := l2.Transcript(ctx, "3f2a9c0d41be"); !errors.Is(err, ledger.ErrInvalid) {
+		t.Errorf("Transcript of an edited file = %v, want ErrInvalid", err)
 	}
 }

@@ -121,7 +121,8 @@ func Verify(ctx context.Context, repo *gitstore.Repo, v Verifier, opts VerifyOpt
 		if err != nil {
 			return nil, fail("cannot read tree", err)
 		}
-		if err := checkTreeChange(prevTree, tree, path); err != nil {
+		transcripts, err := checkTreeChange(prevTree, tree, path)
+		if err != nil {
 			return nil, fail("commit does not add exactly this entry", err)
 		}
 		prevTree = tree
@@ -146,6 +147,20 @@ func Verify(ctx context.Context, repo *gitstore.Repo, v Verifier, opts VerifyOpt
 		if msg := strings.TrimRight(c.Message, "\n"); msg != p.Summary {
 			return nil, fail(fmt.Sprintf("commit message %q differs from the signed summary %q", msg, p.Summary), nil)
 		}
+		for _, t := range transcripts {
+			if p.TranscriptDigest == "" || t != TranscriptPath(p.RunID) {
+				return nil, fail(fmt.Sprintf("commit adds %s, which the entry does not sign", t), nil)
+			}
+		}
+		if p.TranscriptDigest != "" {
+			b, err := repo.ReadFile(c.Hash, TranscriptPath(p.RunID))
+			if err != nil {
+				return nil, fail("transcript missing", err)
+			}
+			if digest(b) != p.TranscriptDigest {
+				return nil, fail(fmt.Sprintf("%s does not match the transcript digest the entry signed", TranscriptPath(p.RunID)), nil)
+			}
+		}
 		if p.SpecCommit != "" {
 			if _, err := repo.Commit(plumbing.NewHash(p.SpecCommit)); err != nil {
 				return nil, fail(fmt.Sprintf("spec commit %s does not exist: the protected branch was rewritten", p.SpecCommit), nil)
@@ -167,20 +182,22 @@ func Verify(ctx context.Context, repo *gitstore.Repo, v Verifier, opts VerifyOpt
 }
 
 // checkTreeChange checks that tree equals prev plus the file at path, plus
-// any files added under transcripts/; nothing is modified or removed.
-func checkTreeChange(prev, tree *object.Tree, path string) error {
+// files added under transcripts/, which it returns; nothing is modified or
+// removed.
+func checkTreeChange(prev, tree *object.Tree, path string) ([]string, error) {
 	if prev == nil {
 		prev = &object.Tree{}
 	}
 	changes, err := object.DiffTree(prev, tree)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var transcripts []string
 	added := false
 	for _, ch := range changes {
 		action, err := ch.Action()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		name := ch.To.Name
 		if name == "" {
@@ -188,18 +205,19 @@ func checkTreeChange(prev, tree *object.Tree, path string) error {
 		}
 		switch {
 		case action.String() != "Insert":
-			return fmt.Errorf("%s %s", strings.ToLower(action.String()), name)
+			return nil, fmt.Errorf("%s %s", strings.ToLower(action.String()), name)
 		case name == path:
 			added = true
 		case strings.HasPrefix(name, "transcripts/"):
+			transcripts = append(transcripts, name)
 		default:
-			return fmt.Errorf("unexpected file %s", name)
+			return nil, fmt.Errorf("unexpected file %s", name)
 		}
 	}
 	if !added {
-		return fmt.Errorf("%s not added", path)
+		return nil, fmt.Errorf("%s not added", path)
 	}
-	return nil
+	return transcripts, nil
 }
 
 // checkReferences looks for Ledger-Entry trailers that point past the end of
