@@ -202,6 +202,7 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		ev := base
 		ev.Type = ledger.RunFailed
 		ev.Error = runErr.Error()
+		ev.Transcript = res.Transcript
 		ev.Model, ev.CostUSD = res.Model, a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
 		if res.Usage != (agent.Usage{}) {
 			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
@@ -215,6 +216,7 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		ev.Type = ledger.RunFinished
 		ev.Model = res.Model
 		ev.CostUSD = a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
+		ev.Transcript = res.Transcript
 		ev.WorkUnit = &ledger.WorkUnit{Kind: a.WorkUnit.Kind, HumanMinutes: a.WorkUnit.HumanMinutes}
 		if res.Usage != (agent.Usage{}) {
 			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
@@ -440,6 +442,9 @@ func (r *Reconciler) commitProposal(a *hclspec.Agent, runID string, specCommit p
 	msg.WriteString(res.Summary + "\n\n")
 	if res.Body != "" {
 		msg.WriteString(res.Body + "\n\n")
+	}
+	if res.Risk != "" {
+		msg.WriteString("Risk (the agent's own assessment): " + res.Risk + "\n\n")
 	}
 	fmt.Fprintf(&msg, "Agent: %s\nAgent-Run: %s\nSpec-Commit: %s\nPolicy-Decision: %s\nLedger-Entry: %d\n",
 		a.Name, runID, specCommit, d.Summary, decisionSeq)
