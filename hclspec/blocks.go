@@ -136,6 +136,9 @@ func (l *loader) decodeBudget(blk *hcl.Block, ctx *hcl.EvalContext) *Budget {
 		case v < 0 || math.IsInf(v, 0):
 			l.errorf(a.Expr.Range(), "Invalid budget", "%s must be a positive number; leave it out for no limit.", n)
 			continue
+		case v > 1e15:
+			l.errorf(a.Expr.Range(), "Invalid budget", "%s = %v is too large to be meant; leave it out for no limit.", n, v)
+			continue
 		case integer && v != math.Trunc(v):
 			l.errorf(a.Expr.Range(), "Invalid budget", "%s counts whole things; %v is not a whole number.", n, v)
 			continue

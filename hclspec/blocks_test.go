@@ -1,6 +1,8 @@
 package hclspec
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -144,5 +146,35 @@ agent "model" {
 	if len(diags) != 1 || diags[0].Severity != hcl.DiagWarning || diags[0].Summary != "Model has no price" ||
 		rangeString(diags[0].Subject) != "agents/model.hcl:4:14-4:27" {
 		t.Errorf("diags = %v", diags)
+	}
+}
+
+func TestDanglingPolicyIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"agents", "policies"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("../nowhere/p.hcl", filepath.Join(dir, "policies", "p.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	_, diags := Load(os.DirFS(dir), Options{})
+	if !diags.HasErrors() || diags[0].Summary != "Cannot read file" || diags[0].Subject == nil || diags[0].Subject.Filename != "policies/p.hcl" {
+		t.Fatalf("diags = %v", diags)
+	}
+}
+
+func TestHugeBudgetIsAnError(t *testing.T) {
+	_, diags := loadBlocks(t, map[string]string{"policies/huge.hcl": `
+policy "huge" {
+  applies_to = ["*"]
+  budget {
+    max_tokens_per_run = 1e19
+  }
+}
+`})
+	if !diags.HasErrors() || diags[0].Summary != "Invalid budget" || rangeString(diags[0].Subject) != "policies/huge.hcl:5:26-5:30" {
+		t.Fatalf("diags = %v", diags)
 	}
 }

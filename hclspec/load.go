@@ -139,12 +139,14 @@ func (l *loader) glob(pattern string) []string {
 	return names
 }
 
-// parse reads and parses one file. A missing file is no error: every file
-// of the layout is optional. It is safe for concurrent use.
+// parse reads and parses one file. A missing providers.hcl or
+// reviewers.hcl is no error; a file that was listed and then cannot be read
+// (a dangling symlink) is, so a policy never vanishes silently. It is safe
+// for concurrent use.
 func (l *loader) parse(name string) (*hcl.File, hcl.Diagnostics) {
 	src, err := fs.ReadFile(l.fsys, name)
 	if err != nil {
-		if errorsIsNotExist(err) {
+		if errorsIsNotExist(err) && (name == ProvidersFile || name == ReviewersFile) {
 			return nil, nil
 		}
 		// A directory named like a file, or an unreadable file: point

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclparse"
 
 	"github.com/agentgitops/reconciler/hclspec"
 )
@@ -71,7 +70,7 @@ func parsedFiles(dir string, diags hcl.Diagnostics) map[string]*hcl.File {
 		if b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(name))); err == nil {
 			// Parse again for the body, so the writer can name the
 			// enclosing block ("in agent \"a\"").
-			f, _ := hclparse.NewParser().ParseHCL(b, name)
+			f, _ := hclspec.ParseFile(b, name)
 			if f == nil {
 				f = &hcl.File{Bytes: b}
 			}
