@@ -50,7 +50,7 @@ type Options struct {
 // any of them is an error. A repository without any of the files loads as
 // an empty Spec.
 func Load(fsys fs.FS, opts Options) (*Spec, hcl.Diagnostics) {
-	l := &loader{fsys: fsys, opts: opts, ctx: map[bool]*hcl.EvalContext{}, locations: map[string]*time.Location{}}
+	l := &loader{fsys: fsys, opts: opts, ctx: map[bool]*hcl.EvalContext{}, locations: map[string]*time.Location{}, agents: map[string]*Agent{}}
 	return l.load()
 }
 
@@ -62,6 +62,7 @@ type loader struct {
 
 	ctx       map[bool]*hcl.EvalContext // by withEnv
 	locations map[string]*time.Location
+	agents    map[string]*Agent // by name, for duplicate checks
 }
 
 // job is one file to load: parsed concurrently, decoded in order.
@@ -510,11 +511,12 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 			}
 		}
 	}
-	if other := l.spec.Agent(a.Name); other != nil {
+	if other := l.agents[a.Name]; other != nil {
 		l.errorf(b.LabelRanges[0], "Duplicate agent", "An agent %q is already declared at %s; agent names must be unique across agents/*.hcl.", a.Name, other.DeclRange)
 		return
 	}
 	l.spec.Agents = append(l.spec.Agents, a)
+	l.agents[a.Name] = a
 }
 
 func (l *loader) decodeTrigger(blk *hcl.Block, ctx *hcl.EvalContext) (Trigger, bool) {
