@@ -3,6 +3,7 @@ package hclspec
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -176,5 +177,27 @@ policy "huge" {
 `})
 	if !diags.HasErrors() || diags[0].Summary != "Invalid budget" || rangeString(diags[0].Subject) != "policies/huge.hcl:5:26-5:30" {
 		t.Fatalf("diags = %v", diags)
+	}
+}
+
+func TestExampleModelAgent(t *testing.T) {
+	spec, diags := Load(os.DirFS(exampleDir), Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	a := spec.Agent("incident-responder")
+	if a == nil || a.Provider.Ref() != "provider.openai.default" || a.Model != "gpt-4o-mini" || a.Limits.MaxTokens != 60000 || a.WorkUnit.HumanMinutes != 45 {
+		t.Fatalf("agent = %+v", a)
+	}
+	if !strings.Contains(a.Prompt, "on-call assistant for the payments-api service") || !strings.Contains(a.Prompt, "config/payments-api.env") {
+		t.Errorf("prompt not rendered with its vars: %q", a.Prompt)
+	}
+	m := a.Triggers[0].Alert
+	if m == nil || !m.Matches(map[string]string{"alertname": "PaymentsHighLatency", "severity": "critical"}) ||
+		m.Matches(map[string]string{"alertname": "PaymentsHighLatency", "severity": "info"}) {
+		t.Errorf("alert matcher = %+v", m)
+	}
+	if got := a.Cost(10000, 1000); got != (10000*0.15+1000*0.60)/1e6 {
+		t.Errorf("Cost = %v", got)
 	}
 }

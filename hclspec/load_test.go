@@ -97,8 +97,8 @@ func TestLoadExample(t *testing.T) {
 	if len(diags) > 0 {
 		t.Fatalf("Load: %v", diags)
 	}
-	if len(spec.Agents) != 2 || len(spec.Policies) != 2 || len(spec.Providers) != 2 || len(spec.Groups) != 2 {
-		t.Fatalf("got %d agents, %d policies, %d providers, %d groups; want 2 of each",
+	if len(spec.Agents) != 3 || len(spec.Policies) != 2 || len(spec.Providers) != 2 || len(spec.Groups) != 2 {
+		t.Fatalf("got %d agents, %d policies, %d providers, %d groups; want 3 agents and 2 of the others",
 			len(spec.Agents), len(spec.Policies), len(spec.Providers), len(spec.Groups))
 	}
 	prompt := func(name string) string {
@@ -253,7 +253,7 @@ func TestLoadExample(t *testing.T) {
 		files = append(files, name)
 	}
 	slices.Sort(files)
-	wantFiles := []string{"agents/env-normaliser.hcl", "agents/image-pinner.hcl", "policies/control-files.hcl", "policies/protect-prod.hcl", "providers.hcl", "reviewers.hcl"}
+	wantFiles := []string{"agents/env-normaliser.hcl", "agents/image-pinner.hcl", "agents/incident-responder.hcl", "policies/control-files.hcl", "policies/protect-prod.hcl", "providers.hcl", "reviewers.hcl"}
 	if !slices.Equal(files, wantFiles) {
 		t.Errorf("Files = %q, want %q", files, wantFiles)
 	}
@@ -309,8 +309,8 @@ func TestAgentDigest(t *testing.T) {
 		{"command script", "tools/pin-images.sh", "set -eu", "set -eux", []string{"image-pinner"}},
 		{"other agent's command script", "tools/normalise-env.sh", "set -eu", "set -eux", []string{"env-normaliser"}},
 		{"provider block used by both", "providers.hcl", `timeout          = "2m"`, `timeout          = "3m"`, []string{"env-normaliser", "image-pinner"}},
-		{"provider block used by neither", "providers.hcl", "0.60", "0.65", nil},
-		{"policy applying to both", "policies/protect-prod.hcl", "> 400", "> 300", []string{"env-normaliser", "image-pinner"}},
+		{"provider block used by the model agent only", "providers.hcl", "0.60", "0.65", []string{"incident-responder"}},
+		{"policy applying to every agent", "policies/protect-prod.hcl", "> 400", "> 300", []string{"env-normaliser", "image-pinner", "incident-responder"}},
 		{"policy applying to env-normaliser only", "policies/env-only.hcl", "never deleted", "not deleted", []string{"env-normaliser"}},
 		{"unrelated file", "deploy/prod/payments-api.yaml", "payments-api", "payments-api-v2", nil},
 		{"policy test file", "policies/protect-prod_test.hcl", "", "not even HCL {", nil},

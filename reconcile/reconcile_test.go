@@ -477,13 +477,13 @@ func TestInvalidSpecKeepsLastGood(t *testing.T) {
 		t.Errorf("status = %+v", st)
 	}
 	spec, commit := r.Spec()
-	if spec == nil || len(spec.Agents) != 2 || commit.String() == st.HeadCommit {
+	if spec == nil || len(spec.Agents) != 3 || commit.String() == st.HeadCommit {
 		t.Errorf("last good spec not kept: %v at %s", spec, commit)
 	}
 	// A restarted reconciler starts from the last good spec too.
 	r2 := e.reconciler(nil)
 	e.pass(r2)
-	if spec, _ := r2.Spec(); spec == nil || len(spec.Agents) != 2 {
+	if spec, _ := r2.Spec(); spec == nil || len(spec.Agents) != 3 {
 		t.Errorf("restart lost the last good spec")
 	}
 	// Fixing the spec records spec.loaded again.
