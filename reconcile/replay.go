@@ -142,4 +142,3 @@ func (r *Reconciler) diffTrees(a, b plumbing.Hash) ([]string, error) {
 	}
 	return out, nil
 }
-
