@@ -47,6 +47,7 @@ func commands() []command {
 		{"keygen", "create a ledger signing key", cmdKeygen},
 		{"ledger", "verify or list the evidence ledger", cmdLedger},
 		{"plan", "show what a pass would do, and decisions on a change", cmdPlan},
+		{"replay", "re-execute a recorded model run and compare its tree", cmdReplay},
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing/object"
 
+	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/metrics"
 	"github.com/agentgitops/reconciler/reconcile"
 	"github.com/agentgitops/reconciler/signing"
@@ -57,7 +59,7 @@ func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics
 	}
 	cfg := reconcile.Config{
 		Repo: f.repo, Branch: f.branch, Identity: id, Signer: signer,
-		LookupEnv: os.LookupEnv, Logger: logger,
+		LookupEnv: os.LookupEnv, Logger: logger, Runners: runners(),
 	}
 	if m != nil {
 		cfg.Recorder = m
@@ -87,4 +89,19 @@ func newLogger(w io.Writer, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, nil)), nil
 	}
 	return nil, errUsage(fmt.Sprintf("--log-format %q: use text or json", format))
+}
+
+// runners are the agent runners of a production reconciler: exec agents,
+// and model-backed agents on their provider's OpenAI-compatible endpoint
+// with the key from the variable the provider names.
+func runners() map[string]agent.Runner {
+	return map[string]agent.Runner{
+		hclspec.ProviderExec: agent.Exec{},
+		hclspec.ProviderOpenAI: &agent.OpenAI{
+			NewModel: func(p *hclspec.Provider) (agent.Model, error) {
+				return agent.NewProvider(p, agent.ProviderOptions{LookupEnv: os.LookupEnv})
+			},
+			LookupEnv: os.LookupEnv,
+		},
+	}
 }

@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/sashabaranov/go-openai"
+)
+
+// recordRun runs a loopScenario and returns its transcript and the tree it
+// produced.
+func recordLoopRun(t *testing.T, file string) (loopScenario, []byte, map[string]string) {
+	t.Helper()
+	sc, ws, _ := setupScenario(t, file)
+	res, err := loopRunner(&loopScript{responses: sc.responses}).Run(context.Background(), loopTask(loopAgent(), ws))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc, res.Transcript, snapshotTree(t, ws)
+}
+
+func TestReplay(t *testing.T) {
+	for _, name := range []string{"read-edit-finish", "injection"} {
+		t.Run(name, func(t *testing.T) {
+			file := filepath.Join("testdata", "loop", name+".txtar")
+			sc, transcript, want := recordLoopRun(t, file)
+			// A fresh checkout of the same spec commit.
+			dir := t.TempDir()
+			seedTree(t, dir, sc.repo)
+			res, err := Replay(context.Background(), loopTask(loopAgent(), dir), transcript)
+			if err != nil {
+				t.Fatalf("Replay: %v", err)
+			}
+			if diff := cmp.Diff(want, snapshotTree(t, dir)); diff != "" {
+				t.Errorf("replayed tree (-recorded +replayed):\n%s", diff)
+			}
+			rec, _ := ParseTranscript(transcript)
+			if res.Summary != rec.Result.Summary || res.Risk != rec.Result.Risk {
+				t.Errorf("Result = %+v, recorded %+v", res, rec.Result)
+			}
+			rep, err := ParseTranscript(res.Transcript)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The same responses through the same tools give the same
+			// tool results.
+			for i, s := range rep.Steps {
+				for j, c := range s.ToolCalls {
+					if want := rec.Steps[i].ToolCalls[j].Result; c.Result != want {
+						t.Errorf("step %d call %d: %q, recorded %q", i+1, j, c.Result, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestReplayFailures(t *testing.T) {
+	file := filepath.Join("testdata", "loop", "read-edit-finish.txtar")
+	sc, transcript, _ := recordLoopRun(t, file)
+	tr, err := ParseTranscript(transcript)
+	if err != nil {
+		t.Fatal(err)
+	}
+	truncated := *tr
+	truncated.Steps = tr.Steps[:3]
+	short, _ := truncated.Marshal()
+	v2 := strings.Replace(string(transcript), `"version": 1`, `"version": 2`, 1)
+
+	tests := []struct {
+		name       string
+		transcript []byte
+		task       func(Task) Task
+		wantErr    error
+		wantMsg    string
+	}{
+		{name: "truncated", transcript: short, wantErr: ErrReplayExhausted,
+			wantMsg: "run bumper: model call 4: the transcript has no more recorded responses: the loop asked for response 4, the transcript records 3"},
+		{name: "not json", transcript: []byte("{"), wantErr: ErrTranscript},
+		{name: "empty", transcript: nil, wantErr: ErrTranscript},
+		{name: "other version", transcript: []byte(v2), wantErr: ErrTranscript, wantMsg: "version 2, want 1"},
+		{name: "other agent", transcript: transcript, task: func(t Task) Task { t.Agent.Name = "other"; return t }, wantErr: ErrTranscript},
+		{name: "other run", transcript: transcript, task: func(t Task) Task { t.RunID = "000000000000"; return t }, wantErr: ErrTranscript},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			seedTree(t, dir, sc.repo)
+			task := loopTask(loopAgent(), dir)
+			if tt.task != nil {
+				task = tt.task(task)
+			}
+			res, err := Replay(context.Background(), task, tt.transcript)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("err = %q, want %q", err, tt.wantMsg)
+			}
+			if tt.name == "truncated" && len(res.Transcript) == 0 {
+				t.Error("no transcript for the failed replay")
+			}
+		})
+	}
+}
+
+// TestReplayFailedRun replays a run that hit its step limit: the replay
+// fails the same way, with the recorded limit even if the agent's is now
+// higher.
+func TestReplayFailedRun(t *testing.T) {
+	dir := t.TempDir()
+	seedTree(t, dir, map[string]string{"services/a.txt": "a\n"})
+	a := loopAgent()
+	a.Limits.MaxSteps = 2
+	m := &loopScript{respond: func(context.Context, int) (openai.ChatCompletionResponse, error) {
+		return loopTools(loopCall{"write_file", `{"path":"services/a.txt","content":"b\n"}`}), nil
+	}}
+	res, err := loopRunner(m).Run(context.Background(), loopTask(a, dir))
+	if !errors.Is(err, ErrStepLimit) {
+		t.Fatalf("Run: %v", err)
+	}
+	dir2 := t.TempDir()
+	seedTree(t, dir2, map[string]string{"services/a.txt": "a\n"})
+	a2 := loopAgent()
+	a2.Limits.MaxSteps = 50
+	if _, err := Replay(context.Background(), loopTask(a2, dir2), res.Transcript); !errors.Is(err, ErrStepLimit) {
+		t.Errorf("Replay: %v, want ErrStepLimit", err)
+	}
+	if diff := cmp.Diff(snapshotTree(t, dir), snapshotTree(t, dir2)); diff != "" {
+		t.Errorf("replayed tree (-recorded +replayed):\n%s", diff)
+	}
+}
