@@ -225,10 +225,11 @@ func (w *workspace) write(p string, data []byte) (string, error) {
 		return rel, refusef("the content is %d bytes, over the %d-byte limit", len(data), w.maxBytes)
 	}
 	perm := fs.FileMode(0o644)
-	fi, err := w.root.Lstat(rel)
+	_, err = w.root.Lstat(rel)
 	switch {
 	case err == nil:
-		if fi, err = w.stat(rel); err != nil {
+		fi, err := w.stat(rel)
+		if err != nil {
 			return rel, err
 		}
 		perm = fi.Mode().Perm()

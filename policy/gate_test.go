@@ -1,9 +1,7 @@
 package policy
 
 import (
-	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/agentgitops/reconciler/hclspec"
@@ -116,19 +114,7 @@ policy "weekend" {
 }
 `
 
-func gateFixture(t *testing.T) *hclspec.Spec {
-	t.Helper()
-	fsys := fstest.MapFS{}
-	for _, part := range strings.Split(gateSpec, "-- ")[1:] {
-		name, body, _ := strings.Cut(part, " --\n")
-		fsys[name] = &fstest.MapFile{Data: []byte(body)}
-	}
-	spec, diags := hclspec.Load(fsys, hclspec.Options{})
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	return spec
-}
+func gateFixture(t *testing.T) *hclspec.Spec { return specFromText(t, gateSpec) }
 
 func TestGate(t *testing.T) {
 	spec := gateFixture(t)

@@ -153,22 +153,10 @@ func writePolicyTestJSON(w io.Writer, diags hcl.Diagnostics, results []policy.Te
 		Failed      int              `json:"failed"`
 		Tests       []jsonPolicyTest `json:"tests"`
 		Diagnostics []jsonDiag       `json:"diagnostics"`
-	}{Passed: passed, Failed: failed, Tests: []jsonPolicyTest{}, Diagnostics: []jsonDiag{}}
+	}{Passed: passed, Failed: failed, Tests: []jsonPolicyTest{}, Diagnostics: toJSONDiags(diags)}
 	for _, r := range results {
 		out.Tests = append(out.Tests, jsonPolicyTest{Name: r.Test.Name, Pos: position(r.Test.DeclRange), Pass: r.Pass,
 			Failures: append([]string{}, r.Failures...), Decision: r.Decision})
-	}
-	for _, d := range diags {
-		jd := jsonDiag{Severity: "error", Summary: d.Summary, Detail: d.Detail}
-		if d.Severity == hcl.DiagWarning {
-			jd.Severity = "warning"
-		}
-		if s := d.Subject; s != nil {
-			jd.Range = &jsonRange{Filename: s.Filename,
-				Start: jsonPos{s.Start.Line, s.Start.Column, s.Start.Byte},
-				End:   jsonPos{s.End.Line, s.End.Column, s.End.Byte}}
-		}
-		out.Diagnostics = append(out.Diagnostics, jd)
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

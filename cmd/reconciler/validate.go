@@ -106,23 +106,33 @@ func writeJSONDiags(w io.Writer, diags hcl.Diagnostics) {
 		ErrorCount   int        `json:"error_count"`
 		WarningCount int        `json:"warning_count"`
 		Diagnostics  []jsonDiag `json:"diagnostics"`
-	}{Valid: !diags.HasErrors(), Diagnostics: []jsonDiag{}}
+	}{Valid: !diags.HasErrors(), Diagnostics: toJSONDiags(diags)}
+	for _, d := range out.Diagnostics {
+		if d.Severity == "warning" {
+			out.WarningCount++
+		} else {
+			out.ErrorCount++
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(out)
+}
+
+// toJSONDiags converts diagnostics for JSON output; never nil.
+func toJSONDiags(diags hcl.Diagnostics) []jsonDiag {
+	out := []jsonDiag{}
 	for _, d := range diags {
 		jd := jsonDiag{Severity: "error", Summary: d.Summary, Detail: d.Detail}
 		if d.Severity == hcl.DiagWarning {
 			jd.Severity = "warning"
-			out.WarningCount++
-		} else {
-			out.ErrorCount++
 		}
 		if s := d.Subject; s != nil {
 			jd.Range = &jsonRange{Filename: s.Filename,
 				Start: jsonPos{s.Start.Line, s.Start.Column, s.Start.Byte},
 				End:   jsonPos{s.End.Line, s.End.Column, s.End.Byte}}
 		}
-		out.Diagnostics = append(out.Diagnostics, jd)
+		out = append(out, jd)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(out)
+	return out
 }
