@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 
+	"golang.org/x/text/unicode/norm"
+
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
@@ -112,17 +114,51 @@ var conditionFuncs = stdFunctions()
 
 // ConditionContext evaluates many conditions on the same input; building
 // the variables once makes a decision over several policies cheap.
-type ConditionContext struct{ ctx *hcl.EvalContext }
-
-// Context returns the evaluation context of the input.
-func (in ConditionInput) Context() ConditionContext {
-	return ConditionContext{ctx: &hcl.EvalContext{Variables: in.vars(), Functions: conditionFuncs}}
+// The cty values of the variables are built only when a condition needs
+// HCL to evaluate it.
+type ConditionContext struct {
+	in  *ConditionInput
+	env *env
+	ctx *hcl.EvalContext
 }
 
-// Eval evaluates a condition as EvalCondition does.
-func (c ConditionContext) Eval(expr hcl.Expression) (bool, hcl.Diagnostics) {
+// Context returns the evaluation context of the input.
+func (in ConditionInput) Context() *ConditionContext {
+	c := &ConditionContext{in: &in}
+	e := &env{in: c.in}
+	nfc := norm.NFC.IsNormalString(in.Agent.Name) && norm.NFC.IsNormalString(in.Agent.Model) &&
+		norm.NFC.IsNormalString(in.Run.ID) && norm.NFC.IsNormalString(in.Run.Trigger)
+	for _, f := range in.Change {
+		e.added += f.Added
+		e.removed += f.Removed
+		nfc = nfc && norm.NFC.IsNormalString(f.Path) && norm.NFC.IsNormalString(f.Status)
+	}
+	// cty compares strings in Unicode normal form C; the compiled form
+	// compares bytes, so it only runs on input that is already NFC.
+	if nfc {
+		c.env = e
+	}
+	return c
+}
+
+// EvalRule evaluates a rule's condition, compiled when the loader could
+// compile it.
+func (c *ConditionContext) evalCompiled(fast compiled, expr hcl.Expression) (bool, hcl.Diagnostics) {
+	if fast != nil && c.env != nil {
+		if v, ok := fast(c.env); ok {
+			return v.b, nil
+		}
+	}
+	return c.Eval(expr)
+}
+
+// Eval evaluates a condition with HCL, as EvalCondition does.
+func (c *ConditionContext) Eval(expr hcl.Expression) (bool, hcl.Diagnostics) {
 	if expr == nil {
 		return true, nil
+	}
+	if c.ctx == nil {
+		c.ctx = &hcl.EvalContext{Variables: c.in.vars(), Functions: conditionFuncs}
 	}
 	v, diags := expr.Value(c.ctx)
 	if diags.HasErrors() {

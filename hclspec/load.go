@@ -660,7 +660,11 @@ func (l *loader) decodePolicy(f *hcl.File, b *hcl.Block) {
 			}
 			r := &DenyRule{Name: name, DeclRange: blk.DefRange, Condition: cond.Expr}
 			l.decodeAttr(dc.Attributes, "message", ctx, &r.Message)
-			l.diags = append(l.diags, CheckCondition(r.Condition)...)
+			if d := CheckCondition(r.Condition); !d.HasErrors() {
+				r.fast = compileCondition(r.Condition)
+			} else {
+				l.diags = append(l.diags, d...)
+			}
 			p.Denies = append(p.Denies, r)
 		case "require_approval":
 			ac := l.content(blk.Body, approvalSchema)
@@ -670,7 +674,11 @@ func (l *loader) decodePolicy(f *hcl.File, b *hcl.Block) {
 			r := &ApprovalRule{Name: name, DeclRange: blk.DefRange, Min: 1}
 			if a, ok := ac.Attributes["condition"]; ok {
 				r.Condition = a.Expr
-				l.diags = append(l.diags, CheckCondition(r.Condition)...)
+				if d := CheckCondition(r.Condition); d.HasErrors() {
+					l.diags = append(l.diags, d...)
+				} else {
+					r.fast = compileCondition(r.Condition)
+				}
 			}
 			l.decodeAttr(ac.Attributes, "reviewers", ctx, &r.Reviewers)
 			if l.decodeAttr(ac.Attributes, "min", ctx, &r.Min) && r.Min < 1 {

@@ -154,6 +154,13 @@ type DenyRule struct {
 	Condition hcl.Expression
 	Message   string
 	DeclRange hcl.Range
+
+	fast compiled
+}
+
+// Eval evaluates the rule's condition in c.
+func (r *DenyRule) Eval(c *ConditionContext) (bool, hcl.Diagnostics) {
+	return c.evalCompiled(r.fast, r.Condition)
 }
 
 // ApprovalRule is a `require_approval "<name>"` block: when Condition is true
@@ -169,6 +176,13 @@ type ApprovalRule struct {
 	// AllowControlChanges lets changes to control files through, with
 	// this rule's approval; only in hard policies.
 	AllowControlChanges bool
+
+	fast compiled
+}
+
+// Eval evaluates the rule's condition in c; no condition is true.
+func (r *ApprovalRule) Eval(c *ConditionContext) (bool, hcl.Diagnostics) {
+	return c.evalCompiled(r.fast, r.Condition)
 }
 
 // Group is a `group "<name>"` block of reviewers.hcl.

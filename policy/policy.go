@@ -107,7 +107,7 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 	cond := in.Context()
 	for _, p := range spec.PoliciesFor(in.Agent.Name) {
 		for _, r := range p.Denies {
-			fired, diags := cond.Eval(r.Condition)
+			fired, diags := r.Eval(cond)
 			if diags.HasErrors() {
 				d.Rules = append(d.Rules, evalError(p, r.Name, r.DeclRange, diags))
 				continue
@@ -120,7 +120,7 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 			}
 		}
 		for _, r := range p.Approvals {
-			fired, diags := cond.Eval(r.Condition)
+			fired, diags := r.Eval(cond)
 			if diags.HasErrors() {
 				d.Rules = append(d.Rules, evalError(p, r.Name, r.DeclRange, diags))
 				continue
