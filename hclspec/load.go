@@ -50,7 +50,7 @@ type Options struct {
 // any of them is an error. A repository without any of the files loads as
 // an empty Spec.
 func Load(fsys fs.FS, opts Options) (*Spec, hcl.Diagnostics) {
-	l := &loader{fsys: fsys, opts: opts, ctx: map[bool]*hcl.EvalContext{}, locations: map[string]*time.Location{}, agents: map[string]*Agent{}}
+	l := &loader{fsys: fsys, opts: opts, ctx: map[bool]*hcl.EvalContext{}, locMu: &sync.Mutex{}, locations: map[string]*time.Location{}, agents: map[string]*Agent{}}
 	return l.load()
 }
 
@@ -61,8 +61,17 @@ type loader struct {
 	spec  Spec
 
 	ctx       map[bool]*hcl.EvalContext // by withEnv
+	locMu     *sync.Mutex               // guards locations, shared with forks
 	locations map[string]*time.Location
 	agents    map[string]*Agent // by name, for duplicate checks
+}
+
+// fork returns a loader that decodes one file on its own goroutine: it
+// shares the read-only state (file system, providers, evaluation
+// contexts, time zones) and collects its own diagnostics and agents.
+func (l *loader) fork() *loader {
+	return &loader{fsys: l.fsys, opts: l.opts, ctx: l.ctx, locMu: l.locMu, locations: l.locations,
+		agents: map[string]*Agent{}, spec: Spec{Providers: l.spec.Providers}}
 }
 
 // job is one file to load: parsed concurrently, decoded in order.
@@ -91,13 +100,55 @@ func (l *loader) load() (*Spec, hcl.Diagnostics) {
 		}
 	}
 	l.parseAll(jobs)
-	for _, j := range jobs {
+	// Providers and reviewers first: agents refer to providers. Agents
+	// are then decoded concurrently, each file by a fork of the loader,
+	// and merged in file order, so diagnostics keep their order.
+	l.evalCtx(false)
+	l.evalCtx(true)
+	forks := make([]*loader, len(jobs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for _, j := range jobs[:2] {
 		l.diags = append(l.diags, j.diags...)
 		if j.file != nil {
 			l.spec.Files[j.name] = j.file
 		}
 		if j.file != nil && !j.diags.HasErrors() {
 			l.decodeFile(j.file, j.blockType, j.labels, j.decode)
+		}
+	}
+	for i, j := range jobs {
+		if j.blockType != "agent" || j.file == nil || j.diags.HasErrors() {
+			continue
+		}
+		f := l.fork()
+		forks[i] = f
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f.decodeFile(j.file, j.blockType, j.labels, f.decodeAgent)
+		}()
+	}
+	wg.Wait()
+	for i, j := range jobs[2:] {
+		i += 2
+		l.diags = append(l.diags, j.diags...)
+		if j.file != nil {
+			l.spec.Files[j.name] = j.file
+		}
+		if j.file == nil || j.diags.HasErrors() {
+			continue
+		}
+		f := forks[i]
+		if f == nil {
+			l.decodeFile(j.file, j.blockType, j.labels, j.decode)
+			continue
+		}
+		l.diags = append(l.diags, f.diags...)
+		for _, a := range f.spec.Agents {
+			l.addAgent(a)
 		}
 	}
 	l.crossCheck()
@@ -210,6 +261,8 @@ func (l *loader) evalCtx(withEnv bool) *hcl.EvalContext {
 // location loads a time zone once per load; "Local" and "" are refused so
 // that schedules never depend on the host.
 func (l *loader) location(name string) (*time.Location, error) {
+	l.locMu.Lock()
+	defer l.locMu.Unlock()
 	if loc, ok := l.locations[name]; ok {
 		return loc, nil
 	}
@@ -511,8 +564,14 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 			}
 		}
 	}
+	a.nameRange = b.LabelRanges[0]
+	l.addAgent(a)
+}
+
+// addAgent adds a decoded agent, unless one of that name exists.
+func (l *loader) addAgent(a *Agent) {
 	if other := l.agents[a.Name]; other != nil {
-		l.errorf(b.LabelRanges[0], "Duplicate agent", "An agent %q is already declared at %s; agent names must be unique across agents/*.hcl.", a.Name, other.DeclRange)
+		l.errorf(a.nameRange, "Duplicate agent", "An agent %q is already declared at %s; agent names must be unique across agents/*.hcl.", a.Name, other.DeclRange)
 		return
 	}
 	l.spec.Agents = append(l.spec.Agents, a)

@@ -79,6 +79,7 @@ type Agent struct {
 	Digest string
 
 	DeclRange     hcl.Range
+	nameRange     hcl.Range
 	ProviderRange hcl.Range
 	ScopeRange    hcl.Range
 	Source        []byte
