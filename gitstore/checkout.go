@@ -54,8 +54,8 @@ type FileChange struct {
 // The error wraps ErrNotFound when the commit is missing, and ctx.Err() when
 // ctx ends.
 func (r *Repo) Checkout(ctx context.Context, commit plumbing.Hash, dir string) error {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	t, err := r.commitTree(commit)
 	if err != nil {
 		return fmt.Errorf("checkout: %w", err)
@@ -186,8 +186,8 @@ const diffTimeout = 5 * time.Second
 // ctx.Err() when ctx ends. A file name that cannot be stored in git (one
 // containing a backslash or a control character) is an error.
 func (r *Repo) Changes(ctx context.Context, commit plumbing.Hash, dir string) ([]FileChange, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	t, err := r.commitTree(commit)
 	if err != nil {
 		return nil, fmt.Errorf("changes: %w", err)

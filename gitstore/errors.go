@@ -20,6 +20,33 @@ var ErrStale = errors.New("remote ref changed")
 // exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrCacheLocked is wrapped when Open could not take the lock of an on-disk
+// mirror (see Options.CacheDir) within Options.LockTimeout: another process
+// (or another open Repo) is using it. Wait for it, or use another cache
+// directory.
+var ErrCacheLocked = errors.New("cache locked")
+
+// ErrCacheUnusable is wrapped when an on-disk mirror cannot be used: its
+// directory is not writable, or the mirror is corrupt. The message names the
+// path and how to fix it (delete the mirror, or use another cache directory).
+var ErrCacheUnusable = errors.New("cache unusable")
+
+// cacheError is an error about the on-disk cache: it matches kind
+// (ErrCacheLocked or ErrCacheUnusable) and its cause with errors.Is.
+type cacheError struct {
+	kind error
+	msg  string
+	err  error
+}
+
+func (e *cacheError) Error() string { return e.msg }
+func (e *cacheError) Unwrap() []error {
+	if e.err == nil {
+		return []error{e.kind}
+	}
+	return []error{e.kind, e.err}
+}
+
 // notFoundError makes err match ErrNotFound without changing its message.
 type notFoundError struct{ err error }
 

@@ -15,8 +15,8 @@ import (
 // TreeOf returns the tree hash of commit. The error wraps ErrNotFound when the
 // commit is missing.
 func (r *Repo) TreeOf(commit plumbing.Hash) (plumbing.Hash, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	c, err := r.commit(commit)
 	if err != nil {
 		return plumbing.ZeroHash, err
@@ -45,8 +45,8 @@ func (r *Repo) ReadFile(commit plumbing.Hash, path string) ([]byte, error) {
 	if !fs.ValidPath(path) || path == "." {
 		return nil, fmt.Errorf("read %q at %s: invalid path: use a slash-separated path relative to the repository root", path, commit)
 	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	t, err := r.commitTree(commit)
 	if err != nil {
 		return nil, fmt.Errorf("read %q: %w", path, err)
@@ -94,8 +94,8 @@ func (r *Repo) ListFiles(commit plumbing.Hash, globs ...string) ([]string, error
 			return nil, fmt.Errorf("list files: invalid glob %q", g)
 		}
 	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	t, err := r.commitTree(commit)
 	if err != nil {
 		return nil, fmt.Errorf("list files: %w", err)

@@ -1,15 +1,22 @@
 package gitstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
-	"github.com/go-git/go-git/v5"
-	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
+	"github.com/go-git/go-git/v5/plumbing/revlist"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/plumbing/transport/client"
 )
 
 // RefUpdate is one compare-and-swap of a remote branch.
@@ -24,32 +31,33 @@ type RefUpdate struct {
 // branch must be at Old (absent for plumbing.ZeroHash) and is moved to New
 // (deleted for plumbing.ZeroHash), whether or not that is a fast-forward. New
 // commits must be in the repository (see CreateCommit). An update with
-// Old == New only checks the remote value. On success the local branches are
-// set to the new values.
+// Old == New only checks the remote value (against the refs the server
+// advertises, not under its lock). On success the local branches are set to
+// the new values; on failure nothing local moves.
 //
 // A compare-and-swap failure wraps ErrStale and names the branch; fetch,
 // recompute and retry. Other failures (network, permissions, hooks) are
-// returned as they are, naming the redacted URL.
+// returned as they are, naming the redacted URL; the objects the push did
+// not deliver are sent by the next one.
 //
-// How: the remote refs are listed first, failing with ErrStale on a mismatch.
-// The push then sends updates and deletions with
-// git.PushOptions.RequireRemoteRefs, which go-git checks against the refs the
-// receiving server advertises in the same session; the server applies each
-// command only if the ref still has the advertised value, under its ref lock.
-// That is a true compare-and-swap. go-git cannot require a ref to be absent,
-// so creations are pushed without force instead: if another writer creates
-// the branch between the listing and the push, the push is refused (ErrStale)
-// unless the other writer's commit is an ancestor of New, in which case the
-// branch fast-forwards over it: that commit is kept in New's history, never
-// overwritten, but the creation is reported as successful.
+// How: Push opens one receive-pack session, compares the refs the server
+// advertises with each Old (failing with ErrStale before sending anything),
+// and sends one command per update with Old as the old value, which
+// git-receive-pack checks under its ref lock, creation included (an old value
+// of zero: the ref must not exist). That is a true compare-and-swap. The pack
+// holds only the objects this Repo created (WriteTree, CreateCommit) and has
+// not delivered yet that are reachable from the New commits, so its cost does
+// not depend on the size of the repository or of its history. Should the
+// server find objects missing (they were created by another Repo or
+// process), Push retries once with every object reachable from New and not
+// from the advertised refs, the walk go-git's Remote.Push does.
 func (r *Repo) Push(ctx context.Context, updates ...RefUpdate) error {
 	if len(updates) == 0 {
 		return nil
 	}
 	var (
-		specs   []config.RefSpec
-		require []config.RefSpec
-		names   = make(map[string]bool, len(updates))
+		cmds  []*packp.Command
+		names = make(map[string]bool, len(updates))
 	)
 	for _, u := range updates {
 		ref, err := branchRef(u.Branch)
@@ -60,62 +68,51 @@ func (r *Repo) Push(ctx context.Context, updates ...RefUpdate) error {
 			return fmt.Errorf("push to %s: branch %q updated twice", r.safeURL, u.Branch)
 		}
 		names[u.Branch] = true
-		if !u.Old.IsZero() {
-			require = append(require, config.RefSpec(u.Old.String()+":"+ref.String()))
-		}
-		switch {
-		case u.Old == u.New: // check only
-		case u.New.IsZero():
-			specs = append(specs, config.RefSpec(":"+ref.String()))
-		case u.Old.IsZero():
-			specs = append(specs, config.RefSpec(u.New.String()+":"+ref.String()))
-		default:
-			specs = append(specs, config.RefSpec("+"+u.New.String()+":"+ref.String()))
+		if u.Old != u.New {
+			cmds = append(cmds, &packp.Command{Name: ref, Old: u.Old, New: u.New})
 		}
 	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.usable(); err != nil {
+		return fmt.Errorf("push to %s: %w", r.safeURL, err)
+	}
+	var news []plumbing.Hash
 	for _, u := range updates {
-		if u.New.IsZero() {
+		if u.New.IsZero() || u.Old == u.New {
 			continue
 		}
 		if _, err := r.commit(u.New); err != nil {
 			return fmt.Errorf("push to %s: branch %q: %w", r.safeURL, u.Branch, err)
 		}
+		news = append(news, u.New)
 	}
-	remote, err := r.remoteBranches(ctx)
+	objects, err := r.pendingFrom(news)
 	if err != nil {
 		return fmt.Errorf("push to %s: %w", r.safeURL, err)
 	}
-	if err := stale(remote, updates, false); err != nil {
-		return fmt.Errorf("push to %s: %w", r.safeURL, err)
-	}
-	if len(specs) > 0 {
-		// A remote without fetch refspecs: go-git then leaves local refs alone
-		// and they are set below, under r.mu.
-		pusher := git.NewRemote(r.repo.Storer, &config.RemoteConfig{Name: remoteName, URLs: []string{r.rawURL}})
-		err := pusher.PushContext(ctx, &git.PushOptions{
-			RemoteName:        remoteName,
-			RefSpecs:          specs,
-			RequireRemoteRefs: require,
-			Auth:              r.auth,
-			Atomic:            true,
+	missing, err := r.send(ctx, updates, cmds, func(map[string]plumbing.Hash) ([]plumbing.Hash, error) { return objects, nil })
+	if missing {
+		// The server lacks objects this Repo did not create (or a previous
+		// push's were lost): send everything it does not provably have.
+		missing, err = r.send(ctx, updates, cmds, func(remote map[string]plumbing.Hash) ([]plumbing.Hash, error) {
+			return r.objectsNotIn(news, remote)
 		})
-		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-			err = redactError(err, r.rawURL)
-			// go-git reports lost races as untyped errors (RequireRemoteRefs
-			// mismatch, non-fast-forward creation, "failed to update ref" from
-			// the server): look at the remote to tell a lost race from the rest.
-			if remote, lerr := r.remoteBranches(ctx); lerr == nil {
-				if serr := stale(remote, updates, true); serr != nil {
-					return fmt.Errorf("push to %s: %w (push error: %v)", r.safeURL, serr, err)
-				}
-			}
-			return fmt.Errorf("push to %s: %w", r.safeURL, err)
+		if missing {
+			err = fmt.Errorf("server reports missing objects after a full pack: %w", err)
 		}
 	}
+	if err != nil {
+		return fmt.Errorf("push to %s: %w", r.safeURL, err)
+	}
+	for _, h := range objects {
+		delete(r.pending, h)
+	}
 	for _, u := range updates {
+		if u.Old == u.New {
+			continue
+		}
 		ref := plumbing.ReferenceName(branchSpace + u.Branch)
 		if u.New.IsZero() {
 			err = r.repo.Storer.RemoveReference(ref)
@@ -126,7 +123,231 @@ func (r *Repo) Push(ctx context.Context, updates ...RefUpdate) error {
 			return fmt.Errorf("push to %s: pushed, but updating local branch %q failed: %w", r.safeURL, u.Branch, err)
 		}
 	}
+	if err := r.maintain(); err != nil {
+		return fmt.Errorf("push to %s: pushed, but %w", r.safeURL, err)
+	}
 	return nil
+}
+
+// send runs one receive-pack session: it checks the advertised refs against
+// updates, then sends cmds with a pack of the objects pack returns (given the
+// advertised branches). missing reports that the server refused the pack for
+// lack of objects, so that a fuller one may help. r.mu must be held
+// exclusively.
+func (r *Repo) send(ctx context.Context, updates []RefUpdate, cmds []*packp.Command,
+	pack func(remote map[string]plumbing.Hash) ([]plumbing.Hash, error)) (missing bool, err error) {
+	sess, err := r.receivePackSession()
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if cerr := sess.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close session: %w", redactError(cerr, r.rawURL))
+		}
+	}()
+	adv, err := sess.AdvertisedReferencesContext(ctx)
+	if err != nil {
+		return false, fmt.Errorf("list remote branches: %w", classify(redactError(err, r.rawURL)))
+	}
+	remote := advertisedBranches(adv)
+	if err := stale(remote, updates, false); err != nil {
+		return false, err
+	}
+	if len(cmds) == 0 {
+		return false, nil
+	}
+	req := packp.NewReferenceUpdateRequestFromCapabilities(adv.Capabilities)
+	req.Commands = cmds
+	if adv.Capabilities.Supports(capability.Atomic) {
+		req.Capabilities.Set(capability.Atomic)
+	}
+	allDelete := true
+	for _, c := range cmds {
+		if c.New.IsZero() {
+			if !adv.Capabilities.Supports(capability.DeleteRefs) {
+				return false, errors.New("the server does not support deleting branches")
+			}
+		} else {
+			allDelete = false
+		}
+	}
+	if !allDelete {
+		// A pack is due whenever a command is not a deletion, even empty
+		// (New may already be on the remote).
+		objs, err := pack(remote)
+		if err != nil {
+			return false, err
+		}
+		var buf bytes.Buffer
+		if _, err := packfile.NewEncoder(&buf, r.repo.Storer, !adv.Capabilities.Supports(capability.OFSDelta)).Encode(objs, packWindow); err != nil {
+			return false, fmt.Errorf("encode pack of %d objects: %w", len(objs), err)
+		}
+		req.Packfile = io.NopCloser(&buf)
+	}
+	report, err := sess.ReceivePack(ctx, req)
+	if report == nil && err == nil {
+		return false, nil // no report-status: the server's exit status said yes
+	}
+	if err == nil {
+		err = report.Error()
+	}
+	if err == nil {
+		return false, nil
+	}
+	err = redactError(err, r.rawURL)
+	if report != nil && missingObjects(report) {
+		return true, err
+	}
+	if report == nil && ctx.Err() != nil {
+		return false, err
+	}
+	// A refused command is a lost race when the remote's branch is now
+	// neither Old nor New; anything else (hooks, permissions, network) is
+	// returned as it is.
+	if now, lerr := r.remoteBranches(ctx); lerr == nil {
+		if serr := stale(now, updates, true); serr != nil {
+			return false, fmt.Errorf("%w (push error: %v)", serr, err)
+		}
+	}
+	return false, err
+}
+
+// missingObjects reports whether git-receive-pack refused commands because
+// objects they need are neither in the pack nor in the repository.
+func missingObjects(rs *packp.ReportStatus) bool {
+	for _, c := range rs.CommandStatuses {
+		if strings.Contains(c.Status, "missing necessary objects") || strings.Contains(c.Status, "bad pack") {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Repo) receivePackSession() (transport.ReceivePackSession, error) {
+	ep, err := transport.NewEndpoint(r.rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse remote url: %w", redactError(err, r.rawURL))
+	}
+	c, err := client.NewClient(ep)
+	if err != nil {
+		return nil, fmt.Errorf("transport for %s: %w", r.safeURL, redactError(err, r.rawURL))
+	}
+	s, err := c.NewReceivePackSession(ep, r.auth)
+	if err != nil {
+		return nil, fmt.Errorf("start receive-pack: %w", classify(redactError(err, r.rawURL)))
+	}
+	return s, nil
+}
+
+func (r *Repo) uploadPackSession() (transport.UploadPackSession, error) {
+	ep, err := transport.NewEndpoint(r.rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse remote url: %w", redactError(err, r.rawURL))
+	}
+	c, err := client.NewClient(ep)
+	if err != nil {
+		return nil, fmt.Errorf("transport for %s: %w", r.safeURL, redactError(err, r.rawURL))
+	}
+	s, err := c.NewUploadPackSession(ep, r.auth)
+	if err != nil {
+		return nil, fmt.Errorf("start upload-pack: %w", classify(redactError(err, r.rawURL)))
+	}
+	return s, nil
+}
+
+// advertisedBranches returns the branches of an advertisement, short name ->
+// commit.
+func advertisedBranches(adv *packp.AdvRefs) map[string]plumbing.Hash {
+	out := make(map[string]plumbing.Hash)
+	for name, h := range adv.References {
+		if short, ok := strings.CutPrefix(name, branchSpace); ok {
+			out[short] = h
+		}
+	}
+	return out
+}
+
+// pendingFrom returns the pending objects (created here, not yet pushed)
+// reachable from commits without leaving the pending set: its cost is the
+// number of objects created, whatever the size of the history. r.mu must be
+// held.
+func (r *Repo) pendingFrom(commits []plumbing.Hash) ([]plumbing.Hash, error) {
+	var (
+		out  []plumbing.Hash
+		seen = make(map[plumbing.Hash]bool)
+	)
+	var walkTree func(h plumbing.Hash, depth int) error
+	walkTree = func(h plumbing.Hash, depth int) error {
+		if seen[h] {
+			return nil
+		}
+		seen[h] = true
+		if _, ok := r.pending[h]; !ok {
+			return nil
+		}
+		if depth > maxTreeDepth {
+			return fmt.Errorf("tree %s: nested deeper than %d directories", h, maxTreeDepth)
+		}
+		out = append(out, h)
+		t, err := object.GetTree(r.repo.Storer, h)
+		if err != nil {
+			return fmt.Errorf("read tree %s: %w", h, classify(err))
+		}
+		for _, e := range t.Entries {
+			switch {
+			case e.Mode == filemode.Dir:
+				if err := walkTree(e.Hash, depth+1); err != nil {
+					return err
+				}
+			case e.Mode == filemode.Submodule || seen[e.Hash]:
+			default:
+				seen[e.Hash] = true
+				if _, ok := r.pending[e.Hash]; ok {
+					out = append(out, e.Hash)
+				}
+			}
+		}
+		return nil
+	}
+	queue := append([]plumbing.Hash(nil), commits...)
+	for len(queue) > 0 {
+		h := queue[0]
+		queue = queue[1:]
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		if _, ok := r.pending[h]; !ok {
+			continue
+		}
+		out = append(out, h)
+		c, err := r.commit(h)
+		if err != nil {
+			return nil, err
+		}
+		if err := walkTree(c.TreeHash, 0); err != nil {
+			return nil, err
+		}
+		queue = append(queue, c.ParentHashes...)
+	}
+	return out, nil
+}
+
+// objectsNotIn returns the objects reachable from commits and not from the
+// remote branches that are in the local store, with go-git's revlist: a walk
+// of the whole history, for Push's fallback only. r.mu must be held.
+func (r *Repo) objectsNotIn(commits []plumbing.Hash, remote map[string]plumbing.Hash) ([]plumbing.Hash, error) {
+	var haves []plumbing.Hash
+	for _, h := range remote {
+		if _, err := r.commit(h); err == nil {
+			haves = append(haves, h)
+		}
+	}
+	objs, err := revlist.Objects(r.repo.Storer, commits, haves)
+	if err != nil {
+		return nil, fmt.Errorf("list objects to push: %w", classify(err))
+	}
+	return objs, nil
 }
 
 // stale returns an error wrapping ErrStale naming the first update whose
@@ -151,20 +372,17 @@ func stale(remote map[string]plumbing.Hash, updates []RefUpdate, allowNew bool) 
 
 // remoteBranches lists the remote's branches, short name -> commit.
 func (r *Repo) remoteBranches(ctx context.Context) (map[string]plumbing.Hash, error) {
-	lister := git.NewRemote(r.repo.Storer, &config.RemoteConfig{Name: remoteName, URLs: []string{r.rawURL}})
-	refs, err := lister.ListContext(ctx, &git.ListOptions{Auth: r.auth})
-	out := make(map[string]plumbing.Hash)
+	sess, err := r.uploadPackSession()
+	if err != nil {
+		return nil, fmt.Errorf("list remote branches: %w", err)
+	}
+	defer sess.Close()
+	adv, err := sess.AdvertisedReferencesContext(ctx)
 	switch {
 	case errors.Is(err, transport.ErrEmptyRemoteRepository):
-		return out, nil
+		return map[string]plumbing.Hash{}, nil
 	case err != nil:
 		return nil, fmt.Errorf("list remote branches: %w", classify(redactError(err, r.rawURL)))
 	}
-	for _, ref := range refs {
-		name, ok := strings.CutPrefix(ref.Name().String(), branchSpace)
-		if ok && ref.Type() == plumbing.HashReference {
-			out[name] = ref.Hash()
-		}
-	}
-	return out, nil
+	return advertisedBranches(adv), nil
 }

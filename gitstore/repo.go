@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -29,42 +30,99 @@ type Options struct {
 	// Auth authenticates to the remote; nil means anonymous access (or the
 	// credentials embedded in an http(s) URL).
 	Auth transport.AuthMethod
+
+	// CacheDir, when not empty, keeps the mirror on disk as a bare
+	// repository in a directory of CacheDir named after the URL (without its
+	// credentials), reused by later Opens in this and other processes, so
+	// that fetches are incremental. The mirror is locked from Open to Close.
+	// "" keeps the mirror in memory. See DefaultCacheDir.
+	CacheDir string
+
+	// LockTimeout is how long Open waits for another holder of the on-disk
+	// mirror's lock before failing with ErrCacheLocked; zero means 10s.
+	LockTimeout time.Duration
 }
 
-// Repo is an in-memory mirror of a remote repository's branches (refs/heads/*
-// only; tags are not fetched), kept up to date with Fetch and written to with
-// Push. Local branch refs always mirror the remote as of the last Fetch or
-// successful Push.
+// Repo is a mirror of a remote repository's branches (refs/heads/* only; tags
+// are not fetched), in memory or on disk (Options.CacheDir), kept up to date
+// with Fetch and written to with Push. Local branch refs always mirror the
+// remote as of the last Fetch or successful Push.
 //
 // A Repo is safe for concurrent use by multiple goroutines, except through the
-// *git.Repository returned by Git, which must not be used while Fetch, Push,
-// WriteTree or CreateCommit run.
+// *git.Repository returned by Git, which must not be used while any other
+// method runs. Readers (Branch, Commit, ReadFile, RawObject, TreeEntry, ...)
+// of an in-memory Repo run in parallel; those of an on-disk Repo are
+// serialized, as go-git's filesystem storage is not safe for concurrent
+// reads. A Repo must not be used after Close.
 type Repo struct {
-	// mu guards repo's storage: go-git's memory storage is a set of plain maps.
-	// Writers (Fetch, Push, WriteTree, CreateCommit) take it exclusively.
+	// mu guards repo's storage: go-git's memory storage is a set of plain maps,
+	// its filesystem storage caches without locks. Writers (Fetch, Push,
+	// WriteTree, CreateCommit) take it exclusively; readers share it for
+	// memory storage only (see rlock).
 	mu      sync.RWMutex
 	repo    *git.Repository
 	rawURL  string // normalized, with credentials: only for go-git
 	safeURL string // redacted, for errors and logs
 	auth    transport.AuthMethod
+
+	// pending holds the objects WriteTree and CreateCommit stored that no
+	// successful Push has delivered yet; Push sends those reachable from its
+	// New commits. Guarded by mu.
+	pending map[plumbing.Hash]struct{}
+
+	disk *diskCache // nil for an in-memory Repo
+}
+
+// rlock takes r.mu for reading: shared for memory storage, exclusive for
+// filesystem storage.
+func (r *Repo) rlock() {
+	if r.disk != nil {
+		r.mu.Lock()
+		return
+	}
+	r.mu.RLock()
+}
+
+func (r *Repo) runlock() {
+	if r.disk != nil {
+		r.mu.Unlock()
+		return
+	}
+	r.mu.RUnlock()
 }
 
 // Open clones every branch of the remote at url (see NormalizeURL for the
-// accepted forms) into memory, without a worktree. An empty remote gives a
-// Repo with no branches, not an error.
+// accepted forms) into memory, without a worktree, or, when opts.CacheDir is
+// set, brings the on-disk mirror of url in CacheDir up to date (creating it
+// on first use) and holds its lock until Close. An empty remote gives a Repo
+// with no branches, not an error.
 //
 // Errors name the redacted URL. A path or repository that does not exist
 // gives an error wrapping ErrNotFound; authentication failures wrap go-git's
 // transport.ErrAuthenticationRequired or transport.ErrAuthorizationFailed.
-func Open(ctx context.Context, url string, opts Options) (*Repo, error) {
+// A mirror locked by another process past opts.LockTimeout gives an error
+// wrapping ErrCacheLocked; a cache directory that is not writable, or a
+// corrupt mirror, one wrapping ErrCacheUnusable that names the path.
+func Open(ctx context.Context, url string, opts Options) (r *Repo, err error) {
 	normalized, err := NormalizeURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("open repository: %w", err)
 	}
-	r := &Repo{
+	r = &Repo{
 		rawURL:  normalized,
 		safeURL: Redact(normalized),
 		auth:    opts.Auth,
+		pending: make(map[plumbing.Hash]struct{}),
+	}
+	if opts.CacheDir != "" {
+		if err := r.openDisk(ctx, opts); err != nil {
+			return nil, fmt.Errorf("open %s: %w", r.safeURL, err)
+		}
+		if err := r.fetch(ctx); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("open %s: %w", r.safeURL, err)
+		}
+		return r, nil
 	}
 	repo, err := git.Init(memory.NewStorage(), nil)
 	if err != nil {
@@ -84,8 +142,8 @@ func Open(ctx context.Context, url string, opts Options) (*Repo, error) {
 	return r, nil
 }
 
-// Git returns the underlying go-git repository (bare, in memory). See Repo for
-// the concurrency rules.
+// Git returns the underlying go-git repository (bare, in memory or on disk).
+// See Repo for the concurrency rules.
 func (r *Repo) Git() *git.Repository { return r.repo }
 
 // URL returns the remote's URL with credentials redacted.
@@ -98,16 +156,30 @@ func (r *Repo) URL() string { return r.safeURL }
 func (r *Repo) Fetch(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.usable(); err != nil {
+		return fmt.Errorf("fetch %s: %w", r.safeURL, err)
+	}
 	if err := r.fetch(ctx); err != nil {
 		return fmt.Errorf("fetch %s: %w", r.safeURL, err)
 	}
 	return nil
 }
 
-// fetch runs a mirroring fetch; r.mu must be held exclusively.
-func (r *Repo) fetch(ctx context.Context) error {
-	err := r.repo.FetchContext(ctx, &git.FetchOptions{
+// fetch runs a mirroring fetch; r.mu must be held exclusively. For an on-disk
+// mirror, errors (and go-git panics) caused by a corrupt mirror wrap
+// ErrCacheUnusable, and the mirror is repacked when it has accumulated loose
+// objects or packs.
+func (r *Repo) fetch(ctx context.Context) (err error) {
+	if r.disk != nil {
+		defer func() {
+			if p := recover(); p != nil {
+				err = r.disk.corrupt(fmt.Errorf("go-git panicked: %v", p))
+			}
+		}()
+	}
+	err = r.repo.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: remoteName,
+		RemoteURL:  r.rawURL,
 		RefSpecs:   []config.RefSpec{mirrorSpec},
 		Auth:       r.auth,
 		Tags:       git.NoTags,
@@ -116,11 +188,21 @@ func (r *Repo) fetch(ctx context.Context) error {
 	})
 	switch {
 	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
-		return nil
+		return r.maintain()
 	case errors.Is(err, transport.ErrEmptyRemoteRepository):
 		return r.removeBranches()
 	}
-	return classify(redactError(err, r.rawURL))
+	err = redactError(err, r.rawURL)
+	if r.disk != nil && ctx.Err() == nil {
+		// Tell a broken mirror from a network or server failure.
+		if errors.Is(err, plumbing.ErrObjectNotFound) {
+			return r.disk.corrupt(err)
+		}
+		if verr := r.disk.validate(r.repo); verr != nil {
+			return verr
+		}
+	}
+	return classify(err)
 }
 
 // removeBranches deletes every local branch; r.mu must be held exclusively.
@@ -157,8 +239,8 @@ func (r *Repo) Branch(name string) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("resolve branch: %w", err)
 	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	got, err := r.repo.Storer.Reference(ref)
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("resolve branch %q: %w", name, classify(err))
@@ -172,8 +254,8 @@ func (r *Repo) Branch(name string) (plumbing.Hash, error) {
 // Branches returns the branches whose short name starts with prefix ("" for
 // all), as short name -> commit. No match gives an empty map, not an error.
 func (r *Repo) Branches(prefix string) (map[string]plumbing.Hash, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	return r.branches(prefix)
 }
 
@@ -200,8 +282,8 @@ func (r *Repo) branches(prefix string) (map[string]plumbing.Hash, error) {
 // Commit returns the commit object h. The error wraps ErrNotFound when the
 // commit is not in the local mirror.
 func (r *Repo) Commit(h plumbing.Hash) (*object.Commit, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	return r.commit(h)
 }
 
@@ -217,8 +299,8 @@ func (r *Repo) commit(h plumbing.Hash) (*object.Commit, error) {
 // all parents (a == b counts). The error wraps ErrNotFound when either commit
 // is missing.
 func (r *Repo) IsAncestor(a, b plumbing.Hash) (bool, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	ca, err := r.commit(a)
 	if err != nil {
 		return false, fmt.Errorf("check ancestry: %w", err)
@@ -238,8 +320,8 @@ func (r *Repo) IsAncestor(a, b plumbing.Hash) (bool, error) {
 // commit, newest first, or only its first max commits when max > 0. The error
 // wraps ErrNotFound when a commit of the chain is missing.
 func (r *Repo) FirstParents(head plumbing.Hash, max int) ([]*object.Commit, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	var out []*object.Commit
 	for h := head; max <= 0 || len(out) < max; {
 		c, err := r.commit(h)

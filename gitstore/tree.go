@@ -198,6 +198,7 @@ func (r *Repo) storeNode(n *treeNode) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("store tree: %w", err)
 	}
+	r.stored(h)
 	return h, nil
 }
 
@@ -221,6 +222,7 @@ func (r *Repo) storeBlob(content []byte) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("store blob: %w", err)
 	}
+	r.stored(h)
 	return h, nil
 }
 
@@ -275,7 +277,17 @@ func (r *Repo) CreateCommit(c NewCommit) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("create commit: store: %w", err)
 	}
+	r.stored(h)
 	return h, nil
+}
+
+// stored records an object this Repo wrote, for Push to send; r.mu must be
+// held exclusively.
+func (r *Repo) stored(h plumbing.Hash) {
+	r.pending[h] = struct{}{}
+	if r.disk != nil {
+		r.disk.loose++
+	}
 }
 
 func validSignature(s object.Signature) error {
