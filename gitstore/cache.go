@@ -146,7 +146,7 @@ func (r *Repo) openDisk(ctx context.Context, opts Options) (err error) {
 		filesystem.Options{MaxOpenDescriptors: maxOpenPacks})
 	repo, err := git.Open(d.st, nil)
 	if err != nil {
-		return d.corrupt(err)
+		return d.corrupt(fmt.Errorf("open repository: %w", err))
 	}
 	if err := d.validate(repo); err != nil {
 		return err

@@ -16,9 +16,13 @@ import (
 
 // TestMain makes the git processes go-git's file transport starts
 // (git-upload-pack, git-receive-pack) as hermetic as the ones gittest runs.
+// With holdLockEnv set, the test binary is TestCacheLocked's child instead.
 func TestMain(m *testing.M) {
 	os.Setenv("GIT_CONFIG_GLOBAL", "/dev/null")
 	os.Setenv("GIT_CONFIG_NOSYSTEM", "1")
+	if spec := os.Getenv(holdLockEnv); spec != "" {
+		os.Exit(holdLock(spec))
+	}
 	os.Exit(m.Run())
 }
 

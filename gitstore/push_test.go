@@ -385,3 +385,125 @@ func TestPushConcurrentWriters(t *testing.T) {
 	}
 	gittest.Git(t, bare, "fsck", "--strict", "--no-dangling")
 }
+
+// TestPushRemoteVanishes moves the remote away between building commits and
+// pushing: Push fails (not ErrStale, no panic), nothing local moves, and once
+// the remote is back the next Fetch and Push deliver the objects the failed
+// push did not.
+func TestPushRemoteVanishes(t *testing.T) {
+	t.Parallel()
+	for _, tr := range transports {
+		for _, cached := range []bool{false, true} {
+			name := tr.name + "/memory"
+			if cached {
+				name = tr.name + "/disk"
+			}
+			t.Run(name, func(t *testing.T) {
+				bare := gittest.NewBare(t, desiredState)
+				url := tr.url(t, bare)
+				var r *Repo
+				if cached {
+					r = openCached(t, url, t.TempDir())
+				} else {
+					r = open(t, url)
+				}
+				main := r.mustBranch(t, "main")
+				c1 := commitOn(t, r, main, "one.txt", "1\n")
+				c2 := commitOn(t, r, c1, "two.txt", "2\n")
+				pending := len(r.pending)
+
+				away := bare + ".away"
+				if err := os.Rename(bare, away); err != nil {
+					t.Fatal(err)
+				}
+				err := r.Push(context.Background(), RefUpdate{Branch: "main", Old: main, New: c2})
+				t.Logf("Push: %v", err)
+				if err == nil || errors.Is(err, ErrStale) {
+					t.Fatalf("Push to a vanished remote: %v, want an error other than ErrStale", err)
+				}
+				if got := r.mustBranch(t, "main"); got != main {
+					t.Errorf("local main moved to %s", got)
+				}
+				if len(r.pending) != pending {
+					t.Errorf("%d objects pending after the failed push, want %d", len(r.pending), pending)
+				}
+
+				if err := os.Rename(away, bare); err != nil {
+					t.Fatal(err)
+				}
+				fetch(t, r)
+				if err := r.Push(context.Background(), RefUpdate{Branch: "main", Old: main, New: c2}); err != nil {
+					t.Fatalf("Push after the remote came back: %v", err)
+				}
+				if got := remoteHead(t, bare, "main"); got != c2 {
+					t.Errorf("remote main = %s, want %s", got, c2)
+				}
+				if len(r.pending) != 0 {
+					t.Errorf("%d objects still pending", len(r.pending))
+				}
+				gittest.Git(t, bare, "fsck", "--strict", "--no-dangling")
+			})
+		}
+	}
+}
+
+// TestPushObjectsFromAnotherRepo pushes a commit whose parent was created by
+// another Repo and never pushed: the server reports missing objects, and
+// Push falls back to a full pack.
+func TestPushObjectsFromAnotherRepo(t *testing.T) {
+	t.Parallel()
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			bare := gittest.NewBare(t, desiredState)
+			url := tr.url(t, bare)
+			cacheDir := t.TempDir()
+			r := openCached(t, url, cacheDir)
+			main := r.mustBranch(t, "main")
+			c1 := commitOn(t, r, main, "one.txt", "1\n")
+			r.Close()
+
+			// A later process: c1 is in the mirror but not pending.
+			r2 := openCached(t, url, cacheDir)
+			if len(r2.pending) != 0 {
+				t.Fatalf("%d objects pending in a fresh Repo", len(r2.pending))
+			}
+			c2 := commitOn(t, r2, c1, "two.txt", "2\n")
+			if err := r2.Push(context.Background(), RefUpdate{Branch: "main", Old: main, New: c2}); err != nil {
+				t.Fatalf("Push: %v", err)
+			}
+			if got := remoteHead(t, bare, "main"); got != c2 {
+				t.Errorf("remote main = %s, want %s", got, c2)
+			}
+			gittest.Git(t, bare, "fsck", "--strict", "--no-dangling")
+		})
+	}
+}
+
+// TestPushSendsOnlyCreatedObjects checks the pack Push sends: the objects of
+// the new commit only, not the history under it.
+func TestPushSendsOnlyCreatedObjects(t *testing.T) {
+	t.Parallel()
+	bare := chainRepo(t, t.TempDir(), 200)
+	r := open(t, bare)
+	main := r.mustBranch(t, "main")
+	other := commitOn(t, r, main, "unrelated.txt", "not pushed\n")
+	c := commitOn(t, r, main, ledgerPath(201), "{}\n")
+	objs, err := r.pendingFrom([]plumbing.Hash{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The commit, its blob, and the root, ledger/ and ledger/000000000 trees.
+	if len(objs) != 5 {
+		t.Errorf("pack of %d objects, want 5: %v", len(objs), objs)
+	}
+	if err := r.Push(context.Background(), RefUpdate{Branch: "main", Old: main, New: c}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.pending[other]; !ok {
+		t.Error("an unpushed commit was dropped from the pending objects")
+	}
+	if _, ok := r.pending[c]; ok {
+		t.Error("a pushed commit is still pending")
+	}
+	gittest.Git(t, bare, "fsck", "--strict", "--no-dangling")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -176,6 +177,11 @@ func (r *Repo) fetch(ctx context.Context) (err error) {
 				err = r.disk.corrupt(fmt.Errorf("go-git panicked: %v", p))
 			}
 		}()
+		// Cheap (a few reads per pack), and go-git would otherwise read a
+		// damaged pack only when it needs one of its objects.
+		if err := checkPacks(filepath.Join(r.disk.mirror, "objects", "pack")); err != nil {
+			return r.disk.corrupt(err)
+		}
 	}
 	err = r.repo.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: remoteName,
