@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	intoto "github.com/in-toto/attestation/go/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Branch is the evidence branch.
@@ -19,24 +22,6 @@ const (
 	StatementType = "https://in-toto.io/Statement/v1"
 	PredicateType = "https://github.com/agentgitops/reconciler/ledger/v1"
 	PayloadType   = "application/vnd.in-toto+json"
-)
-
-// Event types.
-const (
-	SpecLoaded         = "spec.loaded"
-	SpecInvalid        = "spec.invalid"
-	RunStarted         = "run.started"
-	RunFinished        = "run.finished"
-	RunFailed          = "run.failed"
-	RunHeld            = "run.held"
-	PolicyDecision     = "policy.decision"
-	ProposalOpened     = "proposal.opened"
-	ProposalApproved   = "proposal.approved"
-	ProposalMerged     = "proposal.merged"
-	ProposalRejected   = "proposal.rejected"
-	ProposalSuperseded = "proposal.superseded"
-	BudgetExceeded     = "budget.exceeded"
-	PolicyViolation    = "policy.violation"
 )
 
 // Event is what happened. It is the body of an entry's predicate.
@@ -83,6 +68,22 @@ type Event struct {
 
 	Error       string   `json:"error,omitempty"`
 	Diagnostics []string `json:"diagnostics,omitempty"`
+
+	// Keys is set on ledger.genesis and keys.changed: the whole set of
+	// keys trusted to sign the entries after it (for genesis, it too).
+	Keys []Key `json:"keys,omitempty"`
+}
+
+// Key is a public key trusted to sign ledger entries.
+type Key struct {
+	// ID is the key hint Sigstore bundles carry: base64 of the sha256 of
+	// the key's PKIX DER encoding.
+	ID string `json:"id"`
+	// PEM is the PKIX "PUBLIC KEY" PEM block.
+	PEM string `json:"pem"`
+	// Source says where the key came from, e.g.
+	// "main:.reconciler/keys/ops.pub" or "reconciler".
+	Source string `json:"source,omitempty"`
 }
 
 // Hold is why a run did not start, and when that clears.
@@ -134,7 +135,6 @@ type Predicate struct {
 // Entry is a stored ledger entry.
 type Entry struct {
 	Predicate
-	Subject string
 	// Path is the bundle's path on the evidence branch.
 	Path string
 	// Commit is the evidence-branch commit that added the entry.
@@ -143,6 +143,8 @@ type Entry struct {
 	// sha256 in hex (what the next entry's Prev holds).
 	Bundle []byte
 	Digest string
+	// Signer is the ID of the trusted key whose signature verified.
+	Signer string
 }
 
 // TranscriptPath returns where a run's transcript is stored.
@@ -179,53 +181,79 @@ func isHexCommit(s string) bool {
 	return err == nil
 }
 
-// newStatement builds the in-toto statement of an entry.
+// newStatement builds the in-toto statement of an entry with in-toto's Go
+// binding, checked by its Validate.
 func newStatement(p Predicate) ([]byte, error) {
-	if !isHexCommit(p.Event.Subject) {
-		return nil, fmt.Errorf("build statement for %s: subject %q is not a git commit id", p.Type, p.Event.Subject)
-	}
 	pred, err := json.Marshal(p)
 	if err != nil {
+		return nil, fmt.Errorf("encode predicate: %w", err)
+	}
+	var body structpb.Struct
+	if err := protojson.Unmarshal(pred, &body); err != nil {
 		return nil, fmt.Errorf("encode predicate: %w", err)
 	}
 	name := p.Event.SubjectName
 	if name == "" {
 		name = "commit"
 	}
-	return json.Marshal(statement{
-		Type:          StatementType,
-		Subject:       []subject{{Name: name, Digest: map[string]string{"gitCommit": p.Event.Subject}}},
+	st := &intoto.Statement{
+		Type:          intoto.StatementTypeUri,
+		Subject:       []*intoto.ResourceDescriptor{{Name: name, Digest: map[string]string{"gitCommit": p.Event.Subject}}},
 		PredicateType: PredicateType,
-		Predicate:     pred,
-	})
+		Predicate:     &body,
+	}
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("build statement for %s: %w", p.Type, err)
+	}
+	b, err := protojson.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("encode statement: %w", err)
+	}
+	return b, nil
 }
 
-// parseStatement decodes a statement signed by the ledger.
-func parseStatement(b []byte) (Predicate, string, error) {
+// parseStatement decodes a statement signed by the ledger and checks it
+// with in-toto's binding and the event schema.
+func parseStatement(b []byte) (Predicate, error) {
 	var st statement
 	if err := json.Unmarshal(b, &st); err != nil {
-		return Predicate{}, "", fmt.Errorf("statement is not JSON: %w", err)
+		return Predicate{}, fmt.Errorf("statement is not JSON: %w", err)
 	}
 	if st.Type != StatementType {
-		return Predicate{}, "", fmt.Errorf("statement _type is %q, want %q", st.Type, StatementType)
+		return Predicate{}, fmt.Errorf("statement _type is %q, want %q", st.Type, StatementType)
 	}
 	if st.PredicateType != PredicateType {
-		return Predicate{}, "", fmt.Errorf("predicateType is %q, want %q", st.PredicateType, PredicateType)
+		return Predicate{}, fmt.Errorf("predicateType is %q, want %q", st.PredicateType, PredicateType)
 	}
 	if len(st.Subject) != 1 || !isHexCommit(st.Subject[0].Digest["gitCommit"]) {
-		return Predicate{}, "", fmt.Errorf("statement must have exactly one subject with a gitCommit digest")
+		return Predicate{}, fmt.Errorf("statement must have exactly one subject with a gitCommit digest")
+	}
+	bound := &intoto.Statement{
+		Type:          st.Type,
+		Subject:       []*intoto.ResourceDescriptor{{Name: st.Subject[0].Name, Digest: st.Subject[0].Digest}},
+		PredicateType: st.PredicateType,
+	}
+	if len(st.Predicate) > 0 && string(st.Predicate) != "null" {
+		bound.Predicate = &structpb.Struct{}
+	}
+	if err := bound.Validate(); err != nil {
+		return Predicate{}, fmt.Errorf("in-toto statement: %w", err)
 	}
 	var p Predicate
 	if err := json.Unmarshal(st.Predicate, &p); err != nil {
-		return Predicate{}, "", fmt.Errorf("predicate: %w", err)
+		return Predicate{}, fmt.Errorf("predicate: %w", err)
 	}
 	p.Event.Subject = st.Subject[0].Digest["gitCommit"]
 	p.Event.SubjectName = st.Subject[0].Name
-	return p, p.Event.Subject, nil
+	if err := p.Event.Validate(); err != nil {
+		return Predicate{}, err
+	}
+	return p, nil
 }
 
 // unverifiedPayload returns the DSSE payload of a bundle without checking its
-// signature. Only the ledger's own reads for state use it; Verify checks.
+// signature. Only trust bootstrapping (reading the keys a genesis entry
+// names, before checking that it is signed by one of them) uses it.
 func unverifiedPayload(bundle []byte) ([]byte, error) {
 	var b struct {
 		DSSE *struct {

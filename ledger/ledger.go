@@ -13,28 +13,38 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/signing"
 )
 
-// Signer signs a statement into a Sigstore bundle.
+// Signer signs a statement into a Sigstore bundle with the key it names.
 type Signer interface {
 	SignStatement(ctx context.Context, statement []byte) ([]byte, error)
+	PublicKey() signing.PublicKey
 }
 
-// ErrRewritten is returned when the evidence branch no longer descends from
-// the head this Ledger last saw: someone rewrote the audit trail.
+// ErrRewritten is wrapped when the evidence branch no longer extends what
+// this Ledger has seen (or a saved state says was seen): someone truncated,
+// rewrote or deleted the audit trail.
 var ErrRewritten = errors.New("evidence branch was rewritten")
 
 // Ledger reads and appends the entries of one repository's evidence branch.
-// It caches what it has read; entries are immutable, so only new commits are
-// read on later calls. A Ledger is not safe for concurrent use.
+// Every entry it reads is verified against the trust history (the keys of
+// the genesis entry, then of each keys.changed entry) before it is folded
+// into the State; reading is incremental, so only entries after the last
+// one read are fetched, verified and applied. A Ledger is not safe for
+// concurrent use.
 type Ledger struct {
 	repo     *gitstore.Repo
 	signer   Signer
 	identity object.Signature
 	now      func() time.Time
 
-	head    plumbing.Hash
-	entries []Entry
+	stateFile string
+	loaded    bool // stateFile was tried
+	savedSeq  uint64
+
+	trust trust
+	state *State
 }
 
 // Options configure a Ledger.
@@ -45,6 +55,14 @@ type Options struct {
 	Identity object.Signature
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// TrustedKeys pins the keys the genesis entry must be signed by; empty
+	// means trust on first use (the genesis entry's own keys).
+	TrustedKeys []signing.PublicKey
+	// StateFile, when set, is where Save keeps the fold between processes
+	// (in the repository's cache), so a new process reads only the entries
+	// appended since. A missing or unreadable file means reading from the
+	// first entry.
+	StateFile string
 }
 
 // New returns a Ledger over repo's evidence branch.
@@ -53,54 +71,87 @@ func New(repo *gitstore.Repo, opts Options) *Ledger {
 	if now == nil {
 		now = time.Now
 	}
-	return &Ledger{repo: repo, signer: opts.Signer, identity: opts.Identity, now: now}
-}
-
-// Entries returns every entry on the evidence branch of the local mirror, in
-// order, decoded without verifying signatures (Verify does that). It returns
-// ErrRewritten when the branch no longer descends from what was read before.
-func (l *Ledger) Entries(ctx context.Context) ([]Entry, error) {
-	if err := l.refresh(ctx); err != nil {
-		return nil, err
+	return &Ledger{
+		repo: repo, signer: opts.Signer, identity: opts.Identity, now: now,
+		stateFile: opts.StateFile,
+		trust:     trust{pinned: opts.TrustedKeys},
+		state:     NewState(),
 	}
-	return l.entries, nil
 }
 
-// Head returns the last entry, or false when the ledger is empty.
-func (l *Ledger) Head(ctx context.Context) (Entry, bool, error) {
-	es, err := l.Entries(ctx)
-	if err != nil || len(es) == 0 {
-		return Entry{}, false, err
+// State returns the fold of every entry read so far. It is the Ledger's
+// own: callers must not modify it (Clone it to experiment).
+func (l *Ledger) State() *State { return l.state }
+
+// Sync reads, verifies and applies the entries appended to the evidence
+// branch of the local mirror since the last read, and returns them. It
+// fails, applying nothing from the bad entry on, with an error wrapping
+// ErrRewritten when the branch does not extend what was read before
+// (truncated, rewritten or deleted), and with a *VerifyError wrapping
+// ErrUntrusted or ErrInvalid when an entry does not verify.
+func (l *Ledger) Sync(ctx context.Context) ([]Entry, error) {
+	if !l.loaded {
+		l.loaded = true
+		l.load()
 	}
-	return es[len(es)-1], true, nil
-}
-
-func (l *Ledger) refresh(ctx context.Context) error {
-	head, err := l.repo.Branch(Branch)
+	tip, err := l.repo.Branch(Branch)
 	if errors.Is(err, gitstore.ErrNotFound) {
-		if !l.head.IsZero() {
-			return fmt.Errorf("read ledger: %w: branch %s was deleted", ErrRewritten, Branch)
+		if l.state.Seq > 0 {
+			return nil, fmt.Errorf("read ledger: %w: branch %s was deleted, but entry %d (commit %s) was seen", ErrRewritten, Branch, l.state.Seq, short(l.state.Head.String()))
 		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read ledger: %w", err)
+	}
+	if tip == l.state.Head {
+		return nil, nil
+	}
+	var fresh []Entry
+	err = l.read(ctx, tip, l.state, &l.trust, func(e Entry) error {
+		if err := l.state.Apply(e); err != nil {
+			return &VerifyError{Seq: e.Seq, Path: e.Path, Commit: e.Commit, Reason: "cannot be folded", Err: err}
+		}
+		fresh = append(fresh, e)
+		return nil
+	})
+	return fresh, err
+}
+
+// Entries returns every entry on the evidence branch of the local mirror,
+// in order, each verified as Sync verifies. It reads the whole branch:
+// use Sync and State, or Each, where the ledger may be long.
+func (l *Ledger) Entries(ctx context.Context) ([]Entry, error) {
+	var out []Entry
+	err := l.Each(ctx, func(e Entry) error {
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// Each calls fn with every entry of the evidence branch in order, each
+// verified against the trust history first, holding one entry at a time.
+// It stops at the first entry that does not verify, after fn has seen
+// every entry before it, and returns the error naming it.
+func (l *Ledger) Each(ctx context.Context, fn func(Entry) error) error {
+	tip, err := l.repo.Branch(Branch)
+	if errors.Is(err, gitstore.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("read ledger: %w", err)
 	}
-	if head == l.head {
-		return nil
-	}
-	if !l.head.IsZero() {
-		ok, err := l.repo.IsAncestor(l.head, head)
-		if err != nil {
-			return fmt.Errorf("read ledger: %w", err)
-		}
-		if !ok {
-			return fmt.Errorf("read ledger: %w: %s no longer contains %s", ErrRewritten, Branch, l.head)
-		}
-	}
-	// Walk back from the new head to the cached one, then decode forward.
-	var fresh []*object.Commit
-	for h := head; h != l.head; {
+	t := trust{pinned: l.trust.pinned}
+	return l.read(ctx, tip, NewState(), &t, fn)
+}
+
+// read walks the evidence branch from tip back to from.Head (the root when
+// from is empty), then verifies and hands each entry after from to fn,
+// oldest first.
+func (l *Ledger) read(ctx context.Context, tip plumbing.Hash, from *State, t *trust, fn func(Entry) error) error {
+	var chain []plumbing.Hash
+	for h := tip; h != from.Head || from.Seq == 0; {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -108,41 +159,116 @@ func (l *Ledger) refresh(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("read ledger: %w", err)
 		}
-		fresh = append(fresh, c)
+		if len(c.ParentHashes) > 1 {
+			return &VerifyError{Commit: c.Hash, Reason: fmt.Sprintf("commit %s is a merge; the evidence branch must be a single chain", c.Hash), Err: ErrInvalid}
+		}
+		chain = append(chain, h)
 		if len(c.ParentHashes) == 0 {
+			if from.Seq > 0 {
+				return fmt.Errorf("read ledger: %w: %s no longer contains entry %d (commit %s) that was read before: entries were cut off or the branch was replaced", ErrRewritten, Branch, from.Seq, short(from.Head.String()))
+			}
 			break
 		}
 		h = c.ParentHashes[0]
 	}
-	entries := l.entries
-	for i := len(fresh) - 1; i >= 0; i-- {
-		c := fresh[i]
-		seq := uint64(len(entries) + 1)
-		e, err := l.readEntry(c, seq)
+	prev, seq := from.Digest, from.Seq
+	parent := from.Head
+	for i := len(chain) - 1; i >= 0; i-- {
+		seq++
+		e, err := l.readEntry(chain[i], parent, seq, prev, t)
 		if err != nil {
 			return err
 		}
-		entries = append(entries, e)
+		if err := fn(e); err != nil {
+			return err
+		}
+		prev, parent = e.Digest, e.Commit
 	}
-	l.entries, l.head = entries, head
 	return nil
 }
 
-func (l *Ledger) readEntry(c *object.Commit, seq uint64) (Entry, error) {
+// readEntry reads and verifies the entry at seq added by commit h, whose
+// parent is parent (zero for the root).
+func (l *Ledger) readEntry(h, parent plumbing.Hash, seq uint64, prev string, t *trust) (Entry, error) {
 	path := EntryPath(seq)
-	b, err := l.repo.ReadFile(c.Hash, path)
-	if err != nil {
-		return Entry{}, fmt.Errorf("read ledger entry %d at %s: %w", seq, c.Hash, err)
+	fail := func(reason string, err error) error {
+		return &VerifyError{Seq: seq, Path: path, Commit: h, Reason: reason, Err: err}
 	}
-	payload, err := unverifiedPayload(b)
+	c, err := l.repo.Commit(h)
 	if err != nil {
-		return Entry{}, fmt.Errorf("read ledger entry %d (%s): %w", seq, path, err)
+		return Entry{}, fail("cannot read commit", err)
 	}
-	p, subject, err := parseStatement(payload)
+	b, err := l.repo.ReadFile(h, path)
 	if err != nil {
-		return Entry{}, fmt.Errorf("read ledger entry %d (%s): %w", seq, path, err)
+		return Entry{}, fail("entry file missing: entries were removed, reordered or moved", err)
 	}
-	return Entry{Predicate: p, Subject: subject, Path: path, Commit: c.Hash, Bundle: b, Digest: digest(b)}, nil
+	if !parent.IsZero() {
+		if _, err := l.repo.ReadFile(parent, path); err == nil {
+			return Entry{}, fail("the parent commit already has this entry: the branch was rewritten", nil)
+		}
+	}
+	p, key, err := t.verify(seq, b)
+	if err != nil {
+		return Entry{}, fail("does not verify", err)
+	}
+	if p.Seq != seq {
+		return Entry{}, fail(fmt.Sprintf("statement says seq %d at position %d: entries were removed, reordered or moved", p.Seq, seq), nil)
+	}
+	if p.Prev != prev {
+		return Entry{}, fail(fmt.Sprintf("prev is %q but the previous entry's digest is %q: the chain is broken", short(p.Prev), short(prev)), nil)
+	}
+	if msg := strings.TrimRight(c.Message, "\n"); msg != p.Summary {
+		return Entry{}, fail(fmt.Sprintf("commit message %q differs from the signed summary %q", msg, p.Summary), nil)
+	}
+	if err := t.advance(p); err != nil {
+		return Entry{}, fail("names keys that cannot be used", err)
+	}
+	return Entry{Predicate: p, Path: path, Commit: h, Bundle: b, Digest: digest(b), Signer: key.ID}, nil
+}
+
+// CheckSigner returns an error wrapping ErrUntrusted unless the ledger's
+// signer may append: its key is among the keys trusted now. An empty
+// ledger trusts whoever writes its genesis entry.
+func (l *Ledger) CheckSigner() error {
+	if l.signer == nil {
+		return errors.New("append to ledger: no signing key configured")
+	}
+	if l.state.Seq == 0 {
+		return nil
+	}
+	k := l.signer.PublicKey()
+	if !HasKey(l.state.Keys, k.ID) {
+		return fmt.Errorf("%w: signing key %s is not trusted by the ledger (trusted since entry %d: %s); admit its .pub under .reconciler/keys/ through an approved merge, or use a trusted key",
+			ErrUntrusted, k.ID, l.state.KeysSeq, keyIDs(l.state.Keys))
+	}
+	return nil
+}
+
+func keyIDs(keys []Key) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID
+	}
+	return strings.Join(ids, ", ")
+}
+
+// Init writes the genesis entry of an empty ledger: it trusts the signer's
+// key and keys (the repository's .reconciler/keys/*.pub at subject, the
+// protected branch's head). It does nothing and returns false when the
+// ledger already has entries.
+func (l *Ledger) Init(ctx context.Context, subject, subjectName string, keys []signing.PublicKey) (bool, error) {
+	if l.signer == nil {
+		return false, errors.New("start ledger: no signing key configured")
+	}
+	own := l.signer.PublicKey()
+	own.Source = "reconciler"
+	set := KeySet(append([]signing.PublicKey{own}, keys...)...)
+	ev := Event{
+		Type: Genesis, Subject: subject, SubjectName: subjectName, Keys: set,
+		Summary: fmt.Sprintf("ledger.genesis: %d trusted key(s): %s", len(set), keyIDs(set)),
+	}
+	stored, err := l.Append(ctx, ev)
+	return len(stored) > 0, err
 }
 
 // Append signs the events and commits them, one commit per entry, to the
@@ -154,27 +280,40 @@ func (l *Ledger) Append(ctx context.Context, events ...Event) ([]Entry, error) {
 	return l.AppendIf(ctx, nil, events...)
 }
 
-// AppendIf is Append with a precondition: check sees every entry on the
-// branch, freshly read on each attempt, and a non-nil error from it aborts
-// the append and is returned. Together with the compare-and-swap this makes
-// read-decide-append a transaction: a budget reservation is checked
-// against exactly the entries it is appended after.
-func (l *Ledger) AppendIf(ctx context.Context, check func([]Entry) error, events ...Event) ([]Entry, error) {
+// AppendIf is Append with a precondition: check sees the state of every
+// entry on the branch, freshly read on each attempt, and a non-nil error
+// from it aborts the append and is returned. Together with the
+// compare-and-swap this makes read-decide-append a transaction: a budget
+// reservation is checked against exactly the entries it is appended after.
+// check must not modify the state.
+//
+// AppendIf refuses, wrapping ErrUntrusted or ErrRewritten, to append after
+// an entry that does not verify, on a branch that no longer extends what
+// was read, or with a signer the ledger does not trust.
+func (l *Ledger) AppendIf(ctx context.Context, check func(*State) error, events ...Event) ([]Entry, error) {
 	if l.signer == nil {
 		return nil, fmt.Errorf("append to ledger: no signing key configured")
 	}
 	const attempts = 10
-	base := len(l.entries)
+	var recent []Entry
 	for attempt := 1; ; attempt++ {
-		if err := l.refresh(ctx); err != nil {
-			return nil, err
+		fresh, err := l.Sync(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("append to ledger: %w", err)
 		}
-		pending := l.withoutRecorded(events, l.entries[min(base, len(l.entries)):])
+		recent = append(recent, fresh...)
+		pending := withoutRecorded(events, recent, l.state.Seq)
 		if len(pending) == 0 {
 			return nil, nil
 		}
+		if l.state.Seq == 0 && pending[0].Type != Genesis {
+			return nil, fmt.Errorf("append %s to ledger: the ledger has no %s entry yet", pending[0].Type, Genesis)
+		}
+		if err := l.CheckSigner(); err != nil {
+			return nil, fmt.Errorf("append to ledger: %w", err)
+		}
 		if check != nil {
-			if err := check(l.entries); err != nil {
+			if err := check(l.state); err != nil {
 				return nil, err
 			}
 		}
@@ -182,10 +321,16 @@ func (l *Ledger) AppendIf(ctx context.Context, check func([]Entry) error, events
 		if err != nil {
 			return nil, err
 		}
-		err = l.repo.Push(ctx, gitstore.RefUpdate{Branch: Branch, Old: l.head, New: newHead})
+		err = l.repo.Push(ctx, gitstore.RefUpdate{Branch: Branch, Old: l.state.Head, New: newHead})
 		if err == nil {
-			l.entries = append(l.entries, stored...)
-			l.head = newHead
+			for _, e := range stored {
+				if err := l.state.Apply(e); err != nil {
+					return nil, fmt.Errorf("append to ledger: %w", err)
+				}
+				if err := l.trust.advance(e.Predicate); err != nil {
+					return nil, fmt.Errorf("append to ledger: %w", err)
+				}
+			}
 			return stored, nil
 		}
 		if !errors.Is(err, gitstore.ErrStale) || attempt == attempts {
@@ -204,11 +349,12 @@ func (l *Ledger) AppendIf(ctx context.Context, check func([]Entry) error, events
 	}
 }
 
-// withoutRecorded drops events that already appear among recent entries.
-func (l *Ledger) withoutRecorded(events []Event, recent []Entry) []Event {
+// withoutRecorded drops events that already appear among recent entries,
+// and a genesis event once the ledger has one.
+func withoutRecorded(events []Event, recent []Entry, seq uint64) []Event {
 	var out []Event
 	for _, ev := range events {
-		dup := false
+		dup := ev.Type == Genesis && seq > 0
 		for _, e := range recent {
 			if e.Type == ev.Type && e.RunID == ev.RunID && e.Agent == ev.Agent && e.Subject == ev.Subject {
 				dup = true
@@ -225,18 +371,13 @@ func (l *Ledger) withoutRecorded(events []Event, recent []Entry) []Event {
 // build signs and commits events on top of the current head without moving
 // any ref.
 func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.Hash, error) {
-	parent := l.head
-	prev := ""
-	if n := len(l.entries); n > 0 {
-		prev = l.entries[n-1].Digest
-	}
-	seq := uint64(len(l.entries))
+	parent := l.state.Head
+	prev := l.state.Digest
+	seq := l.state.Seq
+	key := l.signer.PublicKey().ID
 	var out []Entry
 	for _, ev := range events {
 		seq++
-		if strings.ContainsAny(ev.Summary, "\r\n") || ev.Summary == "" {
-			return nil, plumbing.ZeroHash, fmt.Errorf("append %s: summary must be one non-empty line", ev.Type)
-		}
 		files := []gitstore.FileChange{}
 		if ev.Transcript != nil {
 			if !validRunID(ev.RunID) {
@@ -244,6 +385,12 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 			}
 			ev.TranscriptDigest = digest(ev.Transcript)
 			files = append(files, gitstore.FileChange{Path: TranscriptPath(ev.RunID), Status: "added", Mode: filemode.Regular, Content: ev.Transcript})
+		}
+		if err := ev.Validate(); err != nil {
+			return nil, plumbing.ZeroHash, fmt.Errorf("append %s: %w", ev.Type, err)
+		}
+		if ev.Type == Genesis && seq != 1 {
+			return nil, plumbing.ZeroHash, fmt.Errorf("append %s: only entry 1 may be one", Genesis)
 		}
 		p := Predicate{Seq: seq, Prev: prev, Time: l.now().UTC().Truncate(time.Millisecond), Event: ev}
 		st, err := newStatement(p)
@@ -270,7 +417,8 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 		if err != nil {
 			return nil, plumbing.ZeroHash, fmt.Errorf("commit ledger entry %d: %w", seq, err)
 		}
-		out = append(out, Entry{Predicate: p, Subject: ev.Subject, Path: path, Commit: commit, Bundle: bundle, Digest: digest(bundle)})
+		p.Event.Transcript = nil
+		out = append(out, Entry{Predicate: p, Path: path, Commit: commit, Bundle: bundle, Digest: digest(bundle), Signer: key})
 		parent, prev = commit, digest(bundle)
 	}
 	return out, parent, nil
@@ -293,23 +441,22 @@ func validRunID(s string) bool {
 // its signed entry records. ErrNotFound-wrapping errors mean the run has no
 // transcript.
 func (l *Ledger) Transcript(ctx context.Context, runID string) ([]byte, Entry, error) {
-	es, err := l.Entries(ctx)
-	if err != nil {
+	if _, err := l.Sync(ctx); err != nil {
 		return nil, Entry{}, err
 	}
-	for i := len(es) - 1; i >= 0; i-- {
-		e := es[i]
-		if e.RunID != runID || e.TranscriptDigest == "" {
-			continue
-		}
-		b, err := l.repo.ReadFile(e.Commit, TranscriptPath(runID))
-		if err != nil {
-			return nil, e, fmt.Errorf("transcript of run %s: %w", runID, err)
-		}
-		if digest(b) != e.TranscriptDigest {
-			return nil, e, fmt.Errorf("transcript of run %s: %w: its sha256 differs from the one entry %d signed", runID, ErrInvalid, e.Seq)
-		}
-		return b, e, nil
+	var e *Entry
+	if r := l.state.Run(runID); r != nil {
+		e = r.Transcript
 	}
-	return nil, Entry{}, fmt.Errorf("run %s: %w: no transcript on %s", runID, gitstore.ErrNotFound, Branch)
+	if e == nil {
+		return nil, Entry{}, fmt.Errorf("run %s: %w: no transcript on %s", runID, gitstore.ErrNotFound, Branch)
+	}
+	b, err := l.repo.ReadFile(e.Commit, TranscriptPath(runID))
+	if err != nil {
+		return nil, *e, fmt.Errorf("transcript of run %s: %w", runID, err)
+	}
+	if digest(b) != e.TranscriptDigest {
+		return nil, *e, fmt.Errorf("transcript of run %s: %w: its sha256 differs from the one entry %d signed", runID, ErrInvalid, e.Seq)
+	}
+	return b, *e, nil
 }

@@ -16,11 +16,6 @@ import (
 	"github.com/agentgitops/reconciler/signing"
 )
 
-// Verifier checks a bundle's signature and returns the signed statement.
-type Verifier interface {
-	Verify(bundle []byte) (signing.Verified, error)
-}
-
 // ErrInvalid is wrapped by every verification failure.
 var ErrInvalid = errors.New("ledger verification failed")
 
@@ -50,14 +45,26 @@ func (e *VerifyError) Error() string {
 	return b.String()
 }
 
-func (e *VerifyError) Unwrap() []error { return []error{ErrInvalid, e.Err} }
+func (e *VerifyError) Unwrap() []error {
+	if errors.Is(e.Err, ErrUntrusted) || errors.Is(e.Err, ErrInvalid) {
+		return []error{e.Err}
+	}
+	return []error{ErrInvalid, e.Err}
+}
 
 // Report is the result of a successful verification.
 type Report struct {
 	Entries int
 	Head    plumbing.Hash
-	// Signers counts entries per verifying key source.
+	// Signers counts entries per verifying key ID.
 	Signers map[string]int
+	// Keys are the keys trusted after the last entry; GenesisKeys those
+	// the genesis entry named.
+	Keys, GenesisKeys []Key
+	// Pinned reports whether the genesis signer was checked against
+	// VerifyOptions.TrustedKeys; otherwise the genesis keys were trusted
+	// on first use.
+	Pinned bool
 }
 
 // VerifyOptions configure Verify.
@@ -69,113 +76,88 @@ type VerifyOptions struct {
 	// MaxTrailerScan bounds how many commits of the protected branch are
 	// scanned for trailers; 0 means 10000.
 	MaxTrailerScan int
+	// TrustedKeys pins the keys the genesis entry must be signed by;
+	// empty means trusting the genesis entry's own keys on first use.
+	TrustedKeys []signing.PublicKey
 }
 
 // Verify checks the evidence branch of repo: the branch is a single chain of
 // commits from a root, each adding exactly the next entry file (and nothing
-// that changes an earlier file); every bundle verifies against v; each
-// statement is a ledger statement whose seq is its position and whose prev is
-// the sha256 of the previous bundle's bytes; each commit's message is the
-// entry's summary; the spec commits entries name exist; and no commit on the
-// protected or proposal branches references an entry the ledger does not
-// have. The error is a *VerifyError naming the first bad entry, wrapping
-// ErrInvalid.
-func Verify(ctx context.Context, repo *gitstore.Repo, v Verifier, opts VerifyOptions) (*Report, error) {
-	rep := &Report{Signers: map[string]int{}}
+// that changes an earlier file); entry 1 is a genesis entry and every bundle
+// verifies against the keys trusted at its position (the genesis keys, then
+// those of each keys.changed entry, which a key trusted before it signed);
+// each statement is a ledger statement whose seq is its position and whose
+// prev is the sha256 of the previous bundle's bytes; each commit's message
+// is the entry's summary; the spec commits entries name exist; and no
+// commit on the protected or proposal branches references an entry the
+// ledger does not have. The error is a *VerifyError naming the first bad
+// entry, wrapping ErrInvalid or ErrUntrusted.
+func Verify(ctx context.Context, repo *gitstore.Repo, opts VerifyOptions) (*Report, error) {
+	rep := &Report{Signers: map[string]int{}, Pinned: len(opts.TrustedKeys) > 0}
 	head, err := repo.Branch(Branch)
 	if err != nil && !errors.Is(err, gitstore.ErrNotFound) {
 		return nil, fmt.Errorf("verify ledger: %w", err)
 	}
-	var chain []*object.Commit
-	for h := head; !h.IsZero(); {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		c, err := repo.Commit(h)
-		if err != nil {
-			return nil, fmt.Errorf("verify ledger: %w", err)
-		}
-		chain = append(chain, c)
-		switch len(c.ParentHashes) {
-		case 0:
-			h = plumbing.ZeroHash
-		case 1:
-			h = c.ParentHashes[0]
-		default:
-			// Position is only known once the chain is read; report it
-			// by commit.
-			return nil, &VerifyError{Commit: c.Hash, Reason: fmt.Sprintf("commit %s is a merge; the evidence branch must be a single chain", c.Hash)}
-		}
-	}
 	rep.Head = head
-	prev := ""
+	l := New(repo, Options{TrustedKeys: opts.TrustedKeys})
 	var prevTree *object.Tree
-	for i := len(chain) - 1; i >= 0; i-- {
-		c := chain[i]
-		seq := uint64(len(chain) - i)
-		path := EntryPath(seq)
+	var prevCommit plumbing.Hash
+	err = l.Each(ctx, func(e Entry) error {
 		fail := func(reason string, err error) error {
-			return &VerifyError{Seq: seq, Path: path, Commit: c.Hash, Reason: reason, Err: err}
+			return &VerifyError{Seq: e.Seq, Path: e.Path, Commit: e.Commit, Reason: reason, Err: err}
+		}
+		c, err := repo.Commit(e.Commit)
+		if err != nil {
+			return fail("cannot read commit", err)
 		}
 		tree, err := c.Tree()
 		if err != nil {
-			return nil, fail("cannot read tree", err)
+			return fail("cannot read tree", err)
 		}
-		transcripts, err := checkTreeChange(prevTree, tree, path)
+		transcripts, err := checkTreeChange(prevTree, tree, e.Path)
 		if err != nil {
-			return nil, fail("commit does not add exactly this entry", err)
+			return fail("commit does not add exactly this entry", err)
 		}
-		prevTree = tree
-		bundle, err := repo.ReadFile(c.Hash, path)
-		if err != nil {
-			return nil, fail("entry file missing", err)
-		}
-		verified, err := v.Verify(bundle)
-		if err != nil {
-			return nil, fail("signature does not verify against the trusted keys", err)
-		}
-		p, _, err := parseStatement(verified.Statement)
-		if err != nil {
-			return nil, fail("not a ledger statement", err)
-		}
-		if p.Seq != seq {
-			return nil, fail(fmt.Sprintf("statement says seq %d at position %d: entries were removed, reordered or moved", p.Seq, seq), nil)
-		}
-		if p.Prev != prev {
-			return nil, fail(fmt.Sprintf("prev is %q but the previous entry's digest is %q: the chain is broken", short(p.Prev), short(prev)), nil)
-		}
-		if msg := strings.TrimRight(c.Message, "\n"); msg != p.Summary {
-			return nil, fail(fmt.Sprintf("commit message %q differs from the signed summary %q", msg, p.Summary), nil)
-		}
+		prevTree, prevCommit = tree, e.Commit
 		for _, t := range transcripts {
-			if p.TranscriptDigest == "" || t != TranscriptPath(p.RunID) {
-				return nil, fail(fmt.Sprintf("commit adds %s, which the entry does not sign", t), nil)
+			if e.TranscriptDigest == "" || t != TranscriptPath(e.RunID) {
+				return fail(fmt.Sprintf("commit adds %s, which the entry does not sign", t), nil)
 			}
 		}
-		if p.TranscriptDigest != "" {
-			b, err := repo.ReadFile(c.Hash, TranscriptPath(p.RunID))
+		if e.TranscriptDigest != "" {
+			b, err := repo.ReadFile(e.Commit, TranscriptPath(e.RunID))
 			if err != nil {
-				return nil, fail("transcript missing", err)
+				return fail("transcript missing", err)
 			}
-			if digest(b) != p.TranscriptDigest {
-				return nil, fail(fmt.Sprintf("%s does not match the transcript digest the entry signed", TranscriptPath(p.RunID)), nil)
-			}
-		}
-		if p.SpecCommit != "" {
-			if _, err := repo.Commit(plumbing.NewHash(p.SpecCommit)); err != nil {
-				return nil, fail(fmt.Sprintf("spec commit %s does not exist: the protected branch was rewritten", p.SpecCommit), nil)
+			if digest(b) != e.TranscriptDigest {
+				return fail(fmt.Sprintf("%s does not match the transcript digest the entry signed", TranscriptPath(e.RunID)), nil)
 			}
 		}
-		if p.Type == ProposalMerged && p.Proposal != nil && p.Proposal.MergeCommit != "" {
-			if _, err := repo.Commit(plumbing.NewHash(p.Proposal.MergeCommit)); err != nil {
-				return nil, fail(fmt.Sprintf("merge commit %s does not exist: the protected branch was rewritten", p.Proposal.MergeCommit), nil)
+		if e.SpecCommit != "" {
+			if _, err := repo.Commit(plumbing.NewHash(e.SpecCommit)); err != nil {
+				return fail(fmt.Sprintf("spec commit %s does not exist: the protected branch was rewritten", e.SpecCommit), nil)
 			}
 		}
-		rep.Signers[verified.Key.Source]++
-		prev = digest(bundle)
+		if e.Type == ProposalMerged && e.Proposal != nil && e.Proposal.MergeCommit != "" {
+			if _, err := repo.Commit(plumbing.NewHash(e.Proposal.MergeCommit)); err != nil {
+				return fail(fmt.Sprintf("merge commit %s does not exist: the protected branch was rewritten", e.Proposal.MergeCommit), nil)
+			}
+		}
+		if e.Type == Genesis {
+			rep.GenesisKeys = e.Keys
+		}
+		if e.Type == Genesis || e.Type == KeysChanged {
+			rep.Keys = e.Keys
+		}
+		rep.Signers[e.Signer]++
+		rep.Entries++
+		return nil
+	})
+	_ = prevCommit
+	if err != nil {
+		return nil, err
 	}
-	rep.Entries = len(chain)
-	if err := checkReferences(repo, uint64(len(chain)), opts); err != nil {
+	if err := checkReferences(repo, uint64(rep.Entries), opts); err != nil {
 		return nil, err
 	}
 	return rep, nil
@@ -223,27 +205,44 @@ func checkTreeChange(prev, tree *object.Tree, path string) ([]string, error) {
 // checkReferences looks for Ledger-Entry trailers that point past the end of
 // the ledger on the protected branch and on proposal branches.
 func checkReferences(repo *gitstore.Repo, last uint64, opts VerifyOptions) error {
-	max := opts.MaxTrailerScan
+	n, commit, err := MaxReference(repo, opts.Protected, opts.MaxTrailerScan)
+	if err != nil {
+		return fmt.Errorf("verify ledger: %w", err)
+	}
+	if n > last {
+		return &VerifyError{Seq: last + 1, Path: EntryPath(last + 1), Err: ErrRewritten,
+			Reason: fmt.Sprintf("missing: commit %s references entry %d but the ledger ends at %d (entries were cut off or the branch was force-pushed)", commit.String()[:12], n, last)}
+	}
+	return nil
+}
+
+// MaxReference returns the highest entry number a Ledger-Entry trailer
+// names, and the commit carrying it, among the last max first-parent
+// commits of the protected branch (and the commits they merge) and of every
+// agents/* proposal branch; 0 when there is none. max 0 means 10000.
+func MaxReference(repo *gitstore.Repo, protected string, max int) (uint64, plumbing.Hash, error) {
 	if max == 0 {
 		max = 10000
 	}
 	var heads []plumbing.Hash
-	if opts.Protected != "" {
-		if h, err := repo.Branch(opts.Protected); err == nil {
+	if protected != "" {
+		if h, err := repo.Branch(protected); err == nil {
 			heads = append(heads, h)
 		}
 	}
 	proposals, err := repo.Branches("agents/")
 	if err != nil {
-		return fmt.Errorf("verify ledger: %w", err)
+		return 0, plumbing.ZeroHash, err
 	}
 	for _, name := range slices.Sorted(maps.Keys(proposals)) {
 		heads = append(heads, proposals[name])
 	}
+	var best uint64
+	var at plumbing.Hash
 	for _, h := range heads {
 		commits, err := repo.FirstParents(h, max)
 		if err != nil {
-			return fmt.Errorf("verify ledger: %w", err)
+			return 0, plumbing.ZeroHash, err
 		}
 		for _, c := range commits {
 			for _, parent := range append([]plumbing.Hash{c.Hash}, c.ParentHashes...) {
@@ -257,22 +256,12 @@ func checkReferences(repo *gitstore.Repo, last uint64, opts VerifyOptions) error
 				if !ok {
 					continue
 				}
-				n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-				if err == nil && n > last {
-					return &VerifyError{Seq: last + 1, Path: EntryPath(last + 1), Reason: fmt.Sprintf("missing: commit %s references entry %d but the ledger ends at %d (entries were cut off or the branch was force-pushed)", pc.Hash.String()[:12], n, last)}
+				if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil && n > best {
+					best, at = n, pc.Hash
 				}
 			}
 		}
 	}
-	return nil
+	return best, at, nil
 }
 
-func short(s string) string {
-	if len(s) > 12 {
-		return s[:12]
-	}
-	if s == "" {
-		return "(none)"
-	}
-	return s
-}

@@ -49,20 +49,20 @@ func (r *Reconciler) runAgents(ctx context.Context, p *pass) error {
 
 func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Agent) error {
 	// Finish what a previous pass (or process) started first.
-	for _, rn := range p.state.byAgent[a.Name] {
-		if rn.done() {
+	for _, rn := range p.state.AgentRuns(a.Name) {
+		if runDone(rn) {
 			continue
 		}
-		if rn.digest == a.Digest {
-			return r.execute(ctx, p, a, rn.id, rn.trigger, rn, policy.Admission{MaxTokens: a.Limits.MaxTokens})
+		if rn.SpecDigest == a.Digest {
+			return r.execute(ctx, p, a, rn.ID, rn.Trigger, rn, policy.Admission{MaxTokens: a.Limits.MaxTokens})
 		}
 		// The spec changed under an unfinished run: it will never be
 		// resumed, so close it.
 		_, err := r.append(ctx, p, ledger.Event{
-			Type: ledger.RunFailed, Agent: a.Name, RunID: rn.id, Trigger: rn.trigger, SpecDigest: rn.digest,
-			SpecCommit: rn.specCommit, Subject: rn.specCommit, SubjectName: r.cfg.Branch,
+			Type: ledger.RunFailed, Agent: a.Name, RunID: rn.ID, Trigger: rn.Trigger, SpecDigest: rn.SpecDigest,
+			SpecCommit: rn.SpecCommit, Subject: rn.SpecCommit, SubjectName: r.cfg.Branch,
 			Error:   "the agent's spec changed before the run finished",
-			Summary: fmt.Sprintf("run.failed %s %s: abandoned, the agent's spec changed before it finished", a.Name, rn.id),
+			Summary: fmt.Sprintf("run.failed %s %s: abandoned, the agent's spec changed before it finished", a.Name, rn.ID),
 		})
 		if err != nil {
 			return err
@@ -83,8 +83,8 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 // reason: a pass that finds the same hold again writes nothing.
 func (r *Reconciler) hold(ctx context.Context, p *pass, a *hclspec.Agent, trigger string, h *policy.Hold) error {
 	lh := &ledger.Hold{Kind: h.Kind, Policy: h.Policy, Rule: h.Rule, Until: h.Until.UTC(), Reason: h.Reason}
-	recorded := func(st *state) bool {
-		last := st.held[a.Name]
+	recorded := func(st *ledger.State) bool {
+		last := st.Held[a.Name]
 		return last != nil && last.Hold != nil && last.Hold.Kind == lh.Kind &&
 			last.Hold.Policy == lh.Policy && last.Hold.Rule == lh.Rule && last.Hold.Until.Equal(lh.Until)
 	}
@@ -101,7 +101,7 @@ func (r *Reconciler) hold(ctx context.Context, p *pass, a *hclspec.Agent, trigge
 	}
 	// Checked again on the ledger it lands on: another reconciler may
 	// have recorded the same hold meanwhile.
-	_, err := r.appendIf(ctx, p, func(st *state) error {
+	_, err := r.appendIf(ctx, p, func(st *ledger.State) error {
 		if recorded(st) {
 			return errRecorded
 		}
@@ -118,14 +118,14 @@ func (r *Reconciler) hold(ctx context.Context, p *pass, a *hclspec.Agent, trigge
 }
 
 // dueTrigger returns the id of the first trigger of a that has not run yet.
-func dueTrigger(st *state, a *hclspec.Agent, now time.Time) (string, bool) {
-	runs := st.byAgent[a.Name]
+func dueTrigger(st *ledger.State, a *hclspec.Agent, now time.Time) (string, bool) {
+	runs := st.AgentRuns(a.Name)
 	for _, t := range a.Triggers {
 		switch {
 		case t.OnSpecChange:
 			ran := false
 			for _, rn := range runs {
-				if rn.digest == a.Digest {
+				if rn.SpecDigest == a.Digest {
 					ran = true
 				}
 			}
@@ -141,7 +141,7 @@ func dueTrigger(st *state, a *hclspec.Agent, now time.Time) (string, bool) {
 			ran := false
 			for _, rn := range runs {
 				// A run of the same spec at or after the slot covers it.
-				if rn.trigger == id || (rn.digest == a.Digest && !rn.started.Before(slot)) {
+				if rn.Trigger == id || (rn.SpecDigest == a.Digest && !rn.Started.Before(slot)) {
 					ran = true
 				}
 			}
@@ -155,19 +155,19 @@ func dueTrigger(st *state, a *hclspec.Agent, now time.Time) (string, bool) {
 
 // execute drives one run from wherever the ledger says it is to its end.
 // prior is nil for a new run.
-func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, prior *run, adm policy.Admission) error {
+func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, prior *ledger.Run, adm policy.Admission) error {
 	specCommit := r.specCommit
 	base := ledger.Event{Agent: a.Name, RunID: runID, Trigger: trigger, SpecDigest: a.Digest, Subject: specCommit.String(), SubjectName: r.cfg.Branch, SpecCommit: specCommit.String()}
-	if prior != nil && prior.specCommit != "" {
+	if prior != nil && prior.SpecCommit != "" {
 		// Resume on the commit the run started with.
-		specCommit = plumbing.NewHash(prior.specCommit)
+		specCommit = plumbing.NewHash(prior.SpecCommit)
 		base.SpecCommit, base.Subject = specCommit.String(), specCommit.String()
 	}
 	branch := ProposalBranch(a.Name, runID)
 
 	// A proposal branch without a proposal.opened entry: a previous
 	// process pushed it and stopped. Adopt it.
-	if prior != nil && prior.decision != nil {
+	if prior != nil && prior.Decision != nil {
 		if head, err := r.repo.Branch(branch); err == nil {
 			return r.recordOpened(ctx, p, a, base, prior, head)
 		}
@@ -181,7 +181,7 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		// reservation is appended to it: another reconciler's runs that
 		// started meanwhile count.
 		var held *policy.Hold
-		_, err := r.appendIf(ctx, p, func(st *state) error {
+		_, err := r.appendIf(ctx, p, func(st *ledger.State) error {
 			if h := policy.Gate(r.spec, a, r.cfg.Now(), st).Hold; h != nil {
 				held = h
 				return errHeld
@@ -194,7 +194,7 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		if err != nil {
 			return err
 		}
-		prior = p.state.runs[runID]
+		prior = p.state.Run(runID)
 	}
 
 	res, changes, runErr := r.runInWorkspace(ctx, a, runID, trigger, specCommit)
@@ -211,7 +211,7 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		_, err := r.append(ctx, p, ev)
 		return errors.Join(runErr, err)
 	}
-	if prior.finished == nil {
+	if prior.Finished == nil {
 		ev := base
 		ev.Type = ledger.RunFinished
 		ev.Model = res.Model
@@ -228,7 +228,7 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		if _, err := r.append(ctx, p, ev); err != nil {
 			return err
 		}
-		prior = p.state.runs[runID]
+		prior = p.state.Run(runID)
 		if ev.Outcome == OutcomeDuplicateOpen {
 			return r.redecide(ctx, p, a, base, trigger, changes)
 		}
@@ -237,7 +237,7 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		}
 	}
 
-	if prior.decision == nil {
+	if prior.Decision == nil {
 		d := policy.Decide(r.spec, hclspec.ConditionInput{
 			Agent:  a,
 			Run:    hclspec.RunInfo{ID: runID, Trigger: trigger, Model: a.Model, SpecCommit: specCommit.String()},
@@ -254,12 +254,12 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		if _, err := r.append(ctx, p, ev); err != nil {
 			return err
 		}
-		prior = p.state.runs[runID]
+		prior = p.state.Run(runID)
 		if d.Outcome == policy.Deny {
 			return nil
 		}
 	}
-	d, err := prior.parsedDecision()
+	d, err := parsedDecision(prior)
 	if err != nil {
 		return err
 	}
@@ -267,7 +267,7 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		return nil
 	}
 
-	head, err := r.commitProposal(a, runID, specCommit, res, changes, d, prior.decision.Seq)
+	head, err := r.commitProposal(a, runID, specCommit, res, changes, d, prior.Decision.Seq)
 	if err != nil {
 		return err
 	}
@@ -293,17 +293,17 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 // requirements changed.
 func (r *Reconciler) redecide(ctx context.Context, p *pass, a *hclspec.Agent, base ledger.Event, trigger string, changes []gitstore.FileChange) error {
 	id := ChangeID(changes)
-	for _, open := range p.state.openProposals(a.Name) {
-		if open.changeID() != id {
+	for _, open := range p.state.OpenRuns(a.Name) {
+		if open.ChangeID() != id {
 			continue
 		}
-		old, err := open.parsedDecision()
+		old, err := parsedDecision(open)
 		if err != nil {
 			return err
 		}
 		d := policy.Decide(r.spec, hclspec.ConditionInput{
 			Agent:  a,
-			Run:    hclspec.RunInfo{ID: open.id, Trigger: trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
+			Run:    hclspec.RunInfo{ID: open.ID, Trigger: trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
 			Change: conditionChanges(changes),
 		})
 		if d.Summary == old.Summary && d.Outcome == old.Outcome {
@@ -314,10 +314,10 @@ func (r *Reconciler) redecide(ctx context.Context, p *pass, a *hclspec.Agent, ba
 			return fmt.Errorf("encode decision: %w", err)
 		}
 		ev := base
-		ev.RunID, ev.Trigger, ev.SpecDigest = open.id, open.trigger, open.digest
+		ev.RunID, ev.Trigger, ev.SpecDigest = open.ID, open.Trigger, open.SpecDigest
 		ev.Type = ledger.PolicyDecision
 		ev.Decision = raw
-		ev.Summary = oneLine(fmt.Sprintf("policy.decision %s %s: %s (re-decided under spec %s)", a.Name, open.id, d.Summary, r.specCommit.String()[:12]))
+		ev.Summary = oneLine(fmt.Sprintf("policy.decision %s %s: %s (re-decided under spec %s)", a.Name, open.ID, d.Summary, r.specCommit.String()[:12]))
 		_, err = r.append(ctx, p, ev)
 		return err
 	}
@@ -326,33 +326,33 @@ func (r *Reconciler) redecide(ctx context.Context, p *pass, a *hclspec.Agent, ba
 
 // recordOpened records proposal.opened for the run, and supersedes the
 // agent's older open proposals.
-func (r *Reconciler) recordOpened(ctx context.Context, p *pass, a *hclspec.Agent, base ledger.Event, rn *run, head plumbing.Hash) error {
-	d, err := rn.parsedDecision()
+func (r *Reconciler) recordOpened(ctx context.Context, p *pass, a *hclspec.Agent, base ledger.Event, rn *ledger.Run, head plumbing.Hash) error {
+	d, err := parsedDecision(rn)
 	if err != nil {
 		return err
 	}
-	branch := ProposalBranch(a.Name, rn.id)
+	branch := ProposalBranch(a.Name, rn.ID)
 	ev := base
 	ev.Type = ledger.ProposalOpened
 	ev.Subject, ev.SubjectName = head.String(), branch
-	ev.Proposal = &ledger.Proposal{Branch: branch, Head: head.String(), ChangeID: rn.changeID()}
-	ev.Summary = oneLine(fmt.Sprintf("proposal.opened %s %s -> %s (%s)", a.Name, rn.id, branch, strings.TrimPrefix(d.Summary, "require_approval ")))
+	ev.Proposal = &ledger.Proposal{Branch: branch, Head: head.String(), ChangeID: rn.ChangeID()}
+	ev.Summary = oneLine(fmt.Sprintf("proposal.opened %s %s -> %s (%s)", a.Name, rn.ID, branch, strings.TrimPrefix(d.Summary, "require_approval ")))
 	events := []ledger.Event{ev}
 	var deletes []gitstore.RefUpdate
-	for _, old := range p.state.openProposals(a.Name) {
-		if old.id == rn.id {
+	for _, old := range p.state.OpenRuns(a.Name) {
+		if old.ID == rn.ID {
 			continue
 		}
-		oldHead := plumbing.NewHash(old.opened.Proposal.Head)
-		if cur, err := r.repo.Branch(old.opened.Proposal.Branch); err == nil {
+		oldHead := plumbing.NewHash(old.Opened.Proposal.Head)
+		if cur, err := r.repo.Branch(old.Opened.Proposal.Branch); err == nil {
 			oldHead = cur
-			deletes = append(deletes, gitstore.RefUpdate{Branch: old.opened.Proposal.Branch, Old: cur, New: plumbing.ZeroHash})
+			deletes = append(deletes, gitstore.RefUpdate{Branch: old.Opened.Proposal.Branch, Old: cur, New: plumbing.ZeroHash})
 		}
 		sup := ledger.Event{
-			Type: ledger.ProposalSuperseded, Agent: a.Name, RunID: old.id, SpecCommit: base.SpecCommit,
-			Subject: oldHead.String(), SubjectName: old.opened.Proposal.Branch,
-			Proposal: &ledger.Proposal{Branch: old.opened.Proposal.Branch, Head: oldHead.String(), ChangeID: old.changeID()},
-			Summary:  fmt.Sprintf("proposal.superseded %s %s by %s", a.Name, old.id, rn.id),
+			Type: ledger.ProposalSuperseded, Agent: a.Name, RunID: old.ID, SpecCommit: base.SpecCommit,
+			Subject: oldHead.String(), SubjectName: old.Opened.Proposal.Branch,
+			Proposal: &ledger.Proposal{Branch: old.Opened.Proposal.Branch, Head: oldHead.String(), ChangeID: old.ChangeID()},
+			Summary:  fmt.Sprintf("proposal.superseded %s %s by %s", a.Name, old.ID, rn.ID),
 		}
 		events = append(events, sup)
 	}
@@ -374,13 +374,13 @@ func (r *Reconciler) classify(p *pass, a *hclspec.Agent, runID string, changes [
 		return OutcomeNoChange, fmt.Sprintf("run.finished %s %s: no change", a.Name, runID)
 	}
 	id := ChangeID(changes)
-	for _, open := range p.state.openProposals(a.Name) {
-		if open.changeID() == id {
-			return OutcomeDuplicateOpen, fmt.Sprintf("run.finished %s %s: same change as open proposal %s", a.Name, runID, open.id)
+	for _, open := range p.state.OpenRuns(a.Name) {
+		if open.ChangeID() == id {
+			return OutcomeDuplicateOpen, fmt.Sprintf("run.finished %s %s: same change as open proposal %s", a.Name, runID, open.ID)
 		}
 	}
-	if rej := p.state.rejected(a.Name, id); rej != nil {
-		return OutcomeDuplicateRejected, fmt.Sprintf("run.finished %s %s: same change as rejected proposal %s, not proposed again", a.Name, runID, rej.id)
+	if rej := p.state.Rejected(a.Name, id); rej != nil {
+		return OutcomeDuplicateRejected, fmt.Sprintf("run.finished %s %s: same change as rejected proposal %s, not proposed again", a.Name, runID, rej.ID)
 	}
 	return OutcomeChanged, fmt.Sprintf("run.finished %s %s: %d file(s) changed", a.Name, runID, len(changes))
 }

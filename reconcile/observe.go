@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 
@@ -25,8 +24,8 @@ const mergeScanDepth = 2000
 // deleted without merge (rejected).
 func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 	var events []ledger.Event
-	for _, agentName := range slices.Sorted(maps.Keys(p.state.byAgent)) {
-		for _, rn := range p.state.openProposals(agentName) {
+	for _, agentName := range slices.Sorted(slices.Values(p.state.Agents())) {
+		for _, rn := range p.state.OpenRuns(agentName) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -44,26 +43,26 @@ func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 	return err
 }
 
-func (r *Reconciler) observeProposal(p *pass, rn *run) ([]ledger.Event, error) {
-	prop := rn.opened.Proposal
+func (r *Reconciler) observeProposal(p *pass, rn *ledger.Run) ([]ledger.Event, error) {
+	prop := rn.Opened.Proposal
 	head := plumbing.NewHash(prop.Head)
 	// The branch may have been updated by a person after it was opened:
 	// what gets merged is the branch's current head.
 	if cur, err := r.repo.Branch(prop.Branch); err == nil {
 		head = cur
 	}
-	merge, err := r.findMerge(p.head, head, rn.id)
+	merge, err := r.findMerge(p.head, head, rn.ID)
 	if err != nil {
 		return nil, err
 	}
-	base := ledger.Event{Agent: rn.agent, RunID: rn.id, SpecCommit: p.head.String(), Trigger: rn.trigger, SpecDigest: rn.digest}
+	base := ledger.Event{Agent: rn.Agent, RunID: rn.ID, SpecCommit: p.head.String(), Trigger: rn.Trigger, SpecDigest: rn.SpecDigest}
 	if merge == nil {
 		if _, err := r.repo.Branch(prop.Branch); errors.Is(err, gitstore.ErrNotFound) {
 			ev := base
 			ev.Type = ledger.ProposalRejected
 			ev.Subject, ev.SubjectName = prop.Head, prop.Branch
 			ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: prop.Head, ChangeID: prop.ChangeID}
-			ev.Summary = fmt.Sprintf("proposal.rejected %s %s: %s deleted without merge; never proposed again", rn.agent, rn.id, prop.Branch)
+			ev.Summary = fmt.Sprintf("proposal.rejected %s %s: %s deleted without merge; never proposed again", rn.Agent, rn.ID, prop.Branch)
 			return []ledger.Event{ev}, nil
 		}
 		return nil, nil
@@ -80,20 +79,20 @@ func (r *Reconciler) observeProposal(p *pass, rn *run) ([]ledger.Event, error) {
 		ev.Subject, ev.SubjectName = merge.Hash.String(), r.cfg.Branch
 		ev.Reviewer = fmt.Sprintf("%s <%s>", merger.Name, merger.Email)
 		ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: head.String(), ChangeID: prop.ChangeID, MergeCommit: merge.Hash.String()}
-		ev.Summary = fmt.Sprintf("proposal.approved %s %s by %s", rn.agent, rn.id, ev.Reviewer)
+		ev.Summary = fmt.Sprintf("proposal.approved %s %s by %s", rn.Agent, rn.ID, ev.Reviewer)
 		events = append(events, ev)
 	}
 	ev := base
 	ev.Type = ledger.ProposalMerged
 	ev.Subject, ev.SubjectName = merge.Hash.String(), r.cfg.Branch
 	ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: head.String(), ChangeID: prop.ChangeID, MergeCommit: merge.Hash.String()}
-	if fin := rn.finished; fin != nil && fin.WorkUnit != nil {
+	if fin := rn.Finished; fin != nil && fin.WorkUnit != nil {
 		ev.WorkUnit = fin.WorkUnit
 	}
-	ev.Summary = fmt.Sprintf("proposal.merged %s %s into %s at %s", rn.agent, rn.id, r.cfg.Branch, merge.Hash.String()[:12])
+	ev.Summary = fmt.Sprintf("proposal.merged %s %s into %s at %s", rn.Agent, rn.ID, r.cfg.Branch, merge.Hash.String()[:12])
 	events = append(events, ev)
 
-	d, err := rn.parsedDecision()
+	d, err := parsedDecision(rn)
 	if err != nil {
 		return nil, err
 	}
@@ -120,10 +119,10 @@ func (r *Reconciler) observeProposal(p *pass, rn *run) ([]ledger.Event, error) {
 		v := base
 		v.Type = ledger.PolicyViolation
 		v.Subject, v.SubjectName = merge.Hash.String(), r.cfg.Branch
-		v.Decision = rn.decision.Decision
+		v.Decision = rn.Decision.Decision
 		v.Error = strings.Join(unmet, "; ")
 		v.Proposal = ev.Proposal
-		v.Summary = oneLine(fmt.Sprintf("policy.violation %s %s: merged at %s by %s; %s", rn.agent, rn.id, merge.Hash.String()[:12], merger.Email, v.Error))
+		v.Summary = oneLine(fmt.Sprintf("policy.violation %s %s: merged at %s by %s; %s", rn.Agent, rn.ID, merge.Hash.String()[:12], merger.Email, v.Error))
 		events = append(events, v)
 	}
 	return events, nil

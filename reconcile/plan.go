@@ -50,7 +50,7 @@ func (r *Reconciler) Plan(ctx context.Context) (*Plan, error) {
 			plan.Diagnostics = append(plan.Diagnostics, formatDiag(d))
 		}
 		spec = nil
-		if good := p.state.lastGoodSpec; good != nil {
+		if good := p.state.LastGoodSpec; good != nil {
 			commit = plumbing.NewHash(good.SpecCommit)
 			if s, d, err := r.loadAt(commit); err == nil && !d.HasErrors() {
 				spec = s
@@ -65,10 +65,10 @@ func (r *Reconciler) Plan(ctx context.Context) (*Plan, error) {
 	for _, a := range spec.Agents {
 		ap := AgentPlan{Agent: a.Name}
 		resumed := false
-		for _, rn := range p.state.byAgent[a.Name] {
-			if !rn.done() && rn.digest == a.Digest {
-				ap.Run, ap.Resume, ap.RunID, ap.Trigger = true, true, rn.id, rn.trigger
-				ap.Reason = "resume run " + rn.id + ", which a previous pass did not finish"
+		for _, rn := range p.state.AgentRuns(a.Name) {
+			if !runDone(rn) && rn.SpecDigest == a.Digest {
+				ap.Run, ap.Resume, ap.RunID, ap.Trigger = true, true, rn.ID, rn.Trigger
+				ap.Reason = "resume run " + rn.ID + ", which a previous pass did not finish"
 				resumed = true
 				break
 			}

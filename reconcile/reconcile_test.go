@@ -127,8 +127,7 @@ func (e *env) verify() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	v, _ := signing.NewVerifier(e.signer.PublicKey())
-	if _, err := ledger.Verify(context.Background(), repo, v, ledger.VerifyOptions{Protected: "main"}); err != nil {
+	if _, err := ledger.Verify(context.Background(), repo, ledger.VerifyOptions{Protected: "main", TrustedKeys: []signing.PublicKey{e.signer.PublicKey()}}); err != nil {
 		e.t.Fatalf("ledger verify: %v", err)
 	}
 }
@@ -199,7 +198,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 			es := e.entries()
 			want := []string{
-				"spec.loaded ",
+				"ledger.genesis ", "spec.loaded ",
 				"run.started env-normaliser", "run.finished env-normaliser", "policy.decision env-normaliser", "proposal.opened env-normaliser",
 				"run.started image-pinner", "run.finished image-pinner", "policy.decision image-pinner", "proposal.opened image-pinner",
 			}

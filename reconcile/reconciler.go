@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -20,13 +21,14 @@ import (
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/signing"
 )
 
-// Recorder observes what the reconciler does, for metrics. Entries are
-// reported once each, in order, including those already on the ledger at
-// start, so totals survive a restart.
+// Recorder observes what the reconciler does, for metrics: the ledger's
+// fold after every pass (rebuilt from the ledger at start, so totals
+// survive a restart), and each pass.
 type Recorder interface {
-	Entry(e ledger.Entry)
+	Observe(s *ledger.State)
 	Pass(d time.Duration, err error)
 }
 
@@ -52,6 +54,13 @@ type Config struct {
 	Now func() time.Time
 	// WorkDir holds temporary workspaces; "" means os.TempDir().
 	WorkDir string
+	// CacheDir holds the on-disk mirror of the repository and the saved
+	// ledger state, reused across passes and processes; "" keeps the
+	// mirror in memory (the whole repository is fetched by every process).
+	CacheDir string
+	// TrustedKeys pins the keys the ledger's genesis entry must be signed
+	// by; empty trusts the genesis entry's keys on first use.
+	TrustedKeys []signing.PublicKey
 }
 
 // Reconciler reconciles one repository.
@@ -63,14 +72,17 @@ type Reconciler struct {
 
 	spec       *hclspec.Spec
 	specCommit plumbing.Hash
-	recorded   int // ledger entries already reported to the Recorder
+	// keysHead is the protected-branch head whose key changes were last
+	// checked.
+	keysHead plumbing.Hash
 
 	mu     sync.Mutex
 	status Status
 }
 
-// New opens the repository and reads the ledger. It fails when the
-// repository is unreachable or the ledger cannot be read.
+// New opens the repository (its on-disk mirror under CacheDir, when set).
+// It fails when the repository is unreachable or the cache unusable. Whether
+// the ledger can be trusted is checked by every pass (see Reconcile).
 func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 	if cfg.Branch == "" {
 		cfg.Branch = "main"
@@ -91,17 +103,25 @@ func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	repo, err := gitstore.Open(ctx, url, gitstore.Options{})
+	repo, err := gitstore.Open(ctx, url, gitstore.Options{CacheDir: cfg.CacheDir})
 	if err != nil {
 		return nil, err
 	}
 	r := &Reconciler{cfg: cfg, log: cfg.Logger, repo: repo}
-	r.ledger = ledger.New(repo, ledger.Options{Signer: cfg.Signer, Identity: cfg.Identity, Now: cfg.Now})
-	if _, err := r.ledger.Entries(ctx); err != nil {
-		return nil, err
+	var stateFile string
+	if dir := repo.StateDir(); dir != "" {
+		stateFile = filepath.Join(dir, "ledger.state")
 	}
-	r.report()
+	r.ledger = ledger.New(repo, ledger.Options{
+		Signer: cfg.Signer, Identity: cfg.Identity, Now: cfg.Now,
+		TrustedKeys: cfg.TrustedKeys, StateFile: stateFile,
+	})
 	return r, nil
+}
+
+// Close saves the ledger's state and releases the repository's cache.
+func (r *Reconciler) Close() error {
+	return errors.Join(r.ledger.Save(), r.repo.Close())
 }
 
 // Repo returns the repository mirror.
@@ -116,7 +136,7 @@ func (r *Reconciler) Spec() (*hclspec.Spec, plumbing.Hash) { return r.spec, r.sp
 // pass is the context of one reconcile pass.
 type pass struct {
 	head  plumbing.Hash // protected branch head
-	state *state
+	state *ledger.State
 	// diags of the spec at head when it did not load.
 	diags hcl.Diagnostics
 }
@@ -130,33 +150,23 @@ func (r *Reconciler) Reconcile(ctx context.Context) (err error) {
 	start := r.cfg.Now()
 	p := &pass{}
 	defer func() {
-		r.report()
+		if serr := r.ledger.Save(); serr != nil {
+			r.log.Warn("save ledger state", "err", serr)
+		}
+		if r.cfg.Recorder != nil {
+			r.cfg.Recorder.Observe(r.ledger.State())
+		}
 		r.summarize(p, err)
 		if r.cfg.Recorder != nil {
 			r.cfg.Recorder.Pass(time.Since(start), err)
 		}
 	}()
-	for _, s := range []step{r.fetch, r.loadSpec, r.observe, r.runAgents} {
+	for _, s := range []step{r.fetch, r.trustLedger, r.checkKeys, r.loadSpec, r.observe, r.runAgents} {
 		if err := s(ctx, p); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// report hands new ledger entries to the Recorder.
-func (r *Reconciler) report() {
-	if r.cfg.Recorder == nil {
-		return
-	}
-	entries, err := r.ledger.Entries(context.Background())
-	if err != nil {
-		return
-	}
-	for _, e := range entries[min(r.recorded, len(entries)):] {
-		r.cfg.Recorder.Entry(e)
-	}
-	r.recorded = len(entries)
 }
 
 func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
@@ -168,11 +178,6 @@ func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
 		return fmt.Errorf("protected branch %q: %w", r.cfg.Branch, err)
 	}
 	p.head = head
-	entries, err := r.ledger.Entries(ctx)
-	if err != nil {
-		return err
-	}
-	p.state = buildState(entries)
 	return nil
 }
 
@@ -183,23 +188,15 @@ func (r *Reconciler) append(ctx context.Context, p *pass, events ...ledger.Event
 
 // appendIf records events if check, given the ledger's state as it is
 // when they are appended, allows it.
-func (r *Reconciler) appendIf(ctx context.Context, p *pass, check func(*state) error, events ...ledger.Event) ([]ledger.Entry, error) {
-	var checkEntries func([]ledger.Entry) error
-	if check != nil {
-		checkEntries = func(es []ledger.Entry) error { return check(buildState(es)) }
-	}
-	stored, err := r.ledger.AppendIf(ctx, checkEntries, events...)
+func (r *Reconciler) appendIf(ctx context.Context, p *pass, check func(*ledger.State) error, events ...ledger.Event) ([]ledger.Entry, error) {
+	stored, err := r.ledger.AppendIf(ctx, check, events...)
 	if err != nil {
-		return nil, err
+		return nil, ledgerError(err)
 	}
 	for _, e := range stored {
 		r.log.Info("ledger entry", "seq", e.Seq, "event", e.Type, "summary", e.Summary)
 	}
-	entries, err := r.ledger.Entries(ctx)
-	if err != nil {
-		return nil, err
-	}
-	p.state = buildState(entries)
+	p.state = r.ledger.State()
 	return stored, nil
 }
 
@@ -217,7 +214,7 @@ func (r *Reconciler) loadSpec(ctx context.Context, p *pass) error {
 	}
 	if diags.HasErrors() {
 		p.diags = diags
-		if last := p.state.lastSpec; last == nil || last.SpecCommit != p.head.String() {
+		if last := p.state.LastSpec; last == nil || last.SpecCommit != p.head.String() {
 			var lines []string
 			for _, d := range diags {
 				lines = append(lines, formatDiag(d))
@@ -232,7 +229,7 @@ func (r *Reconciler) loadSpec(ctx context.Context, p *pass) error {
 			}
 		}
 		if r.spec == nil {
-			if good := p.state.lastGoodSpec; good != nil {
+			if good := p.state.LastGoodSpec; good != nil {
 				old := plumbing.NewHash(good.SpecCommit)
 				if spec, d, err := r.loadAt(old); err == nil && !d.HasErrors() {
 					r.spec, r.specCommit = spec, old
@@ -243,7 +240,7 @@ func (r *Reconciler) loadSpec(ctx context.Context, p *pass) error {
 	}
 	digest := specDigest(spec)
 	r.spec, r.specCommit = spec, p.head
-	if last := p.state.lastGoodSpec; last == nil || last.SpecDigest != digest || (p.state.lastSpec != nil && p.state.lastSpec.Type == ledger.SpecInvalid) {
+	if last := p.state.LastGoodSpec; last == nil || last.SpecDigest != digest || (p.state.LastSpec != nil && p.state.LastSpec.Type == ledger.SpecInvalid) {
 		_, err := r.append(ctx, p, ledger.Event{
 			Type: ledger.SpecLoaded, Subject: p.head.String(), SubjectName: r.cfg.Branch, SpecCommit: p.head.String(), SpecDigest: digest,
 			Summary: fmt.Sprintf("spec.loaded %s: %d agent(s), %d polic(ies)", p.head.String()[:12], len(spec.Agents), len(spec.Policies)),

@@ -46,33 +46,28 @@ func (r *Reconciler) Replay(ctx context.Context, runID string, replay Replayer) 
 	if err != nil {
 		return nil, err
 	}
-	es, err := r.ledger.Entries(ctx)
-	if err != nil {
-		return nil, err
-	}
-	st := buildState(es)
-	rn := st.runs[runID]
-	if rn == nil || rn.specCommit == "" {
+	rn := r.ledger.State().Run(runID)
+	if rn == nil || rn.SpecCommit == "" {
 		return nil, fmt.Errorf("run %s: no run.started entry on %s", runID, ledger.Branch)
 	}
-	rep := &ReplayReport{RunID: runID, Agent: rn.agent, SpecCommit: rn.specCommit}
-	commit := plumbing.NewHash(rn.specCommit)
+	rep := &ReplayReport{RunID: runID, Agent: rn.Agent, SpecCommit: rn.SpecCommit}
+	commit := plumbing.NewHash(rn.SpecCommit)
 	spec, diags, err := r.loadAt(commit)
 	if err != nil {
 		return nil, err
 	}
 	if diags.HasErrors() {
-		return nil, fmt.Errorf("run %s: the spec at %s does not load: %s", runID, rn.specCommit[:12], formatDiag(firstError(diags)))
+		return nil, fmt.Errorf("run %s: the spec at %s does not load: %s", runID, rn.SpecCommit[:12], formatDiag(firstError(diags)))
 	}
-	a := spec.Agent(rn.agent)
+	a := spec.Agent(rn.Agent)
 	if a == nil {
-		return nil, fmt.Errorf("run %s: agent %q is not in the spec at %s", runID, rn.agent, rn.specCommit[:12])
+		return nil, fmt.Errorf("run %s: agent %q is not in the spec at %s", runID, rn.Agent, rn.SpecCommit[:12])
 	}
 	rep.Expected, err = r.repo.TreeOf(commit)
 	if err != nil {
 		return nil, err
 	}
-	if rn.opened != nil {
+	if rn.Opened != nil {
 		if rep.Expected, err = r.proposalTree(rn); err != nil {
 			return nil, err
 		}
@@ -86,7 +81,7 @@ func (r *Reconciler) Replay(ctx context.Context, runID string, replay Replayer) 
 	if err := r.repo.Checkout(ctx, commit, ws); err != nil {
 		return nil, err
 	}
-	_, runErr := replay(ctx, agent.Task{Agent: a, RunID: runID, SpecCommit: rn.specCommit, Trigger: rn.trigger, Dir: ws,
+	_, runErr := replay(ctx, agent.Task{Agent: a, RunID: runID, SpecCommit: rn.SpecCommit, Trigger: rn.Trigger, Dir: ws,
 		MaxTokens: policy.TokenLimit(spec, a)}, transcript)
 	rep.Err = runErr
 	changes, err := r.repo.Changes(ctx, commit, ws)
@@ -110,10 +105,10 @@ func (r *Reconciler) Replay(ctx context.Context, runID string, replay Replayer) 
 
 // proposalTree returns the tree of a run's proposal: the branch if it is
 // still there, else the recorded head.
-func (r *Reconciler) proposalTree(rn *run) (plumbing.Hash, error) {
-	head := plumbing.NewHash(rn.opened.Proposal.Head)
+func (r *Reconciler) proposalTree(rn *ledger.Run) (plumbing.Hash, error) {
+	head := plumbing.NewHash(rn.Opened.Proposal.Head)
 	if _, err := r.repo.Commit(head); err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("run %s: proposal head %s is gone (its branch was deleted): %w", rn.id, head.String()[:12], err)
+		return plumbing.ZeroHash, fmt.Errorf("run %s: proposal head %s is gone (its branch was deleted): %w", rn.ID, head.String()[:12], err)
 	}
 	return r.repo.TreeOf(head)
 }

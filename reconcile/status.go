@@ -1,7 +1,7 @@
 package reconcile
 
 import (
-	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -22,6 +22,7 @@ type Status struct {
 	Conditions  []Condition `json:"conditions"`
 	Diagnostics []string    `json:"diagnostics,omitempty"`
 	LedgerSeq   uint64      `json:"ledger_seq"`
+	LedgerHead  string      `json:"ledger_head,omitempty"`
 	// Agents is each agent's state, by name.
 	Agents map[string]AgentStatus `json:"agents,omitempty"`
 }
@@ -54,31 +55,31 @@ func (r *Reconciler) Status() Status {
 }
 
 // agentStatus derives an agent's status from the ledger's view.
-func agentStatus(st *state, name string) AgentStatus {
+func agentStatus(st *ledger.State, name string) AgentStatus {
 	as := AgentStatus{Held: nil}
-	runs := st.byAgent[name]
-	for _, rn := range st.openProposals(name) {
-		as.OpenProposals = append(as.OpenProposals, rn.opened.Proposal.Branch)
+	runs := st.AgentRuns(name)
+	for _, rn := range st.OpenRuns(name) {
+		as.OpenProposals = append(as.OpenProposals, rn.Opened.Proposal.Branch)
 	}
 	for _, rn := range runs {
-		if rn.violation {
+		if rn.Violation {
 			as.Violations++
 		}
 	}
 	ready := Condition{Type: "Ready", Status: "True", Reason: "Succeeded", Message: "nothing to do"}
 	if len(runs) > 0 {
 		last := runs[len(runs)-1]
-		as.LastRun = last.id
+		as.LastRun = last.ID
 		switch {
-		case last.failed != nil:
-			ready = Condition{Type: "Ready", Status: "False", Reason: "RunFailed", Message: last.failed.Error}
+		case last.Failed != nil:
+			ready = Condition{Type: "Ready", Status: "False", Reason: "RunFailed", Message: last.Failed.Error}
 		case len(as.OpenProposals) > 0:
 			ready.Reason, ready.Message = "ProposalOpen", "waiting for review of "+strings.Join(as.OpenProposals, ", ")
 		default:
-			ready.Message = "last run " + last.id
+			ready.Message = "last run " + last.ID
 		}
 	}
-	if h := st.held[name]; h != nil && h.Hold != nil {
+	if h := st.Held[name]; h != nil && h.Hold != nil {
 		as.Held = h.Hold
 		ready = Condition{Type: "Ready", Status: "False", Reason: "Held", Message: h.Hold.Reason}
 	}
@@ -104,10 +105,18 @@ func (r *Reconciler) summarize(p *pass, err error) {
 			s.Agents[a.Name] = agentStatus(p.state, a.Name)
 		}
 	}
-	if e, ok, _ := r.ledger.Head(context.Background()); ok {
-		s.LedgerSeq = e.Seq
+	st := r.ledger.State()
+	s.LedgerSeq = st.Seq
+	if !st.Head.IsZero() {
+		s.LedgerHead = st.Head.String()
 	}
+	var stalled *StalledError
 	switch {
+	case errors.As(err, &stalled):
+		s.Conditions = []Condition{
+			{Type: "Ready", Status: "False", Reason: stalled.Reason, Message: stalled.Error()},
+			{Type: "Stalled", Status: "True", Reason: stalled.Reason, Message: stalled.Error()},
+		}
 	case len(p.diags) > 0 && p.diags.HasErrors():
 		for _, d := range p.diags {
 			if d.Severity == hcl.DiagError {

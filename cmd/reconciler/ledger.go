@@ -40,38 +40,17 @@ func openRepo(ctx context.Context, url string) (*gitstore.Repo, error) {
 	return gitstore.Open(ctx, u, gitstore.Options{})
 }
 
-// trustedKeys returns .reconciler/keys/*.pub at the head of branch plus the
-// given key files.
-func trustedKeys(repo *gitstore.Repo, branch string, files []string) ([]signing.PublicKey, error) {
+// pinnedKeys loads the --trusted-key files: the keys the ledger's genesis
+// entry must be signed by. Keys committed to the repository are never
+// trusted on their own: anyone who can push could add one.
+func pinnedKeys(files []string) ([]signing.PublicKey, error) {
 	var keys []signing.PublicKey
-	if head, err := repo.Branch(branch); err == nil {
-		names, err := repo.ListFiles(head, ".reconciler/keys/*.pub")
-		if err != nil {
-			return nil, err
-		}
-		for _, name := range names {
-			b, err := repo.ReadFile(head, name)
-			if err != nil {
-				return nil, err
-			}
-			k, err := signing.ParsePublicKeyPEM(b, branch+":"+name)
-			if err != nil {
-				return nil, fmt.Errorf("trusted key %s:%s: %w", branch, name, err)
-			}
-			keys = append(keys, k)
-		}
-	} else if !errors.Is(err, gitstore.ErrNotFound) {
-		return nil, err
-	}
 	for _, f := range files {
 		k, err := signing.LoadPublicKey(f)
 		if err != nil {
 			return nil, err
 		}
 		keys = append(keys, k)
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("no trusted keys: commit public keys to .reconciler/keys/*.pub on %s or pass --trusted-key FILE", branch)
 	}
 	return keys, nil
 }
@@ -96,15 +75,11 @@ func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return fail(stderr, err)
 	}
-	keys, err := trustedKeys(repo, *branch, keyFiles)
+	keys, err := pinnedKeys(keyFiles)
 	if err != nil {
 		return fail(stderr, fmt.Errorf("ledger verify: %w", err))
 	}
-	v, err := signing.NewVerifier(keys...)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	rep, verr := ledger.Verify(ctx, repo, v, ledger.VerifyOptions{Protected: *branch})
+	rep, verr := ledger.Verify(ctx, repo, ledger.VerifyOptions{Protected: *branch, TrustedKeys: keys})
 	if *format == "json" {
 		out := map[string]any{"valid": verr == nil}
 		if verr != nil {

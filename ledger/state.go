@@ -1,0 +1,412 @@
+package ledger
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// Run is what the ledger says about one run.
+type Run struct {
+	ID, Agent, Trigger, SpecDigest string
+	SpecCommit                     string
+	Started                        time.Time
+	// ReservedUSD is the run's reservation; CostUSD its settled cost once
+	// Settled.
+	ReservedUSD, CostUSD float64
+	Settled              bool
+	Violation            bool
+	Finished             *Entry
+	Failed               *Entry
+	Decision             *Entry
+	Opened               *Entry
+	// Closed is the event that ended the proposal: merged, rejected or
+	// superseded.
+	Closed *Entry
+	// Transcript is the last entry that stored a transcript of the run.
+	Transcript *Entry
+}
+
+// ProposalOpen reports whether the run has a proposal that is still open.
+func (r *Run) ProposalOpen() bool { return r.Opened != nil && r.Closed == nil }
+
+// ChangeID is the content id of the run's change, or "".
+func (r *Run) ChangeID() string {
+	if r.Finished != nil && r.Finished.Change != nil {
+		return r.Finished.Change.ID
+	}
+	return ""
+}
+
+// Totals are the counters metrics and roi export, folded from the entries.
+type Totals struct {
+	// Runs counts run.finished by outcome and run.failed as "failed":
+	// agent -> outcome -> n.
+	Runs map[string]map[string]int
+	// Tokens is agent -> model -> [input, output].
+	Tokens map[string]map[string][2]int64
+	// CostUSD is agent -> model -> settled cost.
+	CostUSD map[string]map[string]float64
+	// WorkUnits counts ended proposals: agent -> kind -> outcome (merged,
+	// rejected, superseded) -> n.
+	WorkUnits map[string]map[string]map[string]int
+	// MergedMinutes is agent -> declared human minutes of merged work.
+	MergedMinutes map[string]float64
+	// Decisions counts fired rules: policy -> rule -> outcome -> n.
+	Decisions map[string]map[string]map[string]int
+	// Violations is agent -> policy.violation entries ("" for none).
+	Violations map[string]int
+	// Held counts run.held and budget.exceeded: agent -> kind -> n.
+	Held map[string]map[string]int
+	// ApprovalSeconds holds, per merged proposal, the time from
+	// proposal.opened to proposal.merged.
+	ApprovalSeconds []float64
+}
+
+// State is the one fold over the ledger: what the reconcile loop, metrics,
+// status and roi read. Entries are applied in order with Apply; it is
+// rebuilt from nothing or continued from a saved copy, and gives the same
+// result either way.
+type State struct {
+	// Seq, Head and Digest identify the last entry applied: its sequence
+	// number, its evidence commit and the sha256 of its bundle.
+	Seq    uint64
+	Head   plumbing.Hash
+	Digest string
+	// Time is the last entry's time.
+	Time time.Time
+	// Keys are the keys trusted to sign the next entry, set by the last
+	// genesis or keys.changed entry, and KeysSeq that entry's seq.
+	Keys    []Key
+	KeysSeq uint64
+	// KeysSubject is the protected-branch commit whose .reconciler/keys
+	// the trusted keys were taken from.
+	KeysSubject string
+	// Runs in the order they first appeared.
+	Runs []*Run
+	// LastSpec is the last spec.loaded or spec.invalid entry, LastGoodSpec
+	// the last spec.loaded one.
+	LastSpec, LastGoodSpec *Entry
+	// Held is each agent's last run.held or budget.exceeded entry since
+	// its last run started.
+	Held map[string]*Entry
+	// ViolationSubjects are the subjects of policy.violation entries that
+	// belong to no run, such as a key pushed without approval.
+	ViolationSubjects map[string]bool
+	Totals            Totals
+
+	runs    map[string]*Run
+	byAgent map[string][]*Run
+	opened  map[string]time.Time
+}
+
+// NewState returns the state of an empty ledger.
+func NewState() *State {
+	s := &State{}
+	s.init()
+	return s
+}
+
+func (s *State) init() {
+	if s.Held == nil {
+		s.Held = map[string]*Entry{}
+	}
+	if s.ViolationSubjects == nil {
+		s.ViolationSubjects = map[string]bool{}
+	}
+	t := &s.Totals
+	if t.Runs == nil {
+		t.Runs = map[string]map[string]int{}
+		t.Tokens = map[string]map[string][2]int64{}
+		t.CostUSD = map[string]map[string]float64{}
+		t.WorkUnits = map[string]map[string]map[string]int{}
+		t.MergedMinutes = map[string]float64{}
+		t.Decisions = map[string]map[string]map[string]int{}
+		t.Violations = map[string]int{}
+		t.Held = map[string]map[string]int{}
+	}
+	s.runs = make(map[string]*Run, len(s.Runs))
+	s.byAgent = map[string][]*Run{}
+	s.opened = map[string]time.Time{}
+	for _, r := range s.Runs {
+		s.runs[r.ID] = r
+		s.byAgent[r.Agent] = append(s.byAgent[r.Agent], r)
+		if r.ProposalOpen() {
+			s.opened[r.ID] = r.Opened.Time
+		}
+	}
+}
+
+// Run returns the run with the given id, or nil.
+func (s *State) Run(id string) *Run { return s.runs[id] }
+
+// AgentRuns returns the agent's runs in start order. The slice must not be
+// modified.
+func (s *State) AgentRuns(agent string) []*Run { return s.byAgent[agent] }
+
+// Agents returns the names of agents with runs, in no particular order.
+func (s *State) Agents() []string {
+	out := make([]string, 0, len(s.byAgent))
+	for a := range s.byAgent {
+		out = append(out, a)
+	}
+	return out
+}
+
+// OpenRuns returns the agent's runs with an open proposal, oldest first.
+func (s *State) OpenRuns(agent string) []*Run {
+	var out []*Run
+	for _, r := range s.byAgent[agent] {
+		if r.ProposalOpen() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Rejected returns the agent's run whose change equal to changeID was
+// rejected, or nil.
+func (s *State) Rejected(agent, changeID string) *Run {
+	for _, r := range s.byAgent[agent] {
+		if r.Closed != nil && r.Closed.Type == ProposalRejected && r.ChangeID() == changeID {
+			return r
+		}
+	}
+	return nil
+}
+
+// RunStarts returns when the agent's runs started at or after since.
+func (s *State) RunStarts(agent string, since time.Time) []time.Time {
+	var out []time.Time
+	for _, r := range s.byAgent[agent] {
+		if !r.Started.Before(since) {
+			out = append(out, r.Started)
+		}
+	}
+	return out
+}
+
+// OpenProposals is the agent's number of open proposals.
+func (s *State) OpenProposals(agent string) int { return len(s.OpenRuns(agent)) }
+
+// Running is the agent's number of runs that started and have neither
+// finished nor failed.
+func (s *State) Running(agent string) int {
+	n := 0
+	for _, r := range s.byAgent[agent] {
+		if !r.Settled {
+			n++
+		}
+	}
+	return n
+}
+
+// Spent is the agent's settled cost plus the reservations of unsettled
+// runs, for runs started at or after since.
+func (s *State) Spent(agent string, since time.Time) float64 {
+	total := 0.0
+	for _, r := range s.byAgent[agent] {
+		if r.Started.Before(since) {
+			continue
+		}
+		if r.Settled {
+			total += r.CostUSD
+		} else {
+			total += r.ReservedUSD
+		}
+	}
+	return total
+}
+
+// Clone returns a deep enough copy for a caller to Apply entries to
+// without changing s: runs and entries are shared until replaced.
+func (s *State) Clone() *State {
+	c := *s
+	c.Runs = make([]*Run, len(s.Runs))
+	for i, r := range s.Runs {
+		cp := *r
+		c.Runs[i] = &cp
+	}
+	c.Held = make(map[string]*Entry, len(s.Held))
+	for k, v := range s.Held {
+		c.Held[k] = v
+	}
+	c.ViolationSubjects = make(map[string]bool, len(s.ViolationSubjects))
+	for k, v := range s.ViolationSubjects {
+		c.ViolationSubjects[k] = v
+	}
+	c.Totals = s.Totals.clone()
+	c.Keys = append([]Key(nil), s.Keys...)
+	c.init()
+	return &c
+}
+
+func (t Totals) clone() Totals {
+	c := t
+	c.Runs = cloneNested(t.Runs)
+	c.Tokens = cloneNested(t.Tokens)
+	c.CostUSD = cloneNested(t.CostUSD)
+	c.WorkUnits = map[string]map[string]map[string]int{}
+	for k, v := range t.WorkUnits {
+		c.WorkUnits[k] = cloneNested(v)
+	}
+	c.MergedMinutes = cloneMap(t.MergedMinutes)
+	c.Decisions = map[string]map[string]map[string]int{}
+	for k, v := range t.Decisions {
+		c.Decisions[k] = cloneNested(v)
+	}
+	c.Violations = cloneMap(t.Violations)
+	c.Held = cloneNested(t.Held)
+	c.ApprovalSeconds = append([]float64(nil), t.ApprovalSeconds...)
+	return c
+}
+
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func cloneNested[K1, K2 comparable, V any](m map[K1]map[K2]V) map[K1]map[K2]V {
+	out := make(map[K1]map[K2]V, len(m))
+	for k, v := range m {
+		out[k] = cloneMap(v)
+	}
+	return out
+}
+
+// inner returns m[k], creating it.
+func inner[K1, K2 comparable, V any](m map[K1]map[K2]V, k K1) map[K2]V {
+	v, ok := m[k]
+	if !ok {
+		v = map[K2]V{}
+		m[k] = v
+	}
+	return v
+}
+
+// Apply folds the next entry into the state. The entry must be the one
+// after the last applied (seq and prev digest), else nothing changes and
+// the error says why; an entry of an unknown type is refused the same way.
+func (s *State) Apply(e Entry) error {
+	if e.Seq != s.Seq+1 {
+		return fmt.Errorf("apply entry %d: the state is at entry %d", e.Seq, s.Seq)
+	}
+	if e.Prev != s.Digest {
+		return fmt.Errorf("apply entry %d: its prev %s is not the digest of entry %d", e.Seq, short(e.Prev), s.Seq)
+	}
+	if err := e.Event.Validate(); err != nil {
+		return fmt.Errorf("apply entry %d: %w", e.Seq, err)
+	}
+	e.Bundle = nil // the state keeps facts, not bundles
+	ep := &e
+	t := &s.Totals
+	var r *Run
+	if e.RunID != "" && e.Type != RunHeld && e.Type != BudgetExceeded {
+		r = s.runs[e.RunID]
+		if r == nil {
+			r = &Run{ID: e.RunID, Agent: e.Agent, Trigger: e.Trigger, SpecDigest: e.SpecDigest, SpecCommit: e.SpecCommit, Started: e.Time}
+			s.Runs = append(s.Runs, r)
+			s.runs[r.ID] = r
+			s.byAgent[r.Agent] = append(s.byAgent[r.Agent], r)
+			delete(s.Held, e.Agent)
+		}
+	}
+	if r != nil && e.TranscriptDigest != "" {
+		r.Transcript = ep
+	}
+	switch e.Type {
+	case Genesis, KeysChanged:
+		s.Keys, s.KeysSeq, s.KeysSubject = e.Keys, e.Seq, e.Subject
+	case SpecLoaded:
+		s.LastSpec, s.LastGoodSpec = ep, ep
+	case SpecInvalid:
+		s.LastSpec = ep
+	case RunHeld, BudgetExceeded:
+		s.Held[e.Agent] = ep
+		inner(t.Held, e.Agent)[e.Hold.Kind]++
+	case RunStarted:
+		r.ReservedUSD = e.ReservedUSD
+	case RunFinished, RunFailed:
+		r.CostUSD, r.Settled = e.CostUSD, true
+		outcome := e.Outcome
+		if e.Type == RunFailed {
+			r.Failed, outcome = ep, "failed"
+		} else {
+			r.Finished = ep
+		}
+		inner(t.Runs, e.Agent)[outcome]++
+		if e.Usage != nil {
+			m := inner(t.Tokens, e.Agent)
+			u := m[e.Model]
+			u[0] += e.Usage.InputTokens
+			u[1] += e.Usage.OutputTokens
+			m[e.Model] = u
+		}
+		if e.CostUSD > 0 {
+			inner(t.CostUSD, e.Agent)[e.Model] += e.CostUSD
+		}
+	case PolicyDecision:
+		r.Decision = ep
+		var d struct {
+			Outcome string `json:"outcome"`
+			Rules   []struct {
+				Policy string `json:"policy"`
+				Rule   string `json:"rule"`
+			} `json:"rules"`
+		}
+		if json.Unmarshal(e.Decision, &d) == nil {
+			for _, rule := range d.Rules {
+				inner(inner(t.Decisions, rule.Policy), rule.Rule)[d.Outcome]++
+			}
+		}
+	case ProposalOpened:
+		r.Opened = ep
+		s.opened[r.ID] = e.Time
+	case ProposalApproved:
+	case ProposalMerged, ProposalRejected, ProposalSuperseded:
+		r.Closed = ep
+		kind := ""
+		if e.WorkUnit != nil {
+			kind = e.WorkUnit.Kind
+		}
+		outcome := map[string]string{ProposalMerged: "merged", ProposalRejected: "rejected", ProposalSuperseded: "superseded"}[e.Type]
+		inner(inner(t.WorkUnits, e.Agent), kind)[outcome]++
+		if e.Type == ProposalMerged {
+			if opened, ok := s.opened[r.ID]; ok {
+				t.ApprovalSeconds = append(t.ApprovalSeconds, e.Time.Sub(opened).Seconds())
+			}
+			if e.WorkUnit != nil {
+				t.MergedMinutes[e.Agent] += e.WorkUnit.HumanMinutes
+			}
+		}
+		delete(s.opened, r.ID)
+	case PolicyViolation:
+		if r != nil {
+			r.Violation = true
+		} else {
+			s.ViolationSubjects[e.Subject] = true
+		}
+		t.Violations[e.Agent]++
+	default:
+		// Validate knows every type in schema; a type added there without
+		// a case here is caught by TestApplyKnowsEveryEvent.
+		return fmt.Errorf("apply entry %d: the fold has no case for %q", e.Seq, e.Type)
+	}
+	s.Seq, s.Head, s.Digest, s.Time = e.Seq, e.Commit, e.Digest, e.Time
+	return nil
+}
+
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
