@@ -106,7 +106,7 @@ reconciler_proposal_approval_seconds_count 1
 	}
 }
 
-// series returns every counter series of the registry (histogram buckets,
+// counters returns every counter series of the registry (histogram buckets,
 // counts and sums included) by name and labels.
 func counters(t *testing.T, g prometheus.Gatherer) map[string]float64 {
 	t.Helper()
