@@ -39,6 +39,10 @@ func (r *Reconciler) Plan(ctx context.Context) (*Plan, error) {
 	if err := r.fetch(ctx, p); err != nil {
 		return nil, err
 	}
+	if _, err := r.ledger.Sync(ctx); err != nil {
+		return nil, ledgerError(err)
+	}
+	p.state = r.ledger.State()
 	spec, diags, err := r.loadAt(p.head)
 	if err != nil {
 		return nil, err

@@ -150,6 +150,14 @@ func (r *Reconciler) Reconcile(ctx context.Context) (err error) {
 	start := r.cfg.Now()
 	p := &pass{}
 	defer func() {
+		if err != nil {
+			var stalled *StalledError
+			if errors.As(err, &stalled) {
+				r.log.Error("reconcile pass stalled", "reason", stalled.Reason, "err", err)
+			} else {
+				r.log.Error("reconcile pass failed", "err", err)
+			}
+		}
 		if serr := r.ledger.Save(); serr != nil {
 			r.log.Warn("save ledger state", "err", serr)
 		}
@@ -239,14 +247,18 @@ func (r *Reconciler) loadSpec(ctx context.Context, p *pass) error {
 		return nil
 	}
 	digest := specDigest(spec)
-	r.spec, r.specCommit = spec, p.head
 	if last := p.state.LastGoodSpec; last == nil || last.SpecDigest != digest || (p.state.LastSpec != nil && p.state.LastSpec.Type == ledger.SpecInvalid) {
 		_, err := r.append(ctx, p, ledger.Event{
 			Type: ledger.SpecLoaded, Subject: p.head.String(), SubjectName: r.cfg.Branch, SpecCommit: p.head.String(), SpecDigest: digest,
 			Summary: fmt.Sprintf("spec.loaded %s: %d agent(s), %d polic(ies)", p.head.String()[:12], len(spec.Agents), len(spec.Policies)),
 		})
-		return err
+		if err != nil {
+			// The spec takes effect only once recorded: the next pass
+			// tries again.
+			return err
+		}
 	}
+	r.spec, r.specCommit = spec, p.head
 	return nil
 }
 

@@ -98,6 +98,7 @@ func runDemo(ctx context.Context, dir string, verbose bool, stdout, stderr io.Wr
 			Repo: origin, Branch: "main", Signer: signer,
 			Identity: object.Signature{Name: "Reconciler", Email: "reconciler@example.com"},
 			Logger:   slog.New(slog.NewTextHandler(logOut, nil)),
+			CacheDir: filepath.Join(dir, "cache"),
 		})
 	}
 
@@ -147,10 +148,14 @@ func runDemo(ctx context.Context, dir string, verbose bool, stdout, stderr io.Wr
 	}
 
 	step("Pass 3: a restarted reconciler records the approvals and merges")
+	if err := r.Close(); err != nil {
+		return err
+	}
 	r, err = newReconciler()
 	if err != nil {
 		return err
 	}
+	defer r.Close()
 	if err := r.Reconcile(ctx); err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ func cmdOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
+	defer r.Close()
 	err = r.Reconcile(ctx)
 	st := r.Status()
 	for _, c := range st.Conditions {

@@ -12,6 +12,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/metrics"
 	"github.com/agentgitops/reconciler/reconcile"
@@ -26,6 +27,8 @@ type repoFlags struct {
 	identity  string
 	logFormat string
 	hourlyUSD float64
+	cacheDir  string
+	trusted   multiFlag
 }
 
 func (f *repoFlags) register(fs *flag.FlagSet) {
@@ -35,6 +38,9 @@ func (f *repoFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.identity, "identity", "Reconciler <reconciler@localhost>", "committer of proposals and ledger entries, \"Name <email>\"")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.Float64Var(&f.hourlyUSD, "human-hourly-usd", 100, "value of one hour of human work, for work-unit value and ROI")
+	def, _ := gitstore.DefaultCacheDir()
+	fs.StringVar(&f.cacheDir, "cache-dir", def, "directory of the on-disk mirror and saved ledger state, reused across passes and processes (\"\" keeps the mirror in memory)")
+	fs.Var(&f.trusted, "trusted-key", "public key the ledger's genesis entry must be signed by (repeatable; default: trust it on first use)")
 }
 
 // reconciler builds a Reconciler from the flags.
@@ -57,9 +63,14 @@ func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics
 	if err != nil {
 		return nil, err
 	}
+	pins, err := pinnedKeys(f.trusted)
+	if err != nil {
+		return nil, err
+	}
 	cfg := reconcile.Config{
 		Repo: f.repo, Branch: f.branch, Identity: id, Signer: signer,
 		LookupEnv: os.LookupEnv, Logger: logger, Runners: runners(),
+		CacheDir: f.cacheDir, TrustedKeys: pins,
 	}
 	if m != nil {
 		cfg.Recorder = m

@@ -38,6 +38,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
+	defer r.Close()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fail(stderr, fmt.Errorf("listen: %w", err))
@@ -48,9 +49,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "reconciler: serving on http://%s\n", ln.Addr())
 
 	err = loop(ctx, r, *interval, jitter.Percent(0.1, nil), func(err error) {
-		if err == nil {
-			ready.Store(true)
-		}
+		// Ready while the last pass succeeded (and so the ledger was
+		// trusted); back to 503 as soon as one fails.
+		ready.Store(err == nil)
 	})
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

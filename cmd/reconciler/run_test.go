@@ -47,7 +47,7 @@ func TestRunDaemon(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() {
-		done <- run(ctx, []string{"run", "--repo", bare, "--key", key, "--interval", "1s", "--listen", "127.0.0.1:0"}, &out, &errb)
+		done <- run(ctx, []string{"run", "--repo", bare, "--key", key, "--interval", "1s", "--listen", "127.0.0.1:0", "--cache-dir", filepath.Join(dir, "cache")}, &out, &errb)
 	}()
 	var base string
 	deadline := time.Now().Add(30 * time.Second)
@@ -85,7 +85,7 @@ func TestRunDaemon(t *testing.T) {
 	for _, want := range []string{
 		`reconciler_proposals_open{agent="image-pinner"} 1`,
 		`reconciler_agent_runs_total{agent="env-normaliser",outcome="changed"} 1`,
-		`reconciler_ledger_entries_total 9`,
+		`reconciler_ledger_entries_total 10`,
 		`reconciler_reconcile_duration_seconds_count`,
 	} {
 		if !strings.Contains(metrics, want) {
