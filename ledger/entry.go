@@ -181,6 +181,16 @@ func isHexCommit(s string) bool {
 	return err == nil
 }
 
+// Statement returns the in-toto statement the ledger signs for p: what a
+// tool that builds entries outside Append (a benchmark's generator, say)
+// must sign. The event is validated first.
+func Statement(p Predicate) ([]byte, error) {
+	if err := p.Event.Validate(); err != nil {
+		return nil, err
+	}
+	return newStatement(p)
+}
+
 // newStatement builds the in-toto statement of an entry with in-toto's Go
 // binding, checked by its Validate.
 func newStatement(p Predicate) ([]byte, error) {
