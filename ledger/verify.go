@@ -128,10 +128,16 @@ func Verify(ctx context.Context, repo *gitstore.Repo, opts VerifyOptions) (*Repo
 	return rep, nil
 }
 
+// chainCommit is a commit of the evidence branch, as Verify reads it.
+type chainCommit struct {
+	hash plumbing.Hash
+	rawCommit
+}
+
 // firstParentChain returns the first-parent chain from tip to the root,
-// oldest first.
-func firstParentChain(ctx context.Context, repo *gitstore.Repo, tip plumbing.Hash) ([]plumbing.Hash, error) {
-	var chain []plumbing.Hash
+// oldest first. It holds each commit's tree and message, not its content.
+func firstParentChain(ctx context.Context, repo *gitstore.Repo, tip plumbing.Hash) ([]chainCommit, error) {
+	var chain []chainCommit
 	for h := tip; ; {
 		if len(chain)%1024 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -142,7 +148,7 @@ func firstParentChain(ctx context.Context, repo *gitstore.Repo, tip plumbing.Has
 		if err != nil {
 			return nil, fmt.Errorf("verify ledger: %w", err)
 		}
-		chain = append(chain, h)
+		chain = append(chain, chainCommit{h, c})
 		if c.parents == 0 {
 			break
 		}
@@ -211,7 +217,7 @@ func newTrustAt(t trust) *trustAt {
 }
 
 // verifyChain verifies the entries added by chain, oldest first.
-func verifyChain(ctx context.Context, repo *gitstore.Repo, chain []plumbing.Hash, opts VerifyOptions, rep *Report) error {
+func verifyChain(ctx context.Context, repo *gitstore.Repo, chain []chainCommit, opts VerifyOptions, rep *Report) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	workers := runtime.NumCPU()
@@ -224,8 +230,8 @@ func verifyChain(ctx context.Context, repo *gitstore.Repo, chain []plumbing.Hash
 		defer close(ordered)
 		defer close(work)
 		w := walker{repo: repo, trust: newTrustAt(trust{pinned: opts.TrustedKeys})}
-		for i, h := range chain {
-			j := w.read(uint64(i+1), h)
+		for i, c := range chain {
+			j := w.read(uint64(i+1), c)
 			select {
 			case ordered <- j:
 			case <-ctx.Done():
@@ -402,16 +408,13 @@ type walker struct {
 // the commit's shape is wrong, already verified when the entry may change
 // the trusted keys (so the next entries are verified against the right
 // ones), otherwise with ready set for a worker.
-func (w *walker) read(seq uint64, h plumbing.Hash) *job {
+func (w *walker) read(seq uint64, c chainCommit) *job {
+	h := c.hash
 	path := EntryPath(seq)
 	j := &job{seq: seq, commit: h, trust: w.trust, trustSeq: w.trustSeq}
 	fail := func(reason string, err error) *job {
 		j.err = &VerifyError{Seq: seq, Path: path, Commit: h, Reason: reason, Err: err}
 		return j
-	}
-	c, err := readCommit(w.repo, h)
-	if err != nil {
-		return fail("cannot read commit", err)
 	}
 	if c.parents > 1 {
 		return fail(fmt.Sprintf("commit %s is a merge; the evidence branch must be a single chain", h), ErrInvalid)
@@ -1002,17 +1005,30 @@ func isBase64Char(c byte) bool {
 // failure, goes through t.verify and sigstore-go, so that what is rejected
 // and why is exactly what t.verify says.
 func verifyEntry(t *trustAt, seq uint64, bundle []byte, parts *dsseParts) (Predicate, signing.PublicKey, error) {
-	if seq > 1 && parts != nil && t.t.verifier != nil {
-		if k, ok := t.fast[parts.hint]; ok {
-			h := sha256.Sum256(pae(PayloadType, parts.payload))
-			if ecdsa.VerifyASN1(k.key, h[:], parts.sig) {
-				if p, err := parseStatement(parts.payload); err == nil && p.Type != Genesis {
-					return p, k.pub, nil
-				}
-			}
+	if seq > 1 && parts != nil {
+		if p, key, ok := t.fastVerify(parts); ok {
+			return p, key, nil
 		}
 	}
 	return t.t.verify(seq, bundle)
+}
+
+// fastVerify is verifyEntry's fast path for an entry after the first; ok
+// is false for whatever it does not accept.
+func (t *trustAt) fastVerify(parts *dsseParts) (Predicate, signing.PublicKey, bool) {
+	k, ok := t.fast[parts.hint]
+	if !ok || t.t.verifier == nil {
+		return Predicate{}, signing.PublicKey{}, false
+	}
+	h := sha256.Sum256(pae(PayloadType, parts.payload))
+	if !ecdsa.VerifyASN1(k.key, h[:], parts.sig) {
+		return Predicate{}, signing.PublicKey{}, false
+	}
+	p, err := parseStatement(parts.payload)
+	if err != nil || p.Type == Genesis {
+		return Predicate{}, signing.PublicKey{}, false
+	}
+	return p, k.pub, true
 }
 
 // pae is DSSE's pre-authentication encoding.
