@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -15,9 +16,22 @@ import (
 	"github.com/agentgitops/reconciler/signing"
 )
 
+// ledgerUsage is the synopsis of the ledger subcommands.
+const ledgerUsage = `Usage: reconciler ledger verify|log|show|export|checkpoint --repo URL [flags]
+
+Commands:
+  verify      check every entry's signature, chain and trust history
+  log         list entries, filtered by agent, run, event type or time
+  show        print one entry (SEQ) or every entry of a run (RUN_ID)
+  export      write every entry with its bundle as JSON Lines
+  checkpoint  print a signed checkpoint of the ledger's head
+
+verify, log, show and export only read: they need no --key or --identity.
+Run 'reconciler ledger <command> -h' for a command's flags.`
+
 func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "Usage: reconciler ledger verify|log --repo URL [flags]")
+		fmt.Fprintln(stderr, ledgerUsage)
 		return exitUsage
 	}
 	switch args[0] {
@@ -25,19 +39,64 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return cmdLedgerVerify(ctx, args[1:], stdout, stderr)
 	case "log":
 		return cmdLedgerLog(ctx, args[1:], stdout, stderr)
+	case "show":
+		return cmdLedgerShow(ctx, args[1:], stdout, stderr)
+	case "export":
+		return cmdLedgerExport(ctx, args[1:], stdout, stderr)
+	// TODO(checkpoint): case "checkpoint" once cmdLedgerCheckpoint lands.
 	case "-h", "--help", "help":
-		fmt.Fprintln(stderr, "Usage: reconciler ledger verify|log --repo URL [flags]")
+		fmt.Fprintln(stderr, ledgerUsage)
 		return exitOK
 	}
-	return usageError(stderr, "unknown ledger command %q: use verify or log", args[0])
+	return usageError(stderr, "unknown ledger command %q: use verify, log, show, export or checkpoint", args[0])
 }
 
+// ledgerFlags are the flags of the read-only ledger commands.
+type ledgerFlags struct {
+	repo     string
+	cacheDir string
+	trusted  multiFlag
+}
+
+func (f *ledgerFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.repo, "repo", "", "repository holding the agent-evidence branch: a local path, file:// or http(s):// `URL` (required)")
+	fs.Var(&f.trusted, "trusted-key", "public key `FILE` the ledger's genesis entry must be signed by (repeatable; default: trust it on first use)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "reuse the on-disk mirror in `DIR`, as 'run --cache-dir' keeps it (default: an in-memory mirror, which never waits on a running daemon's cache lock)")
+}
+
+// open returns a read-only Ledger over the --repo's evidence branch, its
+// genesis keys pinned by --trusted-key, and a func that releases the
+// mirror. A missing --repo is a usage error (see errUsage).
+func (f *ledgerFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
+	if f.repo == "" {
+		return nil, nil, errUsage("--repo is required")
+	}
+	keys, err := pinnedKeys(f.trusted)
+	if err != nil {
+		return nil, nil, err
+	}
+	repo, err := openMirror(ctx, f.repo, f.cacheDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	closeRepo := func() { _ = repo.Close() }
+	return ledger.New(repo, ledger.Options{TrustedKeys: keys}), closeRepo, nil
+}
+
+// openRepo opens an in-memory mirror of url.
 func openRepo(ctx context.Context, url string) (*gitstore.Repo, error) {
+	return openMirror(ctx, url, "")
+}
+
+// openMirror opens a mirror of url: in memory when cacheDir is "", else
+// the on-disk mirror in cacheDir (see gitstore.Options.CacheDir), which
+// the caller must Close.
+func openMirror(ctx context.Context, url, cacheDir string) (*gitstore.Repo, error) {
 	u, err := gitstore.NormalizeURL(url)
 	if err != nil {
 		return nil, err
 	}
-	return gitstore.Open(ctx, u, gitstore.Options{})
+	return gitstore.Open(ctx, u, gitstore.Options{CacheDir: cacheDir})
 }
 
 // pinnedKeys loads the --trusted-key files: the keys the ledger's genesis
@@ -114,39 +173,6 @@ func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Write
 		if len(signers) > 0 {
 			fmt.Fprintf(stdout, "signed by: %s\n", strings.Join(signers, ", "))
 		}
-	}
-	return exitOK
-}
-
-func cmdLedgerLog(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("ledger log", "ledger log --repo URL [--agent NAME] [--format text|json]", stderr)
-	repoURL := fs.String("repo", "", "repository holding the agent-evidence branch (required)")
-	agentName := fs.String("agent", "", "only entries of this agent")
-	format := fs.String("format", "text", "output format: text or json")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if *repoURL == "" {
-		return usageError(stderr, "--repo is required")
-	}
-	repo, err := openRepo(ctx, *repoURL)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	entries, err := ledger.New(repo, ledger.Options{}).Entries(ctx)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	enc := json.NewEncoder(stdout)
-	for _, e := range entries {
-		if *agentName != "" && e.Agent != *agentName {
-			continue
-		}
-		if *format == "json" {
-			_ = enc.Encode(e.Predicate)
-			continue
-		}
-		fmt.Fprintf(stdout, "%6d  %s  %s\n", e.Seq, e.Time.Format("2006-01-02 15:04:05Z"), e.Summary)
 	}
 	return exitOK
 }
