@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 // End-to-end benchmarks of what users see: a no-op `reconciler once` on a
@@ -27,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,8 +110,14 @@ func reconcilerBin(b *testing.B) string {
 		if binErr = os.MkdirAll(dir, 0o755); binErr != nil {
 			return
 		}
+		// Built under a temporary name and renamed into place, so that
+		// concurrent benchmark processes never run a half-written binary.
 		binPath = filepath.Join(dir, "reconciler")
-		_, binErr = runCmd("go", "build", "-o", binPath, ".")
+		tmp := fmt.Sprintf("%s.tmp-%d", binPath, os.Getpid())
+		if _, binErr = runCmd("go", "build", "-o", tmp, "."); binErr != nil {
+			return
+		}
+		binErr = os.Rename(tmp, binPath)
 	})
 	if binErr != nil {
 		b.Fatal(binErr)
@@ -185,6 +194,12 @@ func fixture(b *testing.B, n int) *e2eFixture {
 	if _, err := os.Stat(done); err == nil {
 		return f
 	}
+	// Other benchmark processes may be building the same fixture.
+	unlock := lockFixture(b, dir)
+	defer unlock()
+	if _, err := os.Stat(done); err == nil {
+		return f
+	}
 	start := time.Now()
 	if err := os.RemoveAll(dir); err != nil {
 		b.Fatal(err)
@@ -222,6 +237,23 @@ func fixture(b *testing.B, n int) *e2eFixture {
 	}
 	b.Logf("built the N=%d fixture in %s (ledger generated in %s) in %s", n, time.Since(start).Round(time.Millisecond), generated.Round(time.Millisecond), dir)
 	return f
+}
+
+// lockFixture takes an exclusive lock on dir+".lock" across processes.
+func lockFixture(b *testing.B, dir string) func() {
+	b.Helper()
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	lf, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		lf.Close()
+		b.Fatal(err)
+	}
+	return func() { lf.Close() }
 }
 
 // writeSpec commits, as main's only commit, examples/repo-layout plus
