@@ -2,14 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
-	"strings"
 
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/ledger"
@@ -43,7 +38,8 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return cmdLedgerShow(ctx, args[1:], stdout, stderr)
 	case "export":
 		return cmdLedgerExport(ctx, args[1:], stdout, stderr)
-	// TODO(checkpoint): case "checkpoint" once cmdLedgerCheckpoint lands.
+	case "checkpoint":
+		return cmdLedgerCheckpoint(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprintln(stderr, ledgerUsage)
 		return exitOK
@@ -112,67 +108,4 @@ func pinnedKeys(files []string) ([]signing.PublicKey, error) {
 		keys = append(keys, k)
 	}
 	return keys, nil
-}
-
-func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("ledger verify", "ledger verify --repo URL [--branch main] [--trusted-key FILE]... [--format text|json]", stderr)
-	repoURL := fs.String("repo", "", "repository holding the agent-evidence branch (required)")
-	branch := fs.String("branch", "main", "protected branch: its .reconciler/keys/*.pub are trusted")
-	format := fs.String("format", "text", "output format: text or json")
-	var keyFiles multiFlag
-	fs.Var(&keyFiles, "trusted-key", "public key file to trust besides .reconciler/keys/*.pub (repeatable)")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if *repoURL == "" {
-		return usageError(stderr, "--repo is required")
-	}
-	if *format != "text" && *format != "json" {
-		return usageError(stderr, "--format %q: use text or json", *format)
-	}
-	repo, err := openRepo(ctx, *repoURL)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	keys, err := pinnedKeys(keyFiles)
-	if err != nil {
-		return fail(stderr, fmt.Errorf("ledger verify: %w", err))
-	}
-	rep, verr := ledger.Verify(ctx, repo, ledger.VerifyOptions{Protected: *branch, TrustedKeys: keys})
-	if *format == "json" {
-		out := map[string]any{"valid": verr == nil}
-		if verr != nil {
-			out["error"] = verr.Error()
-			var ve *ledger.VerifyError
-			if errors.As(verr, &ve) {
-				out["entry"] = ve.Seq
-				out["path"] = ve.Path
-			}
-		} else {
-			out["entries"] = rep.Entries
-			out["head"] = rep.Head.String()
-			out["signers"] = rep.Signers
-		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(out)
-	}
-	if verr != nil {
-		return fail(stderr, fmt.Errorf("ledger verify: %w", verr))
-	}
-	if *format == "text" {
-		var signers []string
-		for _, k := range slices.Sorted(maps.Keys(rep.Signers)) {
-			signers = append(signers, fmt.Sprintf("%s (%d)", k, rep.Signers[k]))
-		}
-		head := "none"
-		if !rep.Head.IsZero() {
-			head = rep.Head.String()[:12]
-		}
-		fmt.Fprintf(stdout, "ledger OK: %d entries on %s verified (head %s), chain and sequence intact\n", rep.Entries, ledger.Branch, head)
-		if len(signers) > 0 {
-			fmt.Fprintf(stdout, "signed by: %s\n", strings.Join(signers, ", "))
-		}
-	}
-	return exitOK
 }
