@@ -21,7 +21,7 @@ Commands:
   export      write every entry with its bundle as JSON Lines
   checkpoint  print a signed checkpoint of the ledger's head
 
-verify, log, show and export only read: they need no --key or --identity.
+None of them writes to the repository: none needs --key or --identity.
 Run 'reconciler ledger <command> -h' for a command's flags.`
 
 func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -77,11 +77,6 @@ func (f *ledgerFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) 
 	}
 	closeRepo := func() { _ = repo.Close() }
 	return ledger.New(repo, ledger.Options{TrustedKeys: keys}), closeRepo, nil
-}
-
-// openRepo opens an in-memory mirror of url.
-func openRepo(ctx context.Context, url string) (*gitstore.Repo, error) {
-	return openMirror(ctx, url, "")
 }
 
 // openMirror opens a mirror of url: in memory when cacheDir is "", else

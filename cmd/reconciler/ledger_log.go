@@ -255,41 +255,29 @@ func cmdLedgerShow(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	defer closeRepo()
 	if isRun {
-		// A run id of 12 decimal digits could also be an entry number;
+		// A run id of 12 decimal digits could also be an entry number:
 		// the run wins, the entry is the fallback.
-		var bySeq *ledger.Entry
-		var last uint64
-		var found []ledger.Entry
-		err := l.Each(ctx, func(e ledger.Entry) error {
-			last = e.Seq
-			e.Bundle = nil
-			if e.RunID == arg {
-				found = append(found, e)
-			} else if seqErr == nil && e.Seq == seq {
-				bySeq = &e
-			}
-			return nil
-		})
-		switch {
-		case len(found) > 0:
-			if werr := printEntries(stdout, *format, found, true); werr != nil && err == nil {
-				err = werr
-			}
-		case err == nil && bySeq != nil:
-			err = printEntries(stdout, *format, []ledger.Entry{*bySeq}, false)
-		case err == nil:
-			err = fmt.Errorf("no run %s on %s (%d entries read)", arg, ledger.Branch, last)
+		var fallback uint64
+		if seqErr == nil {
+			fallback = seq
 		}
-		if err != nil {
-			return ledgerFail(stderr, "show", err)
-		}
-		return exitOK
+		err = showRun(ctx, l, stdout, *format, arg, fallback)
+	} else {
+		err = showSeq(ctx, l, stdout, *format, seq)
 	}
+	if err != nil {
+		return ledgerFail(stderr, "show", err)
+	}
+	return exitOK
+}
 
+// showSeq prints entry seq. It reads no further than that entry, so an
+// entry before a damaged one still shows.
+func showSeq(ctx context.Context, l *ledger.Ledger, w io.Writer, format string, seq uint64) error {
 	errFound := errors.New("found")
 	var hit ledger.Entry
 	var last uint64
-	err = l.Each(ctx, func(e ledger.Entry) error {
+	err := l.Each(ctx, func(e ledger.Entry) error {
 		last = e.Seq
 		if e.Seq == seq {
 			hit = e
@@ -299,14 +287,43 @@ func cmdLedgerShow(ctx context.Context, args []string, stdout, stderr io.Writer)
 	})
 	switch {
 	case errors.Is(err, errFound):
-		err = printEntries(stdout, *format, []ledger.Entry{hit}, false)
-	case err == nil:
-		err = fmt.Errorf("no entry %d on %s: it has %d entries", seq, ledger.Branch, last)
+		return printEntries(w, format, []ledger.Entry{hit}, false)
+	case err != nil:
+		return err
 	}
-	if err != nil {
-		return ledgerFail(stderr, "show", err)
+	return fmt.Errorf("no entry %d on %s: it has %d entries", seq, ledger.Branch, last)
+}
+
+// showRun prints every entry of the run id in order, or, when the run has
+// none and fallback is not 0, entry fallback. When an entry does not
+// verify, the run's entries before it are printed, then its error returned.
+func showRun(ctx context.Context, l *ledger.Ledger, w io.Writer, format, id string, fallback uint64) error {
+	var found []ledger.Entry
+	var bySeq *ledger.Entry
+	var last uint64
+	err := l.Each(ctx, func(e ledger.Entry) error {
+		last = e.Seq
+		e.Bundle = nil // not shown; hold only the run's predicates
+		switch {
+		case e.RunID == id:
+			found = append(found, e)
+		case fallback != 0 && e.Seq == fallback:
+			bySeq = &e
+		}
+		return nil
+	})
+	switch {
+	case len(found) > 0:
+		if werr := printEntries(w, format, found, true); err == nil {
+			err = werr
+		}
+		return err
+	case err != nil:
+		return err
+	case bySeq != nil:
+		return printEntries(w, format, []ledger.Entry{*bySeq}, false)
 	}
-	return exitOK
+	return fmt.Errorf("no run %s on %s (%d entries read)", id, ledger.Branch, last)
 }
 
 // isRunID reports whether s has the form of a run id: 12 lowercase hex
