@@ -166,7 +166,13 @@ func TestKeyAdmittedThroughApprovedMerge(t *testing.T) {
 // An entry whose payload was replaced (its signature kept) stops every
 // reader at that entry: nothing after it is acted on or appended.
 func TestReplacedPayloadStallsTheReconciler(t *testing.T) {
-	e := newEnv(t, true, nil)
+	for _, transport := range []string{"local", "http"} {
+		t.Run(transport, func(t *testing.T) { replacedPayload(t, transport == "http") })
+	}
+}
+
+func replacedPayload(t *testing.T, http bool) {
+	e := newEnv(t, http, nil)
 	r := e.reconciler(nil)
 	e.pass(r)
 	work := e.clone()

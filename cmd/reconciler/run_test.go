@@ -95,6 +95,35 @@ func TestRunDaemon(t *testing.T) {
 	if _, status := get("/api/v1/status"); !strings.Contains(status, `"type": "Ready"`) || !strings.Contains(status, `"status": "True"`) {
 		t.Errorf("/api/v1/status = %s", status)
 	}
+	if !regexp.MustCompile(`reconciler_ledger_head_info\{commit="[0-9a-f]{40}"\} 1`).MatchString(metrics) {
+		t.Errorf("/metrics lacks reconciler_ledger_head_info")
+	}
+
+	// Cut the last two entries off the ledger: the running daemon stalls
+	// (LedgerRewritten), /readyz goes back to 503, it logs the cause at
+	// error level, and it appends nothing on top.
+	cut := gittest.Git(t, "", "--git-dir", bare, "rev-parse", "agent-evidence~2")
+	gittest.Git(t, "", "--git-dir", bare, "update-ref", "refs/heads/agent-evidence", cut)
+	var status string
+	for time.Now().Before(time.Now().Add(20 * time.Second)) {
+		_, status = get("/api/v1/status")
+		if strings.Contains(status, `"reason": "LedgerRewritten"`) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(status, `"type": "Stalled"`) || !strings.Contains(status, `"reason": "LedgerRewritten"`) {
+		t.Fatalf("status after truncation = %s", status)
+	}
+	if code, _ := get("/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz after truncation = %d, want 503", code)
+	}
+	if !strings.Contains(errb.String(), "level=ERROR") || !strings.Contains(errb.String(), "evidence branch was rewritten") {
+		t.Errorf("the stall was not logged at error level: %s", errb.String())
+	}
+	if head := gittest.Git(t, "", "--git-dir", bare, "rev-parse", "agent-evidence"); head != cut {
+		t.Errorf("the daemon appended on top of a truncated ledger: %s, want %s", head, cut)
+	}
 	cancel()
 	select {
 	case code := <-done:
