@@ -109,3 +109,51 @@ func findEntry(tree []byte, name string) (plumbing.Hash, filemode.FileMode, bool
 	}
 	return plumbing.ZeroHash, 0, false, nil
 }
+
+// DirEntry is an entry of a directory (a tree) of a commit.
+type DirEntry struct {
+	Name string
+	Mode filemode.FileMode
+	Hash plumbing.Hash
+}
+
+// ReadDir returns the entries of directory dir (slash-separated, relative
+// to the repository root; "." for the root) in commit, in git's order,
+// reading only the trees on its path. The error wraps ErrNotFound when the
+// commit or the directory does not exist, or dir is a file.
+func (r *Repo) ReadDir(commit plumbing.Hash, dir string) ([]DirEntry, error) {
+	h, mode, err := r.TreeEntry(commit, dir)
+	if err != nil {
+		return nil, fmt.Errorf("read directory: %w", err)
+	}
+	if mode != filemode.Dir {
+		return nil, fmt.Errorf("read directory %q at %s: not a directory: %w", dir, commit, ErrNotFound)
+	}
+	typ, tree, err := r.RawObject(h)
+	if err != nil {
+		return nil, fmt.Errorf("read directory %q at %s: %w", dir, commit, err)
+	}
+	if typ != plumbing.TreeObject {
+		return nil, fmt.Errorf("read directory %q at %s: object %s is a %s, not a tree", dir, commit, h, typ)
+	}
+	var out []DirEntry
+	for len(tree) > 0 {
+		sp := bytes.IndexByte(tree, ' ')
+		nul := -1
+		if sp >= 0 {
+			nul = bytes.IndexByte(tree[sp+1:], 0)
+		}
+		if sp < 0 || nul < 0 || len(tree) < sp+1+nul+1+20 {
+			return nil, fmt.Errorf("read directory %q at %s: malformed tree %s", dir, commit, h)
+		}
+		m, err := strconv.ParseUint(string(tree[:sp]), 8, 32)
+		if err != nil {
+			return nil, fmt.Errorf("read directory %q at %s: malformed tree %s: mode %q", dir, commit, h, tree[:sp])
+		}
+		e := DirEntry{Name: string(tree[sp+1 : sp+1+nul]), Mode: filemode.FileMode(m)}
+		copy(e.Hash[:], tree[sp+1+nul+1:])
+		out = append(out, e)
+		tree = tree[sp+1+nul+1+20:]
+	}
+	return out, nil
+}

@@ -98,3 +98,41 @@ func TestTreeEntry(t *testing.T) {
 		}
 	}
 }
+
+// ReadDir lists a directory as git ls-tree does, reading only its path.
+func TestReadDir(t *testing.T) {
+	t.Parallel()
+	bare := chainRepo(t, t.TempDir(), 1200)
+	for _, cached := range []bool{false, true} {
+		var r *Repo
+		if cached {
+			r = openCached(t, bare, t.TempDir())
+		} else {
+			r = open(t, bare)
+		}
+		main := r.mustBranch(t, "main")
+		for _, dir := range []string{".", "ledger", "ledger/000000001"} {
+			spec := "main:" + dir
+			if dir == "." {
+				spec = "main"
+			}
+			want := strings.Fields(gittest.Git(t, bare, "ls-tree", "--format=%(objectmode) %(path) %(objectname)", spec))
+			es, err := r.ReadDir(main, dir)
+			if err != nil {
+				t.Fatalf("ReadDir(%q): %v", dir, err)
+			}
+			var got []string
+			for _, e := range es {
+				got = append(got, fmt.Sprintf("%06o", uint32(e.Mode)), e.Name, e.Hash.String())
+			}
+			if strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Errorf("ReadDir(%q) = %v, want %v", dir, got, want)
+			}
+		}
+		for _, dir := range []string{"nope", ledgerPath(1)} {
+			if _, err := r.ReadDir(main, dir); !errors.Is(err, ErrNotFound) {
+				t.Errorf("ReadDir(%q) error = %v, want ErrNotFound", dir, err)
+			}
+		}
+	}
+}

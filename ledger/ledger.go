@@ -146,84 +146,12 @@ func (l *Ledger) Each(ctx context.Context, fn func(Entry) error) error {
 	return l.read(ctx, tip, NewState(), &t, fn)
 }
 
-// read walks the evidence branch from tip back to from.Head (the root when
-// from is empty), then verifies and hands each entry after from to fn,
-// oldest first.
+// read verifies the entries after from up to tip and hands each to fn,
+// oldest first (see scan); t is the trust in force after from, advanced as
+// entries change it.
 func (l *Ledger) read(ctx context.Context, tip plumbing.Hash, from *State, t *trust, fn func(Entry) error) error {
-	var chain []plumbing.Hash
-	for h := tip; h != from.Head || from.Seq == 0; {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		c, err := l.repo.Commit(h)
-		if err != nil {
-			return fmt.Errorf("read ledger: %w", err)
-		}
-		if len(c.ParentHashes) > 1 {
-			return &VerifyError{Commit: c.Hash, Reason: fmt.Sprintf("commit %s is a merge; the evidence branch must be a single chain", c.Hash), Err: ErrInvalid}
-		}
-		chain = append(chain, h)
-		if len(c.ParentHashes) == 0 {
-			if from.Seq > 0 {
-				return fmt.Errorf("read ledger: %w: %s no longer contains entry %d (commit %s) that was read before: entries were cut off or the branch was replaced", ErrRewritten, Branch, from.Seq, short(from.Head.String()))
-			}
-			break
-		}
-		h = c.ParentHashes[0]
-	}
-	prev, seq := from.Digest, from.Seq
-	parent := from.Head
-	for i := len(chain) - 1; i >= 0; i-- {
-		seq++
-		e, err := l.readEntry(chain[i], parent, seq, prev, t)
-		if err != nil {
-			return err
-		}
-		if err := fn(e); err != nil {
-			return err
-		}
-		prev, parent = e.Digest, e.Commit
-	}
-	return nil
-}
-
-// readEntry reads and verifies the entry at seq added by commit h, whose
-// parent is parent (zero for the root).
-func (l *Ledger) readEntry(h, parent plumbing.Hash, seq uint64, prev string, t *trust) (Entry, error) {
-	path := EntryPath(seq)
-	fail := func(reason string, err error) error {
-		return &VerifyError{Seq: seq, Path: path, Commit: h, Reason: reason, Err: err}
-	}
-	c, err := l.repo.Commit(h)
-	if err != nil {
-		return Entry{}, fail("cannot read commit", err)
-	}
-	b, err := l.repo.ReadFile(h, path)
-	if err != nil {
-		return Entry{}, fail("entry file missing: entries were removed, reordered or moved", err)
-	}
-	if !parent.IsZero() {
-		if _, err := l.repo.ReadFile(parent, path); err == nil {
-			return Entry{}, fail("the parent commit already has this entry: the branch was rewritten", nil)
-		}
-	}
-	p, key, err := t.verify(seq, b)
-	if err != nil {
-		return Entry{}, fail("does not verify", err)
-	}
-	if p.Seq != seq {
-		return Entry{}, fail(fmt.Sprintf("statement says seq %d at position %d: entries were removed, reordered or moved", p.Seq, seq), nil)
-	}
-	if p.Prev != prev {
-		return Entry{}, fail(fmt.Sprintf("prev is %q but the previous entry's digest is %q: the chain is broken", short(p.Prev), short(prev)), nil)
-	}
-	if msg := strings.TrimRight(c.Message, "\n"); msg != p.Summary {
-		return Entry{}, fail(fmt.Sprintf("commit message %q differs from the signed summary %q", msg, p.Summary), nil)
-	}
-	if err := t.advance(p); err != nil {
-		return Entry{}, fail("names keys that cannot be used", err)
-	}
-	return Entry{Predicate: p, Path: path, Commit: h, Bundle: b, Digest: digest(b), Signer: key.ID}, nil
+	pos := position{seq: from.Seq, head: from.Head, digest: from.Digest, keysSeq: from.KeysSeq, trust: *t}
+	return scan(ctx, l.repo, tip, pos, t, scanOptions{}, fn)
 }
 
 // CheckSigner returns an error wrapping ErrUntrusted unless the ledger's

@@ -5,28 +5,28 @@ import (
 	"io/fs"
 	"path"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 
 	"github.com/agentgitops/reconciler/gitstore"
 )
 
 // commitFS is a read-only fs.FS over the files of one commit, enough for
-// hclspec.Load: ReadFile and ReadDir (for fs.Glob).
+// hclspec.Load: ReadFile and ReadDir (for fs.Glob). It reads only the
+// directories and files asked for, so loading the spec costs what the spec
+// is, not what the repository holds.
 type commitFS struct {
 	repo   *gitstore.Repo
 	commit plumbing.Hash
-	files  []string // sorted
 }
 
 func newCommitFS(repo *gitstore.Repo, commit plumbing.Hash) (*commitFS, error) {
-	files, err := repo.ListFiles(commit)
-	if err != nil {
+	if _, err := repo.Commit(commit); err != nil {
 		return nil, err
 	}
-	return &commitFS{repo: repo, commit: commit, files: files}, nil
+	return &commitFS{repo: repo, commit: commit}, nil
 }
 
 var (
@@ -50,25 +50,26 @@ func (c *commitFS) ReadFile(name string) ([]byte, error) {
 }
 
 func (c *commitFS) ReadDir(name string) ([]fs.DirEntry, error) {
-	prefix := ""
-	if name != "." {
-		prefix = name + "/"
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "readdir", Path: name, Err: fs.ErrInvalid}
 	}
-	seen := map[string]bool{}
-	var out []fs.DirEntry
-	i := sort.SearchStrings(c.files, prefix)
-	for ; i < len(c.files) && strings.HasPrefix(c.files[i], prefix); i++ {
-		rest := c.files[i][len(prefix):]
-		child, _, isDir := strings.Cut(rest, "/")
-		if seen[child] {
-			continue
-		}
-		seen[child] = true
-		out = append(out, dirEntry{name: child, dir: isDir})
-	}
-	if len(out) == 0 && name != "." {
+	entries, err := c.repo.ReadDir(c.commit, name)
+	if errors.Is(err, gitstore.ErrNotFound) {
 		return nil, &fs.PathError{Op: "readdir", Path: name, Err: fs.ErrNotExist}
 	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]fs.DirEntry, 0, len(entries))
+	for _, e := range entries {
+		if e.Mode == filemode.Submodule {
+			continue
+		}
+		out = append(out, dirEntry{name: e.Name, dir: e.Mode == filemode.Dir})
+	}
+	// fs.ReadDir's contract: sorted by name (git sorts directories as if
+	// their names ended in "/").
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
 	return out, nil
 }
 
