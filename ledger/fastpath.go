@@ -129,4 +129,3 @@ func pae(payloadType string, payload []byte) []byte {
 	b = append(b, ' ')
 	return append(b, payload...)
 }
-

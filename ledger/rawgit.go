@@ -189,4 +189,3 @@ func diffTrees(prev, cur []byte, fn func(p, c *treeEntry) error) error {
 	}
 	return err
 }
-

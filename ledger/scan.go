@@ -721,4 +721,3 @@ func changeError(p, c *treeEntry, path string) error {
 	}
 	return &shapeError{"modifies", path}
 }
-
