@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/ledger"
@@ -57,7 +58,7 @@ type ledgerFlags struct {
 func (f *ledgerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.repo, "repo", "", "repository holding the agent-evidence branch: a local path, file:// or http(s):// `URL` (required)")
 	fs.Var(&f.trusted, "trusted-key", "public key `FILE` the ledger's genesis entry must be signed by (repeatable; default: trust it on first use)")
-	fs.StringVar(&f.cacheDir, "cache-dir", "", "reuse the on-disk mirror in `DIR`, as 'run --cache-dir' keeps it (default: an in-memory mirror, which never waits on a running daemon's cache lock)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "reuse the on-disk mirror in `DIR`, as 'run --cache-dir' keeps it (default: a temporary on-disk mirror, removed afterwards, which never waits on a running daemon's cache lock)")
 }
 
 // open returns a read-only Ledger over the --repo's evidence branch, its
@@ -71,23 +72,42 @@ func (f *ledgerFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	repo, err := openMirror(ctx, f.repo, f.cacheDir)
+	repo, closeRepo, err := openMirror(ctx, f.repo, f.cacheDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	closeRepo := func() { _ = repo.Close() }
 	return ledger.New(repo, ledger.Options{TrustedKeys: keys}), closeRepo, nil
 }
 
-// openMirror opens a mirror of url: in memory when cacheDir is "", else
-// the on-disk mirror in cacheDir (see gitstore.Options.CacheDir), which
-// the caller must Close.
-func openMirror(ctx context.Context, url, cacheDir string) (*gitstore.Repo, error) {
+// openMirror opens an on-disk mirror of url: the one in cacheDir (see
+// gitstore.Options.CacheDir), or, when cacheDir is "", a temporary one (on
+// disk, so that a long ledger is not held in memory). The returned func
+// closes it and removes a temporary one.
+func openMirror(ctx context.Context, url, cacheDir string) (*gitstore.Repo, func(), error) {
 	u, err := gitstore.NormalizeURL(url)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return gitstore.Open(ctx, u, gitstore.Options{CacheDir: cacheDir})
+	tmp := ""
+	if cacheDir == "" {
+		if tmp, err = os.MkdirTemp("", "reconciler-mirror-"); err != nil {
+			return nil, nil, fmt.Errorf("temporary mirror: %w", err)
+		}
+		cacheDir = tmp
+	}
+	repo, err := gitstore.Open(ctx, u, gitstore.Options{CacheDir: cacheDir})
+	if err != nil {
+		if tmp != "" {
+			os.RemoveAll(tmp)
+		}
+		return nil, nil, err
+	}
+	return repo, func() {
+		_ = repo.Close()
+		if tmp != "" {
+			_ = os.RemoveAll(tmp)
+		}
+	}, nil
 }
 
 // pinnedKeys loads the --trusted-key files: the keys the ledger's genesis

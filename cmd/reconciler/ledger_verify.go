@@ -34,20 +34,20 @@ func (f *verifyFlags) register(fs *flag.FlagSet) {
 }
 
 // verify verifies the --repo's ledger. The caller must close repo.
-func (f *verifyFlags) verify(ctx context.Context) (*gitstore.Repo, *ledger.Report, error) {
+func (f *verifyFlags) verify(ctx context.Context) (*gitstore.Repo, func(), *ledger.Report, error) {
 	if f.repo == "" {
-		return nil, nil, errUsage("--repo is required")
+		return nil, nil, nil, errUsage("--repo is required")
 	}
 	keys, err := pinnedKeys(f.trusted)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	repo, err := openMirror(ctx, f.repo, f.cacheDir)
+	repo, closeRepo, err := openMirror(ctx, f.repo, f.cacheDir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	rep, err := ledger.Verify(ctx, repo, ledger.VerifyOptions{Protected: f.branch, TrustedKeys: keys})
-	return repo, rep, err
+	return repo, closeRepo, rep, err
 }
 
 func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -72,9 +72,9 @@ func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	if *cpKey == "" && *checkpoint != "" {
 		*cpKey = *checkpoint + ".key"
 	}
-	repo, rep, verr := f.verify(ctx)
-	if repo != nil {
-		defer repo.Close()
+	repo, closeRepo, rep, verr := f.verify(ctx)
+	if closeRepo != nil {
+		defer closeRepo()
 	}
 	var cp *checkpointResult
 	if verr == nil && *checkpoint != "" {
@@ -201,9 +201,9 @@ func cmdLedgerCheckpoint(ctx context.Context, args []string, stdout, stderr io.W
 	if err != nil {
 		return fail(stderr, fmt.Errorf("ledger checkpoint: %w", err))
 	}
-	repo, rep, err := f.verify(ctx)
-	if repo != nil {
-		defer repo.Close()
+	repo, closeRepo, rep, err := f.verify(ctx)
+	if closeRepo != nil {
+		defer closeRepo()
 	}
 	if err != nil {
 		return fail(stderr, fmt.Errorf("ledger checkpoint: %w", err))
