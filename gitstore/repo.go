@@ -42,6 +42,12 @@ type Options struct {
 	// LockTimeout is how long Open waits for another holder of the on-disk
 	// mirror's lock before failing with ErrCacheLocked; zero means 10s.
 	LockTimeout time.Duration
+
+	// NoFetch makes Open skip its fetch: the Repo starts as the on-disk
+	// mirror was left (empty, in memory) and the caller's first Fetch
+	// brings it up to date. A caller that fetches first thing anyway saves
+	// a round trip, and can start while the remote is unreachable.
+	NoFetch bool
 }
 
 // Repo is a mirror of a remote repository's branches (refs/heads/* only; tags
@@ -119,6 +125,9 @@ func Open(ctx context.Context, url string, opts Options) (r *Repo, err error) {
 		if err := r.openDisk(ctx, opts); err != nil {
 			return nil, fmt.Errorf("open %s: %w", r.safeURL, err)
 		}
+		if opts.NoFetch {
+			return r, nil
+		}
 		if err := r.fetch(ctx); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("open %s: %w", r.safeURL, err)
@@ -137,6 +146,9 @@ func Open(ctx context.Context, url string, opts Options) (r *Repo, err error) {
 		return nil, fmt.Errorf("open %s: configure remote: %w", r.safeURL, redactError(err, normalized))
 	}
 	r.repo = repo
+	if opts.NoFetch {
+		return r, nil
+	}
 	if err := r.fetch(ctx); err != nil {
 		return nil, fmt.Errorf("open %s: %w", r.safeURL, err)
 	}

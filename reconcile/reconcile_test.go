@@ -554,9 +554,18 @@ func TestUnreachableRepo(t *testing.T) {
 	if err == nil {
 		t.Fatal("New on a missing repository succeeded")
 	}
-	_, err = reconcile.New(context.Background(), reconcile.Config{Repo: "http://127.0.0.1:1/repo.git", Identity: identity})
-	if err == nil || strings.Contains(err.Error(), "panic") {
-		t.Fatalf("unreachable http repo: %v", err)
+	// An unreachable remote does not stop the reconciler from starting
+	// (DESIGN §5: the daemon serves and retries); every pass fails, naming it.
+	r, err := reconcile.New(context.Background(), reconcile.Config{Repo: "http://127.0.0.1:1/repo.git", Identity: identity})
+	if err != nil {
+		t.Fatalf("New with an unreachable remote: %v", err)
+	}
+	err = r.Reconcile(context.Background())
+	if err == nil || strings.Contains(err.Error(), "panic") || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("pass on an unreachable http repo: %v", err)
+	}
+	if c := r.Status().Conditions[0]; c.Type != "Ready" || c.Status != "False" {
+		t.Errorf("status after a failed fetch = %+v", c)
 	}
 }
 

@@ -80,8 +80,9 @@ type Reconciler struct {
 	status Status
 }
 
-// New opens the repository (its on-disk mirror under CacheDir, when set).
-// It fails when the repository is unreachable or the cache unusable. Whether
+// New opens the repository's mirror (on disk under CacheDir, when set)
+// without fetching: every pass fetches first. It fails when the cache is
+// unusable or locked by another process. Whether
 // the ledger can be trusted is checked by every pass (see Reconcile).
 func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 	if cfg.Branch == "" {
@@ -103,7 +104,9 @@ func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	repo, err := gitstore.Open(ctx, url, gitstore.Options{CacheDir: cfg.CacheDir})
+	// Every pass starts with a fetch: Open need not fetch too, and the
+	// reconciler starts (and reports why) while the remote is unreachable.
+	repo, err := gitstore.Open(ctx, url, gitstore.Options{CacheDir: cfg.CacheDir, NoFetch: true})
 	if err != nil {
 		return nil, err
 	}
