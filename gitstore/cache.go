@@ -33,6 +33,10 @@ const (
 	stateDirName = "reconciler-state"
 	// maxOpenPacks bounds the pack file descriptors go-git keeps open.
 	maxOpenPacks = 32
+	// objectCacheSize bounds go-git's cache of decoded objects (delta
+	// bases, mostly): long scans read each object once, so a small cache
+	// keeps memory flat without costing reads.
+	objectCacheSize = 32 * cache.MiByte
 	// lockPoll is how often Open retries a lock held by someone else.
 	lockPoll = 50 * time.Millisecond
 )
@@ -142,7 +146,7 @@ func (r *Repo) openDisk(ctx context.Context, opts Options) (err error) {
 	} else if err != nil {
 		return d.corrupt(err)
 	}
-	d.st = filesystem.NewStorageWithOptions(osfs.New(d.mirror), cache.NewObjectLRUDefault(),
+	d.st = filesystem.NewStorageWithOptions(osfs.New(d.mirror), cache.NewObjectLRU(objectCacheSize),
 		filesystem.Options{MaxOpenDescriptors: maxOpenPacks})
 	repo, err := git.Open(d.st, nil)
 	if err != nil {

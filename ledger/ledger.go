@@ -88,8 +88,24 @@ func (l *Ledger) State() *State { return l.state }
 // fails, applying nothing from the bad entry on, with an error wrapping
 // ErrRewritten when the branch does not extend what was read before
 // (truncated, rewritten or deleted), and with a *VerifyError wrapping
-// ErrUntrusted or ErrInvalid when an entry does not verify.
+// ErrUntrusted or ErrInvalid when an entry does not verify. The entries
+// returned hold their bundles: use Update where they are not needed, as a
+// first read of a long ledger would hold them all.
 func (l *Ledger) Sync(ctx context.Context) ([]Entry, error) {
+	var fresh []Entry
+	err := l.update(ctx, func(e Entry) { fresh = append(fresh, e) })
+	return fresh, err
+}
+
+// Update is Sync without returning the entries: it returns how many were
+// applied.
+func (l *Ledger) Update(ctx context.Context) (int, error) {
+	n := 0
+	err := l.update(ctx, func(Entry) { n++ })
+	return n, err
+}
+
+func (l *Ledger) update(ctx context.Context, applied func(Entry)) error {
 	if !l.loaded {
 		l.loaded = true
 		l.load()
@@ -97,25 +113,23 @@ func (l *Ledger) Sync(ctx context.Context) ([]Entry, error) {
 	tip, err := l.repo.Branch(Branch)
 	if errors.Is(err, gitstore.ErrNotFound) {
 		if l.state.Seq > 0 {
-			return nil, fmt.Errorf("read ledger: %w: branch %s was deleted, but entry %d (commit %s) was seen", ErrRewritten, Branch, l.state.Seq, short(l.state.Head.String()))
+			return fmt.Errorf("read ledger: %w: branch %s was deleted, but entry %d (commit %s) was seen", ErrRewritten, Branch, l.state.Seq, short(l.state.Head.String()))
 		}
-		return nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read ledger: %w", err)
+		return fmt.Errorf("read ledger: %w", err)
 	}
 	if tip == l.state.Head {
-		return nil, nil
+		return nil
 	}
-	var fresh []Entry
-	err = l.read(ctx, tip, l.state, &l.trust, func(e Entry) error {
+	return l.read(ctx, tip, l.state, &l.trust, func(e Entry) error {
 		if err := l.state.Apply(e); err != nil {
 			return &VerifyError{Seq: e.Seq, Path: e.Path, Commit: e.Commit, Reason: "cannot be folded", Err: err}
 		}
-		fresh = append(fresh, e)
+		applied(e)
 		return nil
 	})
-	return fresh, err
 }
 
 // Entries returns every entry on the evidence branch of the local mirror,
@@ -369,7 +383,7 @@ func validRunID(s string) bool {
 // its signed entry records. ErrNotFound-wrapping errors mean the run has no
 // transcript.
 func (l *Ledger) Transcript(ctx context.Context, runID string) ([]byte, Entry, error) {
-	if _, err := l.Sync(ctx); err != nil {
+	if _, err := l.Update(ctx); err != nil {
 		return nil, Entry{}, err
 	}
 	var e *Entry

@@ -39,7 +39,7 @@ func (r *Reconciler) Plan(ctx context.Context) (*Plan, error) {
 	if err := r.fetch(ctx, p); err != nil {
 		return nil, err
 	}
-	if _, err := r.ledger.Sync(ctx); err != nil {
+	if _, err := r.ledger.Update(ctx); err != nil {
 		return nil, ledgerError(err)
 	}
 	p.state = r.ledger.State()

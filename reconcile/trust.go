@@ -58,7 +58,7 @@ func ledgerError(err error) error {
 // a genesis entry trusting the reconciler's key and the keys in
 // .reconciler/keys at the protected branch's head.
 func (r *Reconciler) trustLedger(ctx context.Context, p *pass) error {
-	if _, err := r.ledger.Sync(ctx); err != nil {
+	if _, err := r.ledger.Update(ctx); err != nil {
 		return ledgerError(err)
 	}
 	if r.ledger.State().Seq == 0 {
