@@ -255,7 +255,7 @@ func parseStatement(b []byte) (Predicate, error) {
 	}
 	p.Event.Subject = st.Subject[0].Digest["gitCommit"]
 	p.Event.SubjectName = st.Subject[0].Name
-	if err := p.Event.Validate(); err != nil {
+	if _, err := p.Event.Typed(); err != nil {
 		return Predicate{}, err
 	}
 	return p, nil

@@ -328,7 +328,7 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 			ev.TranscriptDigest = digest(ev.Transcript)
 			files = append(files, gitstore.FileChange{Path: TranscriptPath(ev.RunID), Status: "added", Mode: filemode.Regular, Content: ev.Transcript})
 		}
-		if err := ev.Validate(); err != nil {
+		if _, err := ev.Typed(); err != nil {
 			return nil, plumbing.ZeroHash, fmt.Errorf("append %s: %w", ev.Type, err)
 		}
 		if ev.Type == Genesis && seq != 1 {

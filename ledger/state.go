@@ -291,7 +291,8 @@ func inner[K1, K2 comparable, V any](m map[K1]map[K2]V, k K1) map[K2]V {
 
 // Apply folds the next entry into the state. The entry must be the one
 // after the last applied (seq and prev digest), else nothing changes and
-// the error says why; an entry of an unknown type is refused the same way.
+// the error says why; an entry of an unknown type or without the fields its
+// type requires is refused the same way.
 func (s *State) Apply(e Entry) error {
 	if e.Seq != s.Seq+1 {
 		return fmt.Errorf("apply entry %d: the state is at entry %d", e.Seq, s.Seq)
@@ -299,58 +300,75 @@ func (s *State) Apply(e Entry) error {
 	if e.Prev != s.Digest {
 		return fmt.Errorf("apply entry %d: its prev %s is not the digest of entry %d", e.Seq, short(e.Prev), s.Seq)
 	}
-	if err := e.Event.Validate(); err != nil {
+	typed, err := e.Event.Typed()
+	if err != nil {
 		return fmt.Errorf("apply entry %d: %w", e.Seq, err)
 	}
 	e.Bundle = nil // the state keeps facts, not bundles
 	ep := &e
 	t := &s.Totals
 	var r *Run
-	if e.RunID != "" && e.Type != RunHeld && e.Type != BudgetExceeded {
-		r = s.runs[e.RunID]
+	if re, ok := typed.(runEvent); ok && re.run().RunID != "" {
+		ref := re.run()
+		r = s.runs[ref.RunID]
 		if r == nil {
-			r = &Run{ID: e.RunID, Agent: e.Agent, Trigger: e.Trigger, SpecDigest: e.SpecDigest, SpecCommit: e.SpecCommit, Started: e.Time}
+			r = &Run{ID: ref.RunID, Agent: ref.Agent, Trigger: e.Trigger, SpecDigest: e.SpecDigest, SpecCommit: e.SpecCommit, Started: e.Time}
 			s.Runs = append(s.Runs, r)
 			s.runs[r.ID] = r
 			s.byAgent[r.Agent] = append(s.byAgent[r.Agent], r)
-			delete(s.Held, e.Agent)
+			delete(s.Held, ref.Agent)
+		}
+		if e.TranscriptDigest != "" {
+			r.Transcript = ep
 		}
 	}
-	if r != nil && e.TranscriptDigest != "" {
-		r.Transcript = ep
+	settle := func(agent, outcome, model string, usage *Usage, cost float64) {
+		r.CostUSD, r.Settled = cost, true
+		inner(t.Runs, agent)[outcome]++
+		if usage != nil {
+			m := inner(t.Tokens, agent)
+			u := m[model]
+			u[0] += usage.InputTokens
+			u[1] += usage.OutputTokens
+			m[model] = u
+		}
+		if cost > 0 {
+			inner(t.CostUSD, agent)[model] += cost
+		}
 	}
-	switch e.Type {
-	case Genesis, KeysChanged:
-		s.Keys, s.KeysSeq, s.KeysSubject = e.Keys, e.Seq, e.Subject
-	case SpecLoaded:
+	closeProposal := func(agent, outcome string, wu *WorkUnit) {
+		r.Closed = ep
+		kind := ""
+		if wu != nil {
+			kind = wu.Kind
+		}
+		inner(inner(t.WorkUnits, agent), kind)[outcome]++
+		delete(s.opened, r.ID)
+	}
+	switch ev := typed.(type) {
+	case GenesisEvent:
+		s.Keys, s.KeysSeq, s.KeysSubject = ev.Keys, e.Seq, e.Subject
+	case KeysChangedEvent:
+		s.Keys, s.KeysSeq, s.KeysSubject = ev.Keys, e.Seq, e.Subject
+	case SpecLoadedEvent:
 		s.LastSpec, s.LastGoodSpec = ep, ep
-	case SpecInvalid:
+	case SpecInvalidEvent:
 		s.LastSpec = ep
-	case RunHeld, BudgetExceeded:
-		s.Held[e.Agent] = ep
-		inner(t.Held, e.Agent)[e.Hold.Kind]++
-	case RunStarted:
-		r.ReservedUSD = e.ReservedUSD
-	case RunFinished, RunFailed:
-		r.CostUSD, r.Settled = e.CostUSD, true
-		outcome := e.Outcome
-		if e.Type == RunFailed {
-			r.Failed, outcome = ep, "failed"
-		} else {
-			r.Finished = ep
-		}
-		inner(t.Runs, e.Agent)[outcome]++
-		if e.Usage != nil {
-			m := inner(t.Tokens, e.Agent)
-			u := m[e.Model]
-			u[0] += e.Usage.InputTokens
-			u[1] += e.Usage.OutputTokens
-			m[e.Model] = u
-		}
-		if e.CostUSD > 0 {
-			inner(t.CostUSD, e.Agent)[e.Model] += e.CostUSD
-		}
-	case PolicyDecision:
+	case RunHeldEvent:
+		s.Held[ev.Agent] = ep
+		inner(t.Held, ev.Agent)[ev.Hold.Kind]++
+	case BudgetExceededEvent:
+		s.Held[ev.Agent] = ep
+		inner(t.Held, ev.Agent)[ev.Hold.Kind]++
+	case RunStartedEvent:
+		r.ReservedUSD = ev.ReservedUSD
+	case RunFinishedEvent:
+		r.Finished = ep
+		settle(ev.Agent, ev.Outcome, ev.Model, ev.Usage, ev.CostUSD)
+	case RunFailedEvent:
+		r.Failed = ep
+		settle(ev.Agent, "failed", ev.Model, ev.Usage, ev.CostUSD)
+	case PolicyDecisionEvent:
 		r.Decision = ep
 		var d struct {
 			Outcome string `json:"outcome"`
@@ -359,42 +377,39 @@ func (s *State) Apply(e Entry) error {
 				Rule   string `json:"rule"`
 			} `json:"rules"`
 		}
-		if json.Unmarshal(e.Decision, &d) == nil {
+		if json.Unmarshal(ev.Decision, &d) == nil {
 			for _, rule := range d.Rules {
 				inner(inner(t.Decisions, rule.Policy), rule.Rule)[d.Outcome]++
 			}
 		}
-	case ProposalOpened:
+	case ProposalOpenedEvent:
 		r.Opened = ep
 		s.opened[r.ID] = e.Time
-	case ProposalApproved:
-	case ProposalMerged, ProposalRejected, ProposalSuperseded:
-		r.Closed = ep
-		kind := ""
-		if e.WorkUnit != nil {
-			kind = e.WorkUnit.Kind
+	case ProposalApprovedEvent:
+		// Recorded for the audit trail; the merge that follows closes
+		// the proposal.
+	case ProposalMergedEvent:
+		if opened, ok := s.opened[r.ID]; ok {
+			t.ApprovalSeconds = append(t.ApprovalSeconds, e.Time.Sub(opened).Seconds())
 		}
-		outcome := map[string]string{ProposalMerged: "merged", ProposalRejected: "rejected", ProposalSuperseded: "superseded"}[e.Type]
-		inner(inner(t.WorkUnits, e.Agent), kind)[outcome]++
-		if e.Type == ProposalMerged {
-			if opened, ok := s.opened[r.ID]; ok {
-				t.ApprovalSeconds = append(t.ApprovalSeconds, e.Time.Sub(opened).Seconds())
-			}
-			if e.WorkUnit != nil {
-				t.MergedMinutes[e.Agent] += e.WorkUnit.HumanMinutes
-			}
+		if ev.WorkUnit != nil {
+			t.MergedMinutes[ev.Agent] += ev.WorkUnit.HumanMinutes
 		}
-		delete(s.opened, r.ID)
-	case PolicyViolation:
+		closeProposal(ev.Agent, "merged", ev.WorkUnit)
+	case ProposalRejectedEvent:
+		closeProposal(ev.Agent, "rejected", e.WorkUnit)
+	case ProposalSupersededEvent:
+		closeProposal(ev.Agent, "superseded", e.WorkUnit)
+	case PolicyViolationEvent:
 		if r != nil {
 			r.Violation = true
 		} else {
-			s.ViolationSubjects[e.Subject] = true
+			s.ViolationSubjects[ev.Subject] = true
 		}
-		t.Violations[e.Agent]++
+		t.Violations[ev.Agent]++
 	default:
-		// Validate knows every type in schema; a type added there without
-		// a case here is caught by TestApplyKnowsEveryEvent.
+		// Typed has a Go type for every type in schema; one added there
+		// without a case here is caught by TestApplyKnowsEveryEvent.
 		return fmt.Errorf("apply entry %d: the fold has no case for %q", e.Seq, e.Type)
 	}
 	s.Seq, s.Head, s.Digest, s.Time = e.Seq, e.Commit, e.Digest, e.Time

@@ -1,0 +1,198 @@
+package ledger
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// TypedEvent is the typed form of an event: one Go type per event type,
+// holding the fields that type carries. (*Event).Typed returns it after
+// checking the required fields, and State.Apply folds it with one case per
+// type; a switch over TypedEvent that misses a type fails at its default.
+type TypedEvent interface {
+	// EventType is the event's "event" name, e.g. "run.started".
+	EventType() string
+}
+
+// RunRef names the run an event is about.
+type RunRef struct {
+	Agent string
+	RunID string
+}
+
+// GenesisEvent is entry 1: the keys trusted to sign the ledger.
+type GenesisEvent struct{ Keys []Key }
+
+// KeysChangedEvent replaces the trusted keys from the next entry on; Reviewer
+// merged the change to .reconciler/keys.
+type KeysChangedEvent struct {
+	Keys     []Key
+	Reviewer string
+}
+
+// SpecLoadedEvent records a spec that loaded.
+type SpecLoadedEvent struct{ SpecCommit, SpecDigest string }
+
+// SpecInvalidEvent records a spec that did not load.
+type SpecInvalidEvent struct {
+	SpecCommit  string
+	Diagnostics []string
+}
+
+// RunStartedEvent claims a run, reserving its most expensive cost.
+type RunStartedEvent struct {
+	RunRef
+	Trigger, SpecCommit, SpecDigest string
+	ReservedUSD                     float64
+}
+
+// RunFinishedEvent settles a run that completed.
+type RunFinishedEvent struct {
+	RunRef
+	Trigger, SpecDigest string
+	Outcome             string
+	Change              *Change
+	Model               string
+	Usage               *Usage
+	CostUSD             float64
+	WorkUnit            *WorkUnit
+	TranscriptDigest    string
+}
+
+// RunFailedEvent settles a run that failed.
+type RunFailedEvent struct {
+	RunRef
+	SpecDigest       string
+	Error            string
+	Model            string
+	Usage            *Usage
+	CostUSD          float64
+	TranscriptDigest string
+}
+
+// RunHeldEvent records a due run held back by a gate other than money.
+type RunHeldEvent struct {
+	Agent, Trigger string
+	Hold           Hold
+}
+
+// BudgetExceededEvent records a due run held back by a money budget.
+type BudgetExceededEvent struct {
+	Agent, Trigger string
+	Hold           Hold
+}
+
+// PolicyDecisionEvent records the policies' decision on a run's change.
+type PolicyDecisionEvent struct {
+	RunRef
+	Decision json.RawMessage
+}
+
+// ProposalOpenedEvent records a proposal branch pushed for a run.
+type ProposalOpenedEvent struct {
+	RunRef
+	Proposal Proposal
+}
+
+// ProposalApprovedEvent records a reviewer's approval by merge.
+type ProposalApprovedEvent struct {
+	RunRef
+	Reviewer  string
+	Proposal  Proposal
+	Overrides []string
+}
+
+// ProposalMergedEvent records a proposal merged into the protected branch.
+type ProposalMergedEvent struct {
+	RunRef
+	Proposal Proposal
+	WorkUnit *WorkUnit
+}
+
+// ProposalRejectedEvent records a proposal closed without merge.
+type ProposalRejectedEvent struct {
+	RunRef
+	Proposal Proposal
+}
+
+// ProposalSupersededEvent records a proposal replaced by a newer run's.
+type ProposalSupersededEvent struct {
+	RunRef
+	Proposal Proposal
+}
+
+// PolicyViolationEvent records a merge or push that broke policy: about a
+// run when RunID is set, else about Subject (a key pushed without
+// approval, say).
+type PolicyViolationEvent struct {
+	RunRef
+	Subject string
+	Error   string
+}
+
+func (GenesisEvent) EventType() string            { return Genesis }
+func (KeysChangedEvent) EventType() string        { return KeysChanged }
+func (SpecLoadedEvent) EventType() string         { return SpecLoaded }
+func (SpecInvalidEvent) EventType() string        { return SpecInvalid }
+func (RunStartedEvent) EventType() string         { return RunStarted }
+func (RunFinishedEvent) EventType() string        { return RunFinished }
+func (RunFailedEvent) EventType() string          { return RunFailed }
+func (RunHeldEvent) EventType() string            { return RunHeld }
+func (BudgetExceededEvent) EventType() string     { return BudgetExceeded }
+func (PolicyDecisionEvent) EventType() string     { return PolicyDecision }
+func (ProposalOpenedEvent) EventType() string     { return ProposalOpened }
+func (ProposalApprovedEvent) EventType() string   { return ProposalApproved }
+func (ProposalMergedEvent) EventType() string     { return ProposalMerged }
+func (ProposalRejectedEvent) EventType() string   { return ProposalRejected }
+func (ProposalSupersededEvent) EventType() string { return ProposalSuperseded }
+func (PolicyViolationEvent) EventType() string    { return PolicyViolation }
+
+// Typed checks the event (see Validate) and returns its typed form.
+func (e *Event) Typed() (TypedEvent, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	ref := RunRef{Agent: e.Agent, RunID: e.RunID}
+	switch e.Type {
+	case Genesis:
+		return GenesisEvent{Keys: e.Keys}, nil
+	case KeysChanged:
+		return KeysChangedEvent{Keys: e.Keys, Reviewer: e.Reviewer}, nil
+	case SpecLoaded:
+		return SpecLoadedEvent{SpecCommit: e.SpecCommit, SpecDigest: e.SpecDigest}, nil
+	case SpecInvalid:
+		return SpecInvalidEvent{SpecCommit: e.SpecCommit, Diagnostics: e.Diagnostics}, nil
+	case RunStarted:
+		return RunStartedEvent{RunRef: ref, Trigger: e.Trigger, SpecCommit: e.SpecCommit, SpecDigest: e.SpecDigest, ReservedUSD: e.ReservedUSD}, nil
+	case RunFinished:
+		return RunFinishedEvent{RunRef: ref, Trigger: e.Trigger, SpecDigest: e.SpecDigest, Outcome: e.Outcome, Change: e.Change,
+			Model: e.Model, Usage: e.Usage, CostUSD: e.CostUSD, WorkUnit: e.WorkUnit, TranscriptDigest: e.TranscriptDigest}, nil
+	case RunFailed:
+		return RunFailedEvent{RunRef: ref, SpecDigest: e.SpecDigest, Error: e.Error, Model: e.Model, Usage: e.Usage,
+			CostUSD: e.CostUSD, TranscriptDigest: e.TranscriptDigest}, nil
+	case RunHeld:
+		return RunHeldEvent{Agent: e.Agent, Trigger: e.Trigger, Hold: *e.Hold}, nil
+	case BudgetExceeded:
+		return BudgetExceededEvent{Agent: e.Agent, Trigger: e.Trigger, Hold: *e.Hold}, nil
+	case PolicyDecision:
+		return PolicyDecisionEvent{RunRef: ref, Decision: e.Decision}, nil
+	case ProposalOpened:
+		return ProposalOpenedEvent{RunRef: ref, Proposal: *e.Proposal}, nil
+	case ProposalApproved:
+		return ProposalApprovedEvent{RunRef: ref, Reviewer: e.Reviewer, Proposal: *e.Proposal, Overrides: e.Overrides}, nil
+	case ProposalMerged:
+		return ProposalMergedEvent{RunRef: ref, Proposal: *e.Proposal, WorkUnit: e.WorkUnit}, nil
+	case ProposalRejected:
+		return ProposalRejectedEvent{RunRef: ref, Proposal: *e.Proposal}, nil
+	case ProposalSuperseded:
+		return ProposalSupersededEvent{RunRef: ref, Proposal: *e.Proposal}, nil
+	case PolicyViolation:
+		return PolicyViolationEvent{RunRef: ref, Subject: e.Subject, Error: e.Error}, nil
+	}
+	return nil, fmt.Errorf("%w: %q has no Go type", ErrEventInvalid, e.Type)
+}
+
+// runEvent is a typed event about a run (every event embedding RunRef).
+type runEvent interface{ run() RunRef }
+
+func (r RunRef) run() RunRef { return r }
