@@ -97,10 +97,7 @@ func TestCheckpointCheck(t *testing.T) {
 				}
 				return
 			}
-			want := tt.err
-			if strings.Contains(want, "%s") {
-				want = strings.Replace(want, "%s", repo.URL(), 1)
-			}
+			want := strings.Replace(tt.err, "%s", repo.URL(), 1)
 			if !errors.Is(err, ErrRewritten) || !strings.Contains(err.Error(), want) {
 				t.Fatalf("Check = %v, want ErrRewritten saying %q", err, want)
 			}

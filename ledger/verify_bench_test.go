@@ -1,7 +1,6 @@
-package ledger
+package ledger_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -10,7 +9,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -21,6 +19,8 @@ import (
 
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/gitstore/gittest"
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/ledger/ledgergen"
 	"github.com/agentgitops/reconciler/signing"
 )
 
@@ -52,10 +52,10 @@ func BenchmarkVerify(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer repo.Close()
-			opts := VerifyOptions{Protected: "main", TrustedKeys: []signing.PublicKey{bl.key}}
+			opts := ledger.VerifyOptions{Protected: "main", TrustedKeys: []signing.PublicKey{bl.key}}
 			b.ResetTimer()
 			for b.Loop() {
-				rep, err := Verify(ctx, repo, opts)
+				rep, err := ledger.Verify(ctx, repo, opts)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -110,7 +110,7 @@ func BenchmarkECDSAVerify(b *testing.B) {
 }
 
 // benchStatementSize is about the size of the benchmark ledger's statements
-// (see benchEvent).
+// (ledgergen's bundles are 1.3-1.5 kB, their statements about 1 kB).
 const benchStatementSize = 1024
 
 // parallel calls fn(0..n-1) on runtime.NumCPU() workers fed by a channel.
@@ -184,7 +184,7 @@ func benchLedger(b *testing.B, n int) benchLedgerRepo {
 		b.Fatal(err)
 	}
 	bl.key = s.PublicKey()
-	if err := generateLedger(bl.url, s, n); err != nil {
+	if err := generateLedger(b, bl.url, s, n); err != nil {
 		b.Fatal(err)
 	}
 	built := time.Since(start)
@@ -202,151 +202,14 @@ func benchLedger(b *testing.B, n int) benchLedgerRepo {
 }
 
 // generateLedger writes a ledger of n entries signed by s into a new bare
-// repository at bare: a main branch with one commit (the spec commit the
-// entries name) and agent-evidence with a genesis entry and n-1 run.started
-// entries. Each entry's prev is the digest of the previous signed bundle, so
-// signing is a chain; statements are built and signed on one goroutine while
-// git fast-import writes the objects and the previous entries are encoded
-// concurrently.
-func generateLedger(bare string, s *signing.Signer, n int) error {
-	env := gittest.Env(gittest.Name, gittest.Email)
-	git := func(stdin []byte, args ...string) (string, error) {
-		cmd := exec.Command("git", args...)
-		cmd.Env = env
-		cmd.Stdin = bytes.NewReader(stdin)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-		}
-		return strings.TrimSpace(string(out)), nil
-	}
-	if _, err := git(nil, "init", "-q", "--bare", "-b", "main", bare); err != nil {
-		return err
-	}
-	empty, err := git(nil, "--git-dir", bare, "hash-object", "-w", "-t", "tree", "--stdin")
-	if err != nil {
-		return err
-	}
-	spec, err := git(nil, "--git-dir", bare, "commit-tree", empty, "-m", "desired state")
-	if err != nil {
-		return err
-	}
-	if _, err := git(nil, "--git-dir", bare, "update-ref", "refs/heads/main", spec); err != nil {
-		return err
-	}
-
-	cmd := exec.Command("git", "--git-dir", bare, "fast-import", "--quiet", "--done")
-	cmd.Env = env
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	type entry struct {
-		seq            uint64
-		summary        string
-		bundle         []byte
-		unixTime       int64
-		transcriptPath string
-	}
-	entries := make(chan entry, 256)
-	werr := make(chan error, 1)
-	go func() {
-		w := bufio.NewWriterSize(stdin, 1<<20)
-		for e := range entries {
-			fmt.Fprintf(w, "commit refs/heads/%s\nmark :%d\ncommitter Reconciler <reconciler@example.com> %d +0000\ndata %d\n%s\n",
-				Branch, e.seq, e.unixTime, len(e.summary)+1, e.summary)
-			if e.seq > 1 {
-				fmt.Fprintf(w, "from :%d\n", e.seq-1)
-			}
-			fmt.Fprintf(w, "M 100644 inline %s\ndata %d\n", EntryPath(e.seq), len(e.bundle))
-			w.Write(e.bundle)
-			w.WriteString("\n\n")
-		}
-		w.WriteString("done\n")
-		err := w.Flush()
-		if cerr := stdin.Close(); err == nil {
-			err = cerr
-		}
-		werr <- err
-	}()
-
-	ctx := context.Background()
-	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	key := s.PublicKey()
-	key.Source = "reconciler"
-	prev := ""
-	var genErr error
-	for seq := uint64(1); seq <= uint64(n); seq++ {
-		ev := benchEvent(seq, spec, key)
-		p := Predicate{Seq: seq, Prev: prev, Time: t0.Add(time.Duration(seq) * time.Second), Event: ev}
-		st, err := newStatement(p)
-		if err != nil {
-			genErr = err
-			break
-		}
-		bundle, err := s.SignStatement(ctx, st)
-		if err != nil {
-			genErr = err
-			break
-		}
-		entries <- entry{seq: seq, summary: ev.Summary, bundle: bundle, unixTime: p.Time.Unix()}
-		prev = digest(bundle)
-	}
-	close(entries)
-	if err := <-werr; err != nil && genErr == nil {
-		genErr = err
-	}
-	if err := cmd.Wait(); err != nil {
-		return fmt.Errorf("git fast-import: %w: %s", err, stderr.String())
-	}
-	return genErr
-}
-
-// benchEvent is entry seq of the benchmark ledger: the genesis entry, then
-// run.started entries with statements of about benchStatementSize bytes.
-func benchEvent(seq uint64, spec string, key signing.PublicKey) Event {
-	if seq == 1 {
-		keys := KeySet(key)
-		return Event{Type: Genesis, Subject: spec, SubjectName: "main", Keys: keys,
-			Summary: fmt.Sprintf("ledger.genesis: 1 trusted key(s): %s", keys[0].ID)}
-	}
-	run := fmt.Sprintf("%012x", seq)
-	agent := fmt.Sprintf("agent-%02d", seq%17)
-	return Event{
-		Type: RunStarted, Subject: spec, SubjectName: "main",
-		Agent: agent, RunID: run, SpecCommit: spec, Trigger: "schedule: 0 */6 * * * (every 6 hours)",
-		SpecDigest:  fmt.Sprintf("%x", sha256.Sum256([]byte(run))),
-		Model:       "gpt-4.1-mini-2025-04-14",
-		ReservedUSD: 0.25,
-		WorkUnit:    &WorkUnit{Kind: "dependency-bump", HumanMinutes: 20},
-		Summary:     fmt.Sprintf("run.started %s %s (trigger schedule, spec %s, reserves $0.25 of the daily budget of $10.00)", agent, run, spec[:12]),
-	}
-}
-
-// TestBenchEventSize keeps the benchmark's statements near the message size
-// BenchmarkECDSAVerify signs, so that the two stay comparable. It does not
-// build a ledger.
-func TestBenchEventSize(t *testing.T) {
-	key, err := signing.GenerateKey(filepath.Join(t.TempDir(), "k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := strings.Repeat("ab", 20)
-	st, err := newStatement(Predicate{Seq: 12345, Prev: strings.Repeat("0", 64), Time: time.Now(), Event: benchEvent(12345, spec, key.PublicKey())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(st); n < benchStatementSize*3/4 || n > benchStatementSize*5/4 {
-		t.Errorf("a benchmark statement has %d bytes, want about %d", n, benchStatementSize)
-	}
-	if _, err := parseStatement(st); err != nil {
-		t.Fatal(err)
-	}
+// repository at bare, with ledgergen: a main branch with one commit (the
+// spec commit the entries name) and agent-evidence.
+func generateLedger(b *testing.B, bare string, s *signing.Signer, n int) error {
+	src := b.TempDir()
+	gittest.Git(b, src, "init", "-q", "-b", "main")
+	gittest.Git(b, src, "commit", "-q", "--allow-empty", "-m", "desired state")
+	gittest.Git(b, "", "init", "-q", "--bare", "-b", "main", bare)
+	gittest.Git(b, src, "push", "-q", bare, "main")
+	_, err := ledgergen.Generate(context.Background(), bare, s, n, ledgergen.Options{})
+	return err
 }
