@@ -224,13 +224,9 @@ func missingObjects(rs *packp.ReportStatus) bool {
 }
 
 func (r *Repo) receivePackSession() (transport.ReceivePackSession, error) {
-	ep, err := transport.NewEndpoint(r.rawURL)
+	c, ep, err := r.transport()
 	if err != nil {
-		return nil, fmt.Errorf("parse remote url: %w", redactError(err, r.rawURL))
-	}
-	c, err := client.NewClient(ep)
-	if err != nil {
-		return nil, fmt.Errorf("transport for %s: %w", r.safeURL, redactError(err, r.rawURL))
+		return nil, err
 	}
 	s, err := c.NewReceivePackSession(ep, r.auth)
 	if err != nil {
@@ -240,19 +236,28 @@ func (r *Repo) receivePackSession() (transport.ReceivePackSession, error) {
 }
 
 func (r *Repo) uploadPackSession() (transport.UploadPackSession, error) {
-	ep, err := transport.NewEndpoint(r.rawURL)
+	c, ep, err := r.transport()
 	if err != nil {
-		return nil, fmt.Errorf("parse remote url: %w", redactError(err, r.rawURL))
-	}
-	c, err := client.NewClient(ep)
-	if err != nil {
-		return nil, fmt.Errorf("transport for %s: %w", r.safeURL, redactError(err, r.rawURL))
+		return nil, err
 	}
 	s, err := c.NewUploadPackSession(ep, r.auth)
 	if err != nil {
 		return nil, fmt.Errorf("start upload-pack: %w", classify(redactError(err, r.rawURL)))
 	}
 	return s, nil
+}
+
+// transport returns go-git's client for the remote and its endpoint.
+func (r *Repo) transport() (transport.Transport, *transport.Endpoint, error) {
+	ep, err := transport.NewEndpoint(r.rawURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse remote url: %w", redactError(err, r.rawURL))
+	}
+	c, err := client.NewClient(ep)
+	if err != nil {
+		return nil, nil, fmt.Errorf("transport for %s: %w", r.safeURL, redactError(err, r.rawURL))
+	}
+	return c, ep, nil
 }
 
 // advertisedBranches returns the branches of an advertisement, short name ->
