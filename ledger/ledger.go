@@ -199,6 +199,13 @@ func keyIDs(keys []Key) string {
 // protected branch's head). It does nothing and returns false when the
 // ledger already has entries.
 func (l *Ledger) Init(ctx context.Context, subject, subjectName string, keys []signing.PublicKey) (bool, error) {
+	return l.InitOver(ctx, subject, subjectName, keys, "")
+}
+
+// InitOver is Init for a ledger that starts over: reason, when not empty,
+// says why (a previous ledger is gone, say) and is signed into the genesis
+// entry's error field and summary, so that the audit trail starts with it.
+func (l *Ledger) InitOver(ctx context.Context, subject, subjectName string, keys []signing.PublicKey, reason string) (bool, error) {
 	if l.signer == nil {
 		return false, errors.New("start ledger: no signing key configured")
 	}
@@ -206,11 +213,20 @@ func (l *Ledger) Init(ctx context.Context, subject, subjectName string, keys []s
 	own.Source = "reconciler"
 	set := KeySet(append([]signing.PublicKey{own}, keys...)...)
 	ev := Event{
-		Type: Genesis, Subject: subject, SubjectName: subjectName, Keys: set,
+		Type: Genesis, Subject: subject, SubjectName: subjectName, Keys: set, Error: reason,
 		Summary: fmt.Sprintf("ledger.genesis: %d trusted key(s): %s", len(set), keyIDs(set)),
+	}
+	if reason != "" {
+		ev.Summary = oneLine(fmt.Sprintf("ledger.genesis (started over: %s): %d trusted key(s): %s", reason, len(set), keyIDs(set)))
 	}
 	stored, err := l.Append(ctx, ev)
 	return len(stored) > 0, err
+}
+
+// oneLine keeps the first line of s.
+func oneLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return strings.TrimRight(line, "\r")
 }
 
 // Append signs the events and commits them, one commit per entry, to the

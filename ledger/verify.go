@@ -64,6 +64,11 @@ type Report struct {
 	// VerifyOptions.TrustedKeys; otherwise the genesis keys were trusted
 	// on first use.
 	Pinned bool
+	// StartedOver is the reason a ledger that started over records in its
+	// genesis entry (see Ledger.InitOver); "" for one that did not.
+	StartedOver string
+
+	genesisSubject plumbing.Hash
 }
 
 // VerifyOptions configure Verify.
@@ -110,6 +115,9 @@ func Verify(ctx context.Context, repo *gitstore.Repo, opts VerifyOptions) (*Repo
 		err := scan(ctx, repo, head, position{trust: t}, &t, scanOptions{commits: true}, func(e Entry) error {
 			if e.Type == Genesis {
 				rep.GenesisKeys = e.Keys
+				if e.Error != "" {
+					rep.StartedOver, rep.genesisSubject = e.Error, plumbing.NewHash(e.Subject)
+				}
 			}
 			if e.Type == Genesis || e.Type == KeysChanged {
 				rep.Keys = e.Keys
@@ -122,16 +130,18 @@ func Verify(ctx context.Context, repo *gitstore.Repo, opts VerifyOptions) (*Repo
 			return nil, err
 		}
 	}
-	if err := checkReferences(repo, uint64(rep.Entries), opts); err != nil {
+	if err := checkReferences(repo, uint64(rep.Entries), rep.genesisSubject, opts); err != nil {
 		return nil, err
 	}
 	return rep, nil
 }
 
 // checkReferences looks for Ledger-Entry trailers that point past the end of
-// the ledger on the protected branch and on proposal branches.
-func checkReferences(repo *gitstore.Repo, last uint64, opts VerifyOptions) error {
-	n, commit, err := MaxReference(repo, opts.Protected, opts.MaxTrailerScan)
+// the ledger on the protected branch and on proposal branches, down to
+// stop (the commit a ledger that started over started at: the trailers
+// before it name the previous ledger's entries).
+func checkReferences(repo *gitstore.Repo, last uint64, stop plumbing.Hash, opts VerifyOptions) error {
+	n, commit, err := MaxReference(repo, opts.Protected, opts.MaxTrailerScan, stop)
 	if err != nil {
 		return fmt.Errorf("verify ledger: %w", err)
 	}
@@ -145,8 +155,9 @@ func checkReferences(repo *gitstore.Repo, last uint64, opts VerifyOptions) error
 // MaxReference returns the highest entry number a Ledger-Entry trailer
 // names, and the commit carrying it, among the last max first-parent
 // commits of the protected branch (and the commits they merge) and of every
-// agents/* proposal branch; 0 when there is none. max 0 means 10000.
-func MaxReference(repo *gitstore.Repo, protected string, max int) (uint64, plumbing.Hash, error) {
+// agents/* proposal branch, each walk ending early at stop when it is not
+// zero; 0 when there is none. max 0 means 10000.
+func MaxReference(repo *gitstore.Repo, protected string, max int, stop plumbing.Hash) (uint64, plumbing.Hash, error) {
 	if max == 0 {
 		max = 10000
 	}
@@ -171,6 +182,9 @@ func MaxReference(repo *gitstore.Repo, protected string, max int) (uint64, plumb
 			return 0, plumbing.ZeroHash, err
 		}
 		for _, c := range commits {
+			if !stop.IsZero() && c.Hash == stop {
+				break
+			}
 			for _, parent := range append([]plumbing.Hash{c.Hash}, c.ParentHashes...) {
 				pc := c
 				if parent != c.Hash {

@@ -61,6 +61,12 @@ type Config struct {
 	// TrustedKeys pins the keys the ledger's genesis entry must be signed
 	// by; empty trusts the genesis entry's keys on first use.
 	TrustedKeys []signing.PublicKey
+	// StartNewLedger starts a ledger when there is none although commits
+	// reference entries of one (it was deleted, or archived after an
+	// upgrade); the genesis entry records why. Without it the reconciler
+	// stalls instead. An operator's deliberate, recorded act: never a
+	// default.
+	StartNewLedger bool
 }
 
 // Reconciler reconciles one repository.

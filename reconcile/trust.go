@@ -62,18 +62,24 @@ func (r *Reconciler) trustLedger(ctx context.Context, p *pass) error {
 		return ledgerError(err)
 	}
 	if r.ledger.State().Seq == 0 {
-		n, at, err := ledger.MaxReference(r.repo, r.cfg.Branch, 0)
+		n, at, err := ledger.MaxReference(r.repo, r.cfg.Branch, 0, plumbing.ZeroHash)
 		if err != nil {
 			return fmt.Errorf("look for ledger references: %w", err)
 		}
+		reason := ""
 		if n > 0 {
-			return &StalledError{Reason: ReasonLedgerRewritten, Err: fmt.Errorf("%w: there is no %s branch, but commit %s references ledger entry %d: the ledger was deleted; restore it (refusing to start a new one)", ledger.ErrRewritten, ledger.Branch, at.String()[:12], n)}
+			missing := fmt.Sprintf("there is no %s branch, but commit %s references ledger entry %d", ledger.Branch, at.String()[:12], n)
+			if !r.cfg.StartNewLedger {
+				return &StalledError{Reason: ReasonLedgerRewritten, Err: fmt.Errorf("%w: %s: the ledger was deleted; restore it, or start a new one deliberately with --start-new-ledger", ledger.ErrRewritten, missing)}
+			}
+			reason = missing
+			r.log.Warn("starting a new ledger although commits reference a missing one", "reason", missing)
 		}
 		keys, err := repoKeys(r.repo, p.head, r.cfg.Branch)
 		if err != nil {
 			return err
 		}
-		stored, err := r.ledger.Init(ctx, p.head.String(), r.cfg.Branch, keys)
+		stored, err := r.ledger.InitOver(ctx, p.head.String(), r.cfg.Branch, keys, reason)
 		if err != nil {
 			return ledgerError(err)
 		}

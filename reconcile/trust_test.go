@@ -332,3 +332,33 @@ func TestRemoteVanishesMidPush(t *testing.T) {
 		})
 	}
 }
+
+// A ledger deleted (or archived after an upgrade) while main carries its
+// trailers is started anew only deliberately (StartNewLedger), and the new
+// genesis entry says why; verify then checks the trailers after it only.
+func TestStartNewLedgerDeliberately(t *testing.T) {
+	e := newEnv(t, false, nil)
+	r := e.reconciler(nil)
+	e.pass(r)
+	e.mergeAs("Rita", "rita@example.com", e.branches()[0], "--no-ff")
+	e.pass(r)
+	e.git("", "--git-dir", e.bare, "update-ref", "-d", "refs/heads/"+ledger.Branch)
+	e.stalled(e.reconciler(nil), reconcile.ReasonLedgerRewritten)
+	// The operator archives the old proposals too, then starts over.
+	for _, b := range e.branches() {
+		e.git("", "--git-dir", e.bare, "update-ref", "-d", "refs/heads/"+b)
+	}
+	nr, err := reconcile.New(context.Background(), reconcile.Config{
+		Repo: e.url, Identity: identity, Signer: e.signer, WorkDir: t.TempDir(), StartNewLedger: true,
+		Now: func() time.Time { return e.now }, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pass(nr)
+	es := e.entries()
+	if es[0].Type != ledger.Genesis || !strings.Contains(es[0].Error, "references ledger entry") || !strings.Contains(es[0].Summary, "started over") {
+		t.Fatalf("genesis = %+v", es[0].Event)
+	}
+	e.verify()
+}

@@ -95,6 +95,9 @@ func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Write
 			out["signers"] = rep.Signers
 			out["genesis_keys"] = keyIDs(rep.GenesisKeys)
 			out["pinned"] = rep.Pinned
+			if rep.StartedOver != "" {
+				out["started_over"] = rep.StartedOver
+			}
 			if cp != nil {
 				out["checkpoint"] = map[string]any{"file": cp.file, "previous_entries": cp.prev, "entries": rep.Entries}
 			}
@@ -121,6 +124,9 @@ func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Write
 			} else {
 				fmt.Fprintf(stdout, "genesis keys: %s, trusted on first use: pin them with --trusted-key\n", strings.Join(keyIDs(rep.GenesisKeys), ", "))
 			}
+		}
+		if rep.StartedOver != "" {
+			fmt.Fprintf(stdout, "this ledger started over: %s\n", rep.StartedOver)
 		}
 		if cp != nil {
 			if cp.prev >= 0 {

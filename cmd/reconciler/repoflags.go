@@ -29,6 +29,7 @@ type repoFlags struct {
 	hourlyUSD float64
 	cacheDir  string
 	trusted   multiFlag
+	newLedger bool
 }
 
 func (f *repoFlags) register(fs *flag.FlagSet) {
@@ -41,6 +42,7 @@ func (f *repoFlags) register(fs *flag.FlagSet) {
 	def, _ := gitstore.DefaultCacheDir()
 	fs.StringVar(&f.cacheDir, "cache-dir", def, "directory of the on-disk mirror and saved ledger state, reused across passes and processes (\"\" keeps the mirror in memory)")
 	fs.Var(&f.trusted, "trusted-key", "public key the ledger's genesis entry must be signed by (repeatable; default: trust it on first use)")
+	fs.BoolVar(&f.newLedger, "start-new-ledger", false, "start a new ledger although commits reference entries of a missing one (deleted, or archived after an upgrade); the genesis entry records it")
 }
 
 // reconciler builds a Reconciler from the flags.
@@ -70,7 +72,7 @@ func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics
 	cfg := reconcile.Config{
 		Repo: f.repo, Branch: f.branch, Identity: id, Signer: signer,
 		LookupEnv: os.LookupEnv, Logger: logger, Runners: runners(),
-		CacheDir: f.cacheDir, TrustedKeys: pins,
+		CacheDir: f.cacheDir, TrustedKeys: pins, StartNewLedger: f.newLedger,
 	}
 	if m != nil {
 		cfg.Recorder = m
