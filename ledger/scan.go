@@ -149,6 +149,7 @@ func scan(ctx context.Context, repo *gitstore.Repo, tip plumbing.Hash, from posi
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w := walker{repo: repo, trust: newTrustAt(from.trust), trustSeq: from.keysSeq}
+	w.fast = newFastShape(&w, chain[len(chain)-1].tree)
 	if from.seq > 0 {
 		if err := w.start(from.head); err != nil {
 			return &VerifyError{Seq: from.seq, Path: EntryPath(from.seq), Commit: from.head, Reason: "cannot read the last entry read before", Err: err}
@@ -338,6 +339,10 @@ type walker struct {
 	dir          []byte // and its tree
 	trHash       plumbing.Hash
 	tr           []byte // the parent's transcripts tree, when read
+	// fast, when set, checks most commits from the tip's trees (see
+	// fastShape); fastParent says it took the last commit.
+	fast       *fastShape
+	fastParent bool
 }
 
 // start sets the walker at the commit that added the last entry read
@@ -397,10 +402,20 @@ func (w *walker) read(seq uint64, c chainCommit) *job {
 		return fail(fmt.Sprintf("commit %s is a merge; the evidence branch must be a single chain", h), ErrInvalid)
 	}
 	j.message = c.message
-	blob, reason, err := w.step(c.tree, seq)
-	if reason != "" || err != nil {
-		return fail(reason, err)
+	blob, ok := plumbing.ZeroHash, false
+	if w.fast != nil {
+		blob, ok = w.fast.step(w, c.tree, seq)
 	}
+	w.fastParent = ok
+	if !ok {
+		var reason string
+		var err error
+		blob, reason, err = w.step(c.tree, seq)
+		if reason != "" || err != nil {
+			return fail(reason, err)
+		}
+	}
+	var err error
 	if j.transcripts, err = w.transcripts(); err != nil {
 		var se *shapeError
 		if errors.As(err, &se) {

@@ -421,3 +421,67 @@ func trustFor(t testing.TB, signer *signing.Signer) *trustAt {
 	}
 	return newTrustAt(tr)
 }
+
+// An old entry modified in the middle of the chain (in the commit that adds
+// a later entry, history rewritten and force-pushed) is named at that
+// commit, whether the modification lasts to the tip (where the tip's trees
+// agree with it, so the fast path must not trust them) or is undone later.
+func TestVerifyMidChainModification(t *testing.T) {
+	for _, undo := range []bool{false, true} {
+		t.Run(fmt.Sprintf("undone=%v", undo), func(t *testing.T) {
+			f := newVerifyFixture(t, 6) // entries 1..7
+			work := gittest.Clone(t, f.bare)
+			gittest.Git(t, work, "checkout", "-q", Branch)
+			orig := strings.Fields(gittest.Git(t, work, "rev-list", "--reverse", "HEAD"))
+			old := filepath.Join(work, EntryPath(2))
+			original, err := os.ReadFile(old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gittest.Git(t, work, "reset", "-q", "--hard", orig[3]) // entry 4
+			for seq := 5; seq <= 7; seq++ {
+				c := orig[seq-1]
+				gittest.Git(t, work, "checkout", "-q", c, "--", EntryPath(uint64(seq)))
+				switch {
+				case seq == 5:
+					writeFile(t, old, string(original)+"\n")
+				case seq == 6 && undo:
+					writeFile(t, old, string(original))
+				}
+				msg := gittest.Git(t, work, "log", "-1", "--format=%B", c)
+				gittest.Git(t, work, "add", "-A")
+				gittest.Git(t, work, "commit", "-q", "-m", msg)
+			}
+			gittest.Git(t, work, "push", "-q", "--force", "origin", Branch)
+			_, err = f.verify(t)
+			wantVerifyError(t, err, 5, "modifies ledger/000000000/000000000002.json")
+			// Every reader stops there too.
+			_, err = New(f.open(t), Options{}).Update(context.Background())
+			wantVerifyError(t, err, 5, "modifies ledger/000000000/000000000002.json")
+		})
+	}
+}
+
+// A reader continuing from what it read before checks the first new
+// commits against its own trees, and later ones against the right parent:
+// a stray file in a later commit is named as itself.
+func TestUpdateIncrementalNamesTheChange(t *testing.T) {
+	f := newVerifyFixture(t, 4) // entries 1..5
+	repo := f.open(t)
+	l := New(repo, Options{})
+	if _, err := l.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.append(t, 2) // entries 6 and 7
+	f.commit(t, true, func(work string) {
+		writeFile(t, filepath.Join(work, "ledger/000000000/stray.json"), "{}")
+	})
+	if err := repo.Fetch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.Update(context.Background())
+	wantVerifyError(t, err, 7, "adds ledger/000000000/stray.json")
+	if l.State().Seq != 6 {
+		t.Errorf("state at %d, want 6 (entry 6 verified, entry 7 refused)", l.State().Seq)
+	}
+}

@@ -1,0 +1,201 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"fmt"
+	"strconv"
+
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// fastShape lets the walker check that a commit adds exactly its entry
+// without reading the commit's ledger trees. Entry names are increasing
+// fixed-width numbers and git sorts tree entries by name, so the
+// ledger/<dir> tree of the commit adding entry seq is the prefix, through
+// that entry, of the directory's tree at the tip; and its ledger tree is
+// the tip's up to that directory's entry, followed by that directory with
+// the prefix's hash. The walker computes those two trees from the tip's
+// (read once per directory) and compares their hash with the ledger tree
+// the commit's root names: equal hashes mean equal trees, so the commit
+// changes ledger/ exactly by adding entry seq. When they differ (an entry
+// modified after it was added, a stray file), the walker reads the
+// commit's trees as before and names the change.
+type fastShape struct {
+	ledger []byte // the tip's ledger tree
+	// dir is the tip's tree of the directory the walker is in, and ends
+	// the offset in it just past each entry, by name.
+	dirName string
+	dir     []byte
+	ends    map[string]int
+	hashes  map[string]plumbing.Hash
+	// prefix is ledger up to dirName's entry.
+	prefix []byte
+	// bufs hold the expected ledger trees of the commit being checked and
+	// of its parent (the walker's), alternately, so that the walk does not
+	// allocate one per entry.
+	bufs [2][]byte
+	next int
+}
+
+// newFastShape reads the tip's ledger tree; nil when it has none (the
+// walker then reads every commit's trees).
+func newFastShape(w *walker, tipTree plumbing.Hash) *fastShape {
+	root, err := readTree(w.repo, tipTree)
+	if err != nil {
+		return nil
+	}
+	le, ok := findEntry(root, "ledger")
+	if !ok || !le.isDir() {
+		return nil
+	}
+	ledger, err := readTree(w.repo, le.hash)
+	if err != nil {
+		return nil
+	}
+	return &fastShape{ledger: ledger}
+}
+
+// enter loads the tip's tree of directory name; false when the tip has no
+// such directory.
+func (f *fastShape) enter(w *walker, name string) bool {
+	if f.dirName == name && f.dir != nil {
+		return true
+	}
+	f.dirName, f.dir, f.ends, f.hashes, f.prefix = name, nil, nil, nil, nil
+	off := 0
+	for rest := f.ledger; len(rest) > 0; {
+		e, next, err := nextEntry(rest)
+		if err != nil {
+			return false
+		}
+		if string(e.name) == name {
+			if !e.isDir() {
+				return false
+			}
+			dir, err := readTree(w.repo, e.hash)
+			if err != nil {
+				return false
+			}
+			f.prefix = f.ledger[:off]
+			f.dir = dir
+			f.ends, f.hashes = map[string]int{}, map[string]plumbing.Hash{}
+			pos := 0
+			for drest := dir; len(drest) > 0; {
+				de, dnext, err := nextEntry(drest)
+				if err != nil {
+					return false
+				}
+				pos += len(drest) - len(dnext)
+				if string(de.mode) == "100644" {
+					f.ends[string(de.name)] = pos
+					f.hashes[string(de.name)] = de.hash
+				}
+				drest = dnext
+			}
+			return true
+		}
+		off += len(rest) - len(next)
+		rest = next
+	}
+	return false
+}
+
+// step is walker.step's fast path for the commit with root tree tree adding
+// entry seq: the entry's blob hash and true when the commit changes
+// nothing but ledger/ (by adding exactly this entry) and transcripts/;
+// false when the walker must read the commit's trees to tell.
+func (f *fastShape) step(w *walker, tree plumbing.Hash, seq uint64) (plumbing.Hash, bool) {
+	dirName := fmt.Sprintf("%09d", seq/1000)
+	file := fmt.Sprintf("%012d.json", seq)
+	if !f.enter(w, dirName) {
+		return plumbing.ZeroHash, false
+	}
+	end, ok := f.ends[file]
+	if !ok {
+		return plumbing.ZeroHash, false
+	}
+	root, err := readTree(w.repo, tree)
+	if err != nil {
+		return plumbing.ZeroHash, false
+	}
+	le, ok := findEntry(root, "ledger")
+	if !ok || !le.isDir() {
+		return plumbing.ZeroHash, false
+	}
+	// Nothing but ledger and transcripts changes at the root.
+	if diffTrees(w.root, root, func(p, c *treeEntry) error {
+		switch entryName(p, c) {
+		case "ledger", "transcripts":
+			return nil
+		}
+		return errNotFast
+	}) != nil {
+		return plumbing.ZeroHash, false
+	}
+	// The commit's ledger trees, if they are the expected ones, add exactly
+	// entry seq to the parent's only if the parent's are the expected ones
+	// too: known when the fast path took the parent, else compared (first:
+	// it computes the parent's in the buffer the commit's go to).
+	if !w.fastParent && !f.parentMatches(w, seq) {
+		return plumbing.ZeroHash, false
+	}
+	if !f.enter(w, dirName) { // parentMatches may have moved to another directory
+		return plumbing.ZeroHash, false
+	}
+	dir, ledger := f.expected(dirName, end)
+	if treeHash(ledger) != le.hash {
+		return plumbing.ZeroHash, false
+	}
+	w.root, w.ledger, w.ledgerLast = root, ledger, len(f.prefix)
+	w.dirName, w.dir = dirName, dir
+	f.next = 1 - f.next // keep this one as the next commit's parent
+	return f.hashes[file], true
+}
+
+// expected returns the ledger/<dir> and ledger trees of the commit whose
+// directory dirName (the one entered) ends at end.
+func (f *fastShape) expected(dirName string, end int) (dir, ledger []byte) {
+	dir = f.dir[:end]
+	dirHash := treeHash(dir)
+	ledger = f.bufs[f.next][:0]
+	ledger = append(ledger, f.prefix...)
+	ledger = append(ledger, "40000 "...)
+	ledger = append(ledger, dirName...)
+	ledger = append(ledger, 0)
+	ledger = append(ledger, dirHash[:]...)
+	f.bufs[f.next] = ledger
+	return dir, ledger
+}
+
+// parentMatches reports whether the walker's trees of the parent of the
+// commit adding seq (read by the slow path, or at the start of an
+// incremental read) are the ones the tip's trees give for entry seq-1.
+func (f *fastShape) parentMatches(w *walker, seq uint64) bool {
+	if seq == 1 {
+		return w.ledger == nil
+	}
+	p := seq - 1
+	dirName := fmt.Sprintf("%09d", p/1000)
+	if !f.enter(w, dirName) {
+		return false
+	}
+	end, ok := f.ends[fmt.Sprintf("%012d.json", p)]
+	if !ok {
+		return false
+	}
+	dir, ledger := f.expected(dirName, end)
+	return w.dirName == dirName && bytes.Equal(w.dir, dir) && bytes.Equal(w.ledger, ledger)
+}
+
+var errNotFast = fmt.Errorf("not the fast path's shape")
+
+// treeHash is git's object id of a tree with raw content b.
+func treeHash(b []byte) plumbing.Hash {
+	h := sha1.New()
+	h.Write([]byte("tree " + strconv.Itoa(len(b)) + "\x00"))
+	h.Write(b)
+	var out plumbing.Hash
+	copy(out[:], h.Sum(nil))
+	return out
+}
