@@ -46,6 +46,11 @@ type Event struct {
 	// ReservedUSD is set on run.started: the most the run may cost,
 	// counted as spent until run.finished or run.failed settles it.
 	ReservedUSD float64 `json:"reserved_usd,omitempty"`
+	// Claimant and LeaseUntil are set on run.started and run.abandoned: the
+	// run is claimed by that process until then; after it, another may
+	// take the claim over with run.abandoned.
+	Claimant   string    `json:"claimant,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
 	// Hold is set on run.held and budget.exceeded.
 	Hold     *Hold     `json:"hold,omitempty"`
 	WorkUnit *WorkUnit `json:"work_unit,omitempty"`

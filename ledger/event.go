@@ -19,6 +19,9 @@ const (
 	RunStarted         = "run.started"
 	RunFinished        = "run.finished"
 	RunFailed          = "run.failed"
+	// RunAbandoned takes over the claim of a run whose lease expired
+	// without an outcome: the new claimant runs it.
+	RunAbandoned = "run.abandoned"
 	RunHeld            = "run.held"
 	PolicyDecision     = "policy.decision"
 	ProposalOpened     = "proposal.opened"
@@ -72,6 +75,7 @@ var (
 		return false
 	}}
 	fDiagnostics = field{"diagnostics", func(e *Event) bool { return len(e.Diagnostics) > 0 }}
+	fClaim       = field{"claimant", func(e *Event) bool { return e.Claimant != "" && !e.LeaseUntil.IsZero() }}
 )
 
 // schema lists, per event type, the predicate fields it must carry. It is
@@ -85,6 +89,7 @@ var schema = map[string][]field{
 	RunStarted:         {fAgent, fRunID, fTrigger, fSpecCommit, fSpecDigest},
 	RunFinished:        {fAgent, fRunID, fTrigger, fSpecDigest, fOutcome},
 	RunFailed:          {fAgent, fRunID, fSpecDigest, fError},
+	RunAbandoned:       {fAgent, fRunID, fError, fClaim},
 	RunHeld:            {fAgent, fTrigger, fHold},
 	BudgetExceeded:     {fAgent, fTrigger, fHold},
 	PolicyDecision:     {fAgent, fRunID, fDecision},

@@ -3,6 +3,7 @@ package ledger
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // TypedEvent is the typed form of an event: one Go type per event type,
@@ -39,11 +40,23 @@ type SpecInvalidEvent struct {
 	Diagnostics []string
 }
 
-// RunStartedEvent claims a run, reserving its most expensive cost.
+// RunStartedEvent claims a run, reserving its most expensive cost, for
+// Claimant until LeaseUntil.
 type RunStartedEvent struct {
 	RunRef
 	Trigger, SpecCommit, SpecDigest string
 	ReservedUSD                     float64
+	Claimant                        string
+	LeaseUntil                      time.Time
+}
+
+// RunAbandonedEvent takes over the claim of a run whose lease expired
+// without an outcome; Error says whose and when.
+type RunAbandonedEvent struct {
+	RunRef
+	Error      string
+	Claimant   string
+	LeaseUntil time.Time
 }
 
 // RunFinishedEvent settles a run that completed.
@@ -137,6 +150,7 @@ func (SpecInvalidEvent) EventType() string        { return SpecInvalid }
 func (RunStartedEvent) EventType() string         { return RunStarted }
 func (RunFinishedEvent) EventType() string        { return RunFinished }
 func (RunFailedEvent) EventType() string          { return RunFailed }
+func (RunAbandonedEvent) EventType() string       { return RunAbandoned }
 func (RunHeldEvent) EventType() string            { return RunHeld }
 func (BudgetExceededEvent) EventType() string     { return BudgetExceeded }
 func (PolicyDecisionEvent) EventType() string     { return PolicyDecision }
@@ -163,7 +177,10 @@ func (e *Event) Typed() (TypedEvent, error) {
 	case SpecInvalid:
 		return SpecInvalidEvent{SpecCommit: e.SpecCommit, Diagnostics: e.Diagnostics}, nil
 	case RunStarted:
-		return RunStartedEvent{RunRef: ref, Trigger: e.Trigger, SpecCommit: e.SpecCommit, SpecDigest: e.SpecDigest, ReservedUSD: e.ReservedUSD}, nil
+		return RunStartedEvent{RunRef: ref, Trigger: e.Trigger, SpecCommit: e.SpecCommit, SpecDigest: e.SpecDigest, ReservedUSD: e.ReservedUSD,
+			Claimant: e.Claimant, LeaseUntil: e.LeaseUntil}, nil
+	case RunAbandoned:
+		return RunAbandonedEvent{RunRef: ref, Error: e.Error, Claimant: e.Claimant, LeaseUntil: e.LeaseUntil}, nil
 	case RunFinished:
 		return RunFinishedEvent{RunRef: ref, Trigger: e.Trigger, SpecDigest: e.SpecDigest, Outcome: e.Outcome, Change: e.Change,
 			Model: e.Model, Usage: e.Usage, CostUSD: e.CostUSD, WorkUnit: e.WorkUnit, TranscriptDigest: e.TranscriptDigest}, nil

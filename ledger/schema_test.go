@@ -203,6 +203,13 @@ func schemaExamples(t testing.TB) []Predicate {
 			Summary:          fmt.Sprintf("run.failed %s %s: model call: context deadline exceeded", writer, failed),
 		},
 		{
+			Type: RunAbandoned, Agent: writer, RunID: failed, Trigger: "spec", SpecCommit: spec, SpecDigest: exampleDigest("agent " + writer),
+			Subject: spec, SubjectName: "main",
+			Claimant: "reconciler-2.example.com/4242/9f3c", LeaseUntil: time.Date(2025, 3, 3, 10, 45, 0, 0, time.UTC),
+			Error:   "the claim of reconciler-1.example.com/1733/1a2b expired at 2025-03-03T10:30:00Z without an outcome",
+			Summary: fmt.Sprintf("run.abandoned %s %s: the claim of reconciler-1.example.com/1733/1a2b expired at 2025-03-03T10:30:00Z; taken over", writer, failed),
+		},
+		{
 			Type: RunHeld, Agent: bumper, Trigger: "schedule:2025-03-07T06:00:00Z", SpecCommit: spec, SpecDigest: exampleDigest("agent " + bumper),
 			Subject: spec, SubjectName: "main",
 			Hold: &Hold{Kind: policy.HoldFreeze, Policy: "deps", Rule: "release-week", Until: time.Date(2025, 3, 10, 0, 0, 0, 0, time.UTC),

@@ -27,6 +27,11 @@ type Run struct {
 	Closed *Entry
 	// Transcript is the last entry that stored a transcript of the run.
 	Transcript *Entry
+	// Claimant holds the run's claim until LeaseUntil (run.started, or
+	// the last run.abandoned that took it over); Abandoned counts those.
+	Claimant   string
+	LeaseUntil time.Time
+	Abandoned  int
 }
 
 // ProposalOpen reports whether the run has a proposal that is still open.
@@ -362,6 +367,10 @@ func (s *State) Apply(e Entry) error {
 		inner(t.Held, ev.Agent)[ev.Hold.Kind]++
 	case RunStartedEvent:
 		r.ReservedUSD = ev.ReservedUSD
+		r.Claimant, r.LeaseUntil = ev.Claimant, ev.LeaseUntil
+	case RunAbandonedEvent:
+		r.Claimant, r.LeaseUntil = ev.Claimant, ev.LeaseUntil
+		r.Abandoned++
 	case RunFinishedEvent:
 		r.Finished = ep
 		settle(ev.Agent, ev.Outcome, ev.Model, ev.Usage, ev.CostUSD)
