@@ -13,15 +13,15 @@ const (
 	Genesis = "ledger.genesis"
 	// KeysChanged replaces the trusted key set, from the next entry on.
 	// It is signed by a key trusted before it.
-	KeysChanged        = "keys.changed"
-	SpecLoaded         = "spec.loaded"
-	SpecInvalid        = "spec.invalid"
-	RunStarted         = "run.started"
-	RunFinished        = "run.finished"
-	RunFailed          = "run.failed"
+	KeysChanged = "keys.changed"
+	SpecLoaded  = "spec.loaded"
+	SpecInvalid = "spec.invalid"
+	RunStarted  = "run.started"
+	RunFinished = "run.finished"
+	RunFailed   = "run.failed"
 	// RunAbandoned takes over the claim of a run whose lease expired
 	// without an outcome: the new claimant runs it.
-	RunAbandoned = "run.abandoned"
+	RunAbandoned       = "run.abandoned"
 	RunHeld            = "run.held"
 	PolicyDecision     = "policy.decision"
 	ProposalOpened     = "proposal.opened"

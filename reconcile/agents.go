@@ -25,6 +25,48 @@ var errHeld = errors.New("run held by a policy gate")
 // errRecorded aborts an append whose event another writer recorded first.
 var errRecorded = errors.New("already recorded")
 
+// errClaimed aborts a claim (run.started, run.abandoned) that another
+// reconciler made first.
+var errClaimed = errors.New("run claimed by another reconciler")
+
+// leaseMargin is added to an agent's timeout to make its claim's lease:
+// time for the outcome to be recorded after the run ends.
+const leaseMargin = 2 * time.Minute
+
+// lease returns until when a claim made now on a run of a holds.
+func (r *Reconciler) lease(a *hclspec.Agent) time.Time {
+	return r.cfg.Now().Add(a.Limits.Timeout + leaseMargin).UTC().Truncate(time.Second)
+}
+
+// takeOver claims a run whose claimant's lease expired without an outcome
+// (run.abandoned), checked against the exact ledger it lands on: false
+// when another reconciler settled or took it over first.
+func (r *Reconciler) takeOver(ctx context.Context, p *pass, a *hclspec.Agent, rn *ledger.Run) (bool, error) {
+	claimant, lease := rn.Claimant, rn.LeaseUntil
+	was := "the claim"
+	if claimant != "" {
+		was = "the claim of " + claimant
+	}
+	ev := ledger.Event{
+		Type: ledger.RunAbandoned, Agent: a.Name, RunID: rn.ID, Trigger: rn.Trigger, SpecDigest: rn.SpecDigest,
+		SpecCommit: rn.SpecCommit, Subject: rn.SpecCommit, SubjectName: r.cfg.Branch,
+		Claimant: r.claimant, LeaseUntil: r.lease(a),
+		Error:   fmt.Sprintf("%s expired at %s without an outcome", was, lease.UTC().Format(time.RFC3339)),
+		Summary: oneLine(fmt.Sprintf("run.abandoned %s %s: %s expired at %s; taken over", a.Name, rn.ID, was, lease.UTC().Format(time.RFC3339))),
+	}
+	_, err := r.appendIf(ctx, p, func(st *ledger.State) error {
+		cur := st.Run(rn.ID)
+		if cur == nil || cur.Settled || cur.Claimant != claimant || !cur.LeaseUntil.Equal(lease) {
+			return errClaimed
+		}
+		return nil
+	}, ev)
+	if errors.Is(err, errClaimed) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // TriggerSpec is the trigger id of on_spec_change triggers.
 const TriggerSpec = "spec"
 
@@ -52,6 +94,19 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 	for _, rn := range p.state.AgentRuns(a.Name) {
 		if runDone(rn) {
 			continue
+		}
+		if !rn.Settled && rn.Claimant != r.claimant {
+			// Another process's claim: leave the run to it while its lease
+			// holds, take it over once the lease has expired.
+			if r.cfg.Now().Before(rn.LeaseUntil) {
+				r.log.Info("run claimed by another reconciler", "agent", a.Name, "run", rn.ID, "claimant", rn.Claimant, "lease_until", rn.LeaseUntil)
+				return nil
+			}
+			taken, err := r.takeOver(ctx, p, a, rn)
+			if err != nil || !taken {
+				return err
+			}
+			rn = p.state.Run(rn.ID)
 		}
 		if rn.SpecDigest == a.Digest {
 			return r.execute(ctx, p, a, rn.ID, rn.Trigger, rn, policy.Admission{MaxTokens: a.Limits.MaxTokens})
@@ -176,22 +231,29 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		ev := base
 		ev.Type = ledger.RunStarted
 		ev.ReservedUSD = adm.ReserveUSD
+		ev.Claimant, ev.LeaseUntil = r.claimant, r.lease(a)
 		ev.Summary = fmt.Sprintf("run.started %s %s (trigger %s)", a.Name, runID, trigger)
-		// The gate is checked again against the ledger exactly as the
-		// reservation is appended to it: another reconciler's runs that
-		// started meanwhile count.
+		// The claim and the gate are checked again against the ledger
+		// exactly as the reservation is appended to it: a run another
+		// reconciler claimed meanwhile is theirs, and their runs count.
 		var held *policy.Hold
-		_, err := r.appendIf(ctx, p, func(st *ledger.State) error {
+		stored, err := r.appendIf(ctx, p, func(st *ledger.State) error {
+			if st.Run(runID) != nil {
+				return errClaimed
+			}
 			if h := policy.Gate(r.spec, a, r.cfg.Now(), st).Hold; h != nil {
 				held = h
 				return errHeld
 			}
 			return nil
 		}, ev)
-		if errors.Is(err, errHeld) {
+		switch {
+		case errors.Is(err, errHeld):
 			return r.hold(ctx, p, a, trigger, held)
-		}
-		if err != nil {
+		case errors.Is(err, errClaimed), err == nil && len(stored) == 0:
+			r.log.Info("run claimed by another reconciler", "agent", a.Name, "run", runID)
+			return nil
+		case err != nil:
 			return err
 		}
 		prior = p.state.Run(runID)

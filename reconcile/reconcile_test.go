@@ -522,9 +522,25 @@ func TestCrashAndRestart(t *testing.T) {
 			if err := crashing.Reconcile(context.Background()); !errors.Is(err, errCrash) {
 				t.Fatalf("crash not reported: %v", err)
 			}
+			// A run the crashed process claimed is left to it while its
+			// lease holds (its timeout plus a margin)...
+			e.pass(e.reconciler(nil))
+			claimed := word == `"run.finished"`
+			if es := e.entries(); claimed && count(es, ledger.RunFinished) != 1 {
+				t.Fatalf("a claimed run was run again before its lease expired: %q", e.events())
+			}
+			// ...and taken over, once, after it expired.
+			e.now = e.now.Add(13 * time.Minute)
 			e.pass(e.reconciler(nil))
 			e.pass(e.reconciler(nil))
 			es := e.entries()
+			wantAbandoned := 0
+			if claimed {
+				wantAbandoned = 1
+			}
+			if n := count(es, ledger.RunAbandoned); n != wantAbandoned {
+				t.Errorf("%d run.abandoned entries, want %d: %q", n, wantAbandoned, e.events())
+			}
 			for _, typ := range []string{ledger.RunFinished, ledger.PolicyDecision, ledger.ProposalOpened} {
 				if n := count(es, typ); n != 2 {
 					t.Errorf("%d %s entries, want one per agent: %q", n, typ, e.events())

@@ -2,12 +2,14 @@ package reconcile
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -61,6 +63,9 @@ type Config struct {
 	// TrustedKeys pins the keys the ledger's genesis entry must be signed
 	// by; empty trusts the genesis entry's keys on first use.
 	TrustedKeys []signing.PublicKey
+	// Claimant names this process in the claims it makes on runs
+	// (run.started, run.abandoned); "" means host/pid/random.
+	Claimant string
 	// StartNewLedger starts a ledger when there is none although commits
 	// reference entries of one (it was deleted, or archived after an
 	// upgrade); the genesis entry records why. Without it the reconciler
@@ -81,6 +86,8 @@ type Reconciler struct {
 	// keysHead is the protected-branch head whose key changes were last
 	// checked.
 	keysHead plumbing.Hash
+	// claimant names this process in its claims on runs.
+	claimant string
 
 	mu     sync.Mutex
 	status Status
@@ -116,7 +123,10 @@ func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Reconciler{cfg: cfg, log: cfg.Logger, repo: repo}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, repo: repo, claimant: cfg.Claimant}
+	if r.claimant == "" {
+		r.claimant = defaultClaimant()
+	}
 	var stateFile string
 	if dir := repo.StateDir(); dir != "" {
 		stateFile = filepath.Join(dir, "ledger.state")
@@ -321,4 +331,16 @@ func countErrors(diags hcl.Diagnostics) int {
 		}
 	}
 	return n
+}
+
+// defaultClaimant names this process: host, pid and a random suffix, so that
+// a restarted process never mistakes a dead one's claim for its own.
+func defaultClaimant() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown-host"
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
 }

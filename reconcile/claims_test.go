@@ -1,0 +1,106 @@
+package reconcile_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/reconcile"
+)
+
+// counterAgent is an exec agent that appends a line to counter (outside
+// its workspace) every time it runs, so a test can count executions.
+func counterAgent(counter, description string) string {
+	return fmt.Sprintf(`agent "counter" {
+  description = %q
+  provider    = provider.exec.local
+  command     = ["sh", "-c", "echo run >> %s"]
+  trigger {
+    on_spec_change = true
+  }
+  scope {
+    paths = ["counted/**"]
+  }
+}
+`, description, counter)
+}
+
+// Reconcilers racing on one repository never run the same run twice: every
+// run id has exactly one run.started, the agent ran once per run, at most
+// one proposal.opened per run, no pass fails for having lost a race, and
+// the ledger verifies.
+func TestClaimsAcrossConcurrentReconcilers(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d reconcilers", n), func(t *testing.T) {
+			counter := filepath.Join(t.TempDir(), "counter")
+			e := newEnv(t, true, func(dir string) {
+				os.WriteFile(filepath.Join(dir, "agents/counter.hcl"), []byte(counterAgent(counter, "round 0")), 0o644)
+			})
+			const rounds = 4
+			for round := 0; round < rounds; round++ {
+				if round > 0 {
+					e.commitAs("Sam", "sam@example.com", fmt.Sprintf("round %d", round), func(work string) {
+						os.WriteFile(filepath.Join(work, "agents/counter.hcl"), []byte(counterAgent(counter, fmt.Sprintf("round %d", round))), 0o644)
+					})
+				}
+				rs := make([]*reconcile.Reconciler, n)
+				for i := range rs {
+					rs[i] = e.reconciler(nil)
+				}
+				var wg sync.WaitGroup
+				errs := make(chan error, n)
+				for _, r := range rs {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						errs <- r.Reconcile(context.Background())
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Errorf("round %d: a pass failed: %v", round, err)
+					}
+				}
+			}
+			es := e.entries()
+			started := map[string]int{}
+			opened := map[string]int{}
+			for _, en := range es {
+				switch en.Type {
+				case ledger.RunStarted:
+					started[en.RunID]++
+				case ledger.ProposalOpened:
+					opened[en.RunID]++
+				}
+			}
+			for id, c := range started {
+				if c != 1 {
+					t.Errorf("run %s has %d run.started entries", id, c)
+				}
+			}
+			for id, c := range opened {
+				if c != 1 {
+					t.Errorf("run %s has %d proposal.opened entries", id, c)
+				}
+			}
+			counterRuns := 0
+			for _, en := range es {
+				if en.Type == ledger.RunStarted && en.Agent == "counter" {
+					counterRuns++
+				}
+			}
+			b, _ := os.ReadFile(counter)
+			if executed := strings.Count(string(b), "run\n"); executed != counterRuns || counterRuns != rounds {
+				t.Errorf("the counter agent ran %d times for %d runs (want %d, one per round)", executed, counterRuns, rounds)
+			}
+			e.verify()
+		})
+	}
+}
