@@ -104,12 +104,8 @@ func (r *Reconciler) observeProposal(p *pass, rn *ledger.Run) ([]ledger.Event, e
 	}
 	if r.spec != nil {
 		unmet = append(unmet, policy.Check(r.spec, d, approvers)...)
-		var named []string
-		for _, t := range gitstore.Trailers(merge.Message) {
-			if t.Key == policy.OverrideTrailer {
-				named = append(named, strings.TrimSpace(t.Value))
-			}
-		}
+		// Trailers as git reads them: any key case, "Key : value".
+		named := gitstore.TrailerValues(merge.Message, policy.OverrideTrailer)
 		unmet = append(unmet, policy.CheckOverrides(r.spec, d, policy.Approver{Email: merger.Email}, named)...)
 		if len(d.Overrides) > 0 && len(events) > 0 && events[0].Type == ledger.ProposalApproved {
 			events[0].Overrides = named
