@@ -10,6 +10,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 
+	"github.com/agentgitops/reconciler/approval"
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/signing"
@@ -263,10 +264,13 @@ func (r *Reconciler) keyViolation(ctx context.Context, p *pass, h plumbing.Hash,
 	return err
 }
 
-// approvedMerge returns who approved a commit that changed the keys: the
-// committer of a merge commit who is a member of a reviewer group in the
-// spec of its first parent (the spec before the merge) and neither the
-// reconciler nor an agent. Otherwise it returns "" and why not.
+// approvedMerge returns who approved a commit that changed the keys: a
+// merge commit signed (SSH or OpenPGP, as git verify-commit checks it) by
+// the signing_key of a member of a reviewer group in the spec of its first
+// parent (the spec before the merge), whose committer is neither the
+// reconciler nor an agent. The committer's name and email are claims and
+// count for nothing; a group's accept_unsigned does not apply here, where
+// the ledger's trust is at stake. Otherwise it returns "" and why not.
 func (r *Reconciler) approvedMerge(c *object.Commit) (string, string) {
 	if len(c.ParentHashes) < 2 {
 		return "", "a direct push, not a merge"
@@ -279,14 +283,32 @@ func (r *Reconciler) approvedMerge(c *object.Commit) (string, string) {
 	if err != nil || diags.HasErrors() {
 		return "", "the spec before the merge does not load, so no reviewer can be checked"
 	}
+	var keys []approval.Key
 	for _, g := range spec.Groups {
 		for _, m := range g.Members {
-			if strings.EqualFold(m.Email, email) {
-				return fmt.Sprintf("%s <%s>", c.Committer.Name, email), ""
+			if m.SigningKey == "" {
+				continue
 			}
+			k, err := approval.ParseKey(m.SigningKey)
+			if err != nil {
+				continue // hclspec reported it when the spec loaded
+			}
+			k.Member, k.Group = m.Name, g.Name
+			keys = append(keys, k)
 		}
 	}
-	return "", fmt.Sprintf("merged by %s, who is in no reviewer group of reviewers.hcl", email)
+	if len(keys) == 0 {
+		return "", "no reviewer in reviewers.hcl has a signing_key, so no merge can be verified"
+	}
+	_, raw, err := r.repo.RawObject(c.Hash)
+	if err != nil {
+		return "", fmt.Sprintf("cannot read the merge commit: %v", err)
+	}
+	signer, err := approval.VerifyCommit(raw, keys)
+	if err != nil {
+		return "", fmt.Sprintf("the merge commit is not signed by a reviewer's signing_key: %v", err)
+	}
+	return fmt.Sprintf("%s <%s>, signed by %s", c.Committer.Name, email, signer), ""
 }
 
 func mustPublicKeys(keys []ledger.Key) []signing.PublicKey {

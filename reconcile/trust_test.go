@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -120,32 +121,78 @@ func (e *env) forgeEntry(key *signing.Signer) {
 	e.git(work, "push", "-q", "origin", ledger.Branch)
 }
 
-// A key admitted through an approved merge (a merge commit by a reviewer)
-// is recorded as keys.changed and signs from that entry on, not before.
+// sshReviewerKey makes an SSH key for a reviewer with ssh-keygen and
+// returns its private key file and public key line.
+func sshReviewerKey(t *testing.T, name string) (string, string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", file).CombinedOutput(); err != nil {
+		t.Skipf("ssh-keygen: %v: %s", err, out)
+	}
+	pub, err := os.ReadFile(file + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file, strings.TrimSpace(string(pub))
+}
+
+// withSigningKey gives member a signing_key in reviewers.hcl.
+func withSigningKey(member, pub string) func(dir string) {
+	return func(dir string) {
+		p := filepath.Join(dir, "reviewers.hcl")
+		b, _ := os.ReadFile(p)
+		s := strings.Replace(string(b), `member "`+member+`" {`, `member "`+member+`" {
+    signing_key = "`+pub+`"`, 1)
+		os.WriteFile(p, []byte(s), 0o644)
+	}
+}
+
+// proposeKey pushes a branch adding key as .reconciler/keys/ops.pub and
+// merges it into main as Rita, signing the merge with signKey ("" for an
+// unsigned merge).
+func (e *env) proposeKey(key *signing.Signer, signKey string) {
+	e.t.Helper()
+	work := e.clone()
+	e.git(work, "checkout", "-q", "-b", "rotate")
+	os.WriteFile(filepath.Join(work, ".reconciler/keys/ops.pub"), key.PublicKeyPEM(), 0o644)
+	e.git(work, "add", "-A")
+	e.gitAs("Sam", "sam@example.com", work, "commit", "-q", "-m", "trust the ops key")
+	e.git(work, "checkout", "-q", "main")
+	args := []string{"merge", "-q", "--no-ff", "-m", "Merge rotate", "rotate"}
+	if signKey != "" {
+		args = append([]string{"-c", "gpg.format=ssh", "-c", "user.signingKey=" + signKey}, append([]string{"merge", "-S"}, args[1:]...)...)
+	}
+	e.gitAs("Rita", "rita@example.com", work, args...)
+	e.git(work, "push", "-q", "origin", "main")
+}
+
+// A key admitted through an approved merge (a merge commit signed by a
+// reviewer's signing_key) is recorded as keys.changed and signs from that
+// entry on, not before. The merger's name and email prove nothing: an
+// unsigned merge, or one signed by a key in no reviewers.hcl, admits
+// nothing and is a policy.violation.
 func TestKeyAdmittedThroughApprovedMerge(t *testing.T) {
 	for _, transport := range []string{"local", "http"} {
 		t.Run(transport, func(t *testing.T) {
-			e := newEnv(t, transport == "http", nil)
+			ritaKey, ritaPub := sshReviewerKey(t, "rita")
+			e := newEnv(t, transport == "http", withSigningKey("rita", ritaPub))
 			r := e.reconciler(nil)
 			e.pass(r)
 			ops := newKey(t)
 			// Before the merge, the new key is refused.
 			e.stalled(e.reconciler(ops), reconcile.ReasonLedgerUntrusted)
-			work := e.clone()
-			e.git(work, "checkout", "-q", "-b", "rotate")
-			os.WriteFile(filepath.Join(work, ".reconciler/keys/ops.pub"), ops.PublicKeyPEM(), 0o644)
-			e.git(work, "add", "-A")
-			e.gitAs("Sam", "sam@example.com", work, "commit", "-q", "-m", "trust the ops key")
-			e.git(work, "push", "-q", "origin", "rotate")
-			e.mergeAs("Rita", "rita@example.com", "rotate", "--no-ff")
+			e.proposeKey(ops, ritaKey)
 			e.pass(r)
 			es := e.entries()
 			kc, ok := find(es, ledger.KeysChanged, "")
 			if !ok || count(es, ledger.PolicyViolation) != 0 {
 				t.Fatalf("no keys.changed, or a violation: %q", e.events())
 			}
-			if !ledger.HasKey(kc.Keys, ops.KeyID()) || !ledger.HasKey(kc.Keys, e.signer.KeyID()) || kc.Signer != e.signer.KeyID() || !strings.Contains(kc.Reviewer, "rita@example.com") {
-				t.Errorf("keys.changed = %+v", kc)
+			out, _ := exec.Command("ssh-keygen", "-lf", ritaKey+".pub").Output()
+			wantFpr := strings.Fields(string(out))[1]
+			if !ledger.HasKey(kc.Keys, ops.KeyID()) || !ledger.HasKey(kc.Keys, e.signer.KeyID()) || kc.Signer != e.signer.KeyID() ||
+				!strings.Contains(kc.Reviewer, "rita (sre)") || !strings.Contains(kc.Reviewer, wantFpr) {
+				t.Errorf("keys.changed = %+v, want the reviewer rita (sre) with key %s", kc.Event, wantFpr)
 			}
 			// The ops key now runs the reconciler and signs.
 			e.commitAs("Sam", "sam@example.com", "tweak", func(work string) {
@@ -159,6 +206,33 @@ func TestKeyAdmittedThroughApprovedMerge(t *testing.T) {
 				t.Errorf("last entry %d signed by %s, want the ops key after entry %d", last.Seq, last.Signer, kc.Seq)
 			}
 			e.verify()
+		})
+	}
+	for _, tc := range []struct{ name, sign, why string }{
+		{"unsigned merge with a reviewer's name and email", "", "not signed by a reviewer's signing_key"},
+		{"merge signed by a key in no reviewers.hcl", "stranger", "not signed by a reviewer's signing_key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ritaPub := sshReviewerKey(t, "rita")
+			e := newEnv(t, false, withSigningKey("rita", ritaPub))
+			r := e.reconciler(nil)
+			e.pass(r)
+			ops := newKey(t)
+			sign := ""
+			if tc.sign != "" {
+				sign, _ = sshReviewerKey(t, tc.sign)
+			}
+			e.proposeKey(ops, sign)
+			e.pass(r)
+			es := e.entries()
+			if count(es, ledger.KeysChanged) != 0 {
+				t.Fatalf("a key was admitted by %s: %q", tc.name, e.events())
+			}
+			v, ok := find(es, ledger.PolicyViolation, "")
+			if !ok || !strings.Contains(v.Error, tc.why) {
+				t.Fatalf("violation = %+v, want %q", v.Event, tc.why)
+			}
+			e.stalled(e.reconciler(ops), reconcile.ReasonLedgerUntrusted)
 		})
 	}
 }
