@@ -109,7 +109,8 @@ func parseOpenPGP(s string) (Key, error) {
 	if !strings.HasPrefix(s, "-----BEGIN PGP PUBLIC KEY BLOCK-----") {
 		return Key{}, errors.New("parse openpgp signing key: not a public key block; paste the output of gpg --armor --export KEYID, never the secret key")
 	}
-	el, err := openpgp.ReadArmoredKeyRing(strings.NewReader(s))
+	var el openpgp.EntityList
+	err := noPanic(func() (err error) { el, err = openpgp.ReadArmoredKeyRing(strings.NewReader(s)); return err })
 	if err != nil {
 		return Key{}, fmt.Errorf("parse openpgp signing key: %w; paste the whole output of gpg --armor --export KEYID", err)
 	}

@@ -146,7 +146,8 @@ func verifyOpenPGP(object string, payload, sig []byte, keys []Key) (Key, error) 
 	if err != nil {
 		return bad("", fmt.Errorf("malformed OpenPGP signature armor: %w", err))
 	}
-	s, err := onePGPSignature(body)
+	var s *packet.Signature
+	err = noPanic(func() (err error) { s, err = onePGPSignature(body); return err })
 	if err != nil {
 		return bad("", err)
 	}
@@ -168,13 +169,29 @@ func verifyOpenPGP(object string, payload, sig []byte, keys []Key) (Key, error) 
 	}
 	var lastErr error
 	for _, k := range found {
-		_, err := openpgp.CheckDetachedSignatureAndHash(k.pgp, bytes.NewReader(payload), bytes.NewReader(body), allowedPGPHashes, nil)
+		err := noPanic(func() error {
+			_, err := openpgp.CheckDetachedSignatureAndHash(k.pgp, bytes.NewReader(payload), bytes.NewReader(body), allowedPGPHashes, nil)
+			return err
+		})
 		if err == nil {
 			return k, nil
 		}
 		lastErr = err
 	}
 	return bad(fpr, lastErr)
+}
+
+// noPanic runs f, turning a panic into an error: go-crypto's parsers have
+// panicked on crafted packets (v1.1.6 on an empty exportable-certification
+// subpacket, which FuzzVerifyCommit found), and a signature from a stranger
+// must not stop the reconciler.
+func noPanic(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("openpgp: malformed packet (%v)", r)
+		}
+	}()
+	return f()
 }
 
 // onePGPSignature parses body as exactly one signature packet that names its
