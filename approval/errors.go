@@ -22,11 +22,15 @@ var (
 // key. Kind is one of the sentinels; Method and Fingerprint name the key the
 // signature claims, when it could be read that far.
 type VerificationError struct {
-	Object      string // "commit" or "tag"
-	Kind        error  // ErrUnsigned, ErrUnknownSigner or ErrBadSignature
-	Method      string // MethodSSH, MethodOpenPGP, or "" when unknown
-	Fingerprint string // the signing key's fingerprint as the signature names it
-	Err         error  // the cause, or nil
+	Object string // "commit" or "tag"
+	Kind   error  // ErrUnsigned, ErrUnknownSigner or ErrBadSignature
+	Method string // MethodSSH, MethodOpenPGP, or "" when unknown
+	// Fingerprint is the signing key's as the signature names it:
+	// "SHA256:..." for SSH; for OpenPGP the issuer fingerprint in uppercase
+	// hex (a signing subkey's, when a subkey signed), or the 16-digit key
+	// ID when the signature names only that.
+	Fingerprint string
+	Err         error // the cause, or nil
 }
 
 func (e *VerificationError) Error() string {

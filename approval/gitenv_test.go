@@ -113,26 +113,7 @@ func (k pgpKey) env() []string { return []string{"GNUPGHOME=" + k.home} }
 
 func (e *gitEnv) pgpKey(name string) pgpKey {
 	e.t.Helper()
-	home := filepath.Join(e.dir, "gpg-"+name)
-	if err := os.Mkdir(home, 0o700); err != nil {
-		e.t.Fatal(err)
-	}
-	e.gpgs = append(e.gpgs, home)
-	k := pgpKey{home: home}
-	uid := name + " <" + name + "@example.com>"
-	e.run(e.dir, k.env(), nil, "gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
-		"--quick-generate-key", uid, "ed25519", "sign", "never")
-	for _, line := range strings.Split(e.run(e.dir, k.env(), nil, "gpg", "--batch", "--with-colons", "--fingerprint", uid), "\n") {
-		if strings.HasPrefix(line, "fpr:") {
-			k.fingerprint = strings.Split(line, ":")[9]
-			break
-		}
-	}
-	if k.fingerprint == "" {
-		e.t.Fatal("gpg printed no fingerprint")
-	}
-	k.armored = e.run(e.dir, k.env(), nil, "gpg", "--batch", "--armor", "--export", k.fingerprint)
-	return k
+	return pgpKeyExpiring(e, name, "never")
 }
 
 // signSSH returns the git -c options that sign with an SSH key.

@@ -1,21 +1,27 @@
 package approval
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/binary"
+	"encoding/hex"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/hiddeco/sshsig"
 	"golang.org/x/crypto/ssh"
 )
 
 func TestParseKey(t *testing.T) {
+	t.Parallel()
 	e := newGitEnv(t)
 	rita := e.sshKey("rita", "ed25519", 0)
 	bob := e.sshKey("bob", "ecdsa", 384)
@@ -145,6 +151,7 @@ func (k testSKKey) sign(message []byte, flags byte) string {
 // stricter than git: ssh-keygen -Y verify (OpenSSH 9.2) accepts a signature
 // without it, which the test records.
 func TestSecurityKey(t *testing.T) {
+	t.Parallel()
 	e := newGitEnv(t)
 	rita := e.sshKey("rita", "ed25519", 0)
 	sk := skKey(t)
@@ -185,4 +192,97 @@ func TestSecurityKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOpenPGPKeyLifetime: a signature by a signing subkey counts for the
+// primary key's Key, and one by a key that has since expired does not, as
+// git verify-commit (gpg's EXPKEYSIG) refuses it too.
+func TestOpenPGPKeyLifetime(t *testing.T) {
+	t.Parallel()
+	e := newGitEnv(t)
+	dana := e.pgpKey("dana")
+	e.run(e.dir, dana.env(), nil, "gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
+		"--quick-add-key", dana.fingerprint, "ed25519", "sign", "never")
+	dana.armored = e.run(e.dir, dana.env(), nil, "gpg", "--batch", "--armor", "--export", dana.fingerprint)
+	key, err := ParseKey(dana.armored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key.Member = "dana"
+	if key.Fingerprint != dana.fingerprint {
+		t.Fatalf("fingerprint %s, want the primary key's %s", key.Fingerprint, dana.fingerprint)
+	}
+	r := e.repo()
+	r.git(dana.env(), signPGP(dana), "commit", "-q", "-S", "--allow-empty", "-m", "by the subkey")
+	raw := r.catFile("commit", "HEAD")
+	_, sig, _ := splitCommit(raw)
+	if s, err := onePGPSignature(armorBody(t, sig)); err != nil || strings.EqualFold(hex.EncodeToString(s.IssuerFingerprint), dana.fingerprint) {
+		t.Fatalf("the commit is not signed by the subkey: %v", err)
+	}
+	got, err := VerifyCommit(raw, []Key{key})
+	check(t, got, err, wantResult{member: "dana"})
+	if !r.gitVerifies("verify-commit", "HEAD", "/dev/null", dana.env()) {
+		t.Error("git verify-commit refuses the subkey's signature")
+	}
+
+	// A key valid for 2 seconds: it signs, parses and verifies now, and
+	// verifies no more once it expired.
+	eve := pgpKeyExpiring(e, "eve", "seconds=2")
+	eveKey, err := ParseKey(eve.armored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eveKey.Member = "eve"
+	r.git(eve.env(), signPGP(eve), "commit", "-q", "-S", "--allow-empty", "-m", "before expiry")
+	raw = r.catFile("commit", "HEAD")
+	if _, err := VerifyCommit(raw, []Key{eveKey}); err != nil {
+		t.Fatalf("before expiry: %v", err)
+	}
+	time.Sleep(3 * time.Second)
+	got, err = VerifyCommit(raw, []Key{eveKey})
+	check(t, got, err, wantResult{kind: ErrBadSignature, fingerprint: eve.fingerprint})
+	if r.gitVerifies("verify-commit", "HEAD", "/dev/null", eve.env()) {
+		t.Error("git verify-commit accepts a signature by an expired key")
+	}
+	if _, err := ParseKey(eve.armored); err == nil {
+		t.Error("ParseKey accepts an expired key")
+	}
+}
+
+func armorBody(t *testing.T, sig []byte) []byte {
+	t.Helper()
+	b, err := armor.Decode(bytes.NewReader(sig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(b.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// pgpKeyExpiring is gitEnv.pgpKey with an expiry.
+func pgpKeyExpiring(e *gitEnv, name, expire string) pgpKey {
+	e.t.Helper()
+	home := filepath.Join(e.dir, "gpg-"+name)
+	if err := os.Mkdir(home, 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	e.gpgs = append(e.gpgs, home)
+	k := pgpKey{home: home}
+	uid := name + " <" + name + "@example.com>"
+	e.run(e.dir, k.env(), nil, "gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
+		"--quick-generate-key", uid, "ed25519", "sign", expire)
+	for _, line := range strings.Split(e.run(e.dir, k.env(), nil, "gpg", "--batch", "--with-colons", "--fingerprint", uid), "\n") {
+		if strings.HasPrefix(line, "fpr:") {
+			k.fingerprint = strings.Split(line, ":")[9]
+			break
+		}
+	}
+	if k.fingerprint == "" {
+		e.t.Fatal("gpg printed no fingerprint")
+	}
+	k.armored = e.run(e.dir, k.env(), nil, "gpg", "--batch", "--armor", "--export", k.fingerprint)
+	return k
 }

@@ -11,6 +11,7 @@ import (
 // payload cut out is the one git verify-commit/verify-tag -v prints, and
 // that nothing verifies here that git refuses.
 func TestPayloadAgreesWithGit(t *testing.T) {
+	t.Parallel()
 	e := newGitEnv(t)
 	rita := e.sshKey("rita", "ed25519", 0)
 	key, err := ParseKey(rita.pub)

@@ -34,7 +34,11 @@ const maxSignatureSize = 64 << 10
 // ErrUnknownSigner (the signature's key is none of keys; the error names its
 // fingerprint) or ErrBadSignature (not a commit, malformed or unsupported
 // signature, another SSH namespace than "git", or a signature that does not
-// verify).
+// verify). OpenPGP keys and signatures are checked against the time of the
+// call, as gpg does: a key that has expired or been revoked since (in the
+// key block given) no longer verifies, so record the verdict when it is
+// made. An SSH security key (sk-*) signature counts only when it asserts
+// user presence, which is stricter than ssh-keygen -Y verify.
 func VerifyCommit(raw []byte, keys []Key) (Key, error) {
 	if !bytes.HasPrefix(raw, []byte("tree ")) {
 		return Key{}, &VerificationError{Object: "commit", Kind: ErrBadSignature, Err: errors.New("not a commit object: it does not start with a tree header")}

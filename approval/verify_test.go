@@ -194,6 +194,7 @@ func check(t *testing.T, got Key, err error, want wantResult) {
 }
 
 func TestVerify(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	r := f.r
 
