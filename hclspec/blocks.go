@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-	"golang.org/x/crypto/ssh"
+
+	"github.com/agentgitops/reconciler/approval"
 )
 
 // AlertMatch is an `on_alert` trigger: it fires for an Alertmanager alert
@@ -202,17 +203,17 @@ func (l *loader) decodeFreeze(blk *hcl.Block, ctx *hcl.EvalContext) *Freeze {
 	return f
 }
 
-// checkSigningKey validates a reviewer's signing key: an SSH public key in
-// authorized_keys form or an armored OpenPGP public key block.
+// checkSigningKey validates a reviewer's signing key as the approval
+// verifier will read it (approval.ParseKey): an SSH public key in
+// authorized_keys form or an armored OpenPGP public key block, so that a key
+// the verifier would skip is reported where it is written.
 func (l *loader) checkSigningKey(key string, rng hcl.Range) {
-	if strings.HasPrefix(strings.TrimSpace(key), "-----BEGIN PGP PUBLIC KEY BLOCK-----") {
-		if !strings.Contains(key, "-----END PGP PUBLIC KEY BLOCK-----") {
-			l.errorf(rng, "Invalid signing key", "The OpenPGP key block is not terminated by -----END PGP PUBLIC KEY BLOCK-----; paste the whole output of gpg --armor --export.")
-		}
+	if strings.HasPrefix(strings.TrimSpace(key), "-----BEGIN PGP PUBLIC KEY BLOCK-----") && !strings.Contains(key, "-----END PGP PUBLIC KEY BLOCK-----") {
+		l.errorf(rng, "Invalid signing key", "The OpenPGP key block is not terminated by -----END PGP PUBLIC KEY BLOCK-----; paste the whole output of gpg --armor --export.")
 		return
 	}
-	if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key)); err != nil {
-		l.errorf(rng, "Invalid signing key", "signing_key must be an SSH public key as in authorized_keys (\"ssh-ed25519 AAAA... name\") or an armored OpenPGP public key: %v.", err)
+	if _, err := approval.ParseKey(key); err != nil {
+		l.errorf(rng, "Invalid signing key", "signing_key must be an SSH public key as in authorized_keys (\"ssh-ed25519 AAAA... name\") or an armored OpenPGP public key (gpg --armor --export): %v.", err)
 	}
 }
 

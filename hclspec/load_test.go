@@ -374,6 +374,7 @@ func TestLoadDiagnostics(t *testing.T) {
 		{"signing-key", []diag{
 			{"reviewers.hcl:4:19-4:43", "Invalid signing key", "an SSH public key as in authorized_keys"},
 			{"reviewers.hcl:8:19-8:68", "Invalid signing key", "not terminated by -----END PGP PUBLIC KEY BLOCK-----"},
+			{"reviewers.hcl:12:19-12:114", "Invalid signing key", "options"},
 		}},
 		{"syntax-error", []diag{
 			{"agents/broken.hcl:3:20-3:21", "Missing item separator", "Expected a comma"},
