@@ -244,18 +244,7 @@ func TestSyncDetectsTruncation(t *testing.T) {
 				f := newFixture(t, transport == "http")
 				stateFile := filepath.Join(t.TempDir(), "state.gob")
 				repo := f.open(t)
-				l := ledger.New(repo, ledger.Options{Signer: f.signer, Identity: identity, StateFile: stateFile})
-				if _, err := l.Init(ctx, f.spec.String(), "main", nil); err != nil {
-					t.Fatal(err)
-				}
-				for i := 1; i <= 3; i++ {
-					if _, err := l.Append(ctx, f.event(i)); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if err := l.Save(); err != nil {
-					t.Fatal(err)
-				}
+				l := f.savedLedger(t, repo, stateFile)
 				tc.cut(t, f)
 				if err := repo.Fetch(ctx); err != nil {
 					t.Fatal(err)
@@ -283,6 +272,26 @@ func TestSyncDetectsTruncation(t *testing.T) {
 	}
 }
 
+// savedLedger starts a ledger on repo with genesis and three run.started
+// entries, and saves its state to stateFile.
+func (f *fixture) savedLedger(t *testing.T, repo *gitstore.Repo, stateFile string) *ledger.Ledger {
+	t.Helper()
+	ctx := context.Background()
+	l := ledger.New(repo, ledger.Options{Signer: f.signer, Identity: identity, StateFile: stateFile})
+	if _, err := l.Init(ctx, f.spec.String(), "main", nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		if _, err := l.Append(ctx, f.event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Save(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 func resetEvidence(t *testing.T, f *fixture, rev string) {
 	t.Helper()
 	h := gittest.Git(t, "", "--git-dir", f.bare, "rev-parse", rev)
@@ -295,18 +304,7 @@ func TestSavedStateIsIncremental(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, false)
 	stateFile := filepath.Join(t.TempDir(), "state.gob")
-	l := ledger.New(f.open(t), ledger.Options{Signer: f.signer, Identity: identity, StateFile: stateFile})
-	if _, err := l.Init(ctx, f.spec.String(), "main", nil); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 3; i++ {
-		if _, err := l.Append(ctx, f.event(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := l.Save(); err != nil {
-		t.Fatal(err)
-	}
+	f.savedLedger(t, f.open(t), stateFile)
 	_, other := f.ledger(t, f.signer)
 	if _, err := other.Append(ctx, f.event(4)); err != nil {
 		t.Fatal(err)
