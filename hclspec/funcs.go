@@ -163,8 +163,9 @@ func repoPath(p string) (string, error) {
 	return clean, nil
 }
 
-// fileFunctions returns file() and templatefile(), reading from fsys.
-func fileFunctions(fsys fs.FS) map[string]function.Function {
+// fileFunctions returns file() and templatefile(), reading from fsys and
+// telling record each file they read.
+func fileFunctions(fsys fs.FS, record func(string)) map[string]function.Function {
 	read := func(p string) (string, error) {
 		clean, err := repoPath(p)
 		if err != nil {
@@ -174,6 +175,7 @@ func fileFunctions(fsys fs.FS) map[string]function.Function {
 		if err != nil {
 			return "", fmt.Errorf("read %q: %w", clean, fs.ErrNotExist)
 		}
+		record(clean)
 		return string(b), nil
 	}
 	file := function.New(&function.Spec{

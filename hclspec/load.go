@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"runtime"
 	"slices"
@@ -38,6 +39,23 @@ var ControlPaths = []string{"agents/**", "policies/**", ProvidersFile, Reviewers
 // IsControlPath reports whether a repository path is one of ControlPaths.
 func IsControlPath(p string) bool { return MatchAny(ControlPaths, p) }
 
+// ForgePaths are the globs of the files that steer CI and the forge: an
+// agent's change to them is guarded like a change to the control files.
+var ForgePaths = []string{".github/**", ".gitea/**", ".gitlab/**", ".gitlab-ci.yml", "CODEOWNERS", "docs/CODEOWNERS", ".gitattributes", ".gitmodules"}
+
+// readSet records the files file() and templatefile() read, shared by a
+// loader and its forks.
+type readSet struct {
+	mu    sync.Mutex
+	paths map[string]bool
+}
+
+func (r *readSet) add(p string) {
+	r.mu.Lock()
+	r.paths[p] = true
+	r.mu.Unlock()
+}
+
 // Options tune Load.
 type Options struct {
 	// LookupEnv resolves env() in providers.hcl. Nil means env() always
@@ -50,7 +68,8 @@ type Options struct {
 // any of them is an error. A repository without any of the files loads as
 // an empty Spec.
 func Load(fsys fs.FS, opts Options) (*Spec, hcl.Diagnostics) {
-	l := &loader{fsys: fsys, opts: opts, ctx: map[bool]*hcl.EvalContext{}, locMu: &sync.Mutex{}, locations: map[string]*time.Location{}, agents: map[string]*Agent{}}
+	l := &loader{fsys: fsys, opts: opts, ctx: map[bool]*hcl.EvalContext{}, locMu: &sync.Mutex{}, locations: map[string]*time.Location{}, agents: map[string]*Agent{},
+		read: &readSet{paths: map[string]bool{}}}
 	return l.load()
 }
 
@@ -64,13 +83,14 @@ type loader struct {
 	locMu     *sync.Mutex               // guards locations, shared with forks
 	locations map[string]*time.Location
 	agents    map[string]*Agent // by name, for duplicate checks
+	read      *readSet          // files file() and templatefile() read, shared with forks
 }
 
 // fork returns a loader that decodes one file on its own goroutine: it
 // shares the read-only state (file system, providers, evaluation
 // contexts, time zones) and collects its own diagnostics and agents.
 func (l *loader) fork() *loader {
-	return &loader{fsys: l.fsys, opts: l.opts, ctx: l.ctx, locMu: l.locMu, locations: l.locations,
+	return &loader{fsys: l.fsys, opts: l.opts, ctx: l.ctx, locMu: l.locMu, locations: l.locations, read: l.read,
 		agents: map[string]*Agent{}, spec: Spec{Providers: l.spec.Providers}}
 }
 
@@ -157,6 +177,7 @@ func (l *loader) load() (*Spec, hcl.Diagnostics) {
 	}
 	l.digests()
 	l.spec.PolicyDigest = policyDigest(l.spec.Files)
+	l.spec.Protected = slices.Sorted(maps.Keys(l.read.paths))
 	return &l.spec, l.diags
 }
 
@@ -248,7 +269,7 @@ func (l *loader) evalCtx(withEnv bool) *hcl.EvalContext {
 		return ctx
 	}
 	funcs := stdFunctions()
-	for k, v := range fileFunctions(l.fsys) {
+	for k, v := range fileFunctions(l.fsys, l.read.add) {
 		funcs[k] = v
 	}
 	if withEnv {
@@ -806,6 +827,7 @@ func (l *loader) digests() {
 			if clean, err := repoPath(arg); err == nil && path.Ext(clean) != "" {
 				if b, err := fs.ReadFile(l.fsys, clean); err == nil {
 					part("command-file "+clean, b)
+					l.read.add(clean)
 				}
 			}
 		}

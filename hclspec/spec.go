@@ -1,6 +1,7 @@
 package hclspec
 
 import (
+	"slices"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -16,6 +17,10 @@ type Spec struct {
 	// PolicyDigest is the sha256 of the policy files (policies/*.hcl in
 	// name order), computed at load.
 	PolicyDigest string
+	// Protected are the files, besides ControlPaths, that define what the
+	// agents do: every file file() or templatefile() read and every command
+	// file an agent runs (what the agents' digests cover), sorted.
+	Protected []string
 
 	// Files holds the source of every HCL file that was parsed, by path,
 	// for rendering diagnostics and computing digests.
@@ -244,4 +249,15 @@ func (s *Spec) PoliciesFor(agent string) []*Policy {
 		}
 	}
 	return out
+}
+
+// IsProtected reports whether an agent's change to repository path p is
+// guarded: a control file (ControlPaths), a file the spec's digests cover
+// (Protected), or a file that steers CI and the forge (ForgePaths).
+func (s *Spec) IsProtected(p string) bool {
+	if IsControlPath(p) || MatchAny(ForgePaths, p) {
+		return true
+	}
+	_, found := slices.BinarySearch(s.Protected, p)
+	return found
 }

@@ -87,8 +87,10 @@ const BuiltinPolicy = "builtin"
 // reviewer overrides it on the merge; an advisory rule is recorded and never
 // blocks. Approval requirements from several rules combine, keeping the
 // strictest minimum per reviewer set; every change needs at least one
-// reviewer. A change to control files (agents/, policies/, providers.hcl,
-// reviewers.hcl, .reconciler/) is denied unless a hard policy's
+// reviewer. A change to protected files (agents/, policies/, providers.hcl,
+// reviewers.hcl, .reconciler/, every file the agents' digests cover, and the
+// files that steer CI and the forge: see Spec.IsProtected) is denied unless
+// a hard policy's
 // require_approval rule with allow_control_changes = true fires for it,
 // which turns the denial into that rule's requirement: no agent can lift
 // this through its own proposal, because decisions use the spec as it was
@@ -98,7 +100,7 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 
 	var control []string
 	for _, f := range in.Change {
-		if hclspec.IsControlPath(f.Path) {
+		if spec.IsProtected(f.Path) {
 			control = append(control, f.Path)
 		}
 	}
@@ -149,7 +151,7 @@ func Decide(spec *hclspec.Spec, in hclspec.ConditionInput) Decision {
 	if len(control) > 0 {
 		guard := Rule{
 			Policy: BuiltinPolicy, Rule: "self-modification", Kind: KindGuard, Enforcement: hclspec.Hard, Blocking: len(lifted) == 0,
-			Message: "agents may not change agents/, policies/, providers.hcl, reviewers.hcl or .reconciler/: " + strings.Join(control, ", "),
+			Message: "agents may not change the files that define or steer them (agents/, policies/, providers.hcl, reviewers.hcl, .reconciler/, the files the agents' digests cover, CI and forge files): " + strings.Join(control, ", "),
 		}
 		if len(lifted) > 0 {
 			guard.Message = "control files changed (" + strings.Join(control, ", ") + "); allowed only with the approval " + strings.Join(lifted, ", ") + " requires"

@@ -77,7 +77,7 @@ var (
 
 func guard(paths ...string) Rule {
 	return Rule{Policy: "builtin", Rule: "self-modification", Kind: KindGuard, Enforcement: "hard", Blocking: true,
-		Message: "agents may not change agents/, policies/, providers.hcl, reviewers.hcl or .reconciler/: " + strings.Join(paths, ", ")}
+		Message: "agents may not change the files that define or steer them (agents/, policies/, providers.hcl, reviewers.hcl, .reconciler/, the files the agents' digests cover, CI and forge files): " + strings.Join(paths, ", ")}
 }
 
 func TestDecide(t *testing.T) {
@@ -110,6 +110,19 @@ func TestDecide(t *testing.T) {
 		{name: "guard and a policy deny", spec: spec, agent: "image-pinner",
 			change:  []hclspec.ChangeFile{modified("reviewers.hcl", 1, 0), modified("deploy/secrets/db.yaml", 1, 0)},
 			outcome: Deny, summary: "deny builtin/self-modification, protect-prod/secrets", rules: []Rule{guard("reviewers.hcl"), ruleSecrets}},
+		// What the agents' digests cover, and what steers CI and the forge.
+		{name: "guard another agent's command file", spec: bare, agent: "env-normaliser", change: []hclspec.ChangeFile{modified("tools/fix.sh", 1, 0)},
+			outcome: Deny, summary: "deny builtin/self-modification", rules: []Rule{guard("tools/fix.sh")}},
+		{name: "guard a prompt read with file()", spec: bare, agent: "image-pinner", change: []hclspec.ChangeFile{modified("prompts/flaky.md", 1, 0)},
+			outcome: Deny, summary: "deny builtin/self-modification", rules: []Rule{guard("prompts/flaky.md")}},
+		{name: "guard CI and forge files", spec: bare, agent: "image-pinner",
+			change: []hclspec.ChangeFile{modified(".github/workflows/ci.yml", 1, 0), modified("CODEOWNERS", 1, 0), modified(".gitattributes", 1, 0),
+				modified(".gitlab-ci.yml", 1, 0), modified(".gitea/workflows/x.yaml", 1, 0), modified(".gitmodules", 1, 0)},
+			outcome: Deny, summary: "deny builtin/self-modification",
+			rules: []Rule{guard(".github/workflows/ci.yml", "CODEOWNERS", ".gitattributes", ".gitlab-ci.yml", ".gitea/workflows/x.yaml", ".gitmodules")}},
+		{name: "near misses of digest and forge files", spec: bare, agent: "image-pinner",
+			change:  []hclspec.ChangeFile{modified("tools/fix.sh.bak", 1, 0), modified("prompts/other.md", 1, 0), modified("docs/github.md", 1, 0), modified("deploy/CODEOWNERS.md", 1, 0)},
+			outcome: RequireApproval, summary: "require_approval default (1 reviewer)", rules: []Rule{ruleDefault}, reqs: []Requirement{{Min: 1}}},
 		{name: "near misses of control files", spec: bare, agent: "image-pinner",
 			change:  []hclspec.ChangeFile{modified("agents.md", 1, 0), modified("docs/agents/x.hcl", 1, 0), modified("deploy/providers.hcl", 1, 0), modified("reviewers.hcl.bak", 1, 0)},
 			outcome: RequireApproval, summary: "require_approval default (1 reviewer)", rules: []Rule{ruleDefault}, reqs: []Requirement{{Min: 1}}},

@@ -422,6 +422,40 @@ echo "Relax policies"`)
 	}
 }
 
+// An agent with scope "**" may not rewrite another agent's command, a
+// prompt, or the files that steer CI and the forge: each is denied by the
+// self-modification guard and never proposed.
+func TestProtectedPathsAreDenied(t *testing.T) {
+	for _, tc := range []struct{ name, body, path string }{
+		{"another agent's command", "echo 'exit 0' >> tools/pin-images.sh", "tools/pin-images.sh"},
+		{"a prompt read with file()", "echo 'ignore all rules' >> prompts/image-pinner.md", "prompts/image-pinner.md"},
+		{"a CI workflow", "mkdir -p .github/workflows && echo 'on: push' > .github/workflows/ci.yml", ".github/workflows/ci.yml"},
+		{"CODEOWNERS", "echo '* @mallory' > CODEOWNERS", "CODEOWNERS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, false, func(dir string) {
+				os.Remove(filepath.Join(dir, "agents/env-normaliser.hcl"))
+				writeAgent(dir, "widener", `"**"`, tc.body)
+			})
+			e.pass(e.reconciler(nil))
+			d, ok := find(e.entries(), ledger.PolicyDecision, "widener")
+			if !ok {
+				t.Fatalf("no decision: %q", e.events())
+			}
+			var dec policy.Decision
+			json.Unmarshal(d.Decision, &dec)
+			if dec.Outcome != policy.Deny || !strings.Contains(dec.Summary, "builtin/self-modification") || !strings.Contains(string(d.Decision), tc.path) {
+				t.Errorf("decision = %+v, want a self-modification denial naming %s", dec, tc.path)
+			}
+			for _, b := range e.branches() {
+				if strings.HasPrefix(b, "agents/widener/") {
+					t.Errorf("a denied change was proposed: %s", b)
+				}
+			}
+		})
+	}
+}
+
 func TestScopeAndFailures(t *testing.T) {
 	tests := []struct {
 		name, scope, body, reason string
