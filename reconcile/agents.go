@@ -429,6 +429,32 @@ func (r *Reconciler) recordOpened(ctx context.Context, p *pass, a *hclspec.Agent
 	return nil
 }
 
+// finishSupersedes deletes the branches of superseded proposals still at
+// the head recorded when they were superseded: a crash between the
+// proposal.superseded entry and the deletion leaves them, and the next pass
+// finishes it. A branch that moved since (a person pushed to it) is left.
+func (r *Reconciler) finishSupersedes(ctx context.Context, p *pass) error {
+	var deletes []gitstore.RefUpdate
+	for _, rn := range p.state.Runs {
+		if rn.Closed == nil || rn.Closed.Type != ledger.ProposalSuperseded || rn.Closed.Proposal == nil {
+			continue
+		}
+		pr := rn.Closed.Proposal
+		cur, err := r.repo.Branch(pr.Branch)
+		if err != nil || cur.String() != pr.Head {
+			continue
+		}
+		deletes = append(deletes, gitstore.RefUpdate{Branch: pr.Branch, Old: cur, New: plumbing.ZeroHash})
+	}
+	if len(deletes) == 0 {
+		return nil
+	}
+	if err := r.repo.Push(ctx, deletes...); err != nil && !errors.Is(err, gitstore.ErrStale) {
+		return fmt.Errorf("delete superseded branches: %w", err)
+	}
+	return nil
+}
+
 // classify decides what a run's change means given the agent's other
 // proposals.
 func (r *Reconciler) classify(p *pass, a *hclspec.Agent, runID string, changes []gitstore.FileChange) (string, string) {

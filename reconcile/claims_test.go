@@ -104,3 +104,49 @@ func TestClaimsAcrossConcurrentReconcilers(t *testing.T) {
 		})
 	}
 }
+
+// A supersede interrupted after its proposal.superseded entry and before
+// the old branch's deletion is finished by the next pass; a superseded
+// branch a person pushed to since is left alone.
+func TestSupersedeIsResumable(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		t.Run(fmt.Sprintf("moved=%v", moved), func(t *testing.T) {
+			e := newEnv(t, false, func(dir string) {
+				os.Remove(filepath.Join(dir, "agents/image-pinner.hcl"))
+				os.Remove(filepath.Join(dir, "agents/env-normaliser.hcl"))
+				writeAgent(dir, "churner", `"config/**"`, "echo one > config/churn.env")
+			})
+			r := e.reconciler(nil)
+			e.pass(r)
+			first := e.branches()
+			if len(first) != 1 {
+				t.Fatalf("branches = %v", first)
+			}
+			head := e.git("", "--git-dir", e.bare, "rev-parse", first[0])
+			e.commitAs("Sam", "sam@example.com", "churn differently", func(work string) {
+				os.WriteFile(filepath.Join(work, "tools/churner.sh"), []byte("#!/bin/sh\nset -e\necho two > config/churn.env\n"), 0o755)
+			})
+			e.pass(r)
+			if _, ok := find(e.entries(), ledger.ProposalSuperseded, "churner"); !ok {
+				t.Fatalf("no supersede: %q", e.events())
+			}
+			// As if the process died before deleting the old branch.
+			e.git("", "--git-dir", e.bare, "update-ref", "refs/heads/"+first[0], head)
+			if moved {
+				work := e.clone()
+				e.git(work, "checkout", "-q", first[0])
+				e.gitAs("Sam", "sam@example.com", work, "commit", "-q", "--allow-empty", "-m", "keep working on it")
+				e.git(work, "push", "-q", "origin", first[0])
+			}
+			e.pass(e.reconciler(nil))
+			has := false
+			for _, b := range e.branches() {
+				has = has || b == first[0]
+			}
+			if has != moved {
+				t.Errorf("superseded branch present = %v after a pass, want %v", has, moved)
+			}
+			e.verify()
+		})
+	}
+}
