@@ -220,13 +220,6 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 	}
 	branch := ProposalBranch(a.Name, runID)
 
-	// A proposal branch without a proposal.opened entry: a previous
-	// process pushed it and stopped. Adopt it.
-	if prior != nil && prior.Decision != nil {
-		if head, err := r.repo.Branch(branch); err == nil {
-			return r.recordOpened(ctx, p, a, base, prior, head)
-		}
-	}
 	if prior == nil {
 		ev := base
 		ev.Type = ledger.RunStarted
@@ -329,23 +322,52 @@ func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, run
 		return nil
 	}
 
-	head, err := r.commitProposal(a, runID, specCommit, res, changes, d, prior.Decision.Seq)
+	head, err := r.commitProposal(a, runID, specCommit, res, changes, d, prior.Decision.Seq, prior.Finished.Time)
 	if err != nil {
 		return err
 	}
 	err = r.repo.Push(ctx, gitstore.RefUpdate{Branch: branch, Old: plumbing.ZeroHash, New: head})
 	if errors.Is(err, gitstore.ErrStale) {
-		// Someone pushed this run's branch first: adopt theirs.
+		// The run's branch exists. The commit is deterministic, so it is
+		// ours (a previous process pushed it and stopped, or another
+		// reconciler made the same commit) exactly when its head is the
+		// commit made here; anything else squats on the run's name and is
+		// never adopted or decided on.
 		if err := r.repo.Fetch(ctx); err != nil {
 			return err
 		}
-		if head, err = r.repo.Branch(branch); err != nil {
+		cur, err := r.repo.Branch(branch)
+		if err != nil {
 			return fmt.Errorf("push %s: %w", branch, err)
+		}
+		if cur != head {
+			return r.squatted(ctx, p, a, base, branch, cur, head)
 		}
 	} else if err != nil {
 		return fmt.Errorf("push %s: %w", branch, err)
 	}
 	return r.recordOpened(ctx, p, a, base, prior, head)
+}
+
+// squatted records a branch on a run's name whose head is not the commit
+// the reconciler makes for the run: a policy.violation, after which the run
+// proposes nothing.
+func (r *Reconciler) squatted(ctx context.Context, p *pass, a *hclspec.Agent, base ledger.Event, branch string, cur, want plumbing.Hash) error {
+	c, err := r.repo.Commit(cur)
+	who := "unknown"
+	if err == nil {
+		who = c.Committer.Email
+	}
+	v := base
+	v.Type = ledger.PolicyViolation
+	v.Subject, v.SubjectName = cur.String(), branch
+	v.Proposal = &ledger.Proposal{Branch: branch, Head: cur.String()}
+	v.Error = fmt.Sprintf("branch squatting: %s is at %s (committed by %s), not the commit the reconciler makes for the run (%s); never adopted or decided on",
+		branch, cur.String()[:12], who, want.String()[:12])
+	v.Summary = oneLine(fmt.Sprintf("policy.violation %s %s: %s", a.Name, base.RunID, v.Error))
+	r.log.Error("branch squatting", "agent", a.Name, "run", base.RunID, "branch", branch, "head", cur.String(), "committer", who)
+	_, err = r.append(ctx, p, v)
+	return err
 }
 
 // redecide re-evaluates the policies on an open proposal whose change a new
@@ -521,7 +543,10 @@ func isMachine(id object.Signature, email string) bool {
 	return e == strings.ToLower(id.Email) || (strings.HasPrefix(e, strings.ToLower(local)+"+") && strings.HasSuffix(e, "@"+strings.ToLower(domain)))
 }
 
-func (r *Reconciler) commitProposal(a *hclspec.Agent, runID string, specCommit plumbing.Hash, res agent.Result, changes []gitstore.FileChange, d policy.Decision, decisionSeq uint64) (plumbing.Hash, error) {
+// commitProposal makes the run's proposal commit. It is deterministic (tree,
+// parent, message, agent author, and the time of the run.finished entry),
+// so a restarted process makes the same commit.
+func (r *Reconciler) commitProposal(a *hclspec.Agent, runID string, specCommit plumbing.Hash, res agent.Result, changes []gitstore.FileChange, d policy.Decision, decisionSeq uint64, when time.Time) (plumbing.Hash, error) {
 	tree, err := r.repo.WriteTree(specCommit, changes)
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("proposal tree: %w", err)
@@ -536,11 +561,10 @@ func (r *Reconciler) commitProposal(a *hclspec.Agent, runID string, specCommit p
 	}
 	fmt.Fprintf(&msg, "Agent: %s\nAgent-Run: %s\nSpec-Commit: %s\nPolicy-Decision: %s\nLedger-Entry: %d\n",
 		a.Name, runID, specCommit, d.Summary, decisionSeq)
-	now := r.cfg.Now()
 	author := AgentIdentity(r.cfg.Identity, a.Name)
-	author.When = now
+	author.When = when
 	committer := r.cfg.Identity
-	committer.When = now
+	committer.When = when
 	h, err := r.repo.CreateCommit(gitstore.NewCommit{Tree: tree, Parents: []plumbing.Hash{specCommit}, Author: author, Committer: committer, Message: msg.String()})
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("proposal commit: %w", err)

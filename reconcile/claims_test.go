@@ -150,3 +150,61 @@ func TestSupersedeIsResumable(t *testing.T) {
 		})
 	}
 }
+
+// A branch pushed ahead of the reconciler on a run's name (run ids are
+// printed by plan) is never adopted or decided on: it is recorded once as
+// branch squatting, and the run proposes nothing.
+func TestBranchSquattingIsNotAdopted(t *testing.T) {
+	for _, transport := range []string{"local", "http"} {
+		t.Run(transport, func(t *testing.T) {
+			e := newEnv(t, transport == "http", nil)
+			r := e.reconciler(nil)
+			plan, err := r.Plan(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var runID string
+			for _, ap := range plan.Agents {
+				if ap.Agent == "image-pinner" {
+					runID = ap.RunID
+				}
+			}
+			if runID == "" {
+				t.Fatalf("plan = %+v", plan)
+			}
+			branch := reconcile.ProposalBranch("image-pinner", runID)
+			work := e.clone()
+			e.git(work, "checkout", "-q", "-b", branch)
+			os.WriteFile(filepath.Join(work, "policies/protect-prod.hcl"), []byte("# gone\n"), 0o644)
+			e.git(work, "add", "-A")
+			e.gitAs("Mallory", "mallory@example.com", work, "commit", "-q", "-m", "Pin images")
+			e.git(work, "push", "-q", "origin", branch)
+			squat := e.git("", "--git-dir", e.bare, "rev-parse", branch)
+			e.pass(r)
+			e.pass(e.reconciler(nil))
+			es := e.entries()
+			n := 0
+			for _, en := range es {
+				if en.Type == ledger.PolicyViolation && en.RunID == runID {
+					n++
+					if !strings.Contains(en.Error, "branch squatting") || !strings.Contains(en.Error, "mallory@example.com") {
+						t.Errorf("violation = %q", en.Error)
+					}
+				}
+				if en.Type == ledger.ProposalOpened && en.RunID == runID {
+					t.Errorf("the squatted branch was adopted: %s", en.Summary)
+				}
+			}
+			if n != 1 {
+				t.Errorf("%d branch-squatting violations, want 1: %q", n, e.events())
+			}
+			if got := e.git("", "--git-dir", e.bare, "rev-parse", branch); got != squat {
+				t.Errorf("the squatted branch moved: %s -> %s", squat, got)
+			}
+			if _, ok := find(es, ledger.ProposalOpened, "env-normaliser"); !ok {
+				t.Errorf("the other agent's proposal is missing: %q", e.events())
+			}
+			e.verify()
+		})
+	}
+}

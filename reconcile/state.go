@@ -48,7 +48,9 @@ func ChangeID(changes []gitstore.FileChange) string {
 // its proposal.
 func runDone(r *ledger.Run) bool {
 	switch {
-	case r.Failed != nil, r.Opened != nil:
+	case r.Failed != nil, r.Opened != nil, r.Violation:
+		// A violation before the proposal opened is branch squatting:
+		// the run proposes nothing.
 		return true
 	case r.Finished == nil:
 		return false
