@@ -204,6 +204,14 @@ func TestBranchSquattingIsNotAdopted(t *testing.T) {
 			if _, ok := find(es, ledger.ProposalOpened, "env-normaliser"); !ok {
 				t.Errorf("the other agent's proposal is missing: %q", e.events())
 			}
+			st := r.Status().Agents["image-pinner"]
+			found := false
+			for _, c := range st.Conditions {
+				found = found || (c.Type == "PolicyViolation" && c.Reason == "BranchSquatting")
+			}
+			if !found {
+				t.Errorf("image-pinner's status does not say its branch was squatted: %+v", st.Conditions)
+			}
 			e.verify()
 		})
 	}

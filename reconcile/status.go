@@ -61,9 +61,13 @@ func agentStatus(st *ledger.State, name string) AgentStatus {
 	for _, rn := range st.OpenRuns(name) {
 		as.OpenProposals = append(as.OpenProposals, rn.Opened.Proposal.Branch)
 	}
+	squatted := 0
 	for _, rn := range runs {
 		if rn.Violation {
 			as.Violations++
+			if rn.Opened == nil {
+				squatted++
+			}
 		}
 	}
 	ready := Condition{Type: "Ready", Status: "True", Reason: "Succeeded", Message: "nothing to do"}
@@ -84,9 +88,13 @@ func agentStatus(st *ledger.State, name string) AgentStatus {
 		ready = Condition{Type: "Ready", Status: "False", Reason: "Held", Message: h.Hold.Reason}
 	}
 	as.Conditions = []Condition{ready}
-	if as.Violations > 0 {
+	if merged := as.Violations - squatted; merged > 0 {
 		as.Conditions = append(as.Conditions, Condition{Type: "PolicyViolation", Status: "True", Reason: "MergedWithoutApproval",
-			Message: fmt.Sprintf("%d merge(s) did not satisfy their policy decision; see policy.violation entries", as.Violations)})
+			Message: fmt.Sprintf("%d merge(s) did not satisfy their policy decision; see policy.violation entries", merged)})
+	}
+	if squatted > 0 {
+		as.Conditions = append(as.Conditions, Condition{Type: "PolicyViolation", Status: "True", Reason: "BranchSquatting",
+			Message: fmt.Sprintf("%d run(s) found their proposal branch taken by a commit the reconciler did not make; see policy.violation entries", squatted)})
 	}
 	return as
 }
