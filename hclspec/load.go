@@ -413,7 +413,10 @@ func (l *loader) decodeProvider(f *hcl.File, b *hcl.Block) {
 	l.spec.Providers = append(l.spec.Providers, p)
 }
 
-var groupSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "member", LabelNames: []string{"name"}}}}
+var groupSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "accept_unsigned"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "member", LabelNames: []string{"name"}}},
+}
 
 var memberSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 	{Name: "email"}, {Name: "signing_key"}, {Name: "forge_login"},
@@ -426,6 +429,7 @@ func (l *loader) decodeGroup(_ *hcl.File, b *hcl.Block) {
 		return
 	}
 	ctx := l.evalCtx(false)
+	l.decodeAttr(c.Attributes, "accept_unsigned", ctx, &g.AcceptUnsigned)
 	for _, mb := range c.Blocks {
 		m := &Member{Name: mb.Labels[0], DeclRange: mb.DefRange}
 		mc := l.content(mb.Body, memberSchema)

@@ -193,9 +193,13 @@ func (r *ApprovalRule) Eval(c *ConditionContext) (bool, hcl.Diagnostics) {
 
 // Group is a `group "<name>"` block of reviewers.hcl.
 type Group struct {
-	Name      string
-	Members   []*Member
-	DeclRange hcl.Range
+	Name    string
+	Members []*Member
+	// AcceptUnsigned lets an unsigned merge by a member's email count as
+	// the member's approval (recorded as unsigned); otherwise only a merge
+	// signed by the member's signing_key counts.
+	AcceptUnsigned bool
+	DeclRange      hcl.Range
 }
 
 // Member is a reviewer.

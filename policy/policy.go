@@ -225,10 +225,13 @@ func pos(r hcl.Range) string {
 func PolicyDigest(spec *hclspec.Spec) string { return spec.PolicyDigest }
 
 // Approver is a person whose approval counts: the author of a merge, a
-// signed approval tag or a forge review.
+// signed approval tag or a forge review. Unsigned marks an approval proven
+// by nothing but a commit's email (an unsigned merge, or one signed by no
+// reviewer's key): it counts only in groups with accept_unsigned.
 type Approver struct {
-	Email string
-	Login string
+	Email    string
+	Login    string
+	Unsigned bool
 }
 
 // Check reports which requirements of d the approvers do not satisfy. A
@@ -270,11 +273,12 @@ func Check(spec *hclspec.Spec, d Decision, approvers []Approver) []string {
 	return unmet
 }
 
-// member returns the member of one of the groups that a is, or nil.
+// member returns the member of one of the groups that a is, or nil; an
+// unsigned approver is a member only of groups that accept unsigned merges.
 func member(spec *hclspec.Spec, groups []string, a Approver) *hclspec.Member {
 	for _, gname := range groups {
 		g := spec.Group(gname)
-		if g == nil {
+		if g == nil || (a.Unsigned && !g.AcceptUnsigned) {
 			continue
 		}
 		for _, m := range g.Members {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -211,6 +212,70 @@ func TestBranchSquattingIsNotAdopted(t *testing.T) {
 			}
 			if !found {
 				t.Errorf("image-pinner's status does not say its branch was squatted: %+v", st.Conditions)
+			}
+			e.verify()
+		})
+	}
+}
+
+// mergeSigned merges a proposal branch into main as a person, signing the
+// merge commit with SSH key signKey ("" for an unsigned merge).
+func (e *env) mergeSigned(name, email, branch, signKey string) {
+	e.t.Helper()
+	work := e.clone()
+	args := []string{"merge", "-q", "--no-ff", "-m", "Merge " + branch, "origin/" + branch}
+	if signKey != "" {
+		args = append([]string{"-c", "gpg.format=ssh", "-c", "user.signingKey=" + signKey, "merge", "-S"}, args[1:]...)
+	}
+	e.gitAs(name, email, work, args...)
+	e.git(work, "push", "-q", "origin", "main")
+}
+
+// In a group without accept_unsigned, only a merge signed by a member's
+// signing_key approves: the committer's name and email prove nothing.
+func TestSignedMergeApproval(t *testing.T) {
+	for _, tc := range []struct {
+		name, sign string // sign: "rita", "mallory" or "" (unsigned)
+		approved   bool
+	}{
+		{"merge signed by the member's key", "rita", true},
+		{"unsigned merge with the member's name and email", "", false},
+		{"merge signed by a key in no reviewers.hcl, as the member", "mallory", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ritaKey, ritaPub := sshReviewerKey(t, "rita")
+			malloryKey, _ := sshReviewerKey(t, "mallory")
+			e := newEnv(t, false, func(dir string) {
+				withSigningKey("rita", ritaPub)(dir)
+				p := filepath.Join(dir, "reviewers.hcl")
+				b, _ := os.ReadFile(p)
+				os.WriteFile(p, []byte(strings.ReplaceAll(string(b), "accept_unsigned = true", "accept_unsigned = false")), 0o644)
+			})
+			r := e.reconciler(nil)
+			e.pass(r)
+			opened, ok := find(e.entries(), ledger.ProposalOpened, "image-pinner")
+			if !ok {
+				t.Fatalf("no proposal: %q", e.events())
+			}
+			key := map[string]string{"rita": ritaKey, "mallory": malloryKey}[tc.sign]
+			e.mergeSigned("Rita Reviewer", "rita@example.com", opened.Proposal.Branch, key)
+			e.pass(r)
+			es := e.entries()
+			approved, _ := find(es, ledger.ProposalApproved, "image-pinner")
+			v, violated := find(es, ledger.PolicyViolation, "image-pinner")
+			if tc.approved {
+				out, _ := exec.Command("ssh-keygen", "-lf", ritaKey+".pub").Output()
+				fpr := strings.Fields(string(out))[1]
+				if violated || !strings.Contains(approved.Reviewer, "signed by rita (sre) ssh "+fpr) {
+					t.Errorf("approval = %q, violation = %q; want an approval signed with %s", approved.Reviewer, v.Error, fpr)
+				}
+			} else {
+				if !violated || !strings.Contains(v.Error, "needs 1 of sre, has 0") {
+					t.Errorf("violation = %+v, want \"needs 1 of sre, has 0\"", v.Event)
+				}
+				if !strings.Contains(approved.Reviewer, "unsigned") {
+					t.Errorf("approval recorded as %q, want it marked unsigned", approved.Reviewer)
+				}
 			}
 			e.verify()
 		})

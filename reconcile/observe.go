@@ -10,6 +10,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 
+	"github.com/agentgitops/reconciler/approval"
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/policy"
@@ -73,11 +74,12 @@ func (r *Reconciler) observeProposal(p *pass, rn *ledger.Run) ([]ledger.Event, e
 	var approvers []policy.Approver
 	fastForward := merge.Hash == head
 	if !fastForward && !isMachine(r.cfg.Identity, merger.Email) {
-		approvers = append(approvers, policy.Approver{Email: merger.Email})
+		approver, who := r.mergeApprover(merge)
+		approvers = append(approvers, approver)
 		ev := base
 		ev.Type = ledger.ProposalApproved
 		ev.Subject, ev.SubjectName = merge.Hash.String(), r.cfg.Branch
-		ev.Reviewer = fmt.Sprintf("%s <%s>", merger.Name, merger.Email)
+		ev.Reviewer = who
 		ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: head.String(), ChangeID: prop.ChangeID, MergeCommit: merge.Hash.String()}
 		ev.Summary = fmt.Sprintf("proposal.approved %s %s by %s", rn.Agent, rn.ID, ev.Reviewer)
 		events = append(events, ev)
@@ -106,7 +108,12 @@ func (r *Reconciler) observeProposal(p *pass, rn *ledger.Run) ([]ledger.Event, e
 		unmet = append(unmet, policy.Check(r.spec, d, approvers)...)
 		// Trailers as git reads them: any key case, "Key : value".
 		named := gitstore.TrailerValues(merge.Message, policy.OverrideTrailer)
-		unmet = append(unmet, policy.CheckOverrides(r.spec, d, policy.Approver{Email: merger.Email}, named)...)
+		// The override is the merger's: it counts as their approval does.
+		overrider := policy.Approver{Email: merger.Email, Unsigned: true}
+		if len(approvers) > 0 {
+			overrider = approvers[0]
+		}
+		unmet = append(unmet, policy.CheckOverrides(r.spec, d, overrider, named)...)
 		if len(d.Overrides) > 0 && len(events) > 0 && events[0].Type == ledger.ProposalApproved {
 			events[0].Overrides = named
 		}
@@ -169,4 +176,46 @@ func (r *Reconciler) findMerge(protected, head plumbing.Hash, runID string) (*ob
 		}
 	}
 	return nil, nil
+}
+
+// mergeApprover returns who a merge commit proves approved it, and how, for
+// the record: the member of a reviewer group whose signing_key signed it
+// (SSH or OpenPGP, verified as git verify-commit does), counted by the
+// member's email from reviewers.hcl; otherwise the committer's email,
+// marked unsigned, which counts only in groups with accept_unsigned (and
+// for the default one-review rule).
+func (r *Reconciler) mergeApprover(merge *object.Commit) (policy.Approver, string) {
+	claimed := fmt.Sprintf("%s <%s>", merge.Committer.Name, merge.Committer.Email)
+	unsigned := policy.Approver{Email: merge.Committer.Email, Unsigned: true}
+	var keys []approval.Key
+	emails := map[string]string{}
+	if r.spec != nil {
+		for _, g := range r.spec.Groups {
+			for _, m := range g.Members {
+				if m.SigningKey == "" {
+					continue
+				}
+				k, err := approval.ParseKey(m.SigningKey)
+				if err != nil {
+					continue // reported by hclspec where it is written
+				}
+				k.Member, k.Group = m.Name, g.Name
+				keys = append(keys, k)
+				emails[m.Name+"\x00"+g.Name] = m.Email
+			}
+		}
+	}
+	_, raw, err := r.repo.RawObject(merge.Hash)
+	if err != nil {
+		return unsigned, claimed + " (unsigned: cannot read the merge commit)"
+	}
+	signer, err := approval.VerifyCommit(raw, keys)
+	switch {
+	case err == nil:
+		email := emails[signer.Member+"\x00"+signer.Group]
+		return policy.Approver{Email: email}, fmt.Sprintf("%s <%s>, signed by %s", signer.Member, email, signer)
+	case errors.Is(err, approval.ErrUnsigned):
+		return unsigned, claimed + " (unsigned)"
+	}
+	return unsigned, fmt.Sprintf("%s (unsigned: %v)", claimed, err)
 }

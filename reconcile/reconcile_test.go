@@ -274,7 +274,7 @@ func TestEndToEnd(t *testing.T) {
 			e.pass(e.reconciler(nil))
 			es = e.entries()
 			approved, ok := find(es, ledger.ProposalApproved, "image-pinner")
-			if !ok || approved.Reviewer != "Rita Reviewer <rita@example.com>" {
+			if !ok || approved.Reviewer != "Rita Reviewer <rita@example.com> (unsigned)" {
 				t.Errorf("approval = %+v", approved.Predicate)
 			}
 			merged, ok := find(es, ledger.ProposalMerged, "image-pinner")
