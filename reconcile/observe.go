@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentgitops/reconciler/approval"
 	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/policy"
 )
@@ -187,24 +188,7 @@ func (r *Reconciler) findMerge(protected, head plumbing.Hash, runID string) (*ob
 func (r *Reconciler) mergeApprover(merge *object.Commit) (policy.Approver, string) {
 	claimed := fmt.Sprintf("%s <%s>", merge.Committer.Name, merge.Committer.Email)
 	unsigned := policy.Approver{Email: merge.Committer.Email, Unsigned: true}
-	var keys []approval.Key
-	emails := map[string]string{}
-	if r.spec != nil {
-		for _, g := range r.spec.Groups {
-			for _, m := range g.Members {
-				if m.SigningKey == "" {
-					continue
-				}
-				k, err := approval.ParseKey(m.SigningKey)
-				if err != nil {
-					continue // reported by hclspec where it is written
-				}
-				k.Member, k.Group = m.Name, g.Name
-				keys = append(keys, k)
-				emails[m.Name+"\x00"+g.Name] = m.Email
-			}
-		}
-	}
+	keys := reviewerKeys(r.spec)
 	_, raw, err := r.repo.RawObject(merge.Hash)
 	if err != nil {
 		return unsigned, claimed + " (unsigned: cannot read the merge commit)"
@@ -212,10 +196,47 @@ func (r *Reconciler) mergeApprover(merge *object.Commit) (policy.Approver, strin
 	signer, err := approval.VerifyCommit(raw, keys)
 	switch {
 	case err == nil:
-		email := emails[signer.Member+"\x00"+signer.Group]
+		email := memberEmail(r.spec, signer)
 		return policy.Approver{Email: email}, fmt.Sprintf("%s <%s>, signed by %s", signer.Member, email, signer)
 	case errors.Is(err, approval.ErrUnsigned):
 		return unsigned, claimed + " (unsigned)"
 	}
 	return unsigned, fmt.Sprintf("%s (unsigned: %v)", claimed, err)
+}
+
+// reviewerKeys returns the signing keys of every member of every reviewer
+// group of spec, each naming its member and group. Keys that do not parse
+// are left out: hclspec reports them where they are written.
+func reviewerKeys(spec *hclspec.Spec) []approval.Key {
+	if spec == nil {
+		return nil
+	}
+	var keys []approval.Key
+	for _, g := range spec.Groups {
+		for _, m := range g.Members {
+			if m.SigningKey == "" {
+				continue
+			}
+			k, err := approval.ParseKey(m.SigningKey)
+			if err != nil {
+				continue
+			}
+			k.Member, k.Group = m.Name, g.Name
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// memberEmail returns the email reviewers.hcl gives the member whose key
+// k is.
+func memberEmail(spec *hclspec.Spec, k approval.Key) string {
+	if g := spec.Group(k.Group); g != nil {
+		for _, m := range g.Members {
+			if m.Name == k.Member {
+				return m.Email
+			}
+		}
+	}
+	return ""
 }

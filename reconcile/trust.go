@@ -283,20 +283,7 @@ func (r *Reconciler) approvedMerge(c *object.Commit) (string, string) {
 	if err != nil || diags.HasErrors() {
 		return "", "the spec before the merge does not load, so no reviewer can be checked"
 	}
-	var keys []approval.Key
-	for _, g := range spec.Groups {
-		for _, m := range g.Members {
-			if m.SigningKey == "" {
-				continue
-			}
-			k, err := approval.ParseKey(m.SigningKey)
-			if err != nil {
-				continue // hclspec reported it when the spec loaded
-			}
-			k.Member, k.Group = m.Name, g.Name
-			keys = append(keys, k)
-		}
-	}
+	keys := reviewerKeys(spec)
 	if len(keys) == 0 {
 		return "", "no reviewer in reviewers.hcl has a signing_key, so no merge can be verified"
 	}
