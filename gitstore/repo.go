@@ -24,6 +24,10 @@ const (
 	// name. It has no '+': go-git's prune reverses refspecs textually, and
 	// forced updates come from FetchOptions.Force instead.
 	mirrorSpec = config.RefSpec("refs/heads/*:refs/heads/*")
+	// approveSpec mirrors the approval tags, approve/<run-id>/<member>:
+	// the only tags the reconciler reads.
+	approveSpec = config.RefSpec("refs/tags/approve/*:refs/tags/approve/*")
+	tagSpace    = "refs/tags/"
 )
 
 // Options configures how a Repo talks to its remote.
@@ -198,7 +202,7 @@ func (r *Repo) fetch(ctx context.Context) (err error) {
 	err = r.repo.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: remoteName,
 		RemoteURL:  r.rawURL,
-		RefSpecs:   []config.RefSpec{mirrorSpec},
+		RefSpecs:   []config.RefSpec{mirrorSpec, approveSpec},
 		Auth:       r.auth,
 		Tags:       git.NoTags,
 		Force:      true,
@@ -351,6 +355,31 @@ func (r *Repo) FirstParents(head plumbing.Hash, max int) ([]*object.Commit, erro
 			break
 		}
 		h = c.ParentHashes[0]
+	}
+	return out, nil
+}
+
+// Tags returns the mirrored tags whose short name starts with prefix, as
+// short name -> the tag object (or commit) the tag ref points at. Only
+// approve/* tags are mirrored. No match gives an empty map.
+func (r *Repo) Tags(prefix string) (map[string]plumbing.Hash, error) {
+	r.rlock()
+	defer r.runlock()
+	iter, err := r.repo.Storer.IterReferences()
+	if err != nil {
+		return nil, fmt.Errorf("list tags: %w", err)
+	}
+	defer iter.Close()
+	out := make(map[string]plumbing.Hash)
+	err = iter.ForEach(func(ref *plumbing.Reference) error {
+		name, ok := strings.CutPrefix(ref.Name().String(), tagSpace)
+		if ok && ref.Type() == plumbing.HashReference && strings.HasPrefix(name, prefix) {
+			out[name] = ref.Hash()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list tags: %w", err)
 	}
 	return out, nil
 }

@@ -281,3 +281,70 @@ func TestSignedMergeApproval(t *testing.T) {
 		})
 	}
 }
+
+// Approvals beyond the merge are signed tags approve/<run-id>/<member> on
+// the merged head: a signed merge plus a member's signed tag satisfy "2 of
+// sre"; a tag on another head, or one named for a member but signed by
+// someone else, counts for nothing.
+func TestSignedTagApprovals(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tag  func(e *env, work, tagName, oldHead, samKey, ritaKey string)
+		ok   bool
+	}{
+		{"signed tag by the member on the head", func(e *env, work, tagName, _, samKey, _ string) {
+			e.gitAs("Sam", "sam@example.com", work, "-c", "gpg.format=ssh", "-c", "user.signingKey="+samKey, "tag", "-s", "-m", "approve", tagName, "HEAD")
+		}, true},
+		{"signed tag on another head", func(e *env, work, tagName, oldHead, samKey, _ string) {
+			e.gitAs("Sam", "sam@example.com", work, "-c", "gpg.format=ssh", "-c", "user.signingKey="+samKey, "tag", "-s", "-m", "approve", tagName, oldHead)
+		}, false},
+		{"tag for sam signed by rita", func(e *env, work, tagName, _, _, ritaKey string) {
+			e.gitAs("Rita", "rita@example.com", work, "-c", "gpg.format=ssh", "-c", "user.signingKey="+ritaKey, "tag", "-s", "-m", "approve", tagName, "HEAD")
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ritaKey, ritaPub := sshReviewerKey(t, "rita")
+			samKey, samPub := sshReviewerKey(t, "sam")
+			e := newEnv(t, false, func(dir string) {
+				withSigningKey("rita", ritaPub)(dir)
+				withSigningKey("sam", samPub)(dir)
+				for _, f := range []struct{ file, old, new string }{
+					{"reviewers.hcl", "accept_unsigned = true", "accept_unsigned = false"},
+					{"policies/protect-prod.hcl", "reviewers = [\"sre\"]\n    min       = 1", "reviewers = [\"sre\"]\n    min       = 2"},
+				} {
+					p := filepath.Join(dir, f.file)
+					b, _ := os.ReadFile(p)
+					os.WriteFile(p, []byte(strings.ReplaceAll(string(b), f.old, f.new)), 0o644)
+				}
+			})
+			r := e.reconciler(nil)
+			e.pass(r)
+			opened, ok := find(e.entries(), ledger.ProposalOpened, "image-pinner")
+			if !ok || !strings.Contains(opened.Summary, "2 of sre") {
+				t.Fatalf("proposal = %q", opened.Summary)
+			}
+			// Sam tags the proposal head (or another commit) and pushes the tag.
+			work := e.clone()
+			e.git(work, "checkout", "-q", opened.Proposal.Branch)
+			oldHead := e.git(work, "rev-parse", "HEAD~1")
+			tagName := "approve/" + opened.RunID + "/sam"
+			tc.tag(e, work, tagName, oldHead, samKey, ritaKey)
+			e.git(work, "push", "-q", "origin", "refs/tags/"+tagName)
+			e.mergeSigned("Rita Reviewer", "rita@example.com", opened.Proposal.Branch, ritaKey)
+			e.pass(r)
+			es := e.entries()
+			v, violated := find(es, ledger.PolicyViolation, "image-pinner")
+			tagged := false
+			for _, en := range es {
+				tagged = tagged || (en.Type == ledger.ProposalApproved && strings.Contains(en.Summary, "(tag "+tagName+")"))
+			}
+			if tc.ok && (violated || !tagged) {
+				t.Errorf("tag approval recorded = %v, violation = %q; want the tag to count", tagged, v.Error)
+			}
+			if !tc.ok && (!violated || tagged || !strings.Contains(v.Error, "needs 2 of sre, has 1")) {
+				t.Errorf("tag approval recorded = %v, violation = %q; want \"needs 2 of sre, has 1\"", tagged, v.Error)
+			}
+			e.verify()
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -83,6 +84,18 @@ func (r *Reconciler) observeProposal(p *pass, rn *ledger.Run) ([]ledger.Event, e
 		ev.Reviewer = who
 		ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: head.String(), ChangeID: prop.ChangeID, MergeCommit: merge.Hash.String()}
 		ev.Summary = fmt.Sprintf("proposal.approved %s %s by %s", rn.Agent, rn.ID, ev.Reviewer)
+		events = append(events, ev)
+	}
+	// Approvals beyond the merge: signed tags approve/<run-id>/<member> on
+	// the head that was merged.
+	for _, ta := range r.tagApprovals(rn.ID, head) {
+		approvers = append(approvers, ta.approver)
+		ev := base
+		ev.Type = ledger.ProposalApproved
+		ev.Subject, ev.SubjectName = head.String(), prop.Branch
+		ev.Reviewer = ta.who
+		ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: head.String(), ChangeID: prop.ChangeID, MergeCommit: merge.Hash.String()}
+		ev.Summary = oneLine(fmt.Sprintf("proposal.approved %s %s by %s (tag %s)", rn.Agent, rn.ID, ta.who, ta.tag))
 		events = append(events, ev)
 	}
 	ev := base
@@ -239,4 +252,55 @@ func memberEmail(spec *hclspec.Spec, k approval.Key) string {
 		}
 	}
 	return ""
+}
+
+type tagApproval struct {
+	approver policy.Approver
+	who, tag string
+}
+
+// tagApprovals returns the approvals that signed tags approve/<runID>/<member>
+// give the proposal head: each tag must be an annotated tag object naming
+// itself and pointing at head, signed by that member's signing_key (as git
+// verify-tag checks it). Any other tag counts for nothing.
+func (r *Reconciler) tagApprovals(runID string, head plumbing.Hash) []tagApproval {
+	prefix := "approve/" + runID + "/"
+	tags, err := r.repo.Tags(prefix)
+	if err != nil || len(tags) == 0 {
+		return nil
+	}
+	keys := reviewerKeys(r.spec)
+	var out []tagApproval
+	for _, name := range slices.Sorted(maps.Keys(tags)) {
+		typ, raw, err := r.repo.RawObject(tags[name])
+		if err != nil || typ != plumbing.TagObject {
+			continue
+		}
+		target, tagName := tagHeaders(raw)
+		if target != head.String() || tagName != name {
+			continue // an approval of another head, or a tag renamed
+		}
+		signer, err := approval.VerifyTag(raw, keys)
+		if err != nil || signer.Member != strings.TrimPrefix(name, prefix) {
+			continue
+		}
+		email := memberEmail(r.spec, signer)
+		out = append(out, tagApproval{approver: policy.Approver{Email: email}, who: fmt.Sprintf("%s <%s>, signed by %s", signer.Member, email, signer), tag: name})
+	}
+	return out
+}
+
+// tagHeaders returns the object and tag headers of a raw tag object.
+func tagHeaders(raw []byte) (object, tag string) {
+	for _, line := range strings.Split(string(raw), "\n") {
+		if line == "" {
+			break
+		}
+		if v, ok := strings.CutPrefix(line, "object "); ok {
+			object = v
+		} else if v, ok := strings.CutPrefix(line, "tag "); ok {
+			tag = v
+		}
+	}
+	return object, tag
 }
