@@ -75,6 +75,18 @@ func runDemo(ctx context.Context, dir string, verbose bool, stdout, stderr io.Wr
 	if err := os.WriteFile(filepath.Join(work, ".reconciler", "keys", "reconciler.pub"), signer.PublicKeyPEM(), 0o644); err != nil {
 		return err
 	}
+	// Rita signs her merges: her SSH key goes into reviewers.hcl, and the
+	// sre group stops accepting unsigned merges. Without ssh-keygen the
+	// demo keeps the example's unsigned merges (recorded as unsigned).
+	ritaKey, err := reviewerSSHKey(dir, work)
+	if err != nil {
+		return err
+	}
+	if ritaKey != "" {
+		step("%s's SSH signing key %s is her signing_key in reviewers.hcl; group sre accepts only signed merges", reviewerName, ritaKey+".pub")
+	} else {
+		step("ssh-keygen is not installed: %s will merge unsigned (group sre has accept_unsigned = true)", reviewerName)
+	}
 	team := gitEnv(teamName, teamEmail)
 	for _, args := range [][]string{
 		{"init", "-q", "--bare", "-b", "main", origin},
@@ -132,13 +144,21 @@ func runDemo(ctx context.Context, dir string, verbose bool, stdout, stderr io.Wr
 	after, _ := git(nil, "--git-dir", origin, "rev-parse", ledger.Branch)
 	fmt.Fprintf(stdout, "  agent-evidence unchanged: %v\n", before == after)
 
-	step("%s <%s> (group sre) reviews and merges each proposal with git", reviewerName, reviewerMail)
+	how := "merges"
+	if ritaKey != "" {
+		how = "signs (git merge -S, gpg.format=ssh) and merges"
+	}
+	step("%s <%s> (group sre) reviews, %s each proposal with git", reviewerName, reviewerMail, how)
 	rita := gitEnv(reviewerName, reviewerMail)
 	if _, err := git(rita, "-C", work, "fetch", "-q", "origin"); err != nil {
 		return err
 	}
 	for _, b := range proposals {
-		if _, err := git(rita, "-C", work, "merge", "-q", "--no-ff", "-m", "Merge "+b+"\n\nReviewed-by: "+reviewerName+" <"+reviewerMail+">", "origin/"+b); err != nil {
+		merge := []string{"-C", work, "merge", "-q", "--no-ff", "-m", "Merge " + b + "\n\nReviewed-by: " + reviewerName + " <" + reviewerMail + ">", "origin/" + b}
+		if ritaKey != "" {
+			merge = append([]string{"-C", work, "-c", "gpg.format=ssh", "-c", "user.signingKey=" + ritaKey, "merge", "-S"}, merge[3:]...)
+		}
+		if _, err := git(rita, merge...); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "  merged %s\n", b)
@@ -224,4 +244,34 @@ func copyFS(dir string, fsys fs.FS) error {
 		}
 		return os.WriteFile(target, b, mode)
 	})
+}
+
+// reviewerSSHKey makes the demo reviewer's SSH key with ssh-keygen, writes
+// its public half into the working copy's reviewers.hcl as her signing_key
+// and turns accept_unsigned off for her group. It returns the private key's
+// path, or "" when ssh-keygen is not installed.
+func reviewerSSHKey(dir, work string) (string, error) {
+	if _, err := exec.LookPath("ssh-keygen"); err != nil {
+		return "", nil
+	}
+	key := filepath.Join(dir, "rita_ed25519")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", reviewerMail, "-f", key).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("ssh-keygen: %w: %s", err, out)
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(work, "reviewers.hcl")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", err
+	}
+	s := strings.Replace(string(b), `member "rita" {`, `member "rita" {
+    signing_key = "`+strings.TrimSpace(string(pub))+`"`, 1)
+	s = strings.Replace(s, "accept_unsigned = true", "accept_unsigned = false", 1) // the sre group's
+	if s == string(b) {
+		return "", fmt.Errorf("reviewers.hcl of the example has no member rita")
+	}
+	return key, os.WriteFile(p, []byte(s), 0o644)
 }
