@@ -477,6 +477,52 @@ func (r *Reconciler) finishSupersedes(ctx context.Context, p *pass) error {
 	return nil
 }
 
+// supersededScanDepth bounds how far back the protected branch is searched
+// for merges of superseded proposals each pass.
+const supersededScanDepth = 200
+
+// mergedSuperseded records a superseded proposal's head that reached the
+// protected branch (merged or fast-forwarded, among its last
+// supersededScanDepth first-parent commits) as a policy.violation, once:
+// a superseded proposal was never decided to be merged.
+func (r *Reconciler) mergedSuperseded(ctx context.Context, p *pass) error {
+	heads := map[plumbing.Hash]*ledger.Run{}
+	for _, rn := range p.state.Runs {
+		if rn.Closed != nil && rn.Closed.Type == ledger.ProposalSuperseded && rn.Closed.Proposal != nil && !rn.Violation {
+			heads[plumbing.NewHash(rn.Closed.Proposal.Head)] = rn
+		}
+	}
+	if len(heads) == 0 {
+		return nil
+	}
+	chain, err := r.repo.FirstParents(p.head, supersededScanDepth)
+	if err != nil {
+		return err
+	}
+	var events []ledger.Event
+	for _, c := range chain {
+		for _, h := range c.ParentHashes[min(1, len(c.ParentHashes)):] {
+			rn := heads[h]
+			if rn == nil {
+				continue
+			}
+			delete(heads, h)
+			pr := rn.Closed.Proposal
+			why := fmt.Sprintf("merged superseded proposal %s (head %s) at %s by %s; it was replaced and never decided to be merged", pr.Branch, h.String()[:12], c.Hash.String()[:12], c.Committer.Email)
+			events = append(events, ledger.Event{
+				Type: ledger.PolicyViolation, Agent: rn.Agent, RunID: rn.ID, Trigger: rn.Trigger, SpecDigest: rn.SpecDigest, SpecCommit: p.head.String(),
+				Subject: c.Hash.String(), SubjectName: r.cfg.Branch, Proposal: &ledger.Proposal{Branch: pr.Branch, Head: pr.Head, MergeCommit: c.Hash.String()},
+				Error: why, Summary: oneLine(fmt.Sprintf("policy.violation %s %s: %s", rn.Agent, rn.ID, why)),
+			})
+		}
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	_, err = r.append(ctx, p, events...)
+	return err
+}
+
 // classify decides what a run's change means given the agent's other
 // proposals.
 func (r *Reconciler) classify(p *pass, a *hclspec.Agent, runID string, changes []gitstore.FileChange) (string, string) {

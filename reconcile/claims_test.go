@@ -348,3 +348,40 @@ func TestSignedTagApprovals(t *testing.T) {
 		})
 	}
 }
+
+// A superseded proposal merged later (from a copy of its branch) is a
+// policy.violation, recorded once.
+func TestMergedSupersededIsAViolation(t *testing.T) {
+	e := newEnv(t, false, func(dir string) {
+		os.Remove(filepath.Join(dir, "agents/image-pinner.hcl"))
+		os.Remove(filepath.Join(dir, "agents/env-normaliser.hcl"))
+		writeAgent(dir, "churner", `"config/**"`, "echo one > config/churn.env")
+	})
+	r := e.reconciler(nil)
+	e.pass(r)
+	first := e.branches()[0]
+	keep := e.clone()
+	e.git(keep, "fetch", "-q", "origin", first+":old-proposal")
+	e.commitAs("Sam", "sam@example.com", "churn differently", func(work string) {
+		os.WriteFile(filepath.Join(work, "tools/churner.sh"), []byte("#!/bin/sh\nset -e\necho two > config/churn.env\n"), 0o755)
+	})
+	e.pass(r)
+	if _, ok := find(e.entries(), ledger.ProposalSuperseded, "churner"); !ok {
+		t.Fatalf("no supersede: %q", e.events())
+	}
+	e.git(keep, "pull", "-q", "--no-rebase", "origin", "main")
+	e.gitAs("Rita Reviewer", "rita@example.com", keep, "merge", "-q", "--no-ff", "-m", "Merge the old one", "old-proposal")
+	e.git(keep, "push", "-q", "origin", "HEAD:main")
+	e.pass(r)
+	e.pass(e.reconciler(nil))
+	n := 0
+	for _, en := range e.entries() {
+		if en.Type == ledger.PolicyViolation && strings.Contains(en.Error, "merged superseded proposal") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d violations for the merged superseded proposal, want 1: %q", n, e.events())
+	}
+	e.verify()
+}

@@ -188,7 +188,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) (err error) {
 			r.cfg.Recorder.Pass(time.Since(start), err)
 		}
 	}()
-	for _, s := range []step{r.fetch, r.trustLedger, r.checkKeys, r.loadSpec, r.observe, r.finishSupersedes, r.runAgents} {
+	for _, s := range []step{r.fetch, r.trustLedger, r.checkKeys, r.loadSpec, r.observe, r.mergedSuperseded, r.finishSupersedes, r.runAgents} {
 		if err := s(ctx, p); err != nil {
 			return err
 		}
