@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"crypto/sha1"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -188,7 +189,7 @@ func (f *fastShape) parentMatches(w *walker, seq uint64) bool {
 	return w.dirName == dirName && bytes.Equal(w.dir, dir) && bytes.Equal(w.ledger, ledger)
 }
 
-var errNotFast = fmt.Errorf("not the fast path's shape")
+var errNotFast = errors.New("not the fast path's shape")
 
 // treeHash is git's object id of a tree with raw content b.
 func treeHash(b []byte) plumbing.Hash {
