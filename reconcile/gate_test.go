@@ -25,14 +25,7 @@ func (m meteredRunner) Run(_ context.Context, t agent.Task) (agent.Result, error
 
 func (e *env) reconcilerWith(runners map[string]agent.Runner) *reconcile.Reconciler {
 	e.t.Helper()
-	r, err := reconcile.New(context.Background(), reconcile.Config{
-		Repo: e.url, Identity: identity, Signer: e.signer, WorkDir: e.t.TempDir(), Runners: runners,
-		Now: func() time.Time { return e.now },
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return r
+	return e.reconcilerConfig(nil, func(c *reconcile.Config) { c.Runners = runners })
 }
 
 func onlyAgent(dir, name, src string) {

@@ -70,16 +70,29 @@ func newEnv(t *testing.T, http bool, edit func(dir string)) *env {
 
 func (e *env) reconciler(signer ledger.Signer) *reconcile.Reconciler {
 	e.t.Helper()
+	return e.reconcilerConfig(signer, nil)
+}
+
+// reconcilerConfig returns a reconciler on the env's repository signing with
+// signer (nil: the env's key), its config changed by edit when not nil. It
+// is closed when the test ends.
+func (e *env) reconcilerConfig(signer ledger.Signer, edit func(*reconcile.Config)) *reconcile.Reconciler {
+	e.t.Helper()
 	if signer == nil {
 		signer = e.signer
 	}
-	r, err := reconcile.New(context.Background(), reconcile.Config{
+	cfg := reconcile.Config{
 		Repo: e.url, Identity: identity, Signer: signer, WorkDir: e.t.TempDir(),
 		Now: func() time.Time { return e.now }, Logger: slog.New(slog.NewTextHandler(testWriter{e.t}, nil)),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	r, err := reconcile.New(context.Background(), cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.t.Cleanup(func() { r.Close() })
 	return r
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,15 +47,7 @@ func (e *env) stalled(r *reconcile.Reconciler, reason string) error {
 
 func (e *env) cachedReconciler(signer ledger.Signer, cache string) *reconcile.Reconciler {
 	e.t.Helper()
-	r, err := reconcile.New(context.Background(), reconcile.Config{
-		Repo: e.url, Identity: identity, Signer: signer, WorkDir: e.t.TempDir(), CacheDir: cache,
-		Now: func() time.Time { return e.now }, Logger: slog.New(slog.NewTextHandler(testWriter{e.t}, nil)),
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { r.Close() })
-	return r
+	return e.reconcilerConfig(signer, func(c *reconcile.Config) { c.CacheDir = cache })
 }
 
 func newKey(t *testing.T) *signing.Signer {
@@ -422,13 +413,7 @@ func TestStartNewLedgerDeliberately(t *testing.T) {
 	for _, b := range e.branches() {
 		e.git("", "--git-dir", e.bare, "update-ref", "-d", "refs/heads/"+b)
 	}
-	nr, err := reconcile.New(context.Background(), reconcile.Config{
-		Repo: e.url, Identity: identity, Signer: e.signer, WorkDir: t.TempDir(), StartNewLedger: true,
-		Now: func() time.Time { return e.now }, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nr := e.reconcilerConfig(nil, func(c *reconcile.Config) { c.StartNewLedger = true })
 	e.pass(nr)
 	es := e.entries()
 	if es[0].Type != ledger.Genesis || !strings.Contains(es[0].Error, "references ledger entry") || !strings.Contains(es[0].Summary, "started over") {
