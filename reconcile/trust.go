@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -241,9 +242,10 @@ func (r *Reconciler) judgeKeyChange(ctx context.Context, p *pass, h plumbing.Has
 	if len(next) == 0 {
 		return r.keyViolation(ctx, p, h, "it would leave no key trusted")
 	}
+	slices.SortFunc(next, func(a, b ledger.Key) int { return strings.Compare(a.ID, b.ID) })
 	ev := ledger.Event{
 		Type: ledger.KeysChanged, Subject: h.String(), SubjectName: r.cfg.Branch, SpecCommit: h.String(),
-		Keys: ledger.KeySet(mustPublicKeys(next)...), Reviewer: approver,
+		Keys: next, Reviewer: approver,
 		Summary: oneLine(fmt.Sprintf("keys.changed at %s merged by %s: %d trusted key(s): %s", h.String()[:12], approver, len(next), keyList(next))),
 	}
 	_, err = r.append(ctx, p, ev)
@@ -296,17 +298,6 @@ func (r *Reconciler) approvedMerge(c *object.Commit) (string, string) {
 		return "", fmt.Sprintf("the merge commit is not signed by a reviewer's signing_key: %v", err)
 	}
 	return fmt.Sprintf("%s <%s>, signed by %s", c.Committer.Name, email, signer), ""
-}
-
-func mustPublicKeys(keys []ledger.Key) []signing.PublicKey {
-	var out []signing.PublicKey
-	for _, k := range keys {
-		pk, err := signing.ParsePublicKeyPEM([]byte(k.PEM), k.Source)
-		if err == nil {
-			out = append(out, pk)
-		}
-	}
-	return out
 }
 
 func keyList(keys []ledger.Key) string {
