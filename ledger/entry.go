@@ -62,6 +62,9 @@ type Event struct {
 	Decision json.RawMessage `json:"decision,omitempty"`
 	Proposal *Proposal       `json:"proposal,omitempty"`
 	Reviewer string          `json:"reviewer,omitempty"`
+	// Approval is set on proposal.approved: how the approval was proven
+	// and what it satisfied.
+	Approval *Approval `json:"approval,omitempty"`
 	// Overrides are the soft rules a reviewer overrode on the merge.
 	Overrides []string `json:"overrides,omitempty"`
 
@@ -127,6 +130,47 @@ type Proposal struct {
 	ChangeID string `json:"change_id,omitempty"`
 	// MergeCommit is set on proposal.merged.
 	MergeCommit string `json:"merge_commit,omitempty"`
+	// PreviousHead is set on proposal.updated: the head decided before.
+	PreviousHead string `json:"previous_head,omitempty"`
+}
+
+// Approval methods.
+const (
+	ApprovalSSH      = "ssh"
+	ApprovalOpenPGP  = "openpgp"
+	ApprovalUnsigned = "unsigned"
+	ApprovalForge    = "forge"
+)
+
+// Approval is one reviewer's approval of a proposal head, as recorded on
+// proposal.approved: how it was proven (a signature by the member's key,
+// an unsigned merge a group accepts, or a forge's review) and which of the
+// decision's rules and groups it counted for.
+type Approval struct {
+	// Method is ssh, openpgp, unsigned or forge.
+	Method string `json:"method"`
+	// Via is what carried it: "merge", "tag" (approve/<run-id>/<member>)
+	// or "review"; Ref names the tag or the review.
+	Via string `json:"via"`
+	Ref string `json:"ref,omitempty"`
+	// Member and Group name the reviewers.hcl member whose key signed;
+	// Fingerprint is the key's (SHA256:... for SSH, the hex fingerprint
+	// for OpenPGP).
+	Member      string `json:"member,omitempty"`
+	Email       string `json:"email,omitempty"`
+	Login       string `json:"login,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Head is the proposal head approved.
+	Head string `json:"head"`
+	// Satisfies lists the requirements the approval counted for: the
+	// group, and the rules (policy/rule) that required it.
+	Satisfies []Satisfied `json:"satisfies,omitempty"`
+}
+
+// Satisfied is one requirement an approval counted for.
+type Satisfied struct {
+	Group string   `json:"group,omitempty"`
+	Rules []string `json:"rules,omitempty"`
 }
 
 // Predicate is the predicate of an entry's statement.

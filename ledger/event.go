@@ -21,10 +21,14 @@ const (
 	RunFailed   = "run.failed"
 	// RunAbandoned takes over the claim of a run whose lease expired
 	// without an outcome: the new claimant runs it.
-	RunAbandoned       = "run.abandoned"
-	RunHeld            = "run.held"
-	PolicyDecision     = "policy.decision"
-	ProposalOpened     = "proposal.opened"
+	RunAbandoned   = "run.abandoned"
+	RunHeld        = "run.held"
+	PolicyDecision = "policy.decision"
+	ProposalOpened = "proposal.opened"
+	// ProposalUpdated records a proposal branch that moved (a person pushed
+	// to it): the new head and the decision on its whole change against
+	// the merge base. Approvals of older heads no longer count.
+	ProposalUpdated    = "proposal.updated"
 	ProposalApproved   = "proposal.approved"
 	ProposalMerged     = "proposal.merged"
 	ProposalRejected   = "proposal.rejected"
@@ -64,8 +68,23 @@ var (
 		return e.Proposal != nil && isHexCommit(e.Proposal.MergeCommit)
 	}}
 	fReviewer = field{"reviewer", func(e *Event) bool { return e.Reviewer != "" }}
-	fKeys     = field{"keys", func(e *Event) bool { return len(e.Keys) > 0 }}
-	fOutcome  = field{"outcome", func(e *Event) bool {
+	fApproval = field{"approval", func(e *Event) bool {
+		a := e.Approval
+		if a == nil {
+			return false
+		}
+		switch a.Method {
+		case ApprovalSSH, ApprovalOpenPGP:
+			return a.Fingerprint != "" && a.Member != ""
+		case ApprovalUnsigned:
+			return a.Email != ""
+		case ApprovalForge:
+			return a.Login != ""
+		}
+		return false
+	}}
+	fKeys    = field{"keys", func(e *Event) bool { return len(e.Keys) > 0 }}
+	fOutcome = field{"outcome", func(e *Event) bool {
 		switch e.Outcome {
 		case OutcomeChanged:
 			return e.Change != nil && e.Change.ID != ""
@@ -94,7 +113,8 @@ var schema = map[string][]field{
 	BudgetExceeded:     {fAgent, fTrigger, fHold},
 	PolicyDecision:     {fAgent, fRunID, fDecision},
 	ProposalOpened:     {fAgent, fRunID, fProposal},
-	ProposalApproved:   {fAgent, fRunID, fReviewer, fProposal, fMerge},
+	ProposalUpdated:    {fAgent, fRunID, fProposal, fDecision},
+	ProposalApproved:   {fAgent, fRunID, fReviewer, fApproval, fProposal, fMerge},
 	ProposalMerged:     {fAgent, fRunID, fProposal, fMerge},
 	ProposalRejected:   {fAgent, fRunID, fProposal},
 	ProposalSuperseded: {fAgent, fRunID, fProposal},

@@ -107,10 +107,20 @@ type ProposalOpenedEvent struct {
 	Proposal Proposal
 }
 
-// ProposalApprovedEvent records a reviewer's approval by merge.
+// ProposalUpdatedEvent records a proposal branch that moved, and the
+// decision on its new head.
+type ProposalUpdatedEvent struct {
+	RunRef
+	Proposal Proposal
+	Change   *Change
+	Decision json.RawMessage
+}
+
+// ProposalApprovedEvent records a reviewer's approval of a proposal head.
 type ProposalApprovedEvent struct {
 	RunRef
 	Reviewer  string
+	Approval  Approval
 	Proposal  Proposal
 	Overrides []string
 }
@@ -155,6 +165,7 @@ func (RunHeldEvent) EventType() string            { return RunHeld }
 func (BudgetExceededEvent) EventType() string     { return BudgetExceeded }
 func (PolicyDecisionEvent) EventType() string     { return PolicyDecision }
 func (ProposalOpenedEvent) EventType() string     { return ProposalOpened }
+func (ProposalUpdatedEvent) EventType() string    { return ProposalUpdated }
 func (ProposalApprovedEvent) EventType() string   { return ProposalApproved }
 func (ProposalMergedEvent) EventType() string     { return ProposalMerged }
 func (ProposalRejectedEvent) EventType() string   { return ProposalRejected }
@@ -196,7 +207,9 @@ func (e *Event) Typed() (TypedEvent, error) {
 	case ProposalOpened:
 		return ProposalOpenedEvent{RunRef: ref, Proposal: *e.Proposal}, nil
 	case ProposalApproved:
-		return ProposalApprovedEvent{RunRef: ref, Reviewer: e.Reviewer, Proposal: *e.Proposal, Overrides: e.Overrides}, nil
+		return ProposalApprovedEvent{RunRef: ref, Reviewer: e.Reviewer, Approval: *e.Approval, Proposal: *e.Proposal, Overrides: e.Overrides}, nil
+	case ProposalUpdated:
+		return ProposalUpdatedEvent{RunRef: ref, Proposal: *e.Proposal, Change: e.Change, Decision: e.Decision}, nil
 	case ProposalMerged:
 		return ProposalMergedEvent{RunRef: ref, Proposal: *e.Proposal, WorkUnit: e.WorkUnit}, nil
 	case ProposalRejected:

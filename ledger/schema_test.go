@@ -94,9 +94,10 @@ func schemaExamples(t testing.TB) []Predicate {
 		olderHead = exampleCommit("older proposal head")
 		otherHead = exampleCommit("rejected proposal head")
 		merge     = exampleCommit("merge commit")
+		fixedHead = exampleCommit("proposal head after a reviewer's fix")
 		keysMerge = exampleCommit("merge of a new key")
 		branch    = "agents/" + bumper + "/" + run
-		reviewer  = "Alice Ops <alice@example.com>"
+		reviewer  = "alice <alice@example.com>, signed by ssh key SHA256:u2b8IpX4oK3i2mD0TqkZ3sS1b8iVqk1kT2vM3n7Q9hY of alice (sre)"
 		change    = exampleDigest("change")[:16]
 	)
 	reconciler := exampleKey(t, exampleReconcilerKey, "reconciler")
@@ -121,7 +122,8 @@ func schemaExamples(t testing.TB) []Predicate {
 		t.Fatal(err)
 	}
 	proposal := &Proposal{Branch: branch, Head: head, ChangeID: change}
-	merged := &Proposal{Branch: branch, Head: head, ChangeID: change, MergeCommit: merge}
+	fixedChange := exampleDigest("change with the reviewer's fix")[:16]
+	merged := &Proposal{Branch: branch, Head: fixedHead, ChangeID: fixedChange, MergeCommit: merge}
 	runOf := func(ev Event) Event {
 		ev.Agent, ev.RunID, ev.Trigger = bumper, run, "spec"
 		ev.SpecCommit, ev.SpecDigest = spec, exampleDigest("agent "+bumper)
@@ -173,7 +175,17 @@ func schemaExamples(t testing.TB) []Predicate {
 			Summary:  fmt.Sprintf("proposal.superseded %s %s by %s", bumper, older, run),
 		},
 		runOf(Event{
+			Type: ProposalUpdated, Subject: fixedHead, SubjectName: branch, Decision: decision,
+			Proposal: &Proposal{Branch: branch, Head: fixedHead, ChangeID: fixedChange, PreviousHead: head},
+			Change:   &Change{ID: fixedChange, Files: []string{"go.mod", "go.sum"}, Added: 5, Removed: 4},
+			Summary: fmt.Sprintf("proposal.updated %s %s: %s moved to %s; require_approval deps/needs-sre (2 of sre); override deps/no-major-bumps",
+				bumper, run, branch, fixedHead[:12]),
+		}),
+		runOf(Event{
 			Type: ProposalApproved, Subject: merge, SubjectName: "main", Reviewer: reviewer, Proposal: merged,
+			Approval: &Approval{Method: ApprovalSSH, Via: "merge", Member: "alice", Email: "alice@example.com",
+				Fingerprint: "SHA256:u2b8IpX4oK3i2mD0TqkZ3sS1b8iVqk1kT2vM3n7Q9hY", Head: fixedHead,
+				Satisfies: []Satisfied{{Group: "sre", Rules: []string{"deps/needs-sre"}}}},
 			Overrides: []string{"deps/no-major-bumps"},
 			Summary:   fmt.Sprintf("proposal.approved %s %s by %s", bumper, run, reviewer),
 		}),

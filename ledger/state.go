@@ -20,8 +20,19 @@ type Run struct {
 	Violation            bool
 	Finished             *Entry
 	Failed               *Entry
-	Decision             *Entry
-	Opened               *Entry
+	// Decision is the entry holding the decision in force: the last
+	// policy.decision, or the last proposal.updated after it.
+	Decision *Entry
+	Opened   *Entry
+	// Updated is the last proposal.updated: the branch moved to its head.
+	Updated *Entry
+	// Heads are the proposal heads decided on, oldest first: the opened
+	// head and every updated one.
+	Heads []string
+	// Violations are the subjects of the run's policy.violation entries
+	// (the merge or squash commit, the squatting head), so each is
+	// recorded once.
+	Violations []string
 	// Closed is the event that ended the proposal: merged, rejected or
 	// superseded.
 	Closed *Entry
@@ -32,6 +43,28 @@ type Run struct {
 	Claimant   string
 	LeaseUntil time.Time
 	Abandoned  int
+}
+
+// DecidedHead is the proposal head the decision in force was made on: the
+// head of the last proposal.updated, else the opened head; "" without a
+// proposal.
+func (r *Run) DecidedHead() string {
+	if r.Updated != nil && r.Updated.Proposal != nil {
+		return r.Updated.Proposal.Head
+	}
+	if r.Opened != nil && r.Opened.Proposal != nil {
+		return r.Opened.Proposal.Head
+	}
+	return ""
+}
+
+// DecidedChangeID is the content id of the decided head's change against
+// its merge base: the updated change's, else the run's own.
+func (r *Run) DecidedChangeID() string {
+	if r.Updated != nil && r.Updated.Change != nil {
+		return r.Updated.Change.ID
+	}
+	return r.ChangeID()
 }
 
 // ProposalOpen reports whether the run has a proposal that is still open.
@@ -393,7 +426,11 @@ func (s *State) Apply(e Entry) error {
 		}
 	case ProposalOpenedEvent:
 		r.Opened = ep
+		r.Heads = append(r.Heads, ev.Proposal.Head)
 		s.opened[r.ID] = e.Time
+	case ProposalUpdatedEvent:
+		r.Updated, r.Decision = ep, ep
+		r.Heads = append(r.Heads, ev.Proposal.Head)
 	case ProposalApprovedEvent:
 		// Recorded for the audit trail; the merge that follows closes
 		// the proposal.
@@ -412,6 +449,7 @@ func (s *State) Apply(e Entry) error {
 	case PolicyViolationEvent:
 		if r != nil {
 			r.Violation = true
+			r.Violations = append(r.Violations, ev.Subject)
 		} else {
 			s.ViolationSubjects[ev.Subject] = true
 		}
