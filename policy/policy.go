@@ -60,7 +60,7 @@ type Rule struct {
 }
 
 // Requirement is how many distinct reviewers from Groups must approve. No
-// groups means any reviewer other than the agent.
+// groups means members of any group (the default review).
 type Requirement struct {
 	Groups []string `json:"groups,omitempty"`
 	Min    int      `json:"min"`
@@ -259,10 +259,11 @@ func Check(spec *hclspec.Spec, d Decision, approvers []Approver) []string {
 			if m := member(spec, req.Groups, a); m != nil {
 				seen[personID(m.Email, m.ForgeLogin)] = true
 			} else if len(req.Groups) == 0 {
+				// The default review: a member of any group, proven as
+				// that group requires (signed, or unsigned where it
+				// accepts that). A name and an email alone are claims.
 				if m := member(spec, all, a); m != nil {
 					seen[personID(m.Email, m.ForgeLogin)] = true
-				} else {
-					seen[personID(a.Email, a.Login)] = true
 				}
 			}
 		}
@@ -271,6 +272,73 @@ func Check(spec *hclspec.Spec, d Decision, approvers []Approver) []string {
 		}
 	}
 	return unmet
+}
+
+// Counted is a requirement an approval counts for: the group of the
+// requirement the approver is a member of ("" for the default review), and
+// the blocking rules (policy/rule) that required it.
+type Counted struct {
+	Group string
+	Rules []string
+}
+
+// Counts returns the requirements of d that a counts for, by the same test
+// Check applies; none for a denied decision, or for an approver who is a
+// member of no required group (an unsigned approver, of no group that
+// accepts unsigned merges).
+func Counts(spec *hclspec.Spec, d Decision, a Approver) []Counted {
+	if d.Outcome == Deny || (a.Email == "" && a.Login == "") {
+		return nil
+	}
+	var out []Counted
+	for _, req := range d.Requirements {
+		c := Counted{}
+		if len(req.Groups) == 0 {
+			var all []string
+			for _, g := range spec.Groups {
+				all = append(all, g.Name)
+			}
+			if c.Group = memberGroup(spec, all, a); c.Group == "" {
+				continue
+			}
+			for _, r := range d.Rules {
+				if r.Kind == KindDefault || (r.Kind == KindApproval && r.Blocking && len(r.Reviewers) == 0) {
+					c.Rules = append(c.Rules, r.Name())
+				}
+			}
+			out = append(out, c)
+			continue
+		}
+		g := memberGroup(spec, req.Groups, a)
+		if g == "" {
+			continue
+		}
+		c.Group = g
+		for _, r := range d.Rules {
+			if r.Kind == KindApproval && r.Blocking && sameSet(r.Reviewers, req.Groups) {
+				c.Rules = append(c.Rules, r.Name())
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func sameSet(a, b []string) bool {
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(x, y)
+}
+
+// memberGroup returns the first of groups that a is a member of, or "".
+func memberGroup(spec *hclspec.Spec, groups []string, a Approver) string {
+	for _, g := range groups {
+		if member(spec, []string{g}, a) != nil {
+			return g
+		}
+	}
+	return ""
 }
 
 // member returns the member of one of the groups that a is, or nil; an

@@ -13,6 +13,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/forge"
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/ledger"
@@ -208,147 +209,6 @@ func dueTrigger(st *ledger.State, a *hclspec.Agent, now time.Time) (string, bool
 	return "", false
 }
 
-// execute drives one run from wherever the ledger says it is to its end.
-// prior is nil for a new run.
-func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, prior *ledger.Run, adm policy.Admission) error {
-	specCommit := r.specCommit
-	base := ledger.Event{Agent: a.Name, RunID: runID, Trigger: trigger, SpecDigest: a.Digest, Subject: specCommit.String(), SubjectName: r.cfg.Branch, SpecCommit: specCommit.String()}
-	if prior != nil && prior.SpecCommit != "" {
-		// Resume on the commit the run started with.
-		specCommit = plumbing.NewHash(prior.SpecCommit)
-		base.SpecCommit, base.Subject = specCommit.String(), specCommit.String()
-	}
-	branch := ProposalBranch(a.Name, runID)
-
-	if prior == nil {
-		ev := base
-		ev.Type = ledger.RunStarted
-		ev.ReservedUSD = adm.ReserveUSD
-		ev.Claimant, ev.LeaseUntil = r.claimant, r.lease(a)
-		ev.Summary = fmt.Sprintf("run.started %s %s (trigger %s)", a.Name, runID, trigger)
-		// The claim and the gate are checked again against the ledger
-		// exactly as the reservation is appended to it: a run another
-		// reconciler claimed meanwhile is theirs, and their runs count.
-		var held *policy.Hold
-		stored, err := r.appendIf(ctx, p, func(st *ledger.State) error {
-			if st.Run(runID) != nil {
-				return errClaimed
-			}
-			if h := policy.Gate(r.spec, a, r.cfg.Now(), st).Hold; h != nil {
-				held = h
-				return errHeld
-			}
-			return nil
-		}, ev)
-		switch {
-		case errors.Is(err, errHeld):
-			return r.hold(ctx, p, a, trigger, held)
-		case errors.Is(err, errClaimed), err == nil && len(stored) == 0:
-			r.log.Info("run claimed by another reconciler", "agent", a.Name, "run", runID)
-			return nil
-		case err != nil:
-			return err
-		}
-		prior = p.state.Run(runID)
-	}
-
-	res, changes, runErr := r.runInWorkspace(ctx, a, runID, trigger, specCommit)
-	if runErr != nil {
-		ev := base
-		ev.Type = ledger.RunFailed
-		ev.Error = runErr.Error()
-		ev.Transcript = res.Transcript
-		ev.Model, ev.CostUSD = res.Model, a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
-		if res.Usage != (agent.Usage{}) {
-			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
-		}
-		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %v", a.Name, runID, runErr))
-		_, err := r.append(ctx, p, ev)
-		return errors.Join(runErr, err)
-	}
-	if prior.Finished == nil {
-		ev := base
-		ev.Type = ledger.RunFinished
-		ev.Model = res.Model
-		ev.CostUSD = a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
-		ev.Transcript = res.Transcript
-		ev.WorkUnit = &ledger.WorkUnit{Kind: a.WorkUnit.Kind, HumanMinutes: a.WorkUnit.HumanMinutes}
-		if res.Usage != (agent.Usage{}) {
-			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
-		}
-		ev.Outcome, ev.Summary = r.classify(p, a, runID, changes)
-		if len(changes) > 0 {
-			ev.Change = changeSummary(changes)
-		}
-		if _, err := r.append(ctx, p, ev); err != nil {
-			return err
-		}
-		prior = p.state.Run(runID)
-		if ev.Outcome == OutcomeDuplicateOpen {
-			return r.redecide(ctx, p, a, base, trigger, changes)
-		}
-		if ev.Outcome != OutcomeChanged {
-			return nil
-		}
-	}
-
-	if prior.Decision == nil {
-		d := policy.Decide(r.spec, hclspec.ConditionInput{
-			Agent:  a,
-			Run:    hclspec.RunInfo{ID: runID, Trigger: trigger, Model: a.Model, SpecCommit: specCommit.String()},
-			Change: conditionChanges(changes),
-		})
-		raw, err := json.Marshal(d)
-		if err != nil {
-			return fmt.Errorf("encode decision: %w", err)
-		}
-		ev := base
-		ev.Type = ledger.PolicyDecision
-		ev.Decision = raw
-		ev.Summary = oneLine(fmt.Sprintf("policy.decision %s %s: %s", a.Name, runID, d.Summary))
-		if _, err := r.append(ctx, p, ev); err != nil {
-			return err
-		}
-		prior = p.state.Run(runID)
-		if d.Outcome == policy.Deny {
-			return nil
-		}
-	}
-	d, err := parsedDecision(prior)
-	if err != nil {
-		return err
-	}
-	if d.Outcome == policy.Deny {
-		return nil
-	}
-
-	head, err := r.commitProposal(a, runID, specCommit, res, changes, d, prior.Decision.Seq, prior.Finished.Time)
-	if err != nil {
-		return err
-	}
-	err = r.repo.Push(ctx, gitstore.RefUpdate{Branch: branch, Old: plumbing.ZeroHash, New: head})
-	if errors.Is(err, gitstore.ErrStale) {
-		// The run's branch exists. The commit is deterministic, so it is
-		// ours (a previous process pushed it and stopped, or another
-		// reconciler made the same commit) exactly when its head is the
-		// commit made here; anything else squats on the run's name and is
-		// never adopted or decided on.
-		if err := r.repo.Fetch(ctx); err != nil {
-			return err
-		}
-		cur, err := r.repo.Branch(branch)
-		if err != nil {
-			return fmt.Errorf("push %s: %w", branch, err)
-		}
-		if cur != head {
-			return r.squatted(ctx, p, a, base, branch, cur, head)
-		}
-	} else if err != nil {
-		return fmt.Errorf("push %s: %w", branch, err)
-	}
-	return r.recordOpened(ctx, p, a, base, prior, head)
-}
-
 // squatted records a branch on a run's name whose head is not the commit
 // the reconciler makes for the run: a policy.violation, after which the run
 // proposes nothing.
@@ -390,6 +250,13 @@ func (r *Reconciler) redecide(ctx context.Context, p *pass, a *hclspec.Agent, ba
 			Run:    hclspec.RunInfo{ID: open.ID, Trigger: trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
 			Change: conditionChanges(changes),
 		})
+		if open.Updated != nil {
+			// A person moved the branch: its head's whole change is what
+			// a merge would bring in.
+			if d, _, err = r.decideHead(ctx, p, open, plumbing.NewHash(open.DecidedHead())); err != nil {
+				return err
+			}
+		}
 		if d.Summary == old.Summary && d.Outcome == old.Outcome {
 			return nil
 		}
@@ -422,16 +289,16 @@ func (r *Reconciler) recordOpened(ctx context.Context, p *pass, a *hclspec.Agent
 	ev.Proposal = &ledger.Proposal{Branch: branch, Head: head.String(), ChangeID: rn.ChangeID()}
 	ev.Summary = oneLine(fmt.Sprintf("proposal.opened %s %s -> %s (%s)", a.Name, rn.ID, branch, strings.TrimPrefix(d.Summary, "require_approval ")))
 	events := []ledger.Event{ev}
-	var deletes []gitstore.RefUpdate
+	var closes []forge.Proposal
 	for _, old := range p.state.OpenRuns(a.Name) {
 		if old.ID == rn.ID {
 			continue
 		}
-		oldHead := plumbing.NewHash(old.Opened.Proposal.Head)
+		oldHead := plumbing.NewHash(old.DecidedHead())
 		if cur, err := r.repo.Branch(old.Opened.Proposal.Branch); err == nil {
 			oldHead = cur
-			deletes = append(deletes, gitstore.RefUpdate{Branch: old.Opened.Proposal.Branch, Old: cur, New: plumbing.ZeroHash})
 		}
+		closes = append(closes, forge.Proposal{Agent: a.Name, RunID: old.ID, Branch: old.Opened.Proposal.Branch, Head: oldHead})
 		sup := ledger.Event{
 			Type: ledger.ProposalSuperseded, Agent: a.Name, RunID: old.ID, SpecCommit: base.SpecCommit,
 			Subject: oldHead.String(), SubjectName: old.Opened.Proposal.Branch,
@@ -443,20 +310,20 @@ func (r *Reconciler) recordOpened(ctx context.Context, p *pass, a *hclspec.Agent
 	if _, err := r.append(ctx, p, events...); err != nil {
 		return err
 	}
-	if len(deletes) > 0 {
-		if err := r.repo.Push(ctx, deletes...); err != nil && !errors.Is(err, gitstore.ErrStale) {
-			return fmt.Errorf("delete superseded branches: %w", err)
+	for _, fp := range closes {
+		if err := r.forge.Close(ctx, fp, "superseded by "+rn.ID); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// finishSupersedes deletes the branches of superseded proposals still at
-// the head recorded when they were superseded: a crash between the
-// proposal.superseded entry and the deletion leaves them, and the next pass
-// finishes it. A branch that moved since (a person pushed to it) is left.
+// finishSupersedes closes the proposals superseded whose branches are
+// still at the head recorded when they were superseded: a crash between
+// the proposal.superseded entry and the close leaves them, and the next
+// pass finishes it. A branch that moved since (a person pushed to it) is
+// left.
 func (r *Reconciler) finishSupersedes(ctx context.Context, p *pass) error {
-	var deletes []gitstore.RefUpdate
 	for _, rn := range p.state.Runs {
 		if rn.Closed == nil || rn.Closed.Type != ledger.ProposalSuperseded || rn.Closed.Proposal == nil {
 			continue
@@ -466,13 +333,10 @@ func (r *Reconciler) finishSupersedes(ctx context.Context, p *pass) error {
 		if err != nil || cur.String() != pr.Head {
 			continue
 		}
-		deletes = append(deletes, gitstore.RefUpdate{Branch: pr.Branch, Old: cur, New: plumbing.ZeroHash})
-	}
-	if len(deletes) == 0 {
-		return nil
-	}
-	if err := r.repo.Push(ctx, deletes...); err != nil && !errors.Is(err, gitstore.ErrStale) {
-		return fmt.Errorf("delete superseded branches: %w", err)
+		fp := forge.Proposal{Agent: rn.Agent, RunID: rn.ID, Branch: pr.Branch, Head: cur}
+		if err := r.forge.Close(ctx, fp, "superseded"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -542,11 +406,24 @@ func (r *Reconciler) classify(p *pass, a *hclspec.Agent, runID string, changes [
 }
 
 // runInWorkspace runs the agent in a fresh checkout of the spec commit and
-// returns the confined changes.
-func (r *Reconciler) runInWorkspace(ctx context.Context, a *hclspec.Agent, runID, trigger string, commit plumbing.Hash) (agent.Result, []gitstore.FileChange, error) {
-	runner, ok := r.cfg.Runners[a.Provider.Kind]
-	if !ok {
-		return agent.Result{}, nil, fmt.Errorf("no runner for %s providers in this reconciler", a.Provider.Kind)
+// returns the confined changes. For a run already finished (prior has
+// run.finished), a recorded model transcript is replayed instead of asking
+// the model again: the change is rebuilt for free, and equals the one
+// recorded, so the deterministic proposal commit is the same.
+func (r *Reconciler) runInWorkspace(ctx context.Context, a *hclspec.Agent, runID, trigger string, commit plumbing.Hash, prior *ledger.Run) (agent.Result, []gitstore.FileChange, error) {
+	run := func(ctx context.Context, t agent.Task) (agent.Result, error) {
+		runner, ok := r.cfg.Runners[a.Provider.Kind]
+		if !ok {
+			return agent.Result{}, fmt.Errorf("no runner for %s providers in this reconciler", a.Provider.Kind)
+		}
+		return runner.Run(ctx, t)
+	}
+	if prior != nil && prior.Finished != nil && prior.Finished.TranscriptDigest != "" {
+		transcript, _, err := r.ledger.Transcript(ctx, runID)
+		if err != nil {
+			return agent.Result{}, nil, fmt.Errorf("read the transcript of finished run %s: %w", runID, err)
+		}
+		run = func(ctx context.Context, t agent.Task) (agent.Result, error) { return agent.Replay(ctx, t, transcript) }
 	}
 	dir, err := os.MkdirTemp(r.cfg.WorkDir, "reconciler-run-"+runID+"-")
 	if err != nil {
@@ -557,7 +434,7 @@ func (r *Reconciler) runInWorkspace(ctx context.Context, a *hclspec.Agent, runID
 	if err := r.repo.Checkout(ctx, commit, ws); err != nil {
 		return agent.Result{}, nil, fmt.Errorf("workspace: %w", err)
 	}
-	res, err := runner.Run(ctx, agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, Dir: ws,
+	res, err := run(ctx, agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, Dir: ws,
 		MaxTokens: policy.TokenLimit(r.spec, a)})
 	if err != nil {
 		return res, nil, err

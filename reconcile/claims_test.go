@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -269,12 +270,20 @@ func TestSignedMergeApproval(t *testing.T) {
 				if violated || !strings.Contains(approved.Reviewer, "signed by rita (sre) ssh "+fpr) {
 					t.Errorf("approval = %q, violation = %q; want an approval signed with %s", approved.Reviewer, v.Error, fpr)
 				}
-			} else {
-				if !violated || !strings.Contains(v.Error, "needs 1 of sre, has 0") {
-					t.Errorf("violation = %+v, want \"needs 1 of sre, has 0\"", v.Event)
+				a := approved.Approval
+				if a == nil || a.Method != ledger.ApprovalSSH || a.Via != "merge" || a.Member != "rita" || a.Fingerprint != fpr ||
+					a.Head != opened.Proposal.Head || len(a.Satisfies) != 1 || a.Satisfies[0].Group != "sre" ||
+					!slices.Equal(a.Satisfies[0].Rules, []string{"protect-prod/production"}) {
+					t.Errorf("approval record = %+v, want ssh merge by rita with %s on %s satisfying sre for protect-prod/production", a, fpr, opened.Proposal.Head)
 				}
-				if !strings.Contains(approved.Reviewer, "unsigned") {
-					t.Errorf("approval recorded as %q, want it marked unsigned", approved.Reviewer)
+			} else {
+				// A merge that proves nothing is no approval: it is named
+				// in the violation, never recorded as proposal.approved.
+				if !violated || !strings.Contains(v.Error, "needs 1 of sre, has 0") || !strings.Contains(v.Error, "not counted: Rita Reviewer <rita@example.com> (unsigned") {
+					t.Errorf("violation = %+v, want \"needs 1 of sre, has 0\" naming the unsigned merge", v.Event)
+				}
+				if n := count(es, ledger.ProposalApproved); n != 0 {
+					t.Errorf("%d proposal.approved entries, want none", n)
 				}
 			}
 			e.verify()

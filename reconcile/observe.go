@@ -2,29 +2,25 @@ package reconcile
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 
-	"github.com/agentgitops/reconciler/approval"
+	"github.com/agentgitops/reconciler/forge"
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/policy"
 )
 
-// mergeScanDepth bounds how far back the protected branch is searched for
-// the commit that merged a proposal.
-const mergeScanDepth = 2000
-
-// observe records what happened to open proposals: merged into the
-// protected branch (approved by the merger, or a policy violation), or
-// deleted without merge (rejected).
+// observe records what happened to open proposals: moved (decided again
+// on the new head), merged into the protected branch (approved by the
+// approvals the forge proves for the decided head, or a policy violation),
+// or closed without merge (rejected).
 func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 	var events []ledger.Event
 	for _, agentName := range slices.Sorted(slices.Values(p.state.Agents())) {
@@ -32,7 +28,7 @@ func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			evs, err := r.observeProposal(p, rn)
+			evs, err := r.observeProposal(ctx, p, rn)
 			if err != nil {
 				return err
 			}
@@ -46,261 +42,257 @@ func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 	return err
 }
 
-func (r *Reconciler) observeProposal(p *pass, rn *ledger.Run) ([]ledger.Event, error) {
-	prop := rn.Opened.Proposal
-	head := plumbing.NewHash(prop.Head)
-	// The branch may have been updated by a person after it was opened:
-	// what gets merged is the branch's current head.
-	if cur, err := r.repo.Branch(prop.Branch); err == nil {
-		head = cur
-	}
-	merge, err := r.findMerge(p.head, head, rn.ID)
+func (r *Reconciler) observeProposal(ctx context.Context, p *pass, rn *ledger.Run) ([]ledger.Event, error) {
+	fp, err := forgeProposal(rn)
 	if err != nil {
 		return nil, err
 	}
+	o, err := r.forge.Observe(ctx, fp, p.head, proposalHeads(rn))
+	if err != nil {
+		return nil, fmt.Errorf("observe %s: %w", fp.Branch, err)
+	}
 	base := ledger.Event{Agent: rn.Agent, RunID: rn.ID, SpecCommit: p.head.String(), Trigger: rn.Trigger, SpecDigest: rn.SpecDigest}
-	if merge == nil {
-		if _, err := r.repo.Branch(prop.Branch); errors.Is(err, gitstore.ErrNotFound) {
+	if o.Merge == nil {
+		switch {
+		case o.Closed:
 			ev := base
 			ev.Type = ledger.ProposalRejected
-			ev.Subject, ev.SubjectName = prop.Head, prop.Branch
-			ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: prop.Head, ChangeID: prop.ChangeID}
-			ev.Summary = fmt.Sprintf("proposal.rejected %s %s: %s deleted without merge; never proposed again", rn.Agent, rn.ID, prop.Branch)
+			ev.Subject, ev.SubjectName = fp.Head.String(), fp.Branch
+			ev.Proposal = &ledger.Proposal{Branch: fp.Branch, Head: fp.Head.String(), ChangeID: rn.DecidedChangeID()}
+			ev.Summary = fmt.Sprintf("proposal.rejected %s %s: %s deleted without merge; never proposed again", rn.Agent, rn.ID, fp.Branch)
+			return []ledger.Event{ev}, nil
+		case o.Head != fp.Head:
+			ev, err := r.updated(ctx, p, rn, fp, o.Head)
+			if err != nil {
+				return nil, err
+			}
 			return []ledger.Event{ev}, nil
 		}
 		return nil, nil
 	}
+	if slices.Contains(rn.Violations, o.Merge.Hash.String()) {
+		// Judged before (a squash whose content was not the proposal's):
+		// the proposal stays open.
+		return nil, nil
+	}
+	d := fp.Decision
+	merged := o.MergedHead
+	if o.Squash {
+		// A squash or rebase counts as the merge only when its change is
+		// the decided head's change (the patch-id idea: same files, same
+		// contents).
+		id, err := r.commitChangeID(ctx, o.Merge)
+		if err != nil {
+			return nil, err
+		}
+		if id != rn.DecidedChangeID() {
+			v := base
+			v.Type = ledger.PolicyViolation
+			v.Subject, v.SubjectName = o.Merge.Hash.String(), r.cfg.Branch
+			v.Proposal = &ledger.Proposal{Branch: fp.Branch, Head: fp.Head.String(), ChangeID: rn.DecidedChangeID(), MergeCommit: o.Merge.Hash.String()}
+			v.Decision = rn.Decision.Decision
+			v.Error = fmt.Sprintf("commit %s carries Agent-Run: %s but its change differs from the proposal's decided change (content id %s, not %s): a squash counts as the merge only when its change is the proposal's",
+				o.Merge.Hash.String()[:12], rn.ID, id, rn.DecidedChangeID())
+			v.Summary = oneLine(fmt.Sprintf("policy.violation %s %s: %s", rn.Agent, rn.ID, v.Error))
+			return []ledger.Event{v}, nil
+		}
+		merged = fp.Head
+	}
 
-	var events []ledger.Event
-	merger := merge.Committer
-	var approvers []policy.Approver
-	fastForward := merge.Hash == head
-	if !fastForward && !isMachine(r.cfg.Identity, merger.Email) {
-		approver, who := r.mergeApprover(merge)
-		approvers = append(approvers, approver)
-		ev := base
-		ev.Type = ledger.ProposalApproved
-		ev.Subject, ev.SubjectName = merge.Hash.String(), r.cfg.Branch
-		ev.Reviewer = who
-		ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: head.String(), ChangeID: prop.ChangeID, MergeCommit: merge.Hash.String()}
-		ev.Summary = fmt.Sprintf("proposal.approved %s %s by %s", rn.Agent, rn.ID, ev.Reviewer)
-		events = append(events, ev)
-	}
-	// Approvals beyond the merge: signed tags approve/<run-id>/<member> on
-	// the head that was merged.
-	for _, ta := range r.tagApprovals(rn.ID, head) {
-		approvers = append(approvers, ta.approver)
-		ev := base
-		ev.Type = ledger.ProposalApproved
-		ev.Subject, ev.SubjectName = head.String(), prop.Branch
-		ev.Reviewer = ta.who
-		ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: head.String(), ChangeID: prop.ChangeID, MergeCommit: merge.Hash.String()}
-		ev.Summary = oneLine(fmt.Sprintf("proposal.approved %s %s by %s (tag %s)", rn.Agent, rn.ID, ta.who, ta.tag))
-		events = append(events, ev)
-	}
-	ev := base
-	ev.Type = ledger.ProposalMerged
-	ev.Subject, ev.SubjectName = merge.Hash.String(), r.cfg.Branch
-	ev.Proposal = &ledger.Proposal{Branch: prop.Branch, Head: head.String(), ChangeID: prop.ChangeID, MergeCommit: merge.Hash.String()}
-	if fin := rn.Finished; fin != nil && fin.WorkUnit != nil {
-		ev.WorkUnit = fin.WorkUnit
-	}
-	ev.Summary = fmt.Sprintf("proposal.merged %s %s into %s at %s", rn.Agent, rn.ID, r.cfg.Branch, merge.Hash.String()[:12])
-	events = append(events, ev)
-
-	d, err := parsedDecision(rn)
-	if err != nil {
-		return nil, err
-	}
+	merger := o.Merge.Committer
 	var unmet []string
-	if fastForward {
+	switch {
+	case o.FastForward:
 		unmet = append(unmet, "fast-forwarded without a reviewer's merge commit")
-	} else if isMachine(r.cfg.Identity, merger.Email) {
+	case isMachine(r.cfg.Identity, merger.Email):
 		unmet = append(unmet, fmt.Sprintf("merged by the reconciler or an agent (%s), which never counts as a reviewer", merger.Email))
 	}
-	if r.spec != nil {
-		unmet = append(unmet, policy.Check(r.spec, d, approvers)...)
-		// Trailers as git reads them: any key case, "Key : value".
-		named := gitstore.TrailerValues(merge.Message, policy.OverrideTrailer)
-		// The override is the merger's: it counts as their approval does.
-		overrider := policy.Approver{Email: merger.Email, Unsigned: true}
-		if len(approvers) > 0 {
-			overrider = approvers[0]
+	// Approvals count only for the head that was decided: a merge of any
+	// other head (an older one, or one pushed since the last decision)
+	// approves nothing.
+	var approvals []forge.Approval
+	reviewers := r.specBefore(o.Merge)
+	if merged != fp.Head {
+		unmet = append(unmet, fmt.Sprintf("merged head %s is not the last decided head %s (entry %d); a merge counts only for the head that was decided",
+			short(merged.String()), short(fp.Head.String()), fp.LedgerEntry))
+	} else {
+		all, err := r.forge.Approvals(ctx, fp, o, fp.Head, reviewers)
+		if err != nil {
+			return nil, fmt.Errorf("approvals of %s: %w", fp.Branch, err)
 		}
-		unmet = append(unmet, policy.CheckOverrides(r.spec, d, overrider, named)...)
-		if len(d.Overrides) > 0 && len(events) > 0 && events[0].Type == ledger.ProposalApproved {
-			events[0].Overrides = named
+		for _, a := range all {
+			if a.Record.Via == "merge" && (o.FastForward || isMachine(r.cfg.Identity, merger.Email)) {
+				continue
+			}
+			if isMachine(r.cfg.Identity, a.Approver.Email) {
+				continue
+			}
+			approvals = append(approvals, a)
 		}
 	}
+
+	var ignored []string
+	var approved []ledger.Event
+	var approvers []policy.Approver
+	for _, a := range approvals {
+		counted := policy.Counts(reviewers, d, a.Approver)
+		if len(counted) == 0 {
+			ignored = append(ignored, a.Reviewer)
+			continue
+		}
+		approvers = append(approvers, a.Approver)
+		rec := a.Record
+		for _, c := range counted {
+			rec.Satisfies = append(rec.Satisfies, ledger.Satisfied{Group: c.Group, Rules: c.Rules})
+		}
+		ev := base
+		ev.Type = ledger.ProposalApproved
+		ev.Subject, ev.SubjectName = a.Subject.String(), r.cfg.Branch
+		if rec.Via == "tag" {
+			ev.SubjectName = rec.Ref
+		}
+		ev.Reviewer, ev.Approval = a.Reviewer, &rec
+		ev.Proposal = &ledger.Proposal{Branch: fp.Branch, Head: fp.Head.String(), ChangeID: rn.DecidedChangeID(), MergeCommit: o.Merge.Hash.String()}
+		how := ""
+		if rec.Via == "tag" {
+			how = " (tag " + rec.Ref + ")"
+		}
+		ev.Summary = oneLine(fmt.Sprintf("proposal.approved %s %s by %s%s", rn.Agent, rn.ID, a.Reviewer, how))
+		approved = append(approved, ev)
+	}
+	if reviewers == nil {
+		unmet = append(unmet, "the spec before the merge did not load, so no reviewer could be verified")
+	} else {
+		unmet = append(unmet, policy.Check(reviewers, d, approvers)...)
+		// Trailers as git reads them: any key case, "Key : value". The
+		// override is the merger's: it counts as their approval does.
+		named := gitstore.TrailerValues(o.Merge.Message, policy.OverrideTrailer)
+		overrider := policy.Approver{Email: merger.Email, Unsigned: true}
+		for _, a := range approvals {
+			if a.Record.Via == "merge" {
+				overrider = a.Approver
+			}
+		}
+		unmet = append(unmet, policy.CheckOverrides(reviewers, d, overrider, named)...)
+		if len(d.Overrides) > 0 && len(approved) > 0 && approved[0].Approval.Via == "merge" {
+			approved[0].Overrides = named
+		}
+	}
+	if len(ignored) > 0 && len(unmet) > 0 {
+		unmet = append(unmet, "not counted: "+strings.Join(ignored, "; "))
+	}
+
+	mergedEv := base
+	mergedEv.Type = ledger.ProposalMerged
+	mergedEv.Subject, mergedEv.SubjectName = o.Merge.Hash.String(), r.cfg.Branch
+	mergedEv.Proposal = &ledger.Proposal{Branch: fp.Branch, Head: merged.String(), ChangeID: rn.DecidedChangeID(), MergeCommit: o.Merge.Hash.String()}
+	if merged.IsZero() {
+		mergedEv.Proposal.Head = fp.Head.String()
+	}
+	if fin := rn.Finished; fin != nil && fin.WorkUnit != nil {
+		mergedEv.WorkUnit = fin.WorkUnit
+	}
+	mergedEv.Summary = fmt.Sprintf("proposal.merged %s %s into %s at %s", rn.Agent, rn.ID, r.cfg.Branch, o.Merge.Hash.String()[:12])
+	out := append(approved, mergedEv)
 	if len(unmet) > 0 {
 		v := base
 		v.Type = ledger.PolicyViolation
-		v.Subject, v.SubjectName = merge.Hash.String(), r.cfg.Branch
+		v.Subject, v.SubjectName = o.Merge.Hash.String(), r.cfg.Branch
 		v.Decision = rn.Decision.Decision
 		v.Error = strings.Join(unmet, "; ")
-		v.Proposal = ev.Proposal
-		v.Summary = oneLine(fmt.Sprintf("policy.violation %s %s: merged at %s by %s; %s", rn.Agent, rn.ID, merge.Hash.String()[:12], merger.Email, v.Error))
-		events = append(events, v)
+		v.Proposal = mergedEv.Proposal
+		v.Summary = oneLine(fmt.Sprintf("policy.violation %s %s: merged at %s by %s; %s", rn.Agent, rn.ID, o.Merge.Hash.String()[:12], merger.Email, v.Error))
+		out = append(out, v)
 	}
-	return events, nil
+	return out, nil
 }
 
-// findMerge returns the commit of the protected branch that brought the
-// proposal in: the first-parent commit whose history first contains head
-// (a merge, or head itself for a fast-forward), or, for squash and rebase
-// merges, a commit carrying the run's Agent-Run trailer. Nil when the
-// proposal is not merged.
-func (r *Reconciler) findMerge(protected, head plumbing.Hash, runID string) (*object.Commit, error) {
-	// A head we do not have (its branch was deleted before this process
-	// fetched it) cannot be in the protected branch's history, which we
-	// have whole.
-	in := false
-	if _, err := r.repo.Commit(head); err == nil {
-		if in, err = r.repo.IsAncestor(head, protected); err != nil {
-			return nil, err
-		}
-	}
-	chain, err := r.repo.FirstParents(protected, mergeScanDepth)
+// updated decides a moved proposal again: on the new head's whole change
+// against its merge base with the protected branch (human commits
+// included), under the spec in force, and records proposal.updated.
+func (r *Reconciler) updated(ctx context.Context, p *pass, rn *ledger.Run, fp forge.Proposal, head plumbing.Hash) (ledger.Event, error) {
+	d, changes, err := r.decideHead(ctx, p, rn, head)
 	if err != nil {
-		return nil, err
+		return ledger.Event{}, err
 	}
-	if in {
-		for i, c := range chain {
-			if c.Hash == head {
-				return c, nil
-			}
-			if i+1 < len(chain) {
-				before, err := r.repo.IsAncestor(head, chain[i+1].Hash)
-				if err != nil {
-					return nil, err
-				}
-				if before {
-					continue
-				}
-			}
-			return c, nil
-		}
-	}
-	for _, c := range chain {
-		if c.Hash == head {
-			continue
-		}
-		if v, ok := gitstore.TrailerValue(c.Message, "Agent-Run"); ok && strings.TrimSpace(v) == runID {
-			return c, nil
-		}
-	}
-	return nil, nil
-}
-
-// mergeApprover returns who a merge commit proves approved it, and how, for
-// the record: the member of a reviewer group whose signing_key signed it
-// (SSH or OpenPGP, verified as git verify-commit does), counted by the
-// member's email from reviewers.hcl; otherwise the committer's email,
-// marked unsigned, which counts only in groups with accept_unsigned (and
-// for the default one-review rule).
-func (r *Reconciler) mergeApprover(merge *object.Commit) (policy.Approver, string) {
-	claimed := fmt.Sprintf("%s <%s>", merge.Committer.Name, merge.Committer.Email)
-	unsigned := policy.Approver{Email: merge.Committer.Email, Unsigned: true}
-	keys := reviewerKeys(r.spec)
-	_, raw, err := r.repo.RawObject(merge.Hash)
+	raw, err := json.Marshal(d)
 	if err != nil {
-		return unsigned, claimed + " (unsigned: cannot read the merge commit)"
+		return ledger.Event{}, fmt.Errorf("encode decision: %w", err)
 	}
-	signer, err := approval.VerifyCommit(raw, keys)
-	switch {
-	case err == nil:
-		email := memberEmail(r.spec, signer)
-		return policy.Approver{Email: email}, fmt.Sprintf("%s <%s>, signed by %s", signer.Member, email, signer)
-	case errors.Is(err, approval.ErrUnsigned):
-		return unsigned, claimed + " (unsigned)"
+	who := "unknown"
+	if c, err := r.repo.Commit(head); err == nil {
+		who = c.Committer.Email
 	}
-	return unsigned, fmt.Sprintf("%s (unsigned: %v)", claimed, err)
+	ev := ledger.Event{
+		Type: ledger.ProposalUpdated, Agent: rn.Agent, RunID: rn.ID, Trigger: rn.Trigger, SpecDigest: rn.SpecDigest,
+		SpecCommit: p.head.String(), Subject: head.String(), SubjectName: fp.Branch, Decision: raw,
+		Change:   changeSummary(changes),
+		Proposal: &ledger.Proposal{Branch: fp.Branch, Head: head.String(), ChangeID: ChangeID(changes), PreviousHead: fp.Head.String()},
+	}
+	ev.Summary = oneLine(fmt.Sprintf("proposal.updated %s %s: %s moved to %s (by %s); %s", rn.Agent, rn.ID, fp.Branch, head.String()[:12], who, d.Summary))
+	return ev, nil
 }
 
-// reviewerKeys returns the signing keys of every member of every reviewer
-// group of spec, each naming its member and group. Keys that do not parse
-// are left out: hclspec reports them where they are written.
-func reviewerKeys(spec *hclspec.Spec) []approval.Key {
-	if spec == nil {
+// decideHead decides a proposal head's whole change against its merge base
+// with the protected branch under the spec in force.
+func (r *Reconciler) decideHead(ctx context.Context, p *pass, rn *ledger.Run, head plumbing.Hash) (policy.Decision, []gitstore.FileChange, error) {
+	mb, err := r.repo.MergeBase(head, p.head)
+	if err != nil {
+		return policy.Decision{}, nil, fmt.Errorf("decide %s: %w", head, err)
+	}
+	changes, err := r.repo.Diff(ctx, mb, head)
+	if err != nil {
+		return policy.Decision{}, nil, fmt.Errorf("decide %s: %w", head, err)
+	}
+	a := r.spec.Agent(rn.Agent)
+	if a == nil {
+		// The agent was removed: its proposal is still judged, by the
+		// policies that apply to every agent.
+		a = &hclspec.Agent{Name: rn.Agent}
+	}
+	d := policy.Decide(r.spec, hclspec.ConditionInput{
+		Agent:  a,
+		Run:    hclspec.RunInfo{ID: rn.ID, Trigger: rn.Trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
+		Change: conditionChanges(changes),
+	})
+	return d, changes, nil
+}
+
+// commitChangeID is the content id of a commit's change against its first
+// parent.
+func (r *Reconciler) commitChangeID(ctx context.Context, c *object.Commit) (string, error) {
+	if len(c.ParentHashes) == 0 {
+		return "", nil
+	}
+	changes, err := r.repo.Diff(ctx, c.ParentHashes[0], c.Hash)
+	if err != nil {
+		return "", err
+	}
+	return ChangeID(changes), nil
+}
+
+// specBefore returns the spec at the merge's first parent: the protected
+// branch as it was before the merge, whose reviewers.hcl a merge is
+// verified against (a merge cannot admit its own reviewers). Nil when it
+// does not load.
+func (r *Reconciler) specBefore(merge *object.Commit) *hclspec.Spec {
+	if len(merge.ParentHashes) == 0 {
 		return nil
 	}
-	var keys []approval.Key
-	for _, g := range spec.Groups {
-		for _, m := range g.Members {
-			if m.SigningKey == "" {
-				continue
-			}
-			k, err := approval.ParseKey(m.SigningKey)
-			if err != nil {
-				continue
-			}
-			k.Member, k.Group = m.Name, g.Name
-			keys = append(keys, k)
-		}
+	at := merge.ParentHashes[0]
+	if at == r.specCommit && r.spec != nil {
+		return r.spec
 	}
-	return keys
-}
-
-// memberEmail returns the email reviewers.hcl gives the member whose key
-// k is.
-func memberEmail(spec *hclspec.Spec, k approval.Key) string {
-	if g := spec.Group(k.Group); g != nil {
-		for _, m := range g.Members {
-			if m.Name == k.Member {
-				return m.Email
-			}
-		}
+	if s, ok := r.specs[at]; ok {
+		return s
 	}
-	return ""
-}
-
-type tagApproval struct {
-	approver policy.Approver
-	who, tag string
-}
-
-// tagApprovals returns the approvals that signed tags approve/<runID>/<member>
-// give the proposal head: each tag must be an annotated tag object naming
-// itself and pointing at head, signed by that member's signing_key (as git
-// verify-tag checks it). Any other tag counts for nothing.
-func (r *Reconciler) tagApprovals(runID string, head plumbing.Hash) []tagApproval {
-	prefix := "approve/" + runID + "/"
-	tags, err := r.repo.Tags(prefix)
-	if err != nil || len(tags) == 0 {
-		return nil
+	spec, diags, err := r.loadAt(at)
+	if err != nil || diags.HasErrors() {
+		spec = nil
 	}
-	keys := reviewerKeys(r.spec)
-	var out []tagApproval
-	for _, name := range slices.Sorted(maps.Keys(tags)) {
-		typ, raw, err := r.repo.RawObject(tags[name])
-		if err != nil || typ != plumbing.TagObject {
-			continue
-		}
-		target, tagName := tagHeaders(raw)
-		if target != head.String() || tagName != name {
-			continue // an approval of another head, or a tag renamed
-		}
-		signer, err := approval.VerifyTag(raw, keys)
-		if err != nil || signer.Member != strings.TrimPrefix(name, prefix) {
-			continue
-		}
-		email := memberEmail(r.spec, signer)
-		out = append(out, tagApproval{approver: policy.Approver{Email: email}, who: fmt.Sprintf("%s <%s>, signed by %s", signer.Member, email, signer), tag: name})
+	if len(r.specs) >= 16 {
+		clear(r.specs)
 	}
-	return out
-}
-
-// tagHeaders returns the object and tag headers of a raw tag object.
-func tagHeaders(raw []byte) (object, tag string) {
-	for _, line := range strings.Split(string(raw), "\n") {
-		if line == "" {
-			break
-		}
-		if v, ok := strings.CutPrefix(line, "object "); ok {
-			object = v
-		} else if v, ok := strings.CutPrefix(line, "tag "); ok {
-			tag = v
-		}
-	}
-	return object, tag
+	r.specs[at] = spec
+	return spec
 }

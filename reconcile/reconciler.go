@@ -72,6 +72,9 @@ type Config struct {
 	// stalls instead. An operator's deliberate, recorded act: never a
 	// default.
 	StartNewLedger bool
+	// Forge makes the forge proposals are reviewed on, given the opened
+	// repository; nil means the git-native forge (forge.Git).
+	Forge func(*gitstore.Repo) Forge
 }
 
 // Reconciler reconciles one repository.
@@ -80,9 +83,13 @@ type Reconciler struct {
 	log    *slog.Logger
 	repo   *gitstore.Repo
 	ledger *ledger.Ledger
+	forge  Forge
 
 	spec       *hclspec.Spec
 	specCommit plumbing.Hash
+	// specs caches the specs merges were verified against (the protected
+	// branch before each merge); nil for one that did not load.
+	specs map[plumbing.Hash]*hclspec.Spec
 	// keysHead is the protected-branch head whose key changes were last
 	// checked.
 	keysHead plumbing.Hash
@@ -123,7 +130,7 @@ func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Reconciler{cfg: cfg, log: cfg.Logger, repo: repo, claimant: cfg.Claimant}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, repo: repo, claimant: cfg.Claimant, forge: newForge(cfg, repo), specs: map[plumbing.Hash]*hclspec.Spec{}}
 	if r.claimant == "" {
 		r.claimant = defaultClaimant()
 	}
@@ -158,6 +165,8 @@ type pass struct {
 	state *ledger.State
 	// diags of the spec at head when it did not load.
 	diags hcl.Diagnostics
+	// until stops runs after this phase (Advance); zero runs them through.
+	until Phase
 }
 
 type step func(ctx context.Context, p *pass) error

@@ -12,6 +12,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/agentgitops/reconciler/approval"
+	"github.com/agentgitops/reconciler/forge"
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/signing"
@@ -285,7 +286,7 @@ func (r *Reconciler) approvedMerge(c *object.Commit) (string, string) {
 	if err != nil || diags.HasErrors() {
 		return "", "the spec before the merge does not load, so no reviewer can be checked"
 	}
-	keys := reviewerKeys(spec)
+	keys := forge.ReviewerKeys(spec)
 	if len(keys) == 0 {
 		return "", "no reviewer in reviewers.hcl has a signing_key, so no merge can be verified"
 	}

@@ -1,0 +1,279 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/forge"
+	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/policy"
+)
+
+// Phase is a step of a run. A pass drives each run through them in order,
+// and every step's outcome is in the ledger, so a run resumes at the first
+// step it has no entry for, in this process or another. What becomes of a
+// proposal (moved, approved, merged, closed) is observed by every pass for
+// every open proposal, before runs (see observe).
+type Phase int
+
+// The phases of a run.
+const (
+	// PhaseStart claims the run: run.started, appended only when the run
+	// has none, checked against the exact ledger it lands on.
+	PhaseStart Phase = iota + 1
+	// PhaseRun runs the agent in a workspace: run.finished or run.failed.
+	PhaseRun
+	// PhaseDecide decides on the run's change: policy.decision.
+	PhaseDecide
+	// PhasePropose pushes the proposal commit and opens it on the forge:
+	// proposal.opened (and proposal.superseded for the agent's older
+	// proposals).
+	PhasePropose
+)
+
+func (ph Phase) String() string {
+	switch ph {
+	case PhaseStart:
+		return "start"
+	case PhaseRun:
+		return "run"
+	case PhaseDecide:
+		return "decide"
+	case PhasePropose:
+		return "propose"
+	}
+	return fmt.Sprintf("phase(%d)", int(ph))
+}
+
+// Advance runs one pass's preparation (fetch, ledger trust, keys, spec,
+// proposals observed) and then drives the named agent's current run, or
+// its due one, up to and including phase until: tests call the phases one
+// by one, and a later Advance or Reconcile resumes where it stopped.
+func (r *Reconciler) Advance(ctx context.Context, agentName string, until Phase) error {
+	p := &pass{until: until}
+	for _, s := range []step{r.fetch, r.trustLedger, r.checkKeys, r.loadSpec, r.observe} {
+		if err := s(ctx, p); err != nil {
+			return err
+		}
+	}
+	if r.spec == nil {
+		return errors.New("no spec has loaded")
+	}
+	a := r.spec.Agent(agentName)
+	if a == nil {
+		return fmt.Errorf("agent %q is not in the spec at %s", agentName, r.specCommit)
+	}
+	return r.reconcileAgent(ctx, p, a)
+}
+
+// runOf is one run as the phases drive it.
+type runOf struct {
+	a          *hclspec.Agent
+	id         string
+	trigger    string
+	specCommit plumbing.Hash
+	// base is the event every entry of the run starts from.
+	base ledger.Event
+	// rn is the run as the ledger has it; nil before PhaseStart.
+	rn *ledger.Run
+	// res and changes are what the agent did, once PhaseRun ran in this
+	// process (or replayed its transcript).
+	res     agent.Result
+	changes []gitstore.FileChange
+	ran     bool
+}
+
+func (r *Reconciler) newRunOf(a *hclspec.Agent, runID, trigger string, prior *ledger.Run) *runOf {
+	rc := &runOf{a: a, id: runID, trigger: trigger, specCommit: r.specCommit, rn: prior}
+	if prior != nil && prior.SpecCommit != "" {
+		// Resume on the commit the run started with.
+		rc.specCommit = plumbing.NewHash(prior.SpecCommit)
+	}
+	rc.base = ledger.Event{Agent: a.Name, RunID: runID, Trigger: trigger, SpecDigest: a.Digest,
+		Subject: rc.specCommit.String(), SubjectName: r.cfg.Branch, SpecCommit: rc.specCommit.String()}
+	return rc
+}
+
+// execute drives one run from wherever the ledger says it is through the
+// phases, stopping after p.until when set. prior is nil for a new run.
+func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, prior *ledger.Run, adm policy.Admission) error {
+	rc := r.newRunOf(a, runID, trigger, prior)
+	if rc.rn == nil {
+		claimed, err := r.start(ctx, p, rc, adm)
+		if err != nil || !claimed || p.until == PhaseStart {
+			return err
+		}
+	}
+	more, err := r.runPhase(ctx, p, rc)
+	if err != nil || !more || p.until == PhaseRun {
+		return err
+	}
+	if more, err = r.decide(ctx, p, rc); err != nil || !more || p.until == PhaseDecide {
+		return err
+	}
+	return r.propose(ctx, p, rc)
+}
+
+// start claims the run (PhaseStart). False when another reconciler claimed
+// it first or a gate closed meanwhile (then recorded as held).
+func (r *Reconciler) start(ctx context.Context, p *pass, rc *runOf, adm policy.Admission) (bool, error) {
+	a := rc.a
+	ev := rc.base
+	ev.Type = ledger.RunStarted
+	ev.ReservedUSD = adm.ReserveUSD
+	ev.Claimant, ev.LeaseUntil = r.claimant, r.lease(a)
+	ev.Summary = fmt.Sprintf("run.started %s %s (trigger %s)", a.Name, rc.id, rc.trigger)
+	// The claim and the gate are checked again against the ledger exactly
+	// as the reservation is appended to it: a run another reconciler
+	// claimed meanwhile is theirs, and their runs count.
+	var held *policy.Hold
+	stored, err := r.appendIf(ctx, p, func(st *ledger.State) error {
+		if st.Run(rc.id) != nil {
+			return errClaimed
+		}
+		if h := policy.Gate(r.spec, a, r.cfg.Now(), st).Hold; h != nil {
+			held = h
+			return errHeld
+		}
+		return nil
+	}, ev)
+	switch {
+	case errors.Is(err, errHeld):
+		return false, r.hold(ctx, p, a, rc.trigger, held)
+	case errors.Is(err, errClaimed), err == nil && len(stored) == 0:
+		r.log.Info("run claimed by another reconciler", "agent", a.Name, "run", rc.id)
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	rc.rn = p.state.Run(rc.id)
+	return true, nil
+}
+
+// runPhase runs the agent (PhaseRun) and records run.finished or
+// run.failed. A run already finished is not run again for money: a model
+// run's recorded transcript is replayed through the same tool loop, an
+// exec run (deterministic) is run again, to rebuild its change for the
+// later phases. More reports whether a later phase has work.
+func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more bool, err error) {
+	a := rc.a
+	res, changes, runErr := r.runInWorkspace(ctx, a, rc.id, rc.trigger, rc.specCommit, rc.rn)
+	if runErr != nil {
+		ev := rc.base
+		ev.Type = ledger.RunFailed
+		ev.Error = runErr.Error()
+		ev.Transcript = res.Transcript
+		ev.Model, ev.CostUSD = res.Model, a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
+		if res.Usage != (agent.Usage{}) {
+			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
+		}
+		if rc.rn.Finished != nil {
+			// Rebuilding a finished run's change failed: the run stands
+			// as recorded, and the next pass tries again.
+			return false, fmt.Errorf("rebuild the change of finished run %s: %w", rc.id, runErr)
+		}
+		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %v", a.Name, rc.id, runErr))
+		_, err := r.append(ctx, p, ev)
+		return false, errors.Join(runErr, err)
+	}
+	rc.res, rc.changes, rc.ran = res, changes, true
+	if rc.rn.Finished != nil {
+		return rc.rn.Finished.Outcome == OutcomeChanged, nil
+	}
+	ev := rc.base
+	ev.Type = ledger.RunFinished
+	ev.Model = res.Model
+	ev.CostUSD = a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
+	ev.Transcript = res.Transcript
+	ev.WorkUnit = &ledger.WorkUnit{Kind: a.WorkUnit.Kind, HumanMinutes: a.WorkUnit.HumanMinutes}
+	if res.Usage != (agent.Usage{}) {
+		ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
+	}
+	ev.Outcome, ev.Summary = r.classify(p, a, rc.id, changes)
+	if len(changes) > 0 {
+		ev.Change = changeSummary(changes)
+	}
+	if _, err := r.append(ctx, p, ev); err != nil {
+		return false, err
+	}
+	rc.rn = p.state.Run(rc.id)
+	if ev.Outcome == OutcomeDuplicateOpen {
+		return false, r.redecide(ctx, p, rc.a, rc.base, rc.trigger, changes)
+	}
+	return ev.Outcome == OutcomeChanged, nil
+}
+
+// decide records the policies' decision on the run's change
+// (PhaseDecide). More is false when the change is denied.
+func (r *Reconciler) decide(ctx context.Context, p *pass, rc *runOf) (more bool, err error) {
+	if rc.rn.Decision == nil {
+		d := policy.Decide(r.spec, hclspec.ConditionInput{
+			Agent:  rc.a,
+			Run:    hclspec.RunInfo{ID: rc.id, Trigger: rc.trigger, Model: rc.a.Model, SpecCommit: rc.specCommit.String()},
+			Change: conditionChanges(rc.changes),
+		})
+		raw, err := json.Marshal(d)
+		if err != nil {
+			return false, fmt.Errorf("encode decision: %w", err)
+		}
+		ev := rc.base
+		ev.Type = ledger.PolicyDecision
+		ev.Decision = raw
+		ev.Summary = oneLine(fmt.Sprintf("policy.decision %s %s: %s", rc.a.Name, rc.id, d.Summary))
+		if _, err := r.append(ctx, p, ev); err != nil {
+			return false, err
+		}
+		rc.rn = p.state.Run(rc.id)
+	}
+	d, err := parsedDecision(rc.rn)
+	if err != nil {
+		return false, err
+	}
+	return d.Outcome != policy.Deny, nil
+}
+
+// propose pushes the run's deterministic proposal commit to its branch,
+// opens it on the forge and records proposal.opened (PhasePropose). A
+// branch already on the run's name is the run's own exactly when its head
+// is the commit made here (a previous process pushed it and stopped, or
+// another reconciler made the same commit); anything else squats on the
+// run's name and is never adopted or decided on.
+func (r *Reconciler) propose(ctx context.Context, p *pass, rc *runOf) error {
+	d, err := parsedDecision(rc.rn)
+	if err != nil {
+		return err
+	}
+	branch := ProposalBranch(rc.a.Name, rc.id)
+	head, err := r.commitProposal(rc.a, rc.id, rc.specCommit, rc.res, rc.changes, d, rc.rn.Decision.Seq, rc.rn.Finished.Time)
+	if err != nil {
+		return err
+	}
+	err = r.repo.Push(ctx, gitstore.RefUpdate{Branch: branch, Old: plumbing.ZeroHash, New: head})
+	if errors.Is(err, gitstore.ErrStale) {
+		if err := r.repo.Fetch(ctx); err != nil {
+			return err
+		}
+		cur, err := r.repo.Branch(branch)
+		if err != nil {
+			return fmt.Errorf("push %s: %w", branch, err)
+		}
+		if cur != head {
+			return r.squatted(ctx, p, rc.a, rc.base, branch, cur, head)
+		}
+	} else if err != nil {
+		return fmt.Errorf("push %s: %w", branch, err)
+	}
+	fp := forge.Proposal{Agent: rc.a.Name, RunID: rc.id, Branch: branch, Head: head, Decision: d,
+		Summary: rc.res.Summary, Body: rc.res.Body, Risk: rc.res.Risk, LedgerEntry: rc.rn.Decision.Seq}
+	if err := r.forge.Open(ctx, fp); err != nil {
+		return fmt.Errorf("open %s: %w", branch, err)
+	}
+	return r.recordOpened(ctx, p, rc.a, rc.base, rc.rn, head)
+}
