@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -23,23 +24,31 @@ import (
 // or closed without merge (rejected).
 func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 	var events []ledger.Event
+	var errs []error
 	for _, agentName := range slices.Sorted(slices.Values(p.state.Agents())) {
 		for _, rn := range p.state.OpenRuns(agentName) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			// One proposal that cannot be observed (a branch pushed with
+			// a broken history, say) must not stop the others.
 			evs, err := r.observeProposal(ctx, p, rn)
 			if err != nil {
-				return err
+				r.log.Error("observe proposal", "agent", rn.Agent, "run", rn.ID, "err", err)
+				errs = append(errs, fmt.Errorf("proposal %s %s: %w", rn.Agent, rn.ID, err))
+				continue
 			}
 			events = append(events, evs...)
 		}
 	}
-	if len(events) == 0 {
-		return nil
+	if len(events) > 0 {
+		if _, err := r.append(ctx, p, events...); err != nil {
+			return err
+		}
 	}
-	_, err := r.append(ctx, p, events...)
-	return err
+	// The pass goes on (runs, other proposals) and fails at its end.
+	p.failed = append(p.failed, errs...)
+	return nil
 }
 
 func (r *Reconciler) observeProposal(ctx context.Context, p *pass, rn *ledger.Run) ([]ledger.Event, error) {
@@ -237,6 +246,11 @@ func (r *Reconciler) updated(ctx context.Context, p *pass, rn *ledger.Run, fp fo
 // with the protected branch under the spec in force.
 func (r *Reconciler) decideHead(ctx context.Context, p *pass, rn *ledger.Run, head plumbing.Hash) (policy.Decision, []gitstore.FileChange, error) {
 	mb, err := r.repo.MergeBase(head, p.head)
+	if errors.Is(err, gitstore.ErrNotFound) {
+		// A head with no history in common with the protected branch:
+		// merging it would bring in everything that differs.
+		mb, err = p.head, nil
+	}
 	if err != nil {
 		return policy.Decision{}, nil, fmt.Errorf("decide %s: %w", head, err)
 	}

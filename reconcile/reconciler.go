@@ -167,6 +167,10 @@ type pass struct {
 	diags hcl.Diagnostics
 	// until stops runs after this phase (Advance); zero runs them through.
 	until Phase
+	// failed holds errors that do not stop the pass's later steps (one
+	// proposal that cannot be observed); the pass fails with them at its
+	// end.
+	failed []error
 }
 
 type step func(ctx context.Context, p *pass) error
@@ -199,10 +203,10 @@ func (r *Reconciler) Reconcile(ctx context.Context) (err error) {
 	}()
 	for _, s := range []step{r.fetch, r.trustLedger, r.checkKeys, r.loadSpec, r.observe, r.mergedSuperseded, r.finishSupersedes, r.runAgents} {
 		if err := s(ctx, p); err != nil {
-			return err
+			return errors.Join(append(p.failed, err)...)
 		}
 	}
-	return nil
+	return errors.Join(p.failed...)
 }
 
 func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
