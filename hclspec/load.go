@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"math"
 	"path"
 	"runtime"
 	"slices"
@@ -344,6 +345,20 @@ func (l *loader) decodeDuration(attrs hcl.Attributes, name string, ctx *hcl.Eval
 	*target = d
 }
 
+// decodeRetries decodes limits { retries }: a whole number from 0 to
+// MaxRetries.
+func (l *loader) decodeRetries(attrs hcl.Attributes, ctx *hcl.EvalContext, target *int) {
+	var v float64
+	if !l.decodeAttr(attrs, "retries", ctx, &v) {
+		return
+	}
+	if v < 0 || v > MaxRetries || v != math.Trunc(v) {
+		l.errorf(attrs["retries"].Expr.Range(), "Invalid retries", "retries is how many times a failed run is attempted again: a whole number from 0 (never) to %d; %v is not. Leave it out for the default of %d.", MaxRetries, v, DefaultRetries)
+		return
+	}
+	*target = int(v)
+}
+
 var providerSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "base_url"}, {Name: "api_key_env"}, {Name: "timeout"}, {Name: "max_output_bytes"},
@@ -469,7 +484,7 @@ var triggerSchema = &hcl.BodySchema{
 var scopeSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "paths", Required: true}}}
 
 var limitsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-	{Name: "max_steps"}, {Name: "max_tokens"}, {Name: "timeout"},
+	{Name: "max_steps"}, {Name: "max_tokens"}, {Name: "timeout"}, {Name: "retries"},
 }}
 
 var workUnitSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
@@ -492,7 +507,7 @@ func agentNameOK(s string) bool {
 func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 	a := &Agent{
 		Name: b.Labels[0], DeclRange: b.DefRange, Source: blockSource(f, b),
-		Limits: Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: 10 * time.Minute},
+		Limits: Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: 10 * time.Minute, Retries: DefaultRetries},
 	}
 	if !agentNameOK(a.Name) {
 		l.errorf(b.LabelRanges[0], "Invalid agent name", "Agent name %q becomes part of branch names: use lowercase letters, digits, '-' and '_', at most 63 characters, not starting with '-'.", a.Name)
@@ -551,6 +566,7 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 				l.decodeAttr(lc.Attributes, "max_steps", ctx, &a.Limits.MaxSteps)
 				l.decodeAttr(lc.Attributes, "max_tokens", ctx, &a.Limits.MaxTokens)
 				l.decodeDuration(lc.Attributes, "timeout", ctx, &a.Limits.Timeout)
+				l.decodeRetries(lc.Attributes, ctx, &a.Limits.Retries)
 			}
 		case "work_unit":
 			if wc := l.content(blk.Body, workUnitSchema); wc != nil {

@@ -134,7 +134,7 @@ func TestLoadExample(t *testing.T) {
 			command:     []string{"sh", "tools/normalise-env.sh"},
 			prompt:      prompt("env-normaliser.md"),
 			scope:       []string{"config/*.env"},
-			limits:      Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: 10 * time.Minute},
+			limits:      Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: 10 * time.Minute, Retries: DefaultRetries},
 			workUnit:    WorkUnit{Kind: "config-hygiene", HumanMinutes: 10},
 			triggers:    []string{"on_spec_change"},
 			declRange:   "agents/env-normaliser.hcl:1:1-1:23",
@@ -145,7 +145,7 @@ func TestLoadExample(t *testing.T) {
 			command:     []string{"sh", "tools/pin-images.sh"},
 			prompt:      prompt("image-pinner.md"),
 			scope:       []string{"deploy/**"},
-			limits:      Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: time.Minute},
+			limits:      Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: time.Minute, Retries: DefaultRetries},
 			workUnit:    WorkUnit{Kind: "image-pin", HumanMinutes: 20},
 			triggers:    []string{"on_spec_change", "schedule 0 7 * * MON-FRI Europe/Berlin"},
 			declRange:   "agents/image-pinner.hcl:1:1-1:21",
@@ -458,6 +458,11 @@ func TestLoadDiagnostics(t *testing.T) {
 		}},
 		{"invalid-duration", []diag{
 			{"agents/slow.hcl:14:15-14:28", "Invalid duration", `write it like "90s", "10m" or "1h30m"`},
+		}},
+		{"invalid-retries", []diag{
+			{"agents/eager.hcl:14:15-14:17", "Invalid retries", "a whole number from 0 (never) to 10; 11 is not"},
+			{"agents/fickle.hcl:14:15-14:18", "Invalid retries", "1.5 is not"},
+			{"agents/sulky.hcl:14:15-14:17", "Invalid retries", "-1 is not"},
 		}},
 		{"negative-human-minutes", []diag{
 			{"agents/cheap.hcl:15:21-15:23", "Invalid work unit", "must not be negative"},
@@ -790,4 +795,29 @@ func FuzzLoad(f *testing.F) {
 			}
 		}
 	})
+}
+
+// limits { retries } defaults to DefaultRetries; 0 turns retries off.
+func TestLoadRetries(t *testing.T) {
+	for _, tc := range []struct {
+		limits string
+		want   int
+	}{
+		{"", DefaultRetries},
+		{"  limits {\n    max_steps = 5\n  }\n", DefaultRetries},
+		{"  limits {\n    retries = 0\n  }\n", 0},
+		{"  limits {\n    retries = 10\n  }\n", 10},
+	} {
+		t.Run(strings.TrimSpace(tc.limits), func(t *testing.T) {
+			fsys := txtarFS(t, "testdata/errors/base.txtar")
+			edit(t, fsys, "agents/fixer.hcl", "  scope {", tc.limits+"  scope {")
+			spec, diags := Load(fsys, Options{})
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			if got := spec.Agent("fixer").Limits.Retries; got != tc.want {
+				t.Errorf("Retries = %d, want %d", got, tc.want)
+			}
+		})
+	}
 }

@@ -113,7 +113,17 @@ type Limits struct {
 	MaxSteps  int
 	MaxTokens int
 	Timeout   time.Duration
+	// Retries is how many times a run whose failure can pass on retry (a
+	// provider's 5xx or timeout, a lost push) is attempted again, with
+	// backoff: 0 to MaxRetries, default DefaultRetries.
+	Retries int
 }
+
+// Bounds of limits { retries }.
+const (
+	DefaultRetries = 2
+	MaxRetries     = 10
+)
 
 // WorkUnit is what a merged proposal of the agent is worth.
 type WorkUnit struct {
