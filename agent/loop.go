@@ -83,7 +83,10 @@ var _ Runner = (*OpenAI)(nil)
 // when a limit is hit (wrapping ErrStepLimit, ErrTokenLimit or
 // ErrTimeout, and naming the limit), when the model fails or stops
 // calling tools (ErrNoToolCall), or when ctx is cancelled; the Result then
-// holds the usage and transcript so far. Error messages are redacted.
+// holds the usage and transcript so far. A model call that failed in a way
+// that can pass on retry (HTTP 5xx or 429, a request timeout, a failed
+// connection; see Retryable) ends the run with a *TransientError; every
+// other error is final. Error messages are redacted.
 func (o *OpenAI) Run(ctx context.Context, t Task) (Result, error) {
 	if err := checkTask(t); err != nil {
 		return Result{}, err
@@ -333,6 +336,9 @@ func (l *loop) steps(ctx context.Context, model Model) (*finishArgs, error) {
 				err = cerr
 			} else {
 				err = fmt.Errorf("model call %d: %w", step, err)
+				if transientModelError(err) {
+					err = Transient(err)
+				}
 			}
 			rec.Error = l.red.String(err.Error())
 			l.tr.Steps = append(l.tr.Steps, rec)
