@@ -43,14 +43,23 @@ type Event struct {
 	Model   string  `json:"model,omitempty"`
 	Usage   *Usage  `json:"usage,omitempty"`
 	CostUSD float64 `json:"cost_usd,omitempty"`
-	// ReservedUSD is set on run.started: the most the run may cost,
-	// counted as spent until run.finished or run.failed settles it.
+	// ReservedUSD is set on run.started and run.retried: the most the
+	// attempt may cost, counted as spent until run.finished or run.failed
+	// settles it.
 	ReservedUSD float64 `json:"reserved_usd,omitempty"`
-	// Claimant and LeaseUntil are set on run.started and run.abandoned: the
-	// run is claimed by that process until then; after it, another may
-	// take the claim over with run.abandoned.
+	// Claimant and LeaseUntil are set on run.started, run.retried and
+	// run.abandoned: the run is claimed by that process until then; after
+	// it, another may take the claim over with run.abandoned.
 	Claimant   string    `json:"claimant,omitempty"`
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	// Attempt numbers a run's attempts from 1: set on run.failed (the
+	// attempt that failed), run.retried (the attempt it claims) and, after
+	// a retry, on the entry that stores the attempt's transcript (Append
+	// sets it from the run's current attempt when the event has none).
+	Attempt int `json:"attempt,omitempty"`
+	// RetryAfter is set on a run.failed that will be retried: when the
+	// next attempt may start. A run.failed without it is final.
+	RetryAfter time.Time `json:"retry_after,omitzero"`
 	// Hold is set on run.held and budget.exceeded.
 	Hold     *Hold     `json:"hold,omitempty"`
 	WorkUnit *WorkUnit `json:"work_unit,omitempty"`
@@ -69,8 +78,8 @@ type Event struct {
 	Overrides []string `json:"overrides,omitempty"`
 
 	// Transcript is a model run's transcript, stored beside the entry at
-	// TranscriptPath(RunID) in the same commit; the signed predicate holds
-	// its sha256 in TranscriptDigest.
+	// AttemptTranscriptPath(RunID, Attempt) in the same commit; the signed
+	// predicate holds its sha256 in TranscriptDigest.
 	Transcript       []byte `json:"-"`
 	TranscriptDigest string `json:"transcript_digest,omitempty"`
 
@@ -196,8 +205,20 @@ type Entry struct {
 	Signer string
 }
 
-// TranscriptPath returns where a run's transcript is stored.
-func TranscriptPath(runID string) string { return "transcripts/" + runID + ".json" }
+// TranscriptPath returns where a run's transcript is stored: the
+// transcript of its first attempt (see AttemptTranscriptPath).
+func TranscriptPath(runID string) string { return AttemptTranscriptPath(runID, 1) }
+
+// AttemptTranscriptPath returns where the transcript of a run's attempt is
+// stored: TranscriptPath for the first (attempt 0 or 1), and
+// transcripts/<run-id>.<attempt>.json for each retry's, since a stored
+// transcript is never replaced.
+func AttemptTranscriptPath(runID string, attempt int) string {
+	if attempt <= 1 {
+		return "transcripts/" + runID + ".json"
+	}
+	return fmt.Sprintf("transcripts/%s.%d.json", runID, attempt)
+}
 
 // EntryPath returns where the entry with the given sequence number is
 // stored.

@@ -19,6 +19,9 @@ const (
 	RunStarted  = "run.started"
 	RunFinished = "run.finished"
 	RunFailed   = "run.failed"
+	// RunRetried claims the next attempt of a run whose run.failed said
+	// it may be retried (retry_after), reserving its cost again.
+	RunRetried = "run.retried"
 	// RunAbandoned takes over the claim of a run whose lease expired
 	// without an outcome: the new claimant runs it.
 	RunAbandoned   = "run.abandoned"
@@ -95,6 +98,8 @@ var (
 	}}
 	fDiagnostics = field{"diagnostics", func(e *Event) bool { return len(e.Diagnostics) > 0 }}
 	fClaim       = field{"claimant", func(e *Event) bool { return e.Claimant != "" && !e.LeaseUntil.IsZero() }}
+	// fRetry is the attempt a run.retried claims: the second or later.
+	fRetry = field{"attempt", func(e *Event) bool { return e.Attempt >= 2 }}
 )
 
 // schema lists, per event type, the predicate fields it must carry. It is
@@ -108,6 +113,7 @@ var schema = map[string][]field{
 	RunStarted:         {fAgent, fRunID, fTrigger, fSpecCommit, fSpecDigest},
 	RunFinished:        {fAgent, fRunID, fTrigger, fSpecDigest, fOutcome},
 	RunFailed:          {fAgent, fRunID, fSpecDigest, fError},
+	RunRetried:         {fAgent, fRunID, fTrigger, fSpecCommit, fSpecDigest, fRetry, fClaim},
 	RunAbandoned:       {fAgent, fRunID, fError, fClaim},
 	RunHeld:            {fAgent, fTrigger, fHold},
 	BudgetExceeded:     {fAgent, fTrigger, fHold},

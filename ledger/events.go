@@ -72,7 +72,8 @@ type RunFinishedEvent struct {
 	TranscriptDigest    string
 }
 
-// RunFailedEvent settles a run that failed.
+// RunFailedEvent settles an attempt of a run that failed. RetryAfter is
+// when the next attempt may start, zero when the failure is final.
 type RunFailedEvent struct {
 	RunRef
 	SpecDigest       string
@@ -81,6 +82,19 @@ type RunFailedEvent struct {
 	Usage            *Usage
 	CostUSD          float64
 	TranscriptDigest string
+	Attempt          int
+	RetryAfter       time.Time
+}
+
+// RunRetriedEvent claims attempt Attempt (2 or more) of a run that failed,
+// reserving its most expensive cost, for Claimant until LeaseUntil.
+type RunRetriedEvent struct {
+	RunRef
+	Trigger, SpecCommit, SpecDigest string
+	Attempt                         int
+	ReservedUSD                     float64
+	Claimant                        string
+	LeaseUntil                      time.Time
 }
 
 // RunHeldEvent records a due run held back by a gate other than money.
@@ -160,6 +174,7 @@ func (SpecInvalidEvent) EventType() string        { return SpecInvalid }
 func (RunStartedEvent) EventType() string         { return RunStarted }
 func (RunFinishedEvent) EventType() string        { return RunFinished }
 func (RunFailedEvent) EventType() string          { return RunFailed }
+func (RunRetriedEvent) EventType() string         { return RunRetried }
 func (RunAbandonedEvent) EventType() string       { return RunAbandoned }
 func (RunHeldEvent) EventType() string            { return RunHeld }
 func (BudgetExceededEvent) EventType() string     { return BudgetExceeded }
@@ -197,7 +212,10 @@ func (e *Event) Typed() (TypedEvent, error) {
 			Model: e.Model, Usage: e.Usage, CostUSD: e.CostUSD, WorkUnit: e.WorkUnit, TranscriptDigest: e.TranscriptDigest}, nil
 	case RunFailed:
 		return RunFailedEvent{RunRef: ref, SpecDigest: e.SpecDigest, Error: e.Error, Model: e.Model, Usage: e.Usage,
-			CostUSD: e.CostUSD, TranscriptDigest: e.TranscriptDigest}, nil
+			CostUSD: e.CostUSD, TranscriptDigest: e.TranscriptDigest, Attempt: e.Attempt, RetryAfter: e.RetryAfter}, nil
+	case RunRetried:
+		return RunRetriedEvent{RunRef: ref, Trigger: e.Trigger, SpecCommit: e.SpecCommit, SpecDigest: e.SpecDigest, Attempt: e.Attempt,
+			ReservedUSD: e.ReservedUSD, Claimant: e.Claimant, LeaseUntil: e.LeaseUntil}, nil
 	case RunHeld:
 		return RunHeldEvent{Agent: e.Agent, Trigger: e.Trigger, Hold: *e.Hold}, nil
 	case BudgetExceeded:

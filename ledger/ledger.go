@@ -341,8 +341,13 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 			if !validRunID(ev.RunID) {
 				return nil, plumbing.ZeroHash, fmt.Errorf("append %s: a transcript needs the run id it belongs to, got %q", ev.Type, ev.RunID)
 			}
+			if rn := l.state.Run(ev.RunID); ev.Attempt == 0 && rn != nil && rn.Attempt > 1 {
+				// A retry's transcript is stored apart from the earlier
+				// attempts', at a path the signed attempt names.
+				ev.Attempt = rn.Attempt
+			}
 			ev.TranscriptDigest = digest(ev.Transcript)
-			files = append(files, gitstore.FileChange{Path: TranscriptPath(ev.RunID), Status: "added", Mode: filemode.Regular, Content: ev.Transcript})
+			files = append(files, gitstore.FileChange{Path: AttemptTranscriptPath(ev.RunID, ev.Attempt), Status: "added", Mode: filemode.Regular, Content: ev.Transcript})
 		}
 		if _, err := ev.Typed(); err != nil {
 			return nil, plumbing.ZeroHash, fmt.Errorf("append %s: %w", ev.Type, err)
@@ -395,9 +400,9 @@ func validRunID(s string) bool {
 	return true
 }
 
-// Transcript returns the transcript of a run, checked against the digest
-// its signed entry records. ErrNotFound-wrapping errors mean the run has no
-// transcript.
+// Transcript returns the transcript of a run (of its last attempt that
+// stored one), checked against the digest its signed entry records.
+// ErrNotFound-wrapping errors mean the run has no transcript.
 func (l *Ledger) Transcript(ctx context.Context, runID string) ([]byte, Entry, error) {
 	if _, err := l.Update(ctx); err != nil {
 		return nil, Entry{}, err
@@ -409,7 +414,7 @@ func (l *Ledger) Transcript(ctx context.Context, runID string) ([]byte, Entry, e
 	if e == nil {
 		return nil, Entry{}, fmt.Errorf("run %s: %w: no transcript on %s", runID, gitstore.ErrNotFound, Branch)
 	}
-	b, err := l.repo.ReadFile(e.Commit, TranscriptPath(runID))
+	b, err := l.repo.ReadFile(e.Commit, AttemptTranscriptPath(runID, e.Attempt))
 	if err != nil {
 		return nil, *e, fmt.Errorf("transcript of run %s: %w", runID, err)
 	}

@@ -285,7 +285,7 @@ func checkTranscripts(repo *gitstore.Repo, j *job, fail func(string, error) erro
 	p := j.p
 	want := ""
 	if p.TranscriptDigest != "" {
-		want = TranscriptPath(p.RunID)
+		want = AttemptTranscriptPath(p.RunID, p.Attempt)
 	}
 	got := ""
 	for _, t := range j.transcripts {

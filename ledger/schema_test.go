@@ -99,6 +99,8 @@ func schemaExamples(t testing.TB) []Predicate {
 		branch    = "agents/" + bumper + "/" + run
 		reviewer  = "alice <alice@example.com>, signed by ssh key SHA256:u2b8IpX4oK3i2mD0TqkZ3sS1b8iVqk1kT2vM3n7Q9hY of alice (sre)"
 		change    = exampleDigest("change")[:16]
+		// overloaded is a model provider's answer that can pass on retry.
+		overloaded = "run docs-writer: model call 2: provider openai.default: chat completion failed after 5 attempts: error, status code: 503, status: 503 Service Unavailable, message: the model is overloaded"
 	)
 	reconciler := exampleKey(t, exampleReconcilerKey, "reconciler")
 	ops := exampleKey(t, exampleOpsKey, "main:.reconciler/keys/ops.pub")
@@ -210,16 +212,23 @@ func schemaExamples(t testing.TB) []Predicate {
 			Type: RunFailed, Agent: writer, RunID: failed, Trigger: "spec", SpecCommit: spec, SpecDigest: exampleDigest("agent " + writer),
 			Subject: spec, SubjectName: "main",
 			Model: "gpt-4.1-mini", Usage: &Usage{InputTokens: 4100, OutputTokens: 0}, CostUSD: 0.0016,
-			Error:            "model call: context deadline exceeded",
+			Error:            overloaded,
 			TranscriptDigest: exampleDigest("failed transcript"),
-			Summary:          fmt.Sprintf("run.failed %s %s: model call: context deadline exceeded", writer, failed),
+			Attempt:          1, RetryAfter: time.Date(2025, 3, 3, 10, 31, 30, 0, time.UTC),
+			Summary: fmt.Sprintf("run.failed %s %s (attempt 1, retry after 2025-03-03T10:31:30Z): %s", writer, failed, overloaded),
+		},
+		{
+			Type: RunRetried, Agent: writer, RunID: failed, Trigger: "spec", SpecCommit: spec, SpecDigest: exampleDigest("agent " + writer),
+			Subject: spec, SubjectName: "main", Attempt: 2, ReservedUSD: 0.2,
+			Claimant: "reconciler-1.example.com/1733/1a2b", LeaseUntil: time.Date(2025, 3, 3, 10, 40, 0, 0, time.UTC),
+			Summary: fmt.Sprintf("run.retried %s %s: attempt 2 of 3 (trigger spec)", writer, failed),
 		},
 		{
 			Type: RunAbandoned, Agent: writer, RunID: failed, Trigger: "spec", SpecCommit: spec, SpecDigest: exampleDigest("agent " + writer),
 			Subject: spec, SubjectName: "main",
-			Claimant: "reconciler-2.example.com/4242/9f3c", LeaseUntil: time.Date(2025, 3, 3, 10, 45, 0, 0, time.UTC),
-			Error:   "the claim of reconciler-1.example.com/1733/1a2b expired at 2025-03-03T10:30:00Z without an outcome",
-			Summary: fmt.Sprintf("run.abandoned %s %s: the claim of reconciler-1.example.com/1733/1a2b expired at 2025-03-03T10:30:00Z; taken over", writer, failed),
+			Claimant: "reconciler-2.example.com/4242/9f3c", LeaseUntil: time.Date(2025, 3, 3, 10, 57, 0, 0, time.UTC),
+			Error:   "the claim of reconciler-1.example.com/1733/1a2b expired at 2025-03-03T10:40:00Z without an outcome",
+			Summary: fmt.Sprintf("run.abandoned %s %s: the claim of reconciler-1.example.com/1733/1a2b expired at 2025-03-03T10:40:00Z; taken over", writer, failed),
 		},
 		{
 			Type: RunHeld, Agent: bumper, Trigger: "schedule:2025-03-07T06:00:00Z", SpecCommit: spec, SpecDigest: exampleDigest("agent " + bumper),
@@ -532,6 +541,7 @@ func TestSchemaRejectsWhatValidateRejects(t *testing.T) {
 		{"key without a pem", Genesis, func(m map[string]any) { delete(m["keys"].([]any)[0].(map[string]any), "pem") }},
 		{"no diagnostics", SpecInvalid, func(m map[string]any) { m["diagnostics"] = []any{} }},
 		{"empty reviewer", ProposalApproved, func(m map[string]any) { m["reviewer"] = "" }},
+		{"retry of the first attempt", RunRetried, func(m map[string]any) { m["attempt"] = 1 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, ok := byType[tc.typ]

@@ -11,7 +11,7 @@ import (
 
 // snapshotVersion changes whenever State's encoding does; a snapshot of
 // another version is ignored and the ledger read from its first entry.
-const snapshotVersion = 2
+const snapshotVersion = 3
 
 type snapshot struct {
 	Version int

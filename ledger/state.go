@@ -3,6 +3,7 @@ package ledger
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -13,13 +14,26 @@ type Run struct {
 	ID, Agent, Trigger, SpecDigest string
 	SpecCommit                     string
 	Started                        time.Time
-	// ReservedUSD is the run's reservation; CostUSD its settled cost once
-	// Settled.
+	// ReservedUSD is the reservation of the run's current attempt;
+	// CostUSD the settled cost of all its attempts, each counted once.
+	// Settled says whether the current attempt is settled (by run.finished
+	// or run.failed).
 	ReservedUSD, CostUSD float64
 	Settled              bool
-	Violation            bool
-	Finished             *Entry
-	Failed               *Entry
+	// Attempt is the current attempt's number: 1 after run.started, n
+	// after the run.retried that claimed attempt n. Attempts holds each
+	// attempt, oldest first.
+	Attempt  int
+	Attempts []Attempt
+	// RetryAfter is when the failed attempt may be retried, from the last
+	// run.failed; zero when that failure is final, or once run.retried
+	// claimed the next attempt.
+	RetryAfter time.Time
+	Violation  bool
+	Finished   *Entry
+	// Failed is the last run.failed, until a run.retried makes the run
+	// unfinished again.
+	Failed *Entry
 	// Decision is the entry holding the decision in force: the last
 	// policy.decision, or the last proposal.updated after it.
 	Decision *Entry
@@ -38,11 +52,33 @@ type Run struct {
 	Closed *Entry
 	// Transcript is the last entry that stored a transcript of the run.
 	Transcript *Entry
-	// Claimant holds the run's claim until LeaseUntil (run.started, or
-	// the last run.abandoned that took it over); Abandoned counts those.
+	// Claimant holds the run's claim until LeaseUntil (run.started or
+	// run.retried, or the last run.abandoned that took it over); Abandoned
+	// counts those.
 	Claimant   string
 	LeaseUntil time.Time
 	Abandoned  int
+}
+
+// Attempt is one attempt of a run, claimed by run.started or run.retried
+// and settled by run.finished or run.failed.
+type Attempt struct {
+	// Started is when it was claimed.
+	Started time.Time
+	// ReservedUSD is its reservation, counted as spent until it is
+	// Settled; then CostUSD, its own cost, counts instead.
+	ReservedUSD, CostUSD float64
+	Settled              bool
+}
+
+// current returns the run's current attempt, making one at the run's
+// start for a run the ledger has no claim of (entries written before
+// attempts were recorded).
+func (r *Run) current() *Attempt {
+	if len(r.Attempts) == 0 {
+		r.Attempts = append(r.Attempts, Attempt{Started: r.Started, ReservedUSD: r.ReservedUSD})
+	}
+	return &r.Attempts[len(r.Attempts)-1]
 }
 
 // DecidedHead is the proposal head the decision in force was made on: the
@@ -242,17 +278,23 @@ func (s *State) Running(agent string) int {
 }
 
 // Spent is the agent's settled cost plus the reservations of unsettled
-// runs, for runs started at or after since.
+// attempts, for attempts claimed at or after since: each attempt of a
+// retried run counts once, in the window it was claimed in.
 func (s *State) Spent(agent string, since time.Time) float64 {
 	total := 0.0
 	for _, r := range s.byAgent[agent] {
-		if r.Started.Before(since) {
-			continue
+		attempts := r.Attempts
+		if len(attempts) == 0 {
+			attempts = []Attempt{{Started: r.Started, ReservedUSD: r.ReservedUSD, CostUSD: r.CostUSD, Settled: r.Settled}}
 		}
-		if r.Settled {
-			total += r.CostUSD
-		} else {
-			total += r.ReservedUSD
+		for _, a := range attempts {
+			switch {
+			case a.Started.Before(since):
+			case a.Settled:
+				total += a.CostUSD
+			default:
+				total += a.ReservedUSD
+			}
 		}
 	}
 	return total
@@ -265,6 +307,7 @@ func (s *State) Clone() *State {
 	c.Runs = make([]*Run, len(s.Runs))
 	for i, r := range s.Runs {
 		cp := *r
+		cp.Attempts = slices.Clone(r.Attempts) // Apply changes attempts in place
 		c.Runs[i] = &cp
 	}
 	c.Held = make(map[string]*Entry, len(s.Held))
@@ -361,7 +404,11 @@ func (s *State) Apply(e Entry) error {
 		}
 	}
 	settle := func(agent, outcome, model string, usage *Usage, cost float64) {
-		r.CostUSD, r.Settled = cost, true
+		at := r.current()
+		at.CostUSD += cost
+		at.Settled = true
+		r.CostUSD += cost
+		r.Settled = true
 		inner(t.Runs, agent)[outcome]++
 		if usage != nil {
 			m := inner(t.Tokens, agent)
@@ -372,6 +419,16 @@ func (s *State) Apply(e Entry) error {
 		}
 		if cost > 0 {
 			inner(t.CostUSD, agent)[model] += cost
+		}
+	}
+	// settleRetried settles, at no cost, an attempt claimed by run.retried
+	// after the run had finished (its proposal's push was lost): the
+	// attempt ends when the proposal opens, or when its branch turns out
+	// to be squatted.
+	settleRetried := func() {
+		if r != nil && !r.Settled && r.Finished != nil {
+			r.current().Settled = true
+			r.Settled = true
 		}
 	}
 	closeProposal := func(agent, outcome string, wu *WorkUnit) {
@@ -401,6 +458,17 @@ func (s *State) Apply(e Entry) error {
 	case RunStartedEvent:
 		r.ReservedUSD = ev.ReservedUSD
 		r.Claimant, r.LeaseUntil = ev.Claimant, ev.LeaseUntil
+		r.Attempt = 1
+		r.Attempts = append(r.Attempts, Attempt{Started: e.Time, ReservedUSD: ev.ReservedUSD})
+	case RunRetriedEvent:
+		// The next attempt: the run is unfinished again, with a new
+		// claim and reservation; the failed attempts' costs stay counted.
+		r.Failed, r.Settled, r.RetryAfter = nil, false, time.Time{}
+		r.Attempt = ev.Attempt
+		r.ReservedUSD = ev.ReservedUSD
+		r.Claimant, r.LeaseUntil = ev.Claimant, ev.LeaseUntil
+		r.Attempts = append(r.Attempts, Attempt{Started: e.Time, ReservedUSD: ev.ReservedUSD})
+		delete(s.Held, ev.Agent)
 	case RunAbandonedEvent:
 		r.Claimant, r.LeaseUntil = ev.Claimant, ev.LeaseUntil
 		r.Abandoned++
@@ -408,7 +476,7 @@ func (s *State) Apply(e Entry) error {
 		r.Finished = ep
 		settle(ev.Agent, ev.Outcome, ev.Model, ev.Usage, ev.CostUSD)
 	case RunFailedEvent:
-		r.Failed = ep
+		r.Failed, r.RetryAfter = ep, ev.RetryAfter
 		settle(ev.Agent, "failed", ev.Model, ev.Usage, ev.CostUSD)
 	case PolicyDecisionEvent:
 		r.Decision = ep
@@ -425,6 +493,7 @@ func (s *State) Apply(e Entry) error {
 			}
 		}
 	case ProposalOpenedEvent:
+		settleRetried()
 		r.Opened = ep
 		r.Heads = append(r.Heads, ev.Proposal.Head)
 		s.opened[r.ID] = e.Time
@@ -447,6 +516,7 @@ func (s *State) Apply(e Entry) error {
 	case ProposalSupersededEvent:
 		closeProposal(ev.Agent, "superseded", e.WorkUnit)
 	case PolicyViolationEvent:
+		settleRetried()
 		if r != nil {
 			r.Violation = true
 			r.Violations = append(r.Violations, ev.Subject)
