@@ -1,12 +1,23 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/reconcile"
 )
 
+// cmdOnce runs one pass. It exits 1 when the pass failed, when the spec
+// does not load, or when a run failed in the pass (each named on stderr:
+// agent, run, attempt and error, and whether it will be retried); the
+// status it prints is then never Ready=True.
 func cmdOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("once", "once --repo URL [--branch main] [--key FILE] [--identity \"Name <email>\"]", stderr)
 	var f repoFlags
@@ -23,19 +34,52 @@ func cmdOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	defer r.Close()
+	// Entries are stamped with the clock at millisecond precision.
+	start := time.Now().UTC().Truncate(time.Millisecond)
 	err = r.Reconcile(ctx)
+	failed := failedSince(r.Ledger().State(), start)
 	st := r.Status()
 	for _, c := range st.Conditions {
+		if c.Type == "Ready" && c.Status == "True" && len(failed) > 0 {
+			c = reconcile.Condition{Type: "Ready", Status: "False", Reason: "RunFailed", Message: fmt.Sprintf("%d run(s) failed in this pass", len(failed))}
+		}
 		fmt.Fprintf(stdout, "%s=%s %s: %s\n", c.Type, c.Status, c.Reason, c.Message)
 	}
 	for _, d := range st.Diagnostics {
 		fmt.Fprintf(stdout, "  %s\n", d)
 	}
+	for _, rn := range failed {
+		fmt.Fprintf(stderr, "reconciler: run failed: agent %s, run %s%s: %s\n", rn.Agent, rn.ID, attemptNote(rn.Failed), strings.Join(strings.Fields(rn.Failed.Error), " "))
+	}
 	if err != nil {
 		return fail(stderr, err)
 	}
-	if len(st.Diagnostics) > 0 {
+	if len(failed) > 0 || len(st.Diagnostics) > 0 {
 		return exitFail
 	}
 	return exitOK
+}
+
+// failedSince returns the runs whose last attempt failed with a run.failed
+// recorded at or after start, in the order they were recorded.
+func failedSince(st *ledger.State, start time.Time) []*ledger.Run {
+	var out []*ledger.Run
+	for _, rn := range st.Runs {
+		if rn.Failed != nil && !rn.Failed.Time.Before(start) {
+			out = append(out, rn)
+		}
+	}
+	slices.SortFunc(out, func(a, b *ledger.Run) int { return cmp.Compare(a.Failed.Seq, b.Failed.Seq) })
+	return out
+}
+
+// attemptNote says which attempt failed and whether another follows.
+func attemptNote(f *ledger.Entry) string {
+	switch {
+	case f.Attempt == 0:
+		return ""
+	case f.RetryAfter.IsZero():
+		return fmt.Sprintf(" (attempt %d, final)", f.Attempt)
+	}
+	return fmt.Sprintf(" (attempt %d, retried after %s)", f.Attempt, f.RetryAfter.UTC().Format(time.RFC3339))
 }
