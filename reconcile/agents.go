@@ -93,6 +93,20 @@ func (r *Reconciler) runAgents(ctx context.Context, p *pass) error {
 func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Agent) error {
 	// Finish what a previous pass (or process) started first.
 	for _, rn := range p.state.AgentRuns(a.Name) {
+		if rn.Failed != nil && !rn.Failed.RetryAfter.IsZero() && rn.SpecDigest == a.Digest {
+			// A failure that can pass on retry: the next attempt, after
+			// its backoff, claimed as the run's start was.
+			if r.cfg.Now().Before(rn.Failed.RetryAfter) {
+				r.log.Info("run waits for its retry", "agent", a.Name, "run", rn.ID, "attempt", rn.Attempt, "retry_after", rn.Failed.RetryAfter)
+				return nil
+			}
+			ok, err := r.claimRetry(ctx, p, a, rn)
+			if err != nil || !ok {
+				return err
+			}
+			rn = p.state.Run(rn.ID)
+			return r.execute(ctx, p, a, rn.ID, rn.Trigger, rn, policy.Admission{MaxTokens: a.Limits.MaxTokens})
+		}
 		if runDone(rn) {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 
@@ -179,9 +180,14 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 			// as recorded, and the next pass tries again.
 			return false, fmt.Errorf("rebuild the change of finished run %s: %w", rc.id, runErr)
 		}
+		ev.Attempt = max(rc.rn.Attempt, 1)
 		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %v", a.Name, rc.id, runErr))
+		if t, ok := retryAfter(a, ev.Attempt, runErr, r.cfg.Now()); ok {
+			ev.RetryAfter = t
+			ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s (attempt %d, retry after %s): %v", a.Name, rc.id, ev.Attempt, t.Format(time.RFC3339), runErr))
+		}
 		_, err := r.append(ctx, p, ev)
-		return false, errors.Join(runErr, err)
+		return false, errors.Join(fmt.Errorf("run %s (attempt %d): %w", rc.id, ev.Attempt, runErr), err)
 	}
 	rc.res, rc.changes, rc.ran = res, changes, true
 	if rc.rn.Finished != nil {
@@ -268,7 +274,9 @@ func (r *Reconciler) propose(ctx context.Context, p *pass, rc *runOf) error {
 			return r.squatted(ctx, p, rc.a, rc.base, branch, cur, head)
 		}
 	} else if err != nil {
-		return fmt.Errorf("push %s: %w", branch, err)
+		// The push did not reach the remote: the run failed, and its
+		// next attempt (by replay, asking the model nothing) pushes it.
+		return r.lostPush(ctx, p, rc, transientPush(fmt.Errorf("push %s: %w", branch, err)))
 	}
 	fp := forge.Proposal{Agent: rc.a.Name, RunID: rc.id, Branch: branch, Head: head, Decision: d,
 		Summary: rc.res.Summary, Body: rc.res.Body, Risk: rc.res.Risk, LedgerEntry: rc.rn.Decision.Seq}
@@ -276,4 +284,22 @@ func (r *Reconciler) propose(ctx context.Context, p *pass, rc *runOf) error {
 		return fmt.Errorf("open %s: %w", branch, err)
 	}
 	return r.recordOpened(ctx, p, rc.a, rc.base, rc.rn, head)
+}
+
+// lostPush records run.failed for a run whose proposal push did not reach
+// the remote, retried when its limits allow, and returns the error.
+func (r *Reconciler) lostPush(ctx context.Context, p *pass, rc *runOf, perr error) error {
+	ev := rc.base
+	ev.Type = ledger.RunFailed
+	ev.Error = perr.Error()
+	ev.Attempt = max(rc.rn.Attempt, 1)
+	ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %v", rc.a.Name, rc.id, perr))
+	if t, ok := retryAfter(rc.a, ev.Attempt, perr, r.cfg.Now()); ok {
+		ev.RetryAfter = t
+		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s (attempt %d, retry after %s): %v", rc.a.Name, rc.id, ev.Attempt, t.Format(time.RFC3339), perr))
+	}
+	if _, err := r.append(ctx, p, ev); err != nil {
+		return errors.Join(perr, err)
+	}
+	return fmt.Errorf("run %s (attempt %d): %w", rc.id, ev.Attempt, perr)
 }
