@@ -188,6 +188,10 @@ func TestRetryTransientFailures(t *testing.T) {
 			f1.Attempt, f1.RetryAfter, f1.Time, f1.Error)
 	}
 
+	if c := r.Status().Agents["flaky"].Conditions[0]; c.Reason != "RetryScheduled" || !strings.Contains(c.Message, "attempt 1 failed") {
+		t.Errorf("agent status after a retryable failure = %+v, want RetryScheduled for attempt 1", c)
+	}
+
 	// Not before retry_after: a pass does nothing.
 	e.now = e.now.Add(10 * time.Second)
 	n := len(e.entries())

@@ -75,6 +75,9 @@ func agentStatus(st *ledger.State, name string) AgentStatus {
 		last := runs[len(runs)-1]
 		as.LastRun = last.ID
 		switch {
+		case last.Failed != nil && !last.Failed.RetryAfter.IsZero():
+			ready = Condition{Type: "Ready", Status: "False", Reason: "RetryScheduled",
+				Message: fmt.Sprintf("attempt %d failed, retried after %s: %s", last.Attempt, last.Failed.RetryAfter.UTC().Format(time.RFC3339), last.Failed.Error)}
 		case last.Failed != nil:
 			ready = Condition{Type: "Ready", Status: "False", Reason: "RunFailed", Message: last.Failed.Error}
 		case len(as.OpenProposals) > 0:
