@@ -108,8 +108,11 @@ func (g *Git) Observe(ctx context.Context, p Proposal, protected plumbing.Hash, 
 	return o, nil
 }
 
-// maxBrought bounds how many commits index visits in the histories merged
-// into the protected branch's scanned first parents.
+// maxBrought bounds how many commits index visits in the history each
+// merge of the protected branch's scanned first parents brought in. The
+// bound is per merge, so that one merge of a long history (an upstream
+// project, a branch forked before the scanned first parents) cannot use it
+// up and hide the merges after it.
 const maxBrought = 100000
 
 // broughtIn is where a commit reached the protected branch: the merge at
@@ -139,9 +142,9 @@ func (g *Git) index(protected plumbing.Hash) error {
 	// Oldest merge first: a commit two merges brought in was brought by
 	// the older.
 	brought := map[plumbing.Hash]broughtIn{}
-	visits := 0
 	for i := len(chain) - 1; i >= 0; i-- {
 		c := chain[i]
+		visits := 0
 		for _, parent := range c.ParentHashes[min(1, len(c.ParentHashes)):] {
 			stack := []plumbing.Hash{parent}
 			for len(stack) > 0 && visits < maxBrought {
