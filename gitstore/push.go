@@ -17,6 +17,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/revlist"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
+
+	"github.com/agentgitops/reconciler/internal/crashpoint"
 )
 
 // RefUpdate is one compare-and-swap of a remote branch.
@@ -106,6 +108,7 @@ func (r *Repo) Push(ctx context.Context, updates ...RefUpdate) error {
 	if err != nil {
 		return fmt.Errorf("push to %s: %w", r.safeURL, err)
 	}
+	crashpoint.Hit("push")
 	for _, h := range objects {
 		delete(r.pending, h)
 	}

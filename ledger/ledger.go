@@ -13,6 +13,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/internal/crashpoint"
 	"github.com/agentgitops/reconciler/signing"
 )
 
@@ -281,6 +282,7 @@ func (l *Ledger) AppendIf(ctx context.Context, check func(*State) error, events 
 		}
 		err = l.repo.Push(ctx, gitstore.RefUpdate{Branch: Branch, Old: l.state.Head, New: newHead})
 		if err == nil {
+			crashpoint.Hit("ledger.append")
 			for _, e := range stored {
 				if err := l.state.Apply(e); err != nil {
 					return nil, fmt.Errorf("append to ledger: %w", err)

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Reads the prompt and changes nothing.
+cat > /dev/null

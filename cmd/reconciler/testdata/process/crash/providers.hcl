@@ -1,0 +1,3 @@
+provider "exec" "local" {
+  timeout = "1m"
+}

@@ -1,0 +1,4 @@
+#!/bin/sh
+set -eu
+echo CHURN=one > config/churn.env
+echo "Churn the config"
