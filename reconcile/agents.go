@@ -57,7 +57,7 @@ func (r *Reconciler) takeOver(ctx context.Context, p *pass, a *hclspec.Agent, rn
 	}
 	_, err := r.appendIf(ctx, p, func(st *ledger.State) error {
 		cur := st.Run(rn.ID)
-		if cur == nil || cur.Settled || cur.Claimant != claimant || !cur.LeaseUntil.Equal(lease) {
+		if cur == nil || runDone(cur) || cur.Claimant != claimant || !cur.LeaseUntil.Equal(lease) {
 			return errClaimed
 		}
 		return nil
@@ -110,9 +110,10 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 		if runDone(rn) {
 			continue
 		}
-		if !rn.Settled && rn.Claimant != r.claimant {
-			// Another process's claim: leave the run to it while its lease
-			// holds, take it over once the lease has expired.
+		if rn.Claimant != r.claimant {
+			// Another process's claim, through every phase until the run
+			// is done: leave the run to it while its lease holds, take it
+			// over once the lease has expired.
 			if r.cfg.Now().Before(rn.LeaseUntil) {
 				r.log.Info("run claimed by another reconciler", "agent", a.Name, "run", rn.ID, "claimant", rn.Claimant, "lease_until", rn.LeaseUntil)
 				return nil
@@ -289,47 +290,81 @@ func (r *Reconciler) redecide(ctx context.Context, p *pass, a *hclspec.Agent, ba
 	return nil
 }
 
+// errStale aborts an append computed from a view of the ledger that
+// another writer changed meanwhile: recompute and try again.
+var errStale = errors.New("computed from a stale view of the ledger")
+
 // recordOpened records proposal.opened for the run, and supersedes the
-// agent's older open proposals.
+// agent's older open proposals, in one append checked against the exact
+// ledger it lands on: nothing when another reconciler recorded the opening
+// first, and computed again when the agent's open proposals changed
+// meanwhile, so that one run is opened once and every older proposal is
+// superseded once.
 func (r *Reconciler) recordOpened(ctx context.Context, p *pass, a *hclspec.Agent, base ledger.Event, rn *ledger.Run, head plumbing.Hash) error {
 	d, err := parsedDecision(rn)
 	if err != nil {
 		return err
 	}
 	branch := ProposalBranch(a.Name, rn.ID)
-	ev := base
-	ev.Type = ledger.ProposalOpened
-	ev.Subject, ev.SubjectName = head.String(), branch
-	ev.Proposal = &ledger.Proposal{Branch: branch, Head: head.String(), ChangeID: rn.ChangeID()}
-	ev.Summary = oneLine(fmt.Sprintf("proposal.opened %s %s -> %s (%s)", a.Name, rn.ID, branch, strings.TrimPrefix(d.Summary, "require_approval ")))
-	events := []ledger.Event{ev}
-	var closes []forge.Proposal
-	for _, old := range p.state.OpenRuns(a.Name) {
-		if old.ID == rn.ID {
+	for attempt := 0; ; attempt++ {
+		ev := base
+		ev.Type = ledger.ProposalOpened
+		ev.Subject, ev.SubjectName = head.String(), branch
+		ev.Proposal = &ledger.Proposal{Branch: branch, Head: head.String(), ChangeID: rn.ChangeID()}
+		ev.Summary = oneLine(fmt.Sprintf("proposal.opened %s %s -> %s (%s)", a.Name, rn.ID, branch, strings.TrimPrefix(d.Summary, "require_approval ")))
+		events := []ledger.Event{ev}
+		var closes []forge.Proposal
+		superseded := map[string]bool{}
+		for _, old := range p.state.OpenRuns(a.Name) {
+			if old.ID == rn.ID {
+				continue
+			}
+			superseded[old.ID] = true
+			oldHead := plumbing.NewHash(old.DecidedHead())
+			if cur, err := r.repo.Branch(old.Opened.Proposal.Branch); err == nil {
+				oldHead = cur
+			}
+			closes = append(closes, forge.Proposal{Agent: a.Name, RunID: old.ID, Branch: old.Opened.Proposal.Branch, Head: oldHead})
+			events = append(events, ledger.Event{
+				Type: ledger.ProposalSuperseded, Agent: a.Name, RunID: old.ID, SpecCommit: base.SpecCommit,
+				Subject: oldHead.String(), SubjectName: old.Opened.Proposal.Branch,
+				Proposal: &ledger.Proposal{Branch: old.Opened.Proposal.Branch, Head: oldHead.String(), ChangeID: old.ChangeID()},
+				Summary:  fmt.Sprintf("proposal.superseded %s %s by %s", a.Name, old.ID, rn.ID),
+			})
+		}
+		_, err := r.appendIf(ctx, p, func(st *ledger.State) error {
+			if cur := st.Run(rn.ID); cur == nil || cur.Opened != nil || cur.Violation {
+				return errRecorded
+			}
+			open := st.OpenRuns(a.Name)
+			if len(open) != len(superseded) {
+				return errStale
+			}
+			for _, o := range open {
+				if !superseded[o.ID] {
+					return errStale
+				}
+			}
+			return nil
+		}, events...)
+		switch {
+		case errors.Is(err, errRecorded):
+			p.state = r.ledger.State()
+			r.log.Info("proposal recorded by another reconciler", "agent", a.Name, "run", rn.ID)
+			return nil
+		case errors.Is(err, errStale) && attempt < 5:
+			p.state = r.ledger.State()
 			continue
-		}
-		oldHead := plumbing.NewHash(old.DecidedHead())
-		if cur, err := r.repo.Branch(old.Opened.Proposal.Branch); err == nil {
-			oldHead = cur
-		}
-		closes = append(closes, forge.Proposal{Agent: a.Name, RunID: old.ID, Branch: old.Opened.Proposal.Branch, Head: oldHead})
-		sup := ledger.Event{
-			Type: ledger.ProposalSuperseded, Agent: a.Name, RunID: old.ID, SpecCommit: base.SpecCommit,
-			Subject: oldHead.String(), SubjectName: old.Opened.Proposal.Branch,
-			Proposal: &ledger.Proposal{Branch: old.Opened.Proposal.Branch, Head: oldHead.String(), ChangeID: old.ChangeID()},
-			Summary:  fmt.Sprintf("proposal.superseded %s %s by %s", a.Name, old.ID, rn.ID),
-		}
-		events = append(events, sup)
-	}
-	if _, err := r.append(ctx, p, events...); err != nil {
-		return err
-	}
-	for _, fp := range closes {
-		if err := r.forge.Close(ctx, fp, "superseded by "+rn.ID); err != nil {
+		case err != nil:
 			return err
 		}
+		for _, fp := range closes {
+			if err := r.forge.Close(ctx, fp, "superseded by "+rn.ID); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	return nil
 }
 
 // finishSupersedes closes the proposals superseded whose branches are

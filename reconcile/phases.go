@@ -186,7 +186,13 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 			ev.RetryAfter = t
 			ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s (attempt %d, retry after %s): %v", a.Name, rc.id, ev.Attempt, t.Format(time.RFC3339), runErr))
 		}
-		_, err := r.append(ctx, p, ev)
+		_, err := r.appendIf(ctx, p, r.holds(rc.id, func(cur *ledger.Run) bool { return cur.Failed == nil && cur.Finished == nil }), ev)
+		if errors.Is(err, errRecorded) {
+			// Another reconciler took the run over meanwhile: its outcome
+			// is theirs to record.
+			p.state = r.ledger.State()
+			err = nil
+		}
 		return false, errors.Join(fmt.Errorf("run %s (attempt %d): %w", rc.id, ev.Attempt, runErr), err)
 	}
 	rc.res, rc.changes, rc.ran = res, changes, true
@@ -206,7 +212,13 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 	if len(changes) > 0 {
 		ev.Change = changeSummary(changes)
 	}
-	if _, err := r.append(ctx, p, ev); err != nil {
+	_, err = r.appendIf(ctx, p, r.holds(rc.id, func(cur *ledger.Run) bool { return cur.Failed == nil && cur.Finished == nil }), ev)
+	if errors.Is(err, errRecorded) {
+		p.state = r.ledger.State()
+		r.log.Info("run taken over by another reconciler", "agent", a.Name, "run", rc.id)
+		return false, nil
+	}
+	if err != nil {
 		return false, err
 	}
 	rc.rn = p.state.Run(rc.id)
@@ -233,7 +245,13 @@ func (r *Reconciler) decide(ctx context.Context, p *pass, rc *runOf) (more bool,
 		ev.Type = ledger.PolicyDecision
 		ev.Decision = raw
 		ev.Summary = oneLine(fmt.Sprintf("policy.decision %s %s: %s", rc.a.Name, rc.id, d.Summary))
-		if _, err := r.append(ctx, p, ev); err != nil {
+		_, err = r.appendIf(ctx, p, r.holds(rc.id, func(cur *ledger.Run) bool { return cur.Decision == nil }), ev)
+		if errors.Is(err, errRecorded) {
+			p.state = r.ledger.State()
+			r.log.Info("run taken over by another reconciler", "agent", rc.a.Name, "run", rc.id)
+			return false, nil
+		}
+		if err != nil {
 			return false, err
 		}
 		rc.rn = p.state.Run(rc.id)
@@ -302,4 +320,18 @@ func (r *Reconciler) lostPush(ctx context.Context, p *pass, rc *runOf, perr erro
 		return errors.Join(perr, err)
 	}
 	return fmt.Errorf("run %s (attempt %d): %w", rc.id, ev.Attempt, perr)
+}
+
+// holds returns an append check: this reconciler still holds the claim on
+// the run, and step (what the run must look like for the entry to be the
+// next one) holds, on the exact ledger the entry lands on; errRecorded
+// otherwise (another reconciler took the run over, or recorded the step).
+func (r *Reconciler) holds(runID string, step func(*ledger.Run) bool) func(*ledger.State) error {
+	return func(st *ledger.State) error {
+		cur := st.Run(runID)
+		if cur == nil || cur.Claimant != r.claimant || !step(cur) {
+			return errRecorded
+		}
+		return nil
+	}
 }

@@ -569,12 +569,13 @@ func TestCrashAndRestart(t *testing.T) {
 			if err := crashing.Reconcile(context.Background()); !errors.Is(err, errCrash) {
 				t.Fatalf("crash not reported: %v", err)
 			}
-			// A run the crashed process claimed is left to it while its
-			// lease holds (its timeout plus a margin)...
+			// A run the crashed process claimed (every crash after its
+			// run.started landed) is left to it, through every phase,
+			// while its lease holds (its timeout plus a margin)...
 			e.pass(e.reconciler(nil))
-			claimed := word == `"run.finished"`
-			if es := e.entries(); claimed && count(es, ledger.RunFinished) != 1 {
-				t.Fatalf("a claimed run was run again before its lease expired: %q", e.events())
+			claimed := word != `"run.started"`
+			if es := e.entries(); claimed && count(es, strings.Trim(word, `"`)) != 1 {
+				t.Fatalf("a claimed run went on before its lease expired: %q", e.events())
 			}
 			// ...and taken over, once, after it expired.
 			e.now = e.now.Add(13 * time.Minute)
@@ -638,4 +639,34 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// A process restarted on the same cache resumes its own claims at once:
+// the claimant is the host and the cache, which one process at a time
+// holds. A process on another cache (another machine) waits for the lease.
+func TestRestartOnSameCacheResumesItsClaims(t *testing.T) {
+	e := newEnv(t, false, nil)
+	cache := t.TempDir()
+	crashing := e.cachedReconciler(&failingSigner{Signer: e.signer, word: `"policy.decision"`}, cache)
+	if err := crashing.Reconcile(context.Background()); !errors.Is(err, errCrash) {
+		t.Fatalf("crash not reported: %v", err)
+	}
+	crashing.Close()
+	// Another machine leaves the claim alone while its lease holds.
+	e.pass(e.cachedReconciler(nil, t.TempDir()))
+	if n := count(e.entries(), ledger.PolicyDecision); n != 1 {
+		t.Fatalf("%d policy.decision entries before the lease expired, want only the other agent's: %q", n, e.events())
+	}
+	restarted := e.cachedReconciler(nil, cache)
+	e.pass(restarted)
+	es := e.entries()
+	if n := count(es, ledger.RunAbandoned); n != 0 {
+		t.Errorf("%d run.abandoned: the restarted process took over its own claim: %q", n, e.events())
+	}
+	for _, typ := range []string{ledger.RunStarted, ledger.RunFinished, ledger.PolicyDecision, ledger.ProposalOpened} {
+		if n := count(es, typ); n != 2 {
+			t.Errorf("%d %s entries, want one per agent: %q", n, typ, e.events())
+		}
+	}
+	e.verify()
 }

@@ -64,7 +64,9 @@ type Config struct {
 	// by; empty trusts the genesis entry's keys on first use.
 	TrustedKeys []signing.PublicKey
 	// Claimant names this process in the claims it makes on runs
-	// (run.started, run.abandoned); "" means host/pid/random.
+	// (run.started, run.abandoned, run.retried); "" means host/cache-<id>
+	// with a CacheDir (one process at a time holds a cache), else
+	// host/pid/random. Two live processes must never share one.
 	Claimant string
 	// StartNewLedger starts a ledger when there is none although commits
 	// reference entries of one (it was deleted, or archived after an
@@ -132,7 +134,7 @@ func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 	}
 	r := &Reconciler{cfg: cfg, log: cfg.Logger, repo: repo, claimant: cfg.Claimant, forge: newForge(cfg, repo), specs: map[plumbing.Hash]*hclspec.Spec{}}
 	if r.claimant == "" {
-		r.claimant = defaultClaimant()
+		r.claimant = defaultClaimant(repo.StateDir())
 	}
 	var stateFile string
 	if dir := repo.StateDir(); dir != "" {
@@ -346,12 +348,24 @@ func countErrors(diags hcl.Diagnostics) int {
 	return n
 }
 
-// defaultClaimant names this process: host, pid and a random suffix, so that
-// a restarted process never mistakes a dead one's claim for its own.
-func defaultClaimant() string {
+// defaultClaimant names this process in its claims. With an on-disk cache
+// (stateDir), it is the host and the cache: the cache's lock lets one
+// process at a time use it, so the name is never held by two live
+// processes, and a process restarted on the same cache (after a crash, a
+// pod restart on its volume) resumes its own claims at once instead of
+// waiting for their leases. Without one, host, pid and a random suffix: a
+// restarted process never mistakes a dead one's claim for its own.
+func defaultClaimant(stateDir string) string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "unknown-host"
+	}
+	if stateDir != "" {
+		if abs, err := filepath.Abs(stateDir); err == nil {
+			stateDir = abs
+		}
+		sum := sha256.Sum256([]byte(stateDir))
+		return fmt.Sprintf("%s/cache-%x", host, sum[:6])
 	}
 	var b [3]byte
 	_, _ = rand.Read(b[:])
