@@ -38,6 +38,7 @@ type Git struct {
 	chain     []*object.Commit
 	byHash    map[plumbing.Hash]int // first-parent commit -> index
 	brought   map[plumbing.Hash]broughtIn
+	byRun     map[string][]int // Agent-Run trailer value -> first-parent indexes
 }
 
 // NewGit returns the git-native forge of repo.
@@ -95,11 +96,8 @@ func (g *Git) Observe(ctx context.Context, p Proposal, protected plumbing.Hash, 
 	}
 	// A squash or rebase: a first-parent commit carrying the run's
 	// Agent-Run trailer that is none of the proposal's own commits.
-	for _, c := range g.chain {
-		if slices.Contains(candidates, c.Hash) {
-			continue
-		}
-		if v, ok := gitstore.TrailerValue(c.Message, "Agent-Run"); ok && strings.TrimSpace(v) == p.RunID {
+	for _, i := range g.byRun[p.RunID] {
+		if c := g.chain[i]; !slices.Contains(candidates, c.Hash) {
 			o.Merge, o.Squash = c, true
 			return o, nil
 		}
@@ -166,7 +164,18 @@ func (g *Git) index(protected plumbing.Hash) error {
 			}
 		}
 	}
-	g.chain, g.chainHead, g.byHash, g.brought = chain, protected, byHash, brought
+	// The Agent-Run trailers of the first parents, newest first, read once
+	// (as git interpret-trailers reads them).
+	byRun := map[string][]int{}
+	for i, c := range chain {
+		for _, v := range gitstore.TrailerValues(c.Message, "Agent-Run") {
+			id := strings.TrimSpace(v)
+			if n := len(byRun[id]); n == 0 || byRun[id][n-1] != i {
+				byRun[id] = append(byRun[id], i)
+			}
+		}
+	}
+	g.chain, g.chainHead, g.byHash, g.brought, g.byRun = chain, protected, byHash, brought, byRun
 	return nil
 }
 
