@@ -180,12 +180,7 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 			// as recorded, and the next pass tries again.
 			return false, fmt.Errorf("rebuild the change of finished run %s: %w", rc.id, runErr)
 		}
-		ev.Attempt = max(rc.rn.Attempt, 1)
-		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %v", a.Name, rc.id, runErr))
-		if t, ok := retryAfter(a, ev.Attempt, runErr, r.cfg.Now()); ok {
-			ev.RetryAfter = t
-			ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s (attempt %d, retry after %s): %v", a.Name, rc.id, ev.Attempt, t.Format(time.RFC3339), runErr))
-		}
+		r.failedAttempt(&ev, rc, runErr)
 		_, err := r.appendIf(ctx, p, r.holds(rc.id, func(cur *ledger.Run) bool { return cur.Failed == nil && cur.Finished == nil }), ev)
 		if errors.Is(err, errRecorded) {
 			// Another reconciler took the run over meanwhile: its outcome
@@ -310,13 +305,8 @@ func (r *Reconciler) lostPush(ctx context.Context, p *pass, rc *runOf, perr erro
 	ev := rc.base
 	ev.Type = ledger.RunFailed
 	ev.Error = perr.Error()
-	ev.Attempt = max(rc.rn.Attempt, 1)
-	ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %v", rc.a.Name, rc.id, perr))
-	if t, ok := retryAfter(rc.a, ev.Attempt, perr, r.cfg.Now()); ok {
-		ev.RetryAfter = t
-		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s (attempt %d, retry after %s): %v", rc.a.Name, rc.id, ev.Attempt, t.Format(time.RFC3339), perr))
-	}
-	if _, err := r.append(ctx, p, ev); err != nil {
+	r.failedAttempt(&ev, rc, perr)
+	if _, err := r.appendIf(ctx, p, r.holds(rc.id, func(*ledger.Run) bool { return true }), ev); err != nil && !errors.Is(err, errRecorded) {
 		return errors.Join(perr, err)
 	}
 	return fmt.Errorf("run %s (attempt %d): %w", rc.id, ev.Attempt, perr)
@@ -333,5 +323,17 @@ func (r *Reconciler) holds(runID string, step func(*ledger.Run) bool) func(*ledg
 			return errRecorded
 		}
 		return nil
+	}
+}
+
+// failedAttempt completes the run.failed of rc's current attempt: its
+// number, its summary and, when the failure can pass on retry and the
+// agent's retries allow another attempt, from when it is retried.
+func (r *Reconciler) failedAttempt(ev *ledger.Event, rc *runOf, err error) {
+	ev.Attempt = max(rc.rn.Attempt, 1)
+	ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %v", rc.a.Name, rc.id, err))
+	if t, ok := retryAfter(rc.a, ev.Attempt, err, r.cfg.Now()); ok {
+		ev.RetryAfter = t
+		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s (attempt %d, retry after %s): %v", rc.a.Name, rc.id, ev.Attempt, t.Format(time.RFC3339), err))
 	}
 }

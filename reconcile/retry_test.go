@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -321,4 +323,52 @@ func TestRetryLimit(t *testing.T) {
 	if ep.requests() != 2 {
 		t.Errorf("%d model requests, want 2", ep.requests())
 	}
+}
+
+// A proposal push the remote refuses (here a pre-receive hook, once) is a
+// lost push: run.failed with a retry_after, and the next attempt pushes the
+// same proposal by replaying the run, without running the agent again for
+// money.
+func TestLostPushIsRetried(t *testing.T) {
+	e := newEnv(t, true, nil)
+	marker := filepath.Join(t.TempDir(), "refused")
+	hook := "#!/bin/sh\nwhile read old new ref; do\n  case $ref in refs/heads/agents/*)\n    if [ ! -e " + marker + " ]; then touch " + marker + "; echo refused once >&2; exit 1; fi;;\n  esac\ndone\nexit 0\n"
+	if err := os.WriteFile(filepath.Join(e.bare, "hooks", "pre-receive"), []byte(hook), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := e.reconciler(nil)
+	if err := r.Reconcile(context.Background()); err == nil {
+		t.Fatal("a pass whose proposal push was refused did not fail")
+	}
+	var failed ledger.Entry
+	for _, en := range e.entries() {
+		if en.Type == ledger.RunFailed {
+			failed = en
+		}
+	}
+	if failed.Seq == 0 || failed.RetryAfter.IsZero() || !strings.Contains(failed.Error, "push") {
+		t.Fatalf("run.failed = %+v, want a retryable lost push; events %q", failed.Predicate, e.events())
+	}
+	e.now = failed.RetryAfter.Add(time.Second)
+	e.pass(r)
+	es := e.entries()
+	rn := runEvents(es, failed.Agent)
+	var opened, retried, finished int
+	for _, en := range rn {
+		switch en.Type {
+		case ledger.ProposalOpened:
+			opened++
+		case ledger.RunRetried:
+			retried++
+		case ledger.RunFinished:
+			finished++
+		}
+	}
+	if opened != 1 || retried != 1 || finished != 1 {
+		t.Errorf("%s: %d proposal.opened, %d run.retried, %d run.finished; want 1 each: %s", failed.Agent, opened, retried, finished, types(rn))
+	}
+	if b := e.branches(); len(b) != 2 {
+		t.Errorf("branches %v, want both agents' proposals", b)
+	}
+	e.verify()
 }
