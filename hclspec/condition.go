@@ -17,10 +17,11 @@ import (
 var (
 	fileType = cty.Object(map[string]cty.Type{
 		"path": cty.String, "status": cty.String, "added": cty.Number, "removed": cty.Number,
+		"bytes": cty.Number, "mode": cty.String,
 	})
 	changeType = cty.Object(map[string]cty.Type{
 		"files": cty.List(fileType), "paths": cty.List(cty.String),
-		"added": cty.Number, "removed": cty.Number, "count": cty.Number,
+		"added": cty.Number, "removed": cty.Number, "count": cty.Number, "bytes": cty.Number,
 	})
 	agentType = cty.Object(map[string]cty.Type{
 		"name": cty.String, "provider": cty.String, "model": cty.String,
@@ -38,7 +39,21 @@ type ChangeFile struct {
 	Status  string // added, modified, deleted
 	Added   int
 	Removed int
+	// Bytes is the file's new size in bytes (a symbolic link's: the length
+	// of its target); 0 when it is deleted.
+	Bytes int64
+	// Mode is the file's new git mode: ModeRegular, ModeExecutable or
+	// ModeSymlink; "" when it is deleted.
+	Mode string
 }
+
+// The git modes of a changed file, as ChangeFile.Mode and conditions'
+// f.mode have them.
+const (
+	ModeRegular    = "100644"
+	ModeExecutable = "100755"
+	ModeSymlink    = "120000"
+)
 
 // RunInfo is the run a decision is about.
 type RunInfo struct {
@@ -58,15 +73,17 @@ type ConditionInput struct {
 func (in ConditionInput) vars() map[string]cty.Value {
 	files := make([]cty.Value, 0, len(in.Change))
 	paths := make([]cty.Value, 0, len(in.Change))
-	added, removed := 0, 0
+	added, removed, size := 0, 0, int64(0)
 	for _, f := range in.Change {
 		files = append(files, cty.ObjectVal(map[string]cty.Value{
 			"path": cty.StringVal(f.Path), "status": cty.StringVal(f.Status),
 			"added": cty.NumberIntVal(int64(f.Added)), "removed": cty.NumberIntVal(int64(f.Removed)),
+			"bytes": cty.NumberIntVal(f.Bytes), "mode": cty.StringVal(f.Mode),
 		}))
 		paths = append(paths, cty.StringVal(f.Path))
 		added += f.Added
 		removed += f.Removed
+		size += f.Bytes
 	}
 	fileList, pathList := cty.ListValEmpty(fileType), cty.ListValEmpty(cty.String)
 	if len(files) > 0 {
@@ -97,7 +114,7 @@ func (in ConditionInput) vars() map[string]cty.Value {
 		"change": cty.ObjectVal(map[string]cty.Value{
 			"files": fileList, "paths": pathList,
 			"added": cty.NumberIntVal(int64(added)), "removed": cty.NumberIntVal(int64(removed)),
-			"count": cty.NumberIntVal(int64(len(in.Change))),
+			"count": cty.NumberIntVal(int64(len(in.Change))), "bytes": cty.NumberIntVal(size),
 		}),
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -485,7 +486,46 @@ var scopeSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "path
 
 var limitsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 	{Name: "max_steps"}, {Name: "max_tokens"}, {Name: "timeout"}, {Name: "retries"},
+	{Name: "max_tool_calls_per_step"}, {Name: "max_tool_calls"}, {Name: "max_files_written"},
+	{Name: "max_bytes_written"}, {Name: "max_bytes_read"}, {Name: "max_transcript_bytes"},
 }}
+
+// workLimits are the limits { } attributes bounding a run's work: what
+// each counts, its default, the largest value it takes and where it goes.
+var workLimits = []struct {
+	name, what string
+	def, max   int64
+	set        func(*Limits, int64)
+}{
+	{"max_tool_calls_per_step", "the tool calls of one model reply", DefaultMaxToolCallsPerStep, 1 << 10,
+		func(l *Limits, v int64) { l.MaxToolCallsPerStep = int(v) }},
+	{"max_tool_calls", "the tool calls of a run", DefaultMaxToolCalls, 100_000,
+		func(l *Limits, v int64) { l.MaxToolCalls = int(v) }},
+	{"max_files_written", "the files a run writes, edits or deletes", DefaultMaxFilesWritten, 100_000,
+		func(l *Limits, v int64) { l.MaxFilesWritten = int(v) }},
+	{"max_bytes_written", "the total size in bytes of the files a run writes", DefaultMaxBytesWritten, 1 << 30,
+		func(l *Limits, v int64) { l.MaxBytesWritten = v }},
+	{"max_bytes_read", "the bytes of file content a run reads", DefaultMaxBytesRead, 16 << 30,
+		func(l *Limits, v int64) { l.MaxBytesRead = v }},
+	{"max_transcript_bytes", "the size in bytes of a run's transcript", DefaultMaxTranscriptBytes, 1 << 30,
+		func(l *Limits, v int64) { l.MaxTranscriptBytes = v }},
+}
+
+// decodeWorkLimits decodes the limits on a run's work: each a whole
+// number from 1 to its maximum.
+func (l *loader) decodeWorkLimits(attrs hcl.Attributes, ctx *hcl.EvalContext, lim *Limits) {
+	for _, w := range workLimits {
+		var v float64
+		if !l.decodeAttr(attrs, w.name, ctx, &v) {
+			continue
+		}
+		if v < 1 || v > float64(w.max) || v != math.Trunc(v) {
+			l.errorf(attrs[w.name].Expr.Range(), "Invalid limit", "%s bounds %s: a whole number from 1 to %d; %s is not. Leave it out for the default of %d.", w.name, w.what, w.max, strconv.FormatFloat(v, 'f', -1, 64), w.def)
+			continue
+		}
+		w.set(lim, int64(v))
+	}
+}
 
 var workUnitSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 	{Name: "kind", Required: true}, {Name: "human_minutes", Required: true},
@@ -507,7 +547,7 @@ func agentNameOK(s string) bool {
 func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 	a := &Agent{
 		Name: b.Labels[0], DeclRange: b.DefRange, Source: blockSource(f, b),
-		Limits: Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: 10 * time.Minute, Retries: DefaultRetries},
+		Limits: Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: 10 * time.Minute, Retries: DefaultRetries}.WithWorkDefaults(),
 	}
 	if !agentNameOK(a.Name) {
 		l.errorf(b.LabelRanges[0], "Invalid agent name", "Agent name %q becomes part of branch names: use lowercase letters, digits, '-' and '_', at most 63 characters, not starting with '-'.", a.Name)
@@ -567,6 +607,7 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 				l.decodeAttr(lc.Attributes, "max_tokens", ctx, &a.Limits.MaxTokens)
 				l.decodeDuration(lc.Attributes, "timeout", ctx, &a.Limits.Timeout)
 				l.decodeRetries(lc.Attributes, ctx, &a.Limits.Retries)
+				l.decodeWorkLimits(lc.Attributes, ctx, &a.Limits)
 			}
 		case "work_unit":
 			if wc := l.content(blk.Body, workUnitSchema); wc != nil {

@@ -134,7 +134,7 @@ func TestLoadExample(t *testing.T) {
 			command:     []string{"sh", "tools/normalise-env.sh"},
 			prompt:      prompt("env-normaliser.md"),
 			scope:       []string{"config/*.env"},
-			limits:      Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: 10 * time.Minute, Retries: DefaultRetries},
+			limits:      Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: 10 * time.Minute, Retries: DefaultRetries}.WithWorkDefaults(),
 			workUnit:    WorkUnit{Kind: "config-hygiene", HumanMinutes: 10},
 			triggers:    []string{"on_spec_change"},
 			declRange:   "agents/env-normaliser.hcl:1:1-1:23",
@@ -145,7 +145,7 @@ func TestLoadExample(t *testing.T) {
 			command:     []string{"sh", "tools/pin-images.sh"},
 			prompt:      prompt("image-pinner.md"),
 			scope:       []string{"deploy/**"},
-			limits:      Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: time.Minute, Retries: DefaultRetries},
+			limits:      Limits{MaxSteps: 20, MaxTokens: 50000, Timeout: time.Minute, Retries: DefaultRetries}.WithWorkDefaults(),
 			workUnit:    WorkUnit{Kind: "image-pin", HumanMinutes: 20},
 			triggers:    []string{"on_spec_change", "schedule 0 7 * * MON-FRI Europe/Berlin"},
 			declRange:   "agents/image-pinner.hcl:1:1-1:21",
@@ -464,6 +464,13 @@ func TestLoadDiagnostics(t *testing.T) {
 			{"agents/fickle.hcl:14:15-14:18", "Invalid retries", "1.5 is not"},
 			{"agents/sulky.hcl:14:15-14:17", "Invalid retries", "-1 is not"},
 		}},
+		{"invalid-work-limits", []diag{
+			{"agents/greedy.hcl:14:31-14:32", "Invalid limit", "max_tool_calls_per_step bounds the tool calls of one model reply: a whole number from 1 to 1024; 0 is not. Leave it out for the default of 64."},
+			{"agents/greedy.hcl:15:31-15:34", "Invalid limit", "max_tool_calls bounds the tool calls of a run: a whole number from 1 to 100000; 2.5 is not"},
+			{"agents/greedy.hcl:16:31-16:33", "Invalid limit", "-3 is not"},
+			{"agents/greedy.hcl:17:31-17:53", "Invalid limit", "max_bytes_written bounds the total size in bytes of the files a run writes: a whole number from 1 to 1073741824; 2147483648 is not. Leave it out for the default of 8388608."},
+			{"agents/greedy.hcl:18:32-18:36", "Unsuitable value type", "a number is required"},
+		}},
 		{"negative-human-minutes", []diag{
 			{"agents/cheap.hcl:15:21-15:23", "Invalid work unit", "must not be negative"},
 		}},
@@ -505,10 +512,10 @@ func TestLoadDiagnostics(t *testing.T) {
 		{"condition-unsupported-attribute", []diag{
 			// As hcl's own traversal diagnostics, the range starts at the
 			// dot before the attribute name.
-			{"policies/typo.hcl:5:30-5:36", "Unsupported attribute", `change has no attribute "fiels"; it has added, count, files, paths, removed. Did you mean "files"?`},
+			{"policies/typo.hcl:5:30-5:36", "Unsupported attribute", `change has no attribute "fiels"; it has added, bytes, count, files, paths, removed. Did you mean "files"?`},
 		}},
 		{"condition-iterator-attribute", []diag{
-			{"policies/typo.hcl:5:60-5:64", "Unsupported attribute", `f has no attribute "pth"; it has added, path, removed, status. Did you mean "path"?`},
+			{"policies/typo.hcl:5:60-5:64", "Unsupported attribute", `f has no attribute "pth"; it has added, bytes, mode, path, removed, status. Did you mean "path"?`},
 		}},
 		{"condition-unknown-variable", []diag{
 			{"policies/typo.hcl:5:17-5:29", "Unknown variable", `there is no variable "chnage". Did you mean "change"?`},
@@ -795,6 +802,42 @@ func FuzzLoad(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The limits on a run's work default to the Default* values; each may be
+// set on its own, with arithmetic.
+func TestLoadWorkLimits(t *testing.T) {
+	defaults := Limits{}.WithWorkDefaults()
+	for _, tc := range []struct {
+		limits string
+		want   func(*Limits)
+	}{
+		{"", func(*Limits) {}},
+		{"  limits {\n    max_steps = 5\n  }\n", func(*Limits) {}},
+		{"  limits {\n    max_tool_calls_per_step = 8\n    max_tool_calls = 40\n  }\n", func(l *Limits) { l.MaxToolCallsPerStep, l.MaxToolCalls = 8, 40 }},
+		{"  limits {\n    max_files_written = 1\n    max_bytes_written = 64 * 1024\n  }\n", func(l *Limits) { l.MaxFilesWritten, l.MaxBytesWritten = 1, 64<<10 }},
+		{"  limits {\n    max_bytes_read = 1024 * 1024 * 1024\n    max_transcript_bytes = 1073741824\n  }\n", func(l *Limits) { l.MaxBytesRead, l.MaxTranscriptBytes = 1<<30, 1<<30 }},
+	} {
+		t.Run(strings.TrimSpace(tc.limits), func(t *testing.T) {
+			fsys := txtarFS(t, "testdata/errors/base.txtar")
+			edit(t, fsys, "agents/fixer.hcl", "  scope {", tc.limits+"  scope {")
+			spec, diags := Load(fsys, Options{})
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			want := defaults
+			tc.want(&want)
+			got := spec.Agent("fixer").Limits
+			got.MaxSteps, got.MaxTokens, got.Timeout, got.Retries = 0, 0, 0, 0
+			want.MaxSteps, want.MaxTokens, want.Timeout, want.Retries = 0, 0, 0, 0
+			if got != want {
+				t.Errorf("Limits = %+v, want %+v", got, want)
+			}
+		})
+	}
+	if d := (Limits{MaxToolCalls: 7}).WithWorkDefaults(); d.MaxToolCalls != 7 || d.MaxToolCallsPerStep != DefaultMaxToolCallsPerStep || d.MaxTranscriptBytes != DefaultMaxTranscriptBytes {
+		t.Errorf("WithWorkDefaults = %+v", d)
+	}
 }
 
 // limits { retries } defaults to DefaultRetries; 0 turns retries off.

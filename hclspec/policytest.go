@@ -50,6 +50,8 @@ var BuiltinRules = []string{"builtin/one-review", "builtin/self-modification"}
 //	      status  = "modified" # added | modified | deleted; default modified
 //	      added   = 1          # default 0
 //	      removed = 1          # default 0
+//	      bytes   = 812        # the new size; default 0
+//	      mode    = "100644"   # 100644 | 100755 | 120000; default 100644, "" when deleted
 //	    }
 //	  }
 //	  run { trigger = "spec" } # optional: id, trigger, model, spec_commit
@@ -141,6 +143,7 @@ var (
 	testChangeSchema     = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "file"}}}
 	testChangeFileSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "path", Required: true}, {Name: "status"}, {Name: "added"}, {Name: "removed"},
+		{Name: "bytes"}, {Name: "mode"},
 	}}
 	testRunSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "id"}, {Name: "trigger"}, {Name: "model"}, {Name: "spec_commit"},
@@ -299,7 +302,37 @@ func (tl *testLoader) decodeChange(t *PolicyTest, blk *hcl.Block) {
 				tl.errorf(fc.Attributes[n.name].Expr.Range(), "Invalid line count", "%s is the number of lines the file %s and must be 0 or more.", n.name, n.name)
 			}
 		}
+		tl.decodeFileSize(fc, &f)
 		t.Change = append(t.Change, f)
+	}
+}
+
+// decodeFileSize decodes a test file's bytes and mode: its new size and
+// git mode, 0 and "" for a deleted file; the mode defaults to ModeRegular.
+func (tl *testLoader) decodeFileSize(fc *hcl.BodyContent, f *ChangeFile) {
+	deleted := f.Status == StatusDeleted
+	if a, ok := fc.Attributes["bytes"]; ok && tl.decodeAttr(fc.Attributes, "bytes", &f.Bytes) {
+		switch {
+		case f.Bytes < 0:
+			tl.errorf(a.Expr.Range(), "Invalid size", "bytes is the file's new size and must be 0 or more.")
+		case deleted && f.Bytes != 0:
+			tl.errorf(a.Expr.Range(), "Invalid size", "A deleted file has no new content: leave bytes out (it is 0).")
+		}
+	}
+	if !deleted {
+		f.Mode = ModeRegular
+	}
+	a, ok := fc.Attributes["mode"]
+	if !ok || !tl.decodeAttr(fc.Attributes, "mode", &f.Mode) {
+		return
+	}
+	modes := []string{ModeRegular, ModeExecutable, ModeSymlink}
+	switch {
+	case deleted:
+		tl.errorf(a.Expr.Range(), "Invalid mode", "A deleted file has no new mode: leave mode out (it is \"\").")
+	case !slices.Contains(modes, f.Mode):
+		tl.errorf(a.Expr.Range(), "Invalid mode", "%q is not a git file mode: use %q (a regular file), %q (an executable) or %q (a symbolic link).%s",
+			f.Mode, ModeRegular, ModeExecutable, ModeSymlink, suggest(f.Mode, modes))
 	}
 }
 

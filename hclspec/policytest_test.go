@@ -97,6 +97,13 @@ func TestLoadTests(t *testing.T) {
       path   = "deploy/staging/app.yaml"
       status = "deleted"
     }
+    file {
+      path   = "deploy/prod/rollout.sh"
+      status = "added"
+      added  = 12
+      bytes  = 2 * 1024
+      mode   = "100755"
+    }
   }
   run {
     trigger = "spec"
@@ -138,8 +145,9 @@ test "minimal" {
 		t.Errorf("agent = %v, want pinner", prod.Agent)
 	}
 	wantChange := []ChangeFile{
-		{Path: "deploy/prod/app.yaml", Status: "modified", Added: 3, Removed: 1},
+		{Path: "deploy/prod/app.yaml", Status: "modified", Added: 3, Removed: 1, Mode: ModeRegular},
 		{Path: "deploy/staging/app.yaml", Status: "deleted"},
+		{Path: "deploy/prod/rollout.sh", Status: "added", Added: 12, Bytes: 2048, Mode: ModeExecutable},
 	}
 	if !reflect.DeepEqual(prod.Change, wantChange) {
 		t.Errorf("change = %+v, want %+v", prod.Change, wantChange)
@@ -159,9 +167,9 @@ test "minimal" {
 	for _, r := range []struct{ name, got, want string }{
 		{"test", ptRange(prod.DeclRange), "policies/prod_test.hcl:1:1-1:12"},
 		{"agent", ptRange(prod.AgentRange), "policies/prod_test.hcl:2:11-2:19"},
-		{"decision", ptRange(got.DecisionRange), "policies/prod_test.hcl:19:5-19:35"},
-		{"rules", ptRange(got.RulesRange), "policies/prod_test.hcl:20:5-20:58"},
-		{"reviewers", ptRange(got.ReviewersRange), "policies/prod_test.hcl:21:5-21:48"},
+		{"decision", ptRange(got.DecisionRange), "policies/prod_test.hcl:26:5-26:35"},
+		{"rules", ptRange(got.RulesRange), "policies/prod_test.hcl:27:5-27:58"},
+		{"reviewers", ptRange(got.ReviewersRange), "policies/prod_test.hcl:28:5-28:48"},
 	} {
 		if r.got != r.want {
 			t.Errorf("%s range = %s, want %s", r.name, r.got, r.want)
@@ -271,6 +279,36 @@ func TestLoadTestsDiagnostics(t *testing.T) {
 `, []diag{
 			{"policies/t_test.hcl:6:17-6:19", "Invalid line count", "added is the number of lines the file added and must be 0 or more"},
 			{"policies/t_test.hcl:7:17-7:20", "Invalid line count", "removed is the number of lines the file removed and must be 0 or more"},
+		}},
+		{"bad sizes and modes", `test "t" {
+  agent = "pinner"
+  change {
+    file {
+      path  = "deploy/a.yaml"
+      bytes = -1
+      mode  = "100645"
+    }
+    file {
+      path   = "deploy/b.yaml"
+      status = "deleted"
+      bytes  = 10
+      mode   = "100644"
+    }
+    file {
+      path  = "deploy/c.yaml"
+      bytes = 1.5
+      mode  = "755"
+    }
+  }
+  expect { decision = "deny" }
+}
+`, []diag{
+			{"policies/t_test.hcl:6:15-6:17", "Invalid size", "bytes is the file's new size and must be 0 or more"},
+			{"policies/t_test.hcl:7:15-7:23", "Invalid mode", `"100645" is not a git file mode: use "100644" (a regular file), "100755" (an executable) or "120000" (a symbolic link). Did you mean "100644"?`},
+			{"policies/t_test.hcl:12:16-12:18", "Invalid size", "A deleted file has no new content"},
+			{"policies/t_test.hcl:13:16-13:24", "Invalid mode", "A deleted file has no new mode"},
+			{"policies/t_test.hcl:17:15-17:18", "Unsuitable value type", "value must be a whole number"},
+			{"policies/t_test.hcl:18:15-18:20", "Invalid mode", `"755" is not a git file mode`},
 		}},
 		{"count of wrong type", `test "t" {
   agent = "pinner"

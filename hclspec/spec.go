@@ -117,6 +117,29 @@ type Limits struct {
 	// provider's 5xx or timeout, a lost push) is attempted again, with
 	// backoff: 0 to MaxRetries, default DefaultRetries.
 	Retries int
+
+	// The work one run of a model agent may do; a run that reaches one of
+	// them fails, naming it, and proposes nothing. Each is at least 1;
+	// the loader sets the Default* values, and a runner given zero uses
+	// them too.
+
+	// MaxToolCallsPerStep bounds the tool calls of one model reply.
+	MaxToolCallsPerStep int
+	// MaxToolCalls bounds the tool calls over the run.
+	MaxToolCalls int
+	// MaxFilesWritten bounds the files the run writes, edits or deletes,
+	// each counted once.
+	MaxFilesWritten int
+	// MaxBytesWritten bounds the total size of the files the run writes
+	// or edits, each counted once at its last size: what change.bytes of
+	// its proposal can be at most.
+	MaxBytesWritten int64
+	// MaxBytesRead bounds the file content read_file, search and
+	// edit_file read over the run.
+	MaxBytesRead int64
+	// MaxTranscriptBytes bounds the size of the run's transcript, which
+	// is kept on the evidence branch.
+	MaxTranscriptBytes int64
 }
 
 // Bounds of limits { retries }.
@@ -124,6 +147,36 @@ const (
 	DefaultRetries = 2
 	MaxRetries     = 10
 )
+
+// Defaults of the limits on a run's work: far above what a task that
+// makes a reviewable change needs, far below what a runaway or hostile
+// model asks for.
+const (
+	DefaultMaxToolCallsPerStep       = 64
+	DefaultMaxToolCalls              = 512
+	DefaultMaxFilesWritten           = 100
+	DefaultMaxBytesWritten     int64 = 8 << 20
+	DefaultMaxBytesRead        int64 = 256 << 20
+	DefaultMaxTranscriptBytes  int64 = 32 << 20
+)
+
+// WithWorkDefaults returns the limits with the Default* values in place
+// of zero (or negative) limits on work.
+func (l Limits) WithWorkDefaults() Limits {
+	or := func(v, def int64) int64 {
+		if v <= 0 {
+			return def
+		}
+		return v
+	}
+	l.MaxToolCallsPerStep = int(or(int64(l.MaxToolCallsPerStep), DefaultMaxToolCallsPerStep))
+	l.MaxToolCalls = int(or(int64(l.MaxToolCalls), DefaultMaxToolCalls))
+	l.MaxFilesWritten = int(or(int64(l.MaxFilesWritten), DefaultMaxFilesWritten))
+	l.MaxBytesWritten = or(l.MaxBytesWritten, DefaultMaxBytesWritten)
+	l.MaxBytesRead = or(l.MaxBytesRead, DefaultMaxBytesRead)
+	l.MaxTranscriptBytes = or(l.MaxTranscriptBytes, DefaultMaxTranscriptBytes)
+	return l
+}
 
 // WorkUnit is what a merged proposal of the agent is worth.
 type WorkUnit struct {

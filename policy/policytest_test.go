@@ -245,3 +245,22 @@ func TestExamplePolicyTests(t *testing.T) {
 		}
 	}
 }
+
+// testdata/size.txtar's policy reads bytes and modes as well as lines; its
+// tests pass, and would not with a rule on lines alone.
+func TestSizePolicyTests(t *testing.T) {
+	fsys := specFS(t, "testdata/size.txtar")
+	spec := loadSpec(t, fsys)
+	pts, diags := hclspec.LoadTests(fsys, spec)
+	if len(diags) > 0 {
+		t.Fatalf("LoadTests: %v", diags)
+	}
+	if len(pts) != 6 {
+		t.Fatalf("%d tests, want 6", len(pts))
+	}
+	for _, r := range RunTests(spec, pts) {
+		if !r.Pass {
+			t.Errorf("%s %q: %v", pos(r.Test.DeclRange), r.Test.Name, r.Failures)
+		}
+	}
+}
