@@ -54,14 +54,35 @@ type FileChange struct {
 // The error wraps ErrNotFound when the commit is missing, and ctx.Err() when
 // ctx ends.
 func (r *Repo) Checkout(ctx context.Context, commit plumbing.Hash, dir string) error {
+	return r.CheckoutView(ctx, commit, dir, nil)
+}
+
+// CheckoutView is Checkout of the files of view only (nil: the whole tree):
+// subtrees the view cannot hold are neither read nor written.
+func (r *Repo) CheckoutView(ctx context.Context, commit plumbing.Hash, dir string, view *View) error {
 	r.rlock()
 	defer r.runlock()
 	t, err := r.commitTree(commit)
 	if err != nil {
 		return fmt.Errorf("checkout: %w", err)
 	}
-	// Validate everything before touching the file system.
-	if err := r.walkTree(t, func(string, object.TreeEntry) error { return ctx.Err() }); err != nil {
+	// The entries of the view, validated before touching the file system.
+	var entries []viewEntry
+	err = r.walkTree(t, func(p string, e object.TreeEntry) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if e.Mode == filemode.Dir {
+			if !view.mayContain(p) {
+				return fs.SkipDir
+			}
+		} else if !view.includes(p) {
+			return nil
+		}
+		entries = append(entries, viewEntry{p, e})
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("checkout %s: %w", commit, err)
 	}
 	if err := emptyDir(dir); err != nil {
@@ -72,16 +93,20 @@ func (r *Repo) Checkout(ctx context.Context, commit plumbing.Hash, dir string) e
 		return fmt.Errorf("checkout %s: %w", commit, err)
 	}
 	defer root.Close()
-	err = r.walkTree(t, func(p string, e object.TreeEntry) error {
+	for _, ve := range entries {
 		if err := ctx.Err(); err != nil {
-			return err
+			return fmt.Errorf("checkout %s into %q: %w", commit, dir, err)
 		}
-		return r.writeEntry(root, p, e)
-	})
-	if err != nil {
-		return fmt.Errorf("checkout %s into %q: %w", commit, dir, err)
+		if err := r.writeEntry(root, ve.path, ve.entry); err != nil {
+			return fmt.Errorf("checkout %s into %q: %w", commit, dir, err)
+		}
 	}
 	return nil
+}
+
+type viewEntry struct {
+	path  string
+	entry object.TreeEntry
 }
 
 // emptyDir creates dir if absent and fails if it exists and is not an empty
@@ -186,6 +211,13 @@ const diffTimeout = 5 * time.Second
 // ctx.Err() when ctx ends. A file name that cannot be stored in git (one
 // containing a backslash or a control character) is an error.
 func (r *Repo) Changes(ctx context.Context, commit plumbing.Hash, dir string) ([]FileChange, error) {
+	return r.ChangesView(ctx, commit, dir, nil)
+}
+
+// ChangesView is Changes against the files of view only (nil: the whole
+// tree), for a work tree made by CheckoutView with the same view: files
+// the view leaves out are not seen as deleted.
+func (r *Repo) ChangesView(ctx context.Context, commit plumbing.Hash, dir string, view *View) ([]FileChange, error) {
 	r.rlock()
 	defer r.runlock()
 	t, err := r.commitTree(commit)
@@ -194,6 +226,12 @@ func (r *Repo) Changes(ctx context.Context, commit plumbing.Hash, dir string) ([
 	}
 	old := make(map[string]treeFile)
 	err = r.walkTree(t, func(p string, e object.TreeEntry) error {
+		if e.Mode == filemode.Dir && !view.mayContain(p) {
+			return fs.SkipDir
+		}
+		if e.Mode != filemode.Dir && !view.includes(p) {
+			return nil
+		}
 		switch {
 		case isRegular(e.Mode):
 			mode := filemode.Regular

@@ -1,6 +1,7 @@
 package gitstore
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -136,7 +137,9 @@ func (r *Repo) walkTreeAt(t *object.Tree, prefix string, depth int, fn func(stri
 		if err := validName(e.Name); err != nil {
 			return fmt.Errorf("tree %s: entry %q: %w", t.Hash, p, err)
 		}
-		if err := fn(p, e); err != nil {
+		if err := fn(p, e); errors.Is(err, fs.SkipDir) && e.Mode == filemode.Dir {
+			continue
+		} else if err != nil {
 			return err
 		}
 		if e.Mode != filemode.Dir {

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -72,22 +75,50 @@ func (r *Reconciler) takeOver(ctx context.Context, p *pass, a *hclspec.Agent, rn
 const TriggerSpec = "spec"
 
 // runAgents resumes unfinished runs and starts due ones, one run per agent
-// per pass. An agent's failure is recorded and does not stop the others.
+// per pass, up to Config.Concurrency agents at once. An agent's failure is
+// recorded and does not stop the others. Everything but the agents' own
+// work (the ledger, the pass's state, proposals) is done under the pass's
+// lock, so each run's entries keep their order; agents run in parallel
+// (see runInWorkspace).
 func (r *Reconciler) runAgents(ctx context.Context, p *pass) error {
 	if r.spec == nil {
 		return nil
 	}
-	var errs []error
+	var (
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, r.concurrency())
+	)
 	for _, a := range r.spec.Agents {
 		if err := ctx.Err(); err != nil {
-			return err
+			break
 		}
-		if err := r.reconcileAgent(ctx, p, a); err != nil {
-			r.log.Error("agent", "agent", a.Name, "err", err)
-			errs = append(errs, fmt.Errorf("agent %s: %w", a.Name, err))
-		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if err := r.reconcileAgent(ctx, p, a); err != nil {
+				r.log.Error("agent", "agent", a.Name, "err", err)
+				errs = append(errs, fmt.Errorf("agent %s: %w", a.Name, err))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	return errors.Join(errs...)
+}
+
+// concurrency is how many agents run at once.
+func (r *Reconciler) concurrency() int {
+	if r.cfg.Concurrency > 0 {
+		return r.cfg.Concurrency
+	}
+	return runtime.NumCPU()
 }
 
 func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Agent) error {
@@ -454,12 +485,14 @@ func (r *Reconciler) classify(p *pass, a *hclspec.Agent, runID string, changes [
 	return OutcomeChanged, fmt.Sprintf("run.finished %s %s: %d file(s) changed", a.Name, runID, len(changes))
 }
 
-// runInWorkspace runs the agent in a fresh checkout of the spec commit and
-// returns the confined changes. For a run already finished (prior has
+// runInWorkspace runs the agent in a fresh workspace of the spec commit
+// holding only what the agent may see (agentView), and returns the
+// confined changes. The pass's lock is released while the agent works, so
+// agents run in parallel. For a run already finished (prior has
 // run.finished), a recorded model transcript is replayed instead of asking
 // the model again: the change is rebuilt for free, and equals the one
 // recorded, so the deterministic proposal commit is the same.
-func (r *Reconciler) runInWorkspace(ctx context.Context, a *hclspec.Agent, runID, trigger string, commit plumbing.Hash, prior *ledger.Run) (agent.Result, []gitstore.FileChange, error) {
+func (r *Reconciler) runInWorkspace(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, commit plumbing.Hash, prior *ledger.Run) (agent.Result, []gitstore.FileChange, error) {
 	run := func(ctx context.Context, t agent.Task) (agent.Result, error) {
 		runner, ok := r.cfg.Runners[a.Provider.Kind]
 		if !ok {
@@ -474,21 +507,25 @@ func (r *Reconciler) runInWorkspace(ctx context.Context, a *hclspec.Agent, runID
 		}
 		run = func(ctx context.Context, t agent.Task) (agent.Result, error) { return agent.Replay(ctx, t, transcript) }
 	}
+	task := agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, MaxTokens: policy.TokenLimit(r.spec, a)}
+	view := r.agentView(a, commit)
+
+	p.mu.Unlock()
+	defer p.mu.Lock()
 	dir, err := os.MkdirTemp(r.cfg.WorkDir, "reconciler-run-"+runID+"-")
 	if err != nil {
 		return agent.Result{}, nil, fmt.Errorf("workspace: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	ws := dir + "/repo"
-	if err := r.repo.Checkout(ctx, commit, ws); err != nil {
+	task.Dir = dir + "/repo"
+	if err := r.repo.CheckoutView(ctx, commit, task.Dir, view); err != nil {
 		return agent.Result{}, nil, fmt.Errorf("workspace: %w", err)
 	}
-	res, err := run(ctx, agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, Dir: ws,
-		MaxTokens: policy.TokenLimit(r.spec, a)})
+	res, err := run(ctx, task)
 	if err != nil {
 		return res, nil, err
 	}
-	changes, err := r.repo.Changes(ctx, commit, ws)
+	changes, err := r.repo.ChangesView(ctx, commit, task.Dir, view)
 	if err != nil {
 		return res, nil, fmt.Errorf("workspace: %w", err)
 	}
@@ -496,6 +533,24 @@ func (r *Reconciler) runInWorkspace(ctx context.Context, a *hclspec.Agent, runID
 		return res, nil, err
 	}
 	return res, changes, nil
+}
+
+// agentView is what an agent's workspace holds: its scope, and the files
+// its command runs (the arguments that name files of the spec commit, as
+// the agent's digest counts them). The prompt reaches the agent on its
+// own. Nothing else of the repository is materialized or read.
+func (r *Reconciler) agentView(a *hclspec.Agent, commit plumbing.Hash) *gitstore.View {
+	v := &gitstore.View{Globs: a.Scope}
+	for _, arg := range a.Command {
+		clean := path.Clean(arg)
+		if path.IsAbs(arg) || clean == "." || strings.HasPrefix(clean, "../") || clean == ".." {
+			continue
+		}
+		if _, mode, err := r.repo.TreeEntry(commit, clean); err == nil && mode.IsFile() {
+			v.Files = append(v.Files, clean)
+		}
+	}
+	return v
 }
 
 // AgentIdentity is the author of an agent's commits.

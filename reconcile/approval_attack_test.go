@@ -112,7 +112,7 @@ func atkEdit(t *testing.T, dir, file, old, new string) {
 }
 
 // atkAppend appends line to the file at path under work.
-func atkAppend(t *testing.T, work, path, line string) {
+func atkAppend(t testing.TB, work, path, line string) {
 	t.Helper()
 	p := filepath.Join(work, path)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -202,7 +202,7 @@ type atkApproval struct {
 }
 
 // atkApprovalOf returns the structured approval of en, or nil.
-func atkApprovalOf(t *testing.T, en ledger.Entry) *atkApproval {
+func atkApprovalOf(t testing.TB, en ledger.Entry) *atkApproval {
 	t.Helper()
 	b, err := json.Marshal(en.Predicate)
 	if err != nil {
@@ -226,7 +226,7 @@ var atkSignedBy = regexp.MustCompile(`signed by (\S+) \(([^)]+)\) (\S+) (\S+)`)
 // reviewer is a signature by a member of a group a requirement needs, or
 // a requirement takes any reviewer (none of these spec's groups accepts
 // unsigned merges). A deny, having no requirements, counts nothing.
-func atkCounts(t *testing.T, en ledger.Entry, reqs []policy.Requirement) bool {
+func atkCounts(t testing.TB, en ledger.Entry, reqs []policy.Requirement) bool {
 	t.Helper()
 	if ap := atkApprovalOf(t, en); ap != nil && len(ap.Satisfies) > 0 {
 		return true
@@ -243,7 +243,7 @@ func atkCounts(t *testing.T, en ledger.Entry, reqs []policy.Requirement) bool {
 
 // atkApprovedBy reports whether en is member's approval signed with key
 // and counted for group.
-func atkApprovedBy(t *testing.T, en ledger.Entry, member, group string, key atkKey) bool {
+func atkApprovedBy(t testing.TB, en ledger.Entry, member, group string, key atkKey) bool {
 	t.Helper()
 	if ap := atkApprovalOf(t, en); ap != nil {
 		for _, s := range ap.Satisfies {

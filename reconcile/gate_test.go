@@ -280,9 +280,15 @@ func TestOpenProposalIsRedecided(t *testing.T) {
 		os.WriteFile(p, []byte(strings.Replace(string(b), "min       = 1", "min       = 2", 1)), 0o644)
 	})
 	e.pass(r)
-	es := e.entries()
-	last := es[len(es)-1]
-	if last.Type != ledger.PolicyDecision || last.RunID != opened.RunID || !strings.Contains(last.Summary, "(2 of sre)") {
+	// Agents run in parallel: the open proposal's new decision is its
+	// run's last entry, wherever the other agent's entries fall.
+	var last ledger.Entry
+	for _, en := range e.entries() {
+		if en.RunID == opened.RunID {
+			last = en
+		}
+	}
+	if last.Type != ledger.PolicyDecision || last.Seq <= opened.Seq || !strings.Contains(last.Summary, "(2 of sre)") {
 		t.Fatalf("no new decision for the open proposal: %q", e.events())
 	}
 	if b := e.branches(); len(b) != 2 {

@@ -71,6 +71,8 @@ func (r *Reconciler) Advance(ctx context.Context, agentName string, until Phase)
 	if a == nil {
 		return fmt.Errorf("agent %q is not in the spec at %s", agentName, r.specCommit)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return r.reconcileAgent(ctx, p, a)
 }
 
@@ -165,7 +167,7 @@ func (r *Reconciler) start(ctx context.Context, p *pass, rc *runOf, adm policy.A
 // later phases. More reports whether a later phase has work.
 func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more bool, err error) {
 	a := rc.a
-	res, changes, runErr := r.runInWorkspace(ctx, a, rc.id, rc.trigger, rc.specCommit, rc.rn)
+	res, changes, runErr := r.runInWorkspace(ctx, p, a, rc.id, rc.trigger, rc.specCommit, rc.rn)
 	if runErr != nil {
 		ev := rc.base
 		ev.Type = ledger.RunFailed

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ var identity = object.Signature{Name: "Reconciler", Email: "reconciler@example.c
 // env is a desired-state repository made from a directory, served over a
 // local path or smart HTTP, with a ledger key it trusts.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	bare   string
 	url    string
 	signer *signing.Signer
@@ -37,7 +38,7 @@ type env struct {
 // newEnv copies src (default examples/repo-layout), adds the signer's public
 // key to .reconciler/keys and lets edit change the copy before the initial
 // commit.
-func newEnv(t *testing.T, http bool, edit func(dir string)) *env {
+func newEnv(t testing.TB, http bool, edit func(dir string)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.CopyFS(dir, os.DirFS("../examples/repo-layout")); err != nil {
@@ -210,13 +211,21 @@ func TestEndToEnd(t *testing.T) {
 				t.Fatalf("branches after first pass = %v, want one per agent", branches)
 			}
 			es := e.entries()
-			want := []string{
-				"ledger.genesis ", "spec.loaded ",
-				"run.started env-normaliser", "run.finished env-normaliser", "policy.decision env-normaliser", "proposal.opened env-normaliser",
-				"run.started image-pinner", "run.finished image-pinner", "policy.decision image-pinner", "proposal.opened image-pinner",
+			// Agents run in parallel: each run's entries are in order,
+			// the runs' entries interleave.
+			perAgent := map[string][]string{}
+			for _, ev := range e.events()[2:] {
+				typ, agentName, _ := strings.Cut(ev, " ")
+				perAgent[agentName] = append(perAgent[agentName], typ)
 			}
-			if got := e.events(); strings.Join(got, "|") != strings.Join(want, "|") {
-				t.Fatalf("events = %q\nwant     %q", got, want)
+			want := []string{ledger.RunStarted, ledger.RunFinished, ledger.PolicyDecision, ledger.ProposalOpened}
+			if got := e.events()[:2]; strings.Join(got, "|") != "ledger.genesis |spec.loaded " || len(perAgent) != 2 {
+				t.Fatalf("events = %q", e.events())
+			}
+			for agentName, got := range perAgent {
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s: events %q, want %q", agentName, got, want)
+				}
 			}
 
 			// The proposal commit: authored by the agent, trailers of DESIGN §3.
@@ -473,7 +482,9 @@ func TestScopeAndFailures(t *testing.T) {
 	tests := []struct {
 		name, scope, body, reason string
 	}{
-		{"writes outside its scope", `"deploy/**"`, "echo x > config/new.env", "outside its scope: config/new.env"},
+		// Its workspace holds only its scope: it must make the directory.
+		{"writes outside its scope", `"deploy/**"`, "mkdir -p config && echo x > config/new.env", "outside its scope: config/new.env"},
+		{"does not see files outside its scope", `"deploy/**"`, `test ! -e config/payments-api.env || { echo visible >&2; exit 9; }; exit 5`, "exit status 5"},
 		{"exits non-zero", `"deploy/**"`, "echo broken >&2; exit 3", "exit status 3: broken"},
 		{"does not see the reconciler's secrets", `"deploy/**"`, `test -z "${RECONCILER_TEST_SECRET:-}" || { echo leaked >&2; exit 9; }; exit 4`, "exit status 4"},
 	}
@@ -633,7 +644,7 @@ func TestUnreachableRepo(t *testing.T) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()

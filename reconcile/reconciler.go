@@ -74,6 +74,9 @@ type Config struct {
 	// stalls instead. An operator's deliberate, recorded act: never a
 	// default.
 	StartNewLedger bool
+	// Concurrency is how many agents run at once; 0 means the number of
+	// cores.
+	Concurrency int
 	// Forge makes the forge proposals are reviewed on, given the opened
 	// repository; nil means the git-native forge (forge.Git).
 	Forge func(*gitstore.Repo) Forge
@@ -169,6 +172,10 @@ type pass struct {
 	diags hcl.Diagnostics
 	// until stops runs after this phase (Advance); zero runs them through.
 	until Phase
+	// mu guards the pass's state and the ledger while agents run in
+	// parallel (runAgents): held by each agent's goroutine except while its
+	// agent works.
+	mu sync.Mutex
 	// failed holds errors that do not stop the pass's later steps (one
 	// proposal that cannot be observed); the pass fails with them at its
 	// end.

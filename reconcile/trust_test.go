@@ -308,7 +308,7 @@ func TestWarmCacheRestart(t *testing.T) {
 
 // forgedStatement signs, with key, an entry that chains correctly after
 // last: what a pusher holding some key but not a trusted one can make.
-func forgedStatement(t *testing.T, last ledger.Entry, key *signing.Signer) []byte {
+func forgedStatement(t testing.TB, last ledger.Entry, key *signing.Signer) []byte {
 	t.Helper()
 	p := ledger.Predicate{Seq: last.Seq + 1, Prev: last.Digest, Time: time.Now().UTC(), Event: ledger.Event{
 		Type: ledger.RunStarted, Agent: "image-pinner", RunID: "deadbeef0000", Trigger: "manual",
