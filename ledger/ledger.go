@@ -309,6 +309,107 @@ func (l *Ledger) AppendIf(ctx context.Context, check func(*State) error, events 
 	}
 }
 
+// Batch is one caller's part of an AppendBatch: a precondition and the
+// events it guards, and what became of them.
+type Batch struct {
+	Check  func(*State) error
+	Events []Event
+	// Stored holds the entries appended for this part; Err is its
+	// check's error or why its events could not be built, when the rest
+	// of the batch was appended without them.
+	Stored []Entry
+	Err    error
+}
+
+// AppendBatch appends the events of several callers in one push: each
+// part's check sees the state as the parts before it leave it (so a claim
+// two parts both make lands once), a part whose check fails is left out
+// with its error, and the rest are committed as one chain and pushed with
+// one compare-and-swap, retried as AppendIf retries. It is AppendIf for
+// many, at the cost of one append: what a pass of many agents writes
+// costs a few pushes, not one per entry. Genesis and keys.changed, which
+// change who may sign, are appended alone (AppendIf).
+func (l *Ledger) AppendBatch(ctx context.Context, parts []*Batch) error {
+	if l.signer == nil {
+		return fmt.Errorf("append to ledger: no signing key configured")
+	}
+	for _, b := range parts {
+		for _, ev := range b.Events {
+			if ev.Type == Genesis || ev.Type == KeysChanged {
+				return fmt.Errorf("append to ledger: %s is appended alone, not in a batch", ev.Type)
+			}
+		}
+	}
+	const attempts = 10
+	var recent []Entry
+	for attempt := 1; ; attempt++ {
+		fresh, err := l.Sync(ctx)
+		if err != nil {
+			return fmt.Errorf("append to ledger: %w", err)
+		}
+		recent = append(recent, fresh...)
+		if l.state.Seq == 0 {
+			return fmt.Errorf("append to ledger: the ledger has no %s entry yet", Genesis)
+		}
+		if err := l.CheckSigner(); err != nil {
+			return fmt.Errorf("append to ledger: %w", err)
+		}
+		st := l.state.Clone()
+		var all []Entry
+		for _, b := range parts {
+			b.Stored, b.Err = nil, nil
+			pending := withoutRecorded(b.Events, recent, st.Seq)
+			if len(pending) == 0 {
+				continue
+			}
+			if b.Check != nil {
+				if err := b.Check(st); err != nil {
+					b.Err = err
+					continue
+				}
+			}
+			stored, _, err := l.buildOn(ctx, st, pending)
+			if err != nil {
+				b.Err = err
+				continue
+			}
+			for _, e := range stored {
+				if err := st.Apply(e); err != nil {
+					return fmt.Errorf("append to ledger: %w", err)
+				}
+			}
+			b.Stored = stored
+			all = append(all, stored...)
+		}
+		if len(all) == 0 {
+			return nil
+		}
+		err = l.repo.Push(ctx, gitstore.RefUpdate{Branch: Branch, Old: l.state.Head, New: all[len(all)-1].Commit})
+		if err == nil {
+			crashpoint.Hit("ledger.append")
+			for _, e := range all {
+				if err := l.trust.advance(e.Predicate); err != nil {
+					return fmt.Errorf("append to ledger: %w", err)
+				}
+			}
+			l.state = st
+			return nil
+		}
+		if !errors.Is(err, gitstore.ErrStale) || attempt == attempts {
+			return fmt.Errorf("append to ledger: %w", err)
+		}
+		backoff := time.Duration(attempt) * time.Duration(10+rand.IntN(40)) * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		if err := l.repo.Fetch(ctx); err != nil {
+			return fmt.Errorf("append to ledger: %w", err)
+		}
+	}
+}
+
 // withoutRecorded drops events that already appear among recent entries,
 // and a genesis event once the ledger has one.
 func withoutRecorded(events []Event, recent []Entry, seq uint64) []Event {
@@ -331,9 +432,15 @@ func withoutRecorded(events []Event, recent []Entry, seq uint64) []Event {
 // build signs and commits events on top of the current head without moving
 // any ref.
 func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.Hash, error) {
-	parent := l.state.Head
-	prev := l.state.Digest
-	seq := l.state.Seq
+	return l.buildOn(ctx, l.state, events)
+}
+
+// buildOn is build on top of st, which need not be the ledger's state (a
+// batch builds each caller's entries on the state the earlier ones make).
+func (l *Ledger) buildOn(ctx context.Context, st *State, events []Event) ([]Entry, plumbing.Hash, error) {
+	parent := st.Head
+	prev := st.Digest
+	seq := st.Seq
 	key := l.signer.PublicKey().ID
 	var out []Entry
 	for _, ev := range events {
@@ -343,7 +450,7 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 			if !validRunID(ev.RunID) {
 				return nil, plumbing.ZeroHash, fmt.Errorf("append %s: a transcript needs the run id it belongs to, got %q", ev.Type, ev.RunID)
 			}
-			if rn := l.state.Run(ev.RunID); ev.Attempt == 0 && rn != nil && rn.Attempt > 1 {
+			if rn := st.Run(ev.RunID); ev.Attempt == 0 && rn != nil && rn.Attempt > 1 {
 				// A retry's transcript is stored apart from the earlier
 				// attempts', at a path the signed attempt names.
 				ev.Attempt = rn.Attempt
@@ -358,11 +465,11 @@ func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.H
 			return nil, plumbing.ZeroHash, fmt.Errorf("append %s: only entry 1 may be one", Genesis)
 		}
 		p := Predicate{Seq: seq, Prev: prev, Time: l.now().UTC().Truncate(time.Millisecond), Event: ev}
-		st, err := newStatement(p)
+		statement, err := newStatement(p)
 		if err != nil {
 			return nil, plumbing.ZeroHash, err
 		}
-		bundle, err := l.signer.SignStatement(ctx, st)
+		bundle, err := l.signer.SignStatement(ctx, statement)
 		if err != nil {
 			return nil, plumbing.ZeroHash, fmt.Errorf("sign ledger entry %d: %w", seq, err)
 		}

@@ -307,7 +307,8 @@ func (s *State) Clone() *State {
 	c.Runs = make([]*Run, len(s.Runs))
 	for i, r := range s.Runs {
 		cp := *r
-		cp.Attempts = slices.Clone(r.Attempts) // Apply changes attempts in place
+		cp.Attempts = slices.Clone(r.Attempts)                                    // Apply changes attempts in place
+		cp.Heads, cp.Violations = slices.Clip(r.Heads), slices.Clip(r.Violations) // appends copy
 		c.Runs[i] = &cp
 	}
 	c.Held = make(map[string]*Entry, len(s.Held))
