@@ -87,19 +87,24 @@ func (r *Reconciler) runAgents(ctx context.Context, p *pass) error {
 	var (
 		errs []error
 		wg   sync.WaitGroup
-		sem  = make(chan struct{}, r.concurrency())
 	)
+	p.work = make(chan struct{}, r.concurrency())
+	p.mu.Lock()
+	p.batch = newBatcher(&p.mu)
+	// Every agent's goroutine joins before any runs, so that the first
+	// batch (the claims) waits for them all.
+	p.batch.members = len(r.spec.Agents)
+	p.mu.Unlock()
 	for _, a := range r.spec.Agents {
-		if err := ctx.Err(); err != nil {
-			break
-		}
-		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
 			p.mu.Lock()
 			defer p.mu.Unlock()
+			defer p.batch.leave()
+			if ctx.Err() != nil {
+				return
+			}
 			if err := r.reconcileAgent(ctx, p, a); err != nil {
 				r.log.Error("agent", "agent", a.Name, "err", err)
 				errs = append(errs, fmt.Errorf("agent %s: %w", a.Name, err))
@@ -107,6 +112,7 @@ func (r *Reconciler) runAgents(ctx context.Context, p *pass) error {
 		}()
 	}
 	wg.Wait()
+	p.batch = nil
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -510,8 +516,20 @@ func (r *Reconciler) runInWorkspace(ctx context.Context, p *pass, a *hclspec.Age
 	task := agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, MaxTokens: policy.TokenLimit(r.spec, a)}
 	view := r.agentView(a, commit)
 
+	if p.batch != nil {
+		p.batch.working()
+		defer p.batch.back()
+	}
 	p.mu.Unlock()
 	defer p.mu.Lock()
+	if p.work != nil {
+		select {
+		case p.work <- struct{}{}:
+		case <-ctx.Done():
+			return agent.Result{}, nil, ctx.Err()
+		}
+		defer func() { <-p.work }()
+	}
 	dir, err := os.MkdirTemp(r.cfg.WorkDir, "reconciler-run-"+runID+"-")
 	if err != nil {
 		return agent.Result{}, nil, fmt.Errorf("workspace: %w", err)
@@ -530,6 +548,11 @@ func (r *Reconciler) runInWorkspace(ctx context.Context, p *pass, a *hclspec.Age
 		return res, nil, fmt.Errorf("workspace: %w", err)
 	}
 	if err := agent.Confine(a, changes); err != nil {
+		return res, nil, err
+	}
+	// Names that disguise a protected path, control and bidi characters,
+	// symlinks out of the workspace or onto protected paths.
+	if err := agent.CheckChange(r.spec, a, changes); err != nil {
 		return res, nil, err
 	}
 	return res, changes, nil
@@ -578,13 +601,19 @@ func (r *Reconciler) commitProposal(a *hclspec.Agent, runID string, specCommit p
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("proposal tree: %w", err)
 	}
+	// The agent's words, stripped of terminal escapes and control and
+	// bidi characters: they are shown by every git log.
 	var msg strings.Builder
-	msg.WriteString(res.Summary + "\n\n")
-	if res.Body != "" {
-		msg.WriteString(res.Body + "\n\n")
+	subject := agent.CleanSubject(res.Summary)
+	if subject == "" {
+		subject = a.Name + ": automated change"
 	}
-	if res.Risk != "" {
-		msg.WriteString("Risk (the agent's own assessment): " + res.Risk + "\n\n")
+	msg.WriteString(subject + "\n\n")
+	if body := strings.TrimSpace(agent.CleanMessage(res.Body)); body != "" {
+		msg.WriteString(body + "\n\n")
+	}
+	if risk := agent.CleanSubject(res.Risk); risk != "" {
+		msg.WriteString("Risk (the agent's own assessment): " + risk + "\n\n")
 	}
 	fmt.Fprintf(&msg, "Agent: %s\nAgent-Run: %s\nSpec-Commit: %s\nPolicy-Decision: %s\nLedger-Entry: %d\n",
 		a.Name, runID, specCommit, d.Summary, decisionSeq)
@@ -618,7 +647,7 @@ func conditionChanges(changes []gitstore.FileChange) []hclspec.ChangeFile {
 }
 
 func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = strings.Join(strings.Fields(agent.CleanSubject(s)), " ")
 	if len(s) > 300 {
 		s = s[:297] + "..."
 	}

@@ -14,7 +14,7 @@ import (
 
 // BenchmarkAgentsPass measures one pass from trigger to the last proposal
 // pushed, for 1 and 100 exec agents on a repository of 10,000 files
-// (100 directories of 100), each agent scoped to its own directory: the
+// (1,000 directories of 10), each agent scoped to its own directory: the
 // figure of issue 10 is the 100-agent time over the 1-agent time. Agents
 // run Config.Concurrency at once (0: one per core); concurrency=1 shows the
 // sequential cost. Each iteration is a fresh repository and ledger.
@@ -27,16 +27,16 @@ func BenchmarkAgentsPass(b *testing.B) {
 					os.Remove(filepath.Join(dir, "agents/image-pinner.hcl"))
 					os.Remove(filepath.Join(dir, "agents/env-normaliser.hcl"))
 					os.Remove(filepath.Join(dir, "agents/incident-responder.hcl"))
-					for d := range 100 {
-						sub := filepath.Join(dir, "data", fmt.Sprintf("d%02d", d))
+					for d := range 1000 {
+						sub := filepath.Join(dir, "data", fmt.Sprintf("d%03d", d))
 						os.MkdirAll(sub, 0o755)
-						for f := range 100 {
+						for f := range 10 {
 							os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%03d.txt", f)), []byte(strings.Repeat("line\n", 20)), 0o644)
 						}
 					}
 					os.WriteFile(filepath.Join(dir, "tools/bump.sh"), []byte("#!/bin/sh\nset -eu\necho \"bumped $1\" >> \"data/$1/f000.txt\"\necho \"Bump $1\"\n"), 0o755)
 					for i := range tc.agents {
-						d := fmt.Sprintf("d%02d", i%100)
+						d := fmt.Sprintf("d%03d", i)
 						os.WriteFile(filepath.Join(dir, "agents", fmt.Sprintf("bump-%03d.hcl", i)), []byte(fmt.Sprintf(`agent "bump-%03d" {
   provider = provider.exec.local
   command  = ["sh", "tools/bump.sh", %q]

@@ -276,7 +276,7 @@ func (r *Reconciler) propose(ctx context.Context, p *pass, rc *runOf) error {
 	if err != nil {
 		return err
 	}
-	err = r.repo.Push(ctx, gitstore.RefUpdate{Branch: branch, Old: plumbing.ZeroHash, New: head})
+	err = r.pushBranch(ctx, p, gitstore.RefUpdate{Branch: branch, Old: plumbing.ZeroHash, New: head})
 	if errors.Is(err, gitstore.ErrStale) {
 		if err := r.repo.Fetch(ctx); err != nil {
 			return err

@@ -176,6 +176,11 @@ type pass struct {
 	// parallel (runAgents): held by each agent's goroutine except while its
 	// agent works.
 	mu sync.Mutex
+	// batch groups the appends and pushes of runs driven in parallel
+	// (runAgents); nil appends at once.
+	batch *batcher
+	// work bounds the agents working at once (Config.Concurrency).
+	work chan struct{}
 	// failed holds errors that do not stop the pass's later steps (one
 	// proposal that cannot be observed); the pass fails with them at its
 	// end.
@@ -238,9 +243,16 @@ func (r *Reconciler) append(ctx context.Context, p *pass, events ...ledger.Event
 // appendIf records events if check, given the ledger's state as it is
 // when they are appended, allows it.
 func (r *Reconciler) appendIf(ctx context.Context, p *pass, check func(*ledger.State) error, events ...ledger.Event) ([]ledger.Entry, error) {
-	stored, err := r.ledger.AppendIf(ctx, check, events...)
+	var stored []ledger.Entry
+	var err error
+	if p.batch != nil {
+		stored, err = r.batchedAppend(ctx, p, check, events)
+	} else {
+		stored, err = r.ledger.AppendIf(ctx, check, events...)
+		err = ledgerError(err)
+	}
 	if err != nil {
-		return nil, ledgerError(err)
+		return nil, err
 	}
 	for _, e := range stored {
 		r.log.Info("ledger entry", "seq", e.Seq, "event", e.Type, "summary", e.Summary)
