@@ -42,6 +42,9 @@ type Result struct {
 	// Risk is the agent's own assessment of its change (low, medium,
 	// high), reported by model-backed runners.
 	Risk string
+	// Sandbox names the OS sandbox's mechanisms that were in force for
+	// the run (see package sandbox), set by the exec runner.
+	Sandbox []string
 }
 
 // Usage is what a run consumed from a model provider.

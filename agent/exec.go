@@ -6,25 +6,32 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/sandbox"
 )
 
 // ExecPath is the PATH exec agents run with.
 const ExecPath = "/usr/local/bin:/usr/bin:/bin"
 
 // Exec runs an exec provider's command in the workspace: a deterministic
-// agent. The command gets the agent's prompt on stdin and a scrubbed
-// environment (PATH, HOME and TMPDIR in a private directory, LC_ALL=C,
-// TZ=UTC and RECONCILER_* variables naming the run; nothing of the
-// reconciler's own environment, so no secrets). Its first line of stdout is
-// the proposal's summary and the rest its body. It is killed, with its
-// process group, at the timeout.
-type Exec struct{}
+// agent. The command runs in the OS sandbox (package sandbox): new user,
+// PID, IPC, mount and, unless the agent declares network = true, network
+// namespaces; a filesystem holding only the workspace (read-write), a
+// private /tmp with HOME in it, and the system's read-only directories;
+// Landlock; rlimits; and every process it starts is killed when it ends.
+// It gets the agent's prompt on stdin and an environment built from
+// nothing: PATH, HOME and TMPDIR, LANG=C.UTF-8, LC_ALL=C, TZ=UTC and
+// RECONCILER_* variables naming the run. Its first line of stdout is the
+// proposal's summary and the rest its body. It is killed, with everything
+// it started, at the timeout.
+type Exec struct {
+	// Sandbox confines the command. The zero value is sandbox.Strict: a
+	// run fails when the kernel lacks a mechanism.
+	Sandbox sandbox.Config
+}
 
 var _ Runner = Exec{}
 
@@ -35,8 +42,10 @@ var ErrTimeout = errors.New("run timed out")
 // max_output_bytes.
 var ErrOutputLimit = errors.New("output limit exceeded")
 
-// Run runs t.Agent's command in t.Dir.
-func (Exec) Run(ctx context.Context, t Task) (Result, error) {
+// Run runs t.Agent's command in t.Dir. The Result's Sandbox lists the
+// mechanisms in force, also when the command failed; a run refused for a
+// missing mechanism wraps sandbox.ErrUnavailable.
+func (e Exec) Run(ctx context.Context, t Task) (Result, error) {
 	a := t.Agent
 	if a.Provider == nil || a.Provider.Kind != hclspec.ProviderExec {
 		return Result{}, fmt.Errorf("run %s: agent does not use an exec provider", a.Name)
@@ -51,56 +60,63 @@ func (Exec) Run(ctx context.Context, t Task) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	private, err := os.MkdirTemp("", "reconciler-home-")
-	if err != nil {
-		return Result{}, fmt.Errorf("run %s: %w", a.Name, err)
-	}
-	defer os.RemoveAll(private)
-
 	name := a.Command[0]
 	if !strings.Contains(name, "/") {
+		var err error
 		if name, err = lookPath(name); err != nil {
 			return Result{}, fmt.Errorf("run %s: command %q: %w", a.Name, a.Command[0], err)
 		}
 	}
-	cmd := exec.CommandContext(ctx, name, a.Command[1:]...)
-	cmd.Dir = t.Dir
-	cmd.Env = []string{
-		"PATH=" + ExecPath,
-		"HOME=" + private,
-		"TMPDIR=" + private,
-		"LC_ALL=C",
-		"TZ=UTC",
-		"RECONCILER_AGENT=" + a.Name,
-		"RECONCILER_RUN_ID=" + t.RunID,
-		"RECONCILER_SPEC_COMMIT=" + t.SpecCommit,
-		"RECONCILER_TRIGGER=" + t.Trigger,
-	}
-	cmd.Stdin = strings.NewReader(a.Prompt)
 	limit := a.Provider.MaxOutputBytes
 	stdout := &capped{max: limit}
 	stderr := &capped{max: 64 << 10, truncate: true}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	setProcessGroup(cmd)
-	cmd.WaitDelay = 2 * time.Second
-	err = cmd.Run()
+	mechs, err := e.Sandbox.Run(ctx, sandbox.Command{
+		Path: name, Args: a.Command, Dir: t.Dir,
+		Env: []string{
+			"PATH=" + ExecPath,
+			"LANG=C.UTF-8",
+			"LC_ALL=C",
+			"TZ=UTC",
+			"RECONCILER_AGENT=" + a.Name,
+			"RECONCILER_RUN_ID=" + t.RunID,
+			"RECONCILER_SPEC_COMMIT=" + t.SpecCommit,
+			"RECONCILER_TRIGGER=" + t.Trigger,
+		},
+		Network: a.Network,
+		Limits:  sandbox.Limits{CPU: timeout},
+		Stdin:   strings.NewReader(a.Prompt),
+		Stdout:  stdout,
+		Stderr:  stderr,
+	})
+	res := Result{Sandbox: mechs}
+	// What the command printed is recorded: without credentials it may
+	// have found, or the host's paths.
+	clean := func(s string) string { return ScrubPaths(Redact(s), t.Dir) }
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:
-		return Result{}, fmt.Errorf("run %s: %w after %s", a.Name, ErrTimeout, timeout)
+		return res, fmt.Errorf("run %s: %w after %s", a.Name, ErrTimeout, timeout)
 	case stdout.exceeded:
-		return Result{}, fmt.Errorf("run %s: %w: stdout is over %d bytes", a.Name, ErrOutputLimit, limit)
+		return res, fmt.Errorf("run %s: %w: stdout is over %d bytes", a.Name, ErrOutputLimit, limit)
 	case err != nil:
+		var exit *sandbox.ExitError
+		if !errors.As(err, &exit) {
+			return res, fmt.Errorf("run %s: %w", a.Name, err)
+		}
 		msg := strings.TrimSpace(stderr.buf.String())
 		if i := strings.LastIndexByte(msg, '\n'); len(msg) > 500 && i >= 0 {
 			msg = msg[i+1:]
 		}
-		if msg != "" {
-			return Result{}, fmt.Errorf("run %s: %w: %s", a.Name, err, msg)
+		if len(msg) > 500 {
+			msg = msg[:500]
 		}
-		return Result{}, fmt.Errorf("run %s: %w", a.Name, err)
+		if msg = clean(msg); msg != "" {
+			return res, fmt.Errorf("run %s: %w: %s", a.Name, err, msg)
+		}
+		return res, fmt.Errorf("run %s: %w", a.Name, err)
 	}
-	summary, body := splitMessage(a.Name, stdout.buf.String())
-	return Result{Summary: summary, Body: body}, nil
+	summary, body := splitMessage(a.Name, clean(stdout.buf.String()))
+	res.Summary, res.Body = summary, body
+	return res, nil
 }
 
 // lookPath finds a command in ExecPath, not in the reconciler's PATH.

@@ -472,7 +472,7 @@ func (l *loader) decodeGroup(_ *hcl.File, b *hcl.Block) {
 var agentSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "description"}, {Name: "provider", Required: true}, {Name: "model"}, {Name: "prompt"},
-		{Name: "command"}, {Name: "tools"}, {Name: "suspend"},
+		{Name: "command"}, {Name: "network"}, {Name: "tools"}, {Name: "suspend"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "trigger"}, {Type: "scope"}, {Type: "limits"}, {Type: "work_unit"}},
 }
@@ -573,6 +573,7 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 		}
 	}
 	l.decodeAttr(c.Attributes, "suspend", ctx, &a.Suspend)
+	l.decodeAttr(c.Attributes, "network", ctx, &a.Network)
 	if attr, ok := c.Attributes["provider"]; ok {
 		a.ProviderRange = attr.Expr.Range()
 		a.Provider = l.providerRef(attr)
@@ -643,6 +644,9 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 			}
 			if _, ok := c.Attributes["command"]; ok {
 				l.errorf(c.Attributes["command"].NameRange, "Unsupported argument", "command is for exec providers; agent %q uses openai provider %q.", a.Name, a.Provider.Name)
+			}
+			if attr, ok := c.Attributes["network"]; ok {
+				l.errorf(attr.NameRange, "Unsupported argument", "network is for exec agents, whose command runs in a sandbox without network unless it declares network = true; agent %q uses openai provider %q, whose tools only touch the workspace. Remove network.", a.Name, a.Provider.Name)
 			}
 		}
 	}

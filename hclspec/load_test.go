@@ -366,6 +366,10 @@ func TestLoadDiagnostics(t *testing.T) {
 			{"agents/model.hcl:1:1-1:14", "Missing prompt", "add prompt = file(\"prompts/model.md\")"},
 			{"agents/model.hcl:5:3-5:10", "Unsupported argument", "command is for exec providers"},
 		}},
+		{"network", []diag{
+			{"agents/fetcher.hcl:4:15-4:25", "Unsuitable value type", "a bool is required"},
+			{"agents/model.hcl:5:3-5:10", "Unsupported argument", "network is for exec agents"},
+		}},
 		{"provider-settings", []diag{
 			{"providers.hcl:4:17-4:46", "Invalid base URL", "must be an http(s) URL including /v1"},
 			{"providers.hcl:5:17-5:31", "Invalid variable name", "never put the key itself in git"},
@@ -841,6 +845,29 @@ func TestLoadWorkLimits(t *testing.T) {
 }
 
 // limits { retries } defaults to DefaultRetries; 0 turns retries off.
+func TestLoadNetwork(t *testing.T) {
+	for _, tc := range []struct {
+		attr string
+		want bool
+	}{
+		{"", false},
+		{"  network = false\n", false},
+		{"  network = true\n", true},
+	} {
+		t.Run(strings.TrimSpace(tc.attr), func(t *testing.T) {
+			fsys := txtarFS(t, "testdata/errors/base.txtar")
+			edit(t, fsys, "agents/fixer.hcl", "  scope {", tc.attr+"  scope {")
+			spec, diags := Load(fsys, Options{})
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			if got := spec.Agent("fixer").Network; got != tc.want {
+				t.Errorf("Network = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestLoadRetries(t *testing.T) {
 	for _, tc := range []struct {
 		limits string

@@ -71,6 +71,7 @@ type Agent struct {
 	Model       string
 	Prompt      string
 	Command     []string
+	Network     bool // an exec agent's command may use the host's network; by default its sandbox has none
 	Tools       []string
 	Triggers    []Trigger
 	Scope       []string

@@ -14,9 +14,14 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/agentgitops/reconciler/sandbox"
 )
 
 func main() {
+	// A reconciler started by its own exec runner is the agent sandbox's
+	// helper (a hidden argument); it never returns then.
+	sandbox.Init()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

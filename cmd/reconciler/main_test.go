@@ -10,9 +10,14 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/agentgitops/reconciler/sandbox"
 )
 
 func TestMain(m *testing.M) {
+	// The test binary, as the reconciler of scripts too, runs exec agents
+	// in the sandbox, whose helper is this binary re-executed.
+	sandbox.Init()
 	testscript.Main(m, map[string]func(){
 		"reconciler": func() { os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)) },
 	})

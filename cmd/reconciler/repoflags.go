@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"os"
+	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing/object"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/metrics"
 	"github.com/agentgitops/reconciler/reconcile"
+	"github.com/agentgitops/reconciler/sandbox"
 	"github.com/agentgitops/reconciler/signing"
 )
 
@@ -30,6 +32,7 @@ type repoFlags struct {
 	cacheDir  string
 	trusted   multiFlag
 	newLedger bool
+	sandbox   string
 }
 
 func (f *repoFlags) register(fs *flag.FlagSet) {
@@ -42,6 +45,7 @@ func (f *repoFlags) register(fs *flag.FlagSet) {
 	def, _ := gitstore.DefaultCacheDir()
 	fs.StringVar(&f.cacheDir, "cache-dir", def, "directory of the on-disk mirror and saved ledger state, reused across passes and processes (\"\" keeps the mirror in memory)")
 	fs.Var(&f.trusted, "trusted-key", "public key the ledger's genesis entry must be signed by (repeatable; default: trust it on first use)")
+	fs.StringVar(&f.sandbox, "sandbox", string(sandbox.Strict), "what an exec agent's run does when the kernel lacks a sandbox mechanism (user, PID, network, IPC or mount namespaces, Landlock, rlimits): strict fails it, permissive runs it with what is available; either way the ledger records the mechanisms in force")
 	fs.BoolVar(&f.newLedger, "start-new-ledger", false, "start a new ledger although commits reference entries of a missing one (deleted, or archived after an upgrade); the genesis entry records it")
 }
 
@@ -69,9 +73,13 @@ func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics
 	if err != nil {
 		return nil, err
 	}
+	mode, err := sandbox.ParseMode(f.sandbox)
+	if err != nil {
+		return nil, errUsage("--sandbox: " + err.Error())
+	}
 	cfg := reconcile.Config{
 		Repo: f.repo, Branch: f.branch, Identity: id, Signer: signer,
-		LookupEnv: os.LookupEnv, Logger: logger, Runners: runners(),
+		LookupEnv: os.LookupEnv, Logger: logger, Runners: runners(f.sandboxConfig(mode)),
 		CacheDir: f.cacheDir, TrustedKeys: pins, StartNewLedger: f.newLedger,
 	}
 	if m != nil {
@@ -104,12 +112,23 @@ func newLogger(w io.Writer, format string) (*slog.Logger, error) {
 	return nil, errUsage(fmt.Sprintf("--log-format %q: use text or json", format))
 }
 
+// sandboxConfig is the exec agents' sandbox: in mode, and never showing
+// them the signing key, the cache directory or a local origin (which the
+// sandbox's view leaves out anyway, unless they lie in what it exposes).
+func (f *repoFlags) sandboxConfig(mode sandbox.Mode) sandbox.Config {
+	hide := []string{f.key, f.cacheDir}
+	if !strings.Contains(f.repo, "://") || strings.HasPrefix(f.repo, "file://") {
+		hide = append(hide, strings.TrimPrefix(f.repo, "file://"))
+	}
+	return sandbox.Config{Mode: mode, Hide: hide}
+}
+
 // runners are the agent runners of a production reconciler: exec agents,
-// and model-backed agents on their provider's OpenAI-compatible endpoint
-// with the key from the variable the provider names.
-func runners() map[string]agent.Runner {
+// in sb, and model-backed agents on their provider's OpenAI-compatible
+// endpoint with the key from the variable the provider names.
+func runners(sb sandbox.Config) map[string]agent.Runner {
 	return map[string]agent.Runner{
-		hclspec.ProviderExec: agent.Exec{},
+		hclspec.ProviderExec: agent.Exec{Sandbox: sb},
 		hclspec.ProviderOpenAI: &agent.OpenAI{
 			NewModel: func(p *hclspec.Provider) (agent.Model, error) {
 				return agent.NewProvider(p, agent.ProviderOptions{LookupEnv: os.LookupEnv})
