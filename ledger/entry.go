@@ -63,6 +63,11 @@ type Event struct {
 	// Hold is set on run.held and budget.exceeded.
 	Hold     *Hold     `json:"hold,omitempty"`
 	WorkUnit *WorkUnit `json:"work_unit,omitempty"`
+	// Sandbox is set on run.finished and run.failed of a run whose
+	// command ran in the OS sandbox (exec agents): the mechanisms that
+	// were in force, such as "userns", "netns" and "landlock-abi-7" (see
+	// package sandbox).
+	Sandbox []string `json:"sandbox,omitempty"`
 
 	// Outcome qualifies run.finished: changed, no_change, duplicate_open,
 	// duplicate_rejected.

@@ -70,6 +70,7 @@ type RunFinishedEvent struct {
 	CostUSD             float64
 	WorkUnit            *WorkUnit
 	TranscriptDigest    string
+	Sandbox             []string
 }
 
 // RunFailedEvent settles an attempt of a run that failed. RetryAfter is
@@ -84,6 +85,7 @@ type RunFailedEvent struct {
 	TranscriptDigest string
 	Attempt          int
 	RetryAfter       time.Time
+	Sandbox          []string
 }
 
 // RunRetriedEvent claims attempt Attempt (2 or more) of a run that failed,
@@ -209,10 +211,10 @@ func (e *Event) Typed() (TypedEvent, error) {
 		return RunAbandonedEvent{RunRef: ref, Error: e.Error, Claimant: e.Claimant, LeaseUntil: e.LeaseUntil}, nil
 	case RunFinished:
 		return RunFinishedEvent{RunRef: ref, Trigger: e.Trigger, SpecDigest: e.SpecDigest, Outcome: e.Outcome, Change: e.Change,
-			Model: e.Model, Usage: e.Usage, CostUSD: e.CostUSD, WorkUnit: e.WorkUnit, TranscriptDigest: e.TranscriptDigest}, nil
+			Model: e.Model, Usage: e.Usage, CostUSD: e.CostUSD, WorkUnit: e.WorkUnit, TranscriptDigest: e.TranscriptDigest, Sandbox: e.Sandbox}, nil
 	case RunFailed:
 		return RunFailedEvent{RunRef: ref, SpecDigest: e.SpecDigest, Error: e.Error, Model: e.Model, Usage: e.Usage,
-			CostUSD: e.CostUSD, TranscriptDigest: e.TranscriptDigest, Attempt: e.Attempt, RetryAfter: e.RetryAfter}, nil
+			CostUSD: e.CostUSD, TranscriptDigest: e.TranscriptDigest, Attempt: e.Attempt, RetryAfter: e.RetryAfter, Sandbox: e.Sandbox}, nil
 	case RunRetried:
 		return RunRetriedEvent{RunRef: ref, Trigger: e.Trigger, SpecCommit: e.SpecCommit, SpecDigest: e.SpecDigest, Attempt: e.Attempt,
 			ReservedUSD: e.ReservedUSD, Claimant: e.Claimant, LeaseUntil: e.LeaseUntil}, nil

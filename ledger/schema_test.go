@@ -511,6 +511,58 @@ func withoutField(t testing.TB, b []byte, path string) []byte {
 	return out
 }
 
+// TestSchemaExecRun: the run.finished and run.failed of an exec agent carry
+// the sandbox's mechanisms (the examples are model runs, which have none),
+// and the schema takes them as the Go types write them.
+func TestSchemaExecRun(t *testing.T) {
+	sch, _ := loadSchema(t)
+	mechs := []string{"userns", "pidns", "netns", "ipcns", "mountns", "landlock-abi-7", "rlimits"}
+	for _, p := range schemaExamples(t) {
+		if p.Type != RunFinished && p.Type != RunFailed {
+			continue
+		}
+		t.Run(p.Type, func(t *testing.T) {
+			p.Model, p.Usage, p.CostUSD, p.TranscriptDigest, p.RetryAfter = "", nil, 0, "", time.Time{}
+			p.Sandbox = mechs
+			b := encodeExample(t, p)
+			if !bytes.Contains(b, []byte(`"sandbox": [`)) {
+				t.Fatalf("no sandbox in %s", b)
+			}
+			if err := sch.Validate(instance(t, b)); err != nil {
+				t.Errorf("the schema refuses %s: %v", b, err)
+			}
+			back, err := decodeExample(b, p.Subject)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := back.Event.Validate(); err != nil {
+				t.Error(err)
+			}
+			ev, err := back.Event.Typed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			switch ev := ev.(type) {
+			case RunFinishedEvent:
+				got = ev.Sandbox
+			case RunFailedEvent:
+				got = ev.Sandbox
+			}
+			if strings.Join(got, " ") != strings.Join(mechs, " ") {
+				t.Errorf("typed event's sandbox = %v", got)
+			}
+			var m map[string]any
+			json.Unmarshal(b, &m)
+			m["sandbox"] = []any{"userns", "userns"}
+			dup, _ := json.Marshal(m)
+			if sch.Validate(instance(t, dup)) == nil {
+				t.Errorf("the schema accepts a mechanism twice: %s", dup)
+			}
+		})
+	}
+}
+
 // TestSchemaRejectsWhatValidateRejects: values that are present but wrong
 // fail both checks too.
 func TestSchemaRejectsWhatValidateRejects(t *testing.T) {
