@@ -302,6 +302,9 @@ func (r *Reconciler) redecide(ctx context.Context, p *pass, a *hclspec.Agent, ba
 			Run:    hclspec.RunInfo{ID: open.ID, Trigger: trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
 			Change: conditionChanges(changes),
 		})
+		if d, err = r.denySecrets(d, changes); err != nil {
+			return err
+		}
 		if open.Updated != nil {
 			// A person moved the branch: its head's whole change is what
 			// a merge would bring in.
@@ -631,7 +634,8 @@ func (r *Reconciler) commitProposal(a *hclspec.Agent, runID string, specCommit p
 func changeSummary(changes []gitstore.FileChange) *ledger.Change {
 	c := &ledger.Change{ID: ChangeID(changes)}
 	for _, f := range changes {
-		c.Files = append(c.Files, f.Path)
+		// A file name can hold a secret too.
+		c.Files = append(c.Files, agent.Redact(f.Path))
 		c.Added += f.Added
 		c.Removed += f.Removed
 	}

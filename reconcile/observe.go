@@ -269,7 +269,8 @@ func (r *Reconciler) decideHead(ctx context.Context, p *pass, rn *ledger.Run, he
 		Run:    hclspec.RunInfo{ID: rn.ID, Trigger: rn.Trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
 		Change: conditionChanges(changes),
 	})
-	return d, changes, nil
+	d, err = r.denySecrets(d, changes)
+	return d, changes, err
 }
 
 // commitChangeID is the content id of a commit's change against its first

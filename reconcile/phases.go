@@ -15,6 +15,7 @@ import (
 	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/policy"
+	"github.com/agentgitops/reconciler/secrets"
 )
 
 // Phase is a step of a run. A pass drives each run through them in order,
@@ -190,7 +191,7 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 			p.state = r.ledger.State()
 			err = nil
 		}
-		return false, errors.Join(fmt.Errorf("run %s (attempt %d): %w", rc.id, ev.Attempt, runErr), err)
+		return false, errors.Join(&scrubbedError{text: fmt.Sprintf("run %s (attempt %d): %s", rc.id, ev.Attempt, ev.Error), err: runErr}, err)
 	}
 	rc.res, rc.changes, rc.ran = res, changes, true
 	if rc.rn.Finished != nil {
@@ -234,6 +235,9 @@ func (r *Reconciler) decide(ctx context.Context, p *pass, rc *runOf) (more bool,
 			Run:    hclspec.RunInfo{ID: rc.id, Trigger: rc.trigger, Model: rc.a.Model, SpecCommit: rc.specCommit.String()},
 			Change: conditionChanges(rc.changes),
 		})
+		if d, err = r.denySecrets(d, rc.changes); err != nil {
+			return false, fmt.Errorf("run %s: %w", rc.id, err)
+		}
 		raw, err := json.Marshal(d)
 		if err != nil {
 			return false, fmt.Errorf("encode decision: %w", err)
@@ -311,7 +315,7 @@ func (r *Reconciler) lostPush(ctx context.Context, p *pass, rc *runOf, perr erro
 	if _, err := r.appendIf(ctx, p, r.holds(rc.id, func(*ledger.Run) bool { return true }), ev); err != nil && !errors.Is(err, errRecorded) {
 		return errors.Join(perr, err)
 	}
-	return fmt.Errorf("run %s (attempt %d): %w", rc.id, ev.Attempt, perr)
+	return &scrubbedError{text: fmt.Sprintf("run %s (attempt %d): %s", rc.id, ev.Attempt, ev.Error), err: perr}
 }
 
 // holds returns an append check: this reconciler still holds the claim on
@@ -332,10 +336,55 @@ func (r *Reconciler) holds(runID string, step func(*ledger.Run) bool) func(*ledg
 // number, its summary and, when the failure can pass on retry and the
 // agent's retries allow another attempt, from when it is retried.
 func (r *Reconciler) failedAttempt(ev *ledger.Event, rc *runOf, err error) {
+	// Neither a secret nor a host path reaches a signed entry.
+	text := r.scrub(err.Error())
+	ev.Error = text
 	ev.Attempt = max(rc.rn.Attempt, 1)
-	ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %v", rc.a.Name, rc.id, err))
+	ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %s", rc.a.Name, rc.id, text))
 	if t, ok := retryAfter(rc.a, ev.Attempt, err, r.cfg.Now()); ok {
 		ev.RetryAfter = t
-		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s (attempt %d, retry after %s): %v", rc.a.Name, rc.id, ev.Attempt, t.Format(time.RFC3339), err))
+		ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s (attempt %d, retry after %s): %s", rc.a.Name, rc.id, ev.Attempt, t.Format(time.RFC3339), text))
 	}
 }
+
+// denySecrets scans a change for secrets (gitleaks' default rules, and the
+// values of the providers' API keys) and denies the decision with
+// builtin/secret-detected when it finds any, naming file, line and rule,
+// never the value. A scan that cannot run fails closed.
+func (r *Reconciler) denySecrets(d policy.Decision, changes []gitstore.FileChange) (policy.Decision, error) {
+	found, err := secrets.Scan(changes, r.knownSecrets())
+	if err != nil {
+		return d, fmt.Errorf("scan the change for secrets: %w", err)
+	}
+	sf := make([]policy.SecretFinding, 0, len(found))
+	for _, f := range found {
+		sf = append(sf, policy.SecretFinding{Path: f.Path, Line: f.Line, Rule: f.Rule})
+	}
+	return policy.DenySecrets(d, sf), nil
+}
+
+// knownSecrets are the secret values the reconciler holds: its providers'
+// API keys.
+func (r *Reconciler) knownSecrets() []string {
+	if r.spec == nil {
+		return nil
+	}
+	return agent.ProviderSecrets(r.cfg.LookupEnv, r.spec.Providers...)
+}
+
+// scrub redacts the reconciler's secrets and known token shapes from s and
+// replaces host paths (the work and temporary directories, the home) with
+// placeholders: for text that goes into the ledger.
+func (r *Reconciler) scrub(s string) string {
+	return agent.ScrubPaths(agent.Redact(s, r.knownSecrets()...), r.cfg.WorkDir)
+}
+
+// scrubbedError is an error whose text was scrubbed (see scrub) for the
+// logs and the operator, keeping the error it wraps for errors.Is and As.
+type scrubbedError struct {
+	text string
+	err  error
+}
+
+func (e *scrubbedError) Error() string { return e.text }
+func (e *scrubbedError) Unwrap() error { return e.err }
