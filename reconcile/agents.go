@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/agentgitops/reconciler/agent"
@@ -645,7 +646,19 @@ func changeSummary(changes []gitstore.FileChange) *ledger.Change {
 func conditionChanges(changes []gitstore.FileChange) []hclspec.ChangeFile {
 	out := make([]hclspec.ChangeFile, 0, len(changes))
 	for _, c := range changes {
-		out = append(out, hclspec.ChangeFile{Path: c.Path, Status: c.Status, Added: c.Added, Removed: c.Removed})
+		f := hclspec.ChangeFile{Path: c.Path, Status: c.Status, Added: c.Added, Removed: c.Removed}
+		if c.Status != gitstore.StatusDeleted {
+			f.Bytes = int64(len(c.Content))
+			switch c.Mode {
+			case filemode.Executable:
+				f.Mode = hclspec.ModeExecutable
+			case filemode.Symlink:
+				f.Mode = hclspec.ModeSymlink
+			default:
+				f.Mode = hclspec.ModeRegular
+			}
+		}
+		out = append(out, f)
 	}
 	return out
 }

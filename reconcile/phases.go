@@ -174,6 +174,7 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 		ev.Type = ledger.RunFailed
 		ev.Error = runErr.Error()
 		ev.Transcript = res.Transcript
+		ev.Sandbox = res.Sandbox
 		ev.Model, ev.CostUSD = res.Model, a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
 		if res.Usage != (agent.Usage{}) {
 			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
@@ -199,6 +200,7 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 	}
 	ev := rc.base
 	ev.Type = ledger.RunFinished
+	ev.Sandbox = res.Sandbox
 	ev.Model = res.Model
 	ev.CostUSD = a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
 	ev.Transcript = res.Transcript

@@ -228,6 +228,18 @@ func TestEndToEnd(t *testing.T) {
 				}
 			}
 
+			// The sandbox's mechanisms are in status and in each exec run's
+			// entry (the kernels of this project's machines offer them all).
+			sb := r.Status().Sandbox
+			if sb == nil || sb.Mode != "strict" || len(sb.Mechanisms) == 0 {
+				t.Fatalf("status sandbox = %+v, want strict with its mechanisms", sb)
+			}
+			for _, en := range es {
+				if en.Type == ledger.RunFinished && !slices.Equal(en.Sandbox, sb.Mechanisms) {
+					t.Errorf("%s run.finished sandbox = %q, status says %q", en.Agent, en.Sandbox, sb.Mechanisms)
+				}
+			}
+
 			// The proposal commit: authored by the agent, trailers of DESIGN §3.
 			opened, _ := find(es, ledger.ProposalOpened, "image-pinner")
 			decision, _ := find(es, ledger.PolicyDecision, "image-pinner")

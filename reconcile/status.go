@@ -7,8 +7,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentgitops/reconciler/ledger"
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/sandbox"
 )
 
 // Status is the reconciler's observed state, Flux style.
@@ -25,6 +29,31 @@ type Status struct {
 	LedgerHead  string      `json:"ledger_head,omitempty"`
 	// Agents is each agent's state, by name.
 	Agents map[string]AgentStatus `json:"agents,omitempty"`
+	// Sandbox is how exec agents are confined: the mode, the mechanisms
+	// in force, and why any the kernel lacks is missing.
+	Sandbox *SandboxStatus `json:"sandbox,omitempty"`
+}
+
+// SandboxStatus is the exec runner's sandbox as this process runs it.
+type SandboxStatus struct {
+	Mode       string            `json:"mode"`
+	Mechanisms []string          `json:"mechanisms"`
+	Missing    map[string]string `json:"missing,omitempty"`
+}
+
+// sandboxStatus reports the sandbox of the exec runner, when it is the
+// built-in one.
+func (r *Reconciler) sandboxStatus() *SandboxStatus {
+	ex, ok := r.cfg.Runners[hclspec.ProviderExec].(agent.Exec)
+	if !ok {
+		return nil
+	}
+	mode := ex.Sandbox.Mode
+	if mode == "" {
+		mode = sandbox.Strict
+	}
+	sup := sandbox.Probe()
+	return &SandboxStatus{Mode: string(mode), Mechanisms: sup.Mechanisms, Missing: sup.Reasons}
 }
 
 // AgentStatus is one agent's observed state.
@@ -116,6 +145,7 @@ func (r *Reconciler) summarize(p *pass, err error) {
 			s.Agents[a.Name] = agentStatus(p.state, a.Name)
 		}
 	}
+	s.Sandbox = r.sandboxStatus()
 	st := r.ledger.State()
 	s.LedgerSeq = st.Seq
 	if !st.Head.IsZero() {
