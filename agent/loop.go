@@ -27,7 +27,31 @@ var (
 	ErrNoToolCall = errors.New("model replied without calling a tool")
 	// ErrModelResponse: the model's reply had no choices.
 	ErrModelResponse = errors.New("invalid model response")
+	// ErrWorkLimit: the run reached one of its limits on work (tool
+	// calls per step or per run, files or bytes written, bytes read, the
+	// transcript's size). The error is a *LimitError naming it.
+	ErrWorkLimit = errors.New("work limit reached")
 )
+
+// LimitError ends a run that reached one of its limits on work. Limit is
+// the limits { } attribute (max_tool_calls_per_step), Max its value and
+// Detail what would have passed it. It wraps ErrWorkLimit; the run is
+// final, never retried.
+type LimitError struct {
+	Limit  string
+	Max    int64
+	Detail string
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("limit %s (%d) reached: %s", e.Limit, e.Max, e.Detail)
+}
+
+func (e *LimitError) Unwrap() error { return ErrWorkLimit }
+
+func limitErrorf(limit string, max int64, format string, args ...any) *LimitError {
+	return &LimitError{Limit: limit, Max: max, Detail: fmt.Sprintf(format, args...)}
+}
 
 // Defaults for limits a task leaves at zero. A run is never unbounded.
 const (
@@ -36,6 +60,88 @@ const (
 	defaultTimeout       = 10 * time.Minute
 	defaultContextTokens = 128000
 )
+
+// The transcript's size, against max_transcript_bytes, is the exact size
+// of what is finished and an estimate of the rest: each string's length as
+// JSON and these for the framing around them.
+const (
+	transcriptTail    = 512  // the outcome, usage and duration
+	stepOverhead      = 1024 // a step's request, timing, usage and framing
+	stepFraming       = 8    // a step in the steps list
+	msgRecordOverhead = 160  // a message's role and framing
+	callInMsgOverhead = 192  // a tool call's framing in a message
+	callOverhead      = 320  // a tool call's record, but its strings
+)
+
+// Longest tool call id kept, and longest tool name (OpenAI's function
+// names have at most 64 characters).
+const (
+	maxToolCallIDLen = 128
+	maxToolNameLen   = 64
+)
+
+type wholeArgs struct {
+	bytes  int
+	sha256 string
+}
+
+// transcriptSize follows the transcript's size as it is recorded: done is
+// the exact size of what is finished (the header and the recorded steps),
+// step estimates the step being recorded, and carry the messages the next
+// request records. In a replay (off) the recording has decided already.
+type transcriptSize struct {
+	max               int64
+	done, step, carry int64
+	off               bool
+}
+
+func (s *transcriptSize) total() int64 { return s.done + s.step + s.carry }
+
+// fits reports whether extra more bytes keep the transcript within max.
+func (s *transcriptSize) fits(extra int64) bool { return s.off || s.total()+extra <= s.max }
+
+// msgRecordLen estimates a message's size in the transcript, without its
+// tool calls' arguments, which are counted call by call.
+func msgRecordLen(m openai.ChatCompletionMessage) int64 {
+	n := msgRecordOverhead + jsonLen(m.Content) + jsonLen(m.ReasoningContent) + jsonLen(m.Refusal) + jsonLen(m.ToolCallID)
+	for _, c := range m.ToolCalls {
+		n += callInMsgOverhead + jsonLen(c.ID) + jsonLen(c.Function.Name)
+	}
+	return n
+}
+
+// replyRecordLen estimates the size of a reply's record (see
+// responseRecord): its first keep tool calls with their arguments cut,
+// and its text, cut with clip.
+func replyRecordLen(m openai.ChatCompletionMessage, keep int, clip bool) int64 {
+	text := func(s string) int64 {
+		if clip {
+			s = clipBytes(s, maxRecordedArgs)
+		}
+		return jsonLen(s)
+	}
+	n := stepOverhead + text(m.Content) + text(m.ReasoningContent) + text(m.Refusal)
+	if f := m.FunctionCall; f != nil {
+		n += callInMsgOverhead + jsonLen(clipBytes(f.Name, maxToolNameLen)) + jsonLen(clipBytes(f.Arguments, maxRecordedArgs))
+	}
+	for _, c := range m.ToolCalls[:min(keep, len(m.ToolCalls))] {
+		n += callInMsgOverhead + jsonLen(clipBytes(c.ID, maxToolCallIDLen)) + jsonLen(clipBytes(c.Function.Name, maxToolNameLen)) + jsonLen(clipBytes(c.Function.Arguments, maxRecordedArgs))
+	}
+	return n
+}
+
+// callRecordLen estimates what recording a call adds: its record, its
+// arguments (whole, or cut and replaced in the conversation by a notice)
+// in the record, the reply's record and the conversation, and its result
+// in the record and the conversation.
+func callRecordLen(tc *TranscriptToolCall, args, result string, whole bool) int64 {
+	a, conv := jsonLen(clipBytes(args, maxRecordedArgs)), int64(msgRecordOverhead)
+	if whole || len(args) <= maxRecordedArgs {
+		a = jsonLen(args)
+		conv = a
+	}
+	return callOverhead + msgRecordOverhead + jsonLen(tc.ID) + jsonLen(tc.Name) + 2*a + conv + 2*jsonLen(result)
+}
 
 // Context management.
 const (
@@ -143,20 +249,35 @@ type loopOptions struct {
 	maxFileBytes   int64
 	maxResultBytes int
 	readLines      int
+
+	// The limits on work, as hclspec.Limits has them.
+	maxCallsPerStep int
+	maxCalls        int
+	maxFiles        int
+	maxWritten      int64
+	maxRead         int64
+	maxTranscript   int64
 }
 
 // taskOptions derives a loop's options from a task: the agent's limits,
 // the task's token limit, and defaults for what is zero.
 func taskOptions(t Task, now func() time.Time, contextTokens int) loopOptions {
+	work := t.Agent.Limits.WithWorkDefaults()
 	o := loopOptions{
-		now:            now,
-		maxSteps:       t.Agent.Limits.MaxSteps,
-		maxTokens:      t.MaxTokens,
-		timeout:        t.Agent.Limits.Timeout,
-		contextTokens:  contextTokens,
-		maxFileBytes:   defaultMaxFileBytes,
-		maxResultBytes: defaultMaxResultBytes,
-		readLines:      defaultReadLines,
+		now:             now,
+		maxSteps:        t.Agent.Limits.MaxSteps,
+		maxTokens:       t.MaxTokens,
+		timeout:         t.Agent.Limits.Timeout,
+		contextTokens:   contextTokens,
+		maxFileBytes:    defaultMaxFileBytes,
+		maxResultBytes:  defaultMaxResultBytes,
+		readLines:       defaultReadLines,
+		maxCallsPerStep: work.MaxToolCallsPerStep,
+		maxCalls:        work.MaxToolCalls,
+		maxFiles:        work.MaxFilesWritten,
+		maxWritten:      work.MaxBytesWritten,
+		maxRead:         work.MaxBytesRead,
+		maxTranscript:   work.MaxTranscriptBytes,
 	}
 	if o.now == nil {
 		o.now = time.Now
@@ -212,6 +333,18 @@ type loop struct {
 	nudged bool
 	start  time.Time
 	tr     Transcript
+
+	meter *meter
+	calls int // tool calls the model asked for
+	size  transcriptSize
+	// whole holds the size and digest of the arguments recorded whole
+	// and longer than maxRecordedArgs, by step and call, for cutting them
+	// should the run fail.
+	whole map[[2]int]wholeArgs
+	// replayed are the steps of the transcript a replay follows: where
+	// they name a limit, or cut a call's arguments, the replay takes what
+	// they record. Nil for a run.
+	replayed []TranscriptStep
 }
 
 func newLoop(t Task, opts loopOptions, red *redactor) (*loop, error) {
@@ -219,9 +352,10 @@ func newLoop(t Task, opts loopOptions, red *redactor) (*loop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", t.Agent.Name, err)
 	}
+	ws.meter = newMeter(opts.maxFiles, opts.maxWritten, opts.maxRead)
 	tb := newToolbox(ws, t.Agent.Tools)
 	tb.readLines, tb.maxResultBytes = opts.readLines, opts.maxResultBytes
-	l := &loop{task: t, opts: opts, ws: ws, tb: tb, red: red, tools: tb.definitions()}
+	l := &loop{task: t, opts: opts, ws: ws, tb: tb, red: red, tools: tb.definitions(), meter: ws.meter}
 	if b, err := json.Marshal(l.tools); err == nil {
 		l.toolChars = len(b)
 	}
@@ -245,6 +379,13 @@ func newLoop(t Task, opts loopOptions, red *redactor) (*loop, error) {
 			MaxFileBytes:   ws.maxBytes,
 			MaxResultBytes: opts.maxResultBytes,
 			ReadLines:      opts.readLines,
+
+			MaxToolCallsPerStep: opts.maxCallsPerStep,
+			MaxToolCalls:        opts.maxCalls,
+			MaxFilesWritten:     opts.maxFiles,
+			MaxBytesWritten:     opts.maxWritten,
+			MaxBytesRead:        opts.maxRead,
+			MaxTranscriptBytes:  opts.maxTranscript,
 		},
 		Steps: []TranscriptStep{},
 	}
@@ -253,6 +394,10 @@ func newLoop(t Task, opts loopOptions, red *redactor) (*loop, error) {
 	}
 	l.start = opts.now()
 	l.tr.Start = stamp(l.start)
+	l.size.max = opts.maxTranscript
+	if b, err := l.tr.Marshal(); err == nil {
+		l.size.done = int64(len(b)) + transcriptTail
+	}
 	return l, nil
 }
 
@@ -272,6 +417,7 @@ func (l *loop) end(fin *finishArgs, err error) (Result, error) {
 	if err != nil {
 		err = l.red.Error(fmt.Errorf("run %s: %w", a.Name, err))
 		l.tr.Error = err.Error()
+		l.cutArguments()
 	} else {
 		summary, rest := splitMessage(a.Name, l.red.String(fin.Summary))
 		res.Summary = summary
@@ -287,6 +433,38 @@ func (l *loop) end(fin *finishArgs, err error) (Result, error) {
 		err = errors.Join(err, fmt.Errorf("run %s: %w", a.Name, merr))
 	}
 	return res, err
+}
+
+// cutArguments cuts, in the transcript of a run that failed, every tool
+// call's arguments over maxRecordedArgs: nothing is proposed, so nothing
+// the model wrote is kept whole. The calls that ran get their size and
+// digest (and Replay takes their recorded results); in the requests,
+// such arguments become a notice.
+func (l *loop) cutArguments() {
+	for i := range l.tr.Steps {
+		s := &l.tr.Steps[i]
+		for k := range s.Request.Messages {
+			m := &s.Request.Messages[k]
+			for j, c := range m.ToolCalls {
+				if n := len(c.Function.Arguments); n > maxRecordedArgs {
+					b, _ := json.Marshal(map[string]string{"arguments_not_kept": fmt.Sprintf("%d bytes; the run failed", n)})
+					m.ToolCalls[j].Function.Arguments = string(b)
+				}
+			}
+		}
+		for j := range s.ToolCalls {
+			tc := &s.ToolCalls[j]
+			w, ok := l.whole[[2]int{s.Step, j}]
+			if tc.truncated() || !ok {
+				continue
+			}
+			tc.Arguments = clipBytes(tc.Arguments, maxRecordedArgs)
+			tc.ArgsBytes, tc.ArgsSHA256 = w.bytes, w.sha256
+			if s.Response != nil && j < len(s.Response.Message.ToolCalls) {
+				s.Response.Message.ToolCalls[j].Function.Arguments = tc.Arguments
+			}
+		}
+	}
 }
 
 // ctxErr returns the run's error for a done context: the timeout limit,
@@ -326,6 +504,18 @@ func (l *loop) steps(ctx context.Context, model Model) (*finishArgs, error) {
 		}
 		l.manageContext()
 		rec := TranscriptStep{Step: step, Request: l.requestRecord()}
+		err := l.replayedLimit(step, false)
+		if err == nil && !l.size.fits(stepOverhead) {
+			err = l.transcriptLimit(stepOverhead, "recording the request of model call %d", step)
+		}
+		if err != nil {
+			// Only the system prompt, a spec's, can be this long: every
+			// other message was checked as it was added.
+			for i := range rec.Request.Messages {
+				rec.Request.Messages[i].Content = clipBytes(rec.Request.Messages[i].Content, maxRecordedArgs)
+			}
+			return nil, l.stepLimit(&rec, err)
+		}
 		promptChars := l.chars + l.toolChars
 		req := openai.ChatCompletionRequest{Model: a.Model, Messages: slices.Clone(l.msgs), Tools: l.tools}
 		t0 := l.opts.now()
@@ -341,29 +531,41 @@ func (l *loop) steps(ctx context.Context, model Model) (*finishArgs, error) {
 				}
 			}
 			rec.Error = l.red.String(err.Error())
-			l.tr.Steps = append(l.tr.Steps, rec)
+			l.finishStep(rec)
 			return nil, err
 		}
 		var choice openai.ChatCompletionChoice
 		if len(resp.Choices) > 0 {
 			choice = resp.Choices[0]
 		}
-		rec.Response = &TranscriptResponse{
-			ID: resp.ID, Model: resp.Model, Created: resp.Created, FinishReason: string(choice.FinishReason),
-			Message: l.red.Message(choice.Message),
-			Usage:   TranscriptModelUsage{PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens, TotalTokens: resp.Usage.TotalTokens},
-		}
 		msg := assistantMessage(choice.Message, step)
+		// What the transcript keeps of the reply: the calls a step may
+		// make, and its text unless that would pass max_transcript_bytes.
+		keep := min(len(msg.ToolCalls), l.opts.maxCallsPerStep)
+		whole := replyRecordLen(choice.Message, keep, false) + msgRecordLen(msg)
+		clip := !l.size.fits(whole)
+		rec.Response = l.responseRecord(resp, choice, keep, clip)
+		rec.Response.ToolCallsOmitted = len(msg.ToolCalls) - keep
+		l.size.step += replyRecordLen(choice.Message, keep, clip)
 		rec.Usage = stepUsage(resp.Usage, promptChars, msgChars(msg))
 		l.usage.InputTokens += rec.Usage.InputTokens
 		l.usage.OutputTokens += rec.Usage.OutputTokens
 		if l.usage.InputTokens+l.usage.OutputTokens > int64(l.opts.maxTokens) {
-			l.tr.Steps = append(l.tr.Steps, rec)
+			l.finishStep(rec)
 			return nil, l.tokenLimitErr()
 		}
 		if len(resp.Choices) == 0 {
-			l.tr.Steps = append(l.tr.Steps, rec)
+			l.finishStep(rec)
 			return nil, fmt.Errorf("%w: model call %d returned no choices", ErrModelResponse, step)
+		}
+		if err := l.replayedLimit(step, true); err != nil {
+			return nil, l.stepLimit(&rec, err)
+		}
+		if err := l.checkReply(step, len(msg.ToolCalls)); err != nil {
+			return nil, l.stepLimit(&rec, err)
+		}
+		if clip {
+			return nil, l.stepLimit(&rec, l.transcriptLimit(whole, "recording the reply of model call %d", step))
 		}
 		if len(msg.ToolCalls) == 0 {
 			if msg.Content != "" {
@@ -371,61 +573,297 @@ func (l *loop) steps(ctx context.Context, model Model) (*finishArgs, error) {
 			}
 			if l.nudged {
 				rec.Note = "no tool call after a nudge: the run fails"
-				l.tr.Steps = append(l.tr.Steps, rec)
+				l.finishStep(rec)
 				return nil, fmt.Errorf("%w twice (model call %d); the run needs tool calls ending in finish", ErrNoToolCall, step)
 			}
 			l.nudged = true
 			rec.Note = "no tool call: nudged to call a tool or finish"
 			l.append(openai.ChatCompletionMessage{Role: openai.ChatMessageRoleUser, Content: nudgeMessage}, msgMeta{})
-			l.tr.Steps = append(l.tr.Steps, rec)
+			l.finishStep(rec)
 			continue
 		}
 		l.append(msg, msgMeta{})
-		fin, err := l.callTools(ctx, msg.ToolCalls, &rec)
-		l.tr.Steps = append(l.tr.Steps, rec)
+		fin, err := l.callTools(ctx, step, len(l.msgs)-1, msg.ToolCalls, &rec)
+		l.finishStep(rec)
 		if err != nil || fin != nil {
 			return fin, err
 		}
 	}
 }
 
+// checkReply checks a reply of n tool calls against the limits on tool
+// calls, before any of them runs.
+func (l *loop) checkReply(step, n int) error {
+	switch {
+	case n > l.opts.maxCallsPerStep:
+		return limitErrorf("max_tool_calls_per_step", int64(l.opts.maxCallsPerStep), "model call %d asked for %d tool calls in one reply; none of them ran", step, n)
+	case l.calls+n > l.opts.maxCalls:
+		return limitErrorf("max_tool_calls", int64(l.opts.maxCalls), "model call %d asked for %d tool calls after %d; none of them ran", step, n, l.calls)
+	}
+	l.calls += n
+	return nil
+}
+
+// replayedLimit is, in a replay, the limit the recording's step reached,
+// as it recorded it: before its model call (the step recorded no reply)
+// or on its reply (responded). A replay ends where the recording did.
+func (l *loop) replayedLimit(step int, responded bool) error {
+	if step > len(l.replayed) {
+		return nil
+	}
+	rs := l.replayed[step-1]
+	if rs.Limit == "" || (rs.Response != nil) != responded {
+		return nil
+	}
+	return l.recordedLimit(rs.Limit, rs.Error)
+}
+
+// stepLimit records that a reply ended the run on a limit.
+func (l *loop) stepLimit(rec *TranscriptStep, err error) error {
+	var le *LimitError
+	if errors.As(err, &le) {
+		rec.Limit = le.Limit
+	}
+	rec.Error = l.red.String(err.Error())
+	l.finishStep(*rec)
+	return err
+}
+
+// transcriptLimit is the error of a run whose transcript extra more
+// bytes, of what the format names, would take over max_transcript_bytes.
+func (l *loop) transcriptLimit(extra int64, format string, args ...any) *LimitError {
+	return limitErrorf("max_transcript_bytes", l.opts.maxTranscript, "%s would make the transcript about %d bytes", fmt.Sprintf(format, args...), l.size.total()+extra)
+}
+
+// recordedLimit is the error a replay ends with where the recording
+// reached a limit, as it recorded it.
+func (l *loop) recordedLimit(limit, text string) *LimitError {
+	var max int64
+	switch limit {
+	case "max_tool_calls_per_step":
+		max = int64(l.opts.maxCallsPerStep)
+	case "max_tool_calls":
+		max = int64(l.opts.maxCalls)
+	case "max_files_written":
+		max = int64(l.opts.maxFiles)
+	case "max_bytes_written":
+		max = l.opts.maxWritten
+	case "max_bytes_read":
+		max = l.opts.maxRead
+	case "max_transcript_bytes":
+		max = l.opts.maxTranscript
+	}
+	le := &LimitError{Limit: limit, Max: max, Detail: text}
+	if d, ok := strings.CutPrefix(text, fmt.Sprintf("limit %s (%d) reached: ", limit, max)); ok {
+		le.Detail = d
+	}
+	return le
+}
+
 // callTools runs a reply's tool calls in order and appends their results.
-// Calls after a successful finish are recorded as skipped.
-func (l *loop) callTools(ctx context.Context, calls []openai.ToolCall, rec *TranscriptStep) (*finishArgs, error) {
+// Calls after a successful finish are recorded as skipped. msgIdx is the
+// reply's message in the conversation.
+func (l *loop) callTools(ctx context.Context, step, msgIdx int, calls []openai.ToolCall, rec *TranscriptStep) (*finishArgs, error) {
 	var fin *finishArgs
-	for _, call := range calls {
-		tc := TranscriptToolCall{ID: call.ID, Name: l.red.String(call.Function.Name), Arguments: l.red.JSON(call.Function.Arguments)}
+	for j, call := range calls {
+		args := call.Function.Arguments
+		tc := TranscriptToolCall{ID: call.ID, Name: l.red.String(call.Function.Name)}
 		t0 := l.opts.now()
 		tc.Start = stamp(t0)
 		if fin != nil {
 			tc.Skipped, tc.Result = true, "not run: the run already finished"
-			rec.ToolCalls = append(rec.ToolCalls, tc)
+			l.recordCall(rec, j, &tc, args, false)
 			continue
 		}
-		res, err := l.tb.run(ctx, call.Function.Name, call.Function.Arguments)
+		var res toolResult
+		rc, err := l.recordedCall(step, j, call)
+		switch {
+		case err != nil:
+		case rc != nil:
+			res, err = l.replayCall(rc, &tc)
+		default:
+			l.meter.callRead = 0
+			res, err = l.tb.run(ctx, call.Function.Name, args)
+			tc.BytesRead = l.meter.callRead
+		}
 		tc.DurationMS = millis(l.opts.now().Sub(t0))
+		var result string
+		if err == nil {
+			result = l.red.String(res.Text)
+			if n := callRecordLen(&tc, args, result, !res.IsErr); !l.size.fits(n) {
+				err = l.transcriptLimit(n, "recording %s call %d of model call %d", tc.Name, j+1, step)
+			}
+		}
 		if err != nil {
 			if cerr := l.ctxErr(ctx); cerr != nil {
 				err = cerr
 			}
 			tc.Error, tc.Result = true, l.red.String(err.Error())
-			rec.ToolCalls = append(rec.ToolCalls, tc)
+			var le *LimitError
+			if errors.As(err, &le) {
+				tc.Limit = le.Limit
+			}
+			l.recordCall(rec, j, &tc, args, false)
 			return nil, err
 		}
-		tc.Result, tc.Error = l.red.String(res.Text), res.IsErr
-		rec.ToolCalls = append(rec.ToolCalls, tc)
+		tc.Result, tc.Error = result, res.IsErr
+		l.recordCall(rec, j, &tc, args, !res.IsErr)
+		if tc.truncated() {
+			l.dropArguments(msgIdx, j, &tc)
+		} else {
+			l.size.carry += jsonLen(args)
+		}
 		l.append(openai.ChatCompletionMessage{Role: openai.ChatMessageRoleTool, Content: res.Text, ToolCallID: call.ID},
 			msgMeta{tool: call.Function.Name, target: res.Target})
 		if res.Finish != nil {
 			fin = res.Finish
+			l.size.step += jsonLen(fin.Summary) + jsonLen(fin.Rationale)
 		}
 	}
 	return fin, nil
 }
 
+// recordedCall returns, in a replay, the recorded call whose result the
+// replay takes rather than running it: one whose arguments were cut, or
+// that reached a limit.
+func (l *loop) recordedCall(step, j int, call openai.ToolCall) (*TranscriptToolCall, error) {
+	if l.replayed == nil || step > len(l.replayed) || j >= len(l.replayed[step-1].ToolCalls) {
+		return nil, nil
+	}
+	rc := &l.replayed[step-1].ToolCalls[j]
+	if !rc.truncated() && rc.Limit == "" {
+		return nil, nil
+	}
+	if rc.ID != call.ID {
+		return nil, fmt.Errorf("%w: call %d of model call %d has id %q, the transcript records %q", ErrTranscript, j+1, step, call.ID, rc.ID)
+	}
+	return rc, nil
+}
+
+// replayCall is a recorded call's outcome, as the recording had it.
+func (l *loop) replayCall(rc *TranscriptToolCall, tc *TranscriptToolCall) (toolResult, error) {
+	if rc.truncated() {
+		tc.Arguments, tc.ArgsBytes, tc.ArgsSHA256 = rc.Arguments, rc.ArgsBytes, rc.ArgsSHA256
+	}
+	l.meter.addRead(rc.BytesRead)
+	tc.BytesRead = rc.BytesRead
+	if rc.Limit != "" {
+		return toolResult{}, l.recordedLimit(rc.Limit, rc.Result)
+	}
+	return toolResult{Text: rc.Result, IsErr: rc.Error}, nil
+}
+
+// recordCall adds a call to the step's record, with its arguments whole
+// (and put back whole in the recorded reply) when whole or short, and
+// otherwise cut, with their size and digest.
+func (l *loop) recordCall(rec *TranscriptStep, j int, tc *TranscriptToolCall, args string, whole bool) {
+	var respArgs *string
+	if rec.Response != nil && j < len(rec.Response.Message.ToolCalls) {
+		respArgs = &rec.Response.Message.ToolCalls[j].Function.Arguments
+	}
+	switch {
+	case tc.truncated(): // replayed as recorded
+	case whole || len(args) <= maxRecordedArgs:
+		tc.Arguments = l.red.JSON(args)
+		if len(args) > maxRecordedArgs {
+			// Cut should the run fail (cutArguments).
+			if l.whole == nil {
+				l.whole = map[[2]int]wholeArgs{}
+			}
+			l.whole[[2]int{rec.Step, j}] = wholeArgs{len(args), argsDigest(args)}
+		}
+		if respArgs != nil && *respArgs != tc.Arguments {
+			l.size.step += jsonLen(tc.Arguments) - jsonLen(*respArgs)
+			*respArgs = tc.Arguments
+		}
+	default:
+		tc.Arguments = l.clipArgs(args)
+		tc.ArgsBytes, tc.ArgsSHA256 = len(args), argsDigest(args)
+	}
+	l.size.step += callOverhead + jsonLen(tc.ID) + jsonLen(tc.Name) + jsonLen(tc.Arguments) + jsonLen(tc.Result)
+	rec.ToolCalls = append(rec.ToolCalls, *tc)
+}
+
+// dropArguments replaces, in the conversation, the arguments of a call
+// that did not succeed and whose arguments were too long to record with
+// a notice: the model does not get them back, nor does the transcript.
+func (l *loop) dropArguments(msgIdx, j int, tc *TranscriptToolCall) {
+	m, md := &l.msgs[msgIdx], &l.meta[msgIdx]
+	calls := slices.Clone(m.ToolCalls)
+	calls[j].Function.Arguments = droppedArguments(tc.ArgsBytes, tc.ArgsSHA256)
+	m.ToolCalls = calls
+	l.chars -= md.chars
+	md.chars = msgChars(*m)
+	l.chars += md.chars
+	l.size.carry += jsonLen(calls[j].Function.Arguments)
+}
+
+// droppedArguments stands in for the arguments of a call that did not
+// succeed: still a JSON object, saying what they were.
+func droppedArguments(n int, sha string) string {
+	b, _ := json.Marshal(map[string]string{"arguments_not_kept": fmt.Sprintf("%d bytes (sha256 %s); the call returned an error", n, sha)})
+	return string(b)
+}
+
+// clipArgs is what the transcript keeps of arguments too long to keep
+// whole: their first maxRecordedArgs bytes, redacted (a wider window is
+// redacted first, so that no secret is cut in two).
+func (l *loop) clipArgs(args string) string {
+	return clipBytes(l.red.String(clipBytes(args, 2*maxRecordedArgs)), maxRecordedArgs)
+}
+
+// responseRecord is what the transcript keeps of a response: the first
+// keep tool calls, each with its arguments cut to maxRecordedArgs until
+// it has run and succeeded (recordCall puts them back), and with clip its
+// text cut too. What is not kept is not redacted either.
+func (l *loop) responseRecord(resp openai.ChatCompletionResponse, choice openai.ChatCompletionChoice, keep int, clip bool) *TranscriptResponse {
+	m := choice.Message
+	calls := m.ToolCalls[:min(keep, len(m.ToolCalls))]
+	m.ToolCalls = nil
+	if clip {
+		m.Content = clipBytes(m.Content, 2*maxRecordedArgs)
+		m.ReasoningContent = clipBytes(m.ReasoningContent, 2*maxRecordedArgs)
+		m.Refusal = clipBytes(m.Refusal, 2*maxRecordedArgs)
+	}
+	if f := m.FunctionCall; f != nil && len(f.Arguments) > maxRecordedArgs {
+		m.FunctionCall = &openai.FunctionCall{Name: clipBytes(f.Name, 64), Arguments: clipBytes(f.Arguments, maxRecordedArgs)}
+	}
+	rm := l.red.Message(m)
+	if clip {
+		rm.Content = clipBytes(rm.Content, maxRecordedArgs)
+		rm.ReasoningContent = clipBytes(rm.ReasoningContent, maxRecordedArgs)
+		rm.Refusal = clipBytes(rm.Refusal, maxRecordedArgs)
+	}
+	for _, c := range calls {
+		c.Function.Name = l.red.String(clipBytes(c.Function.Name, maxToolNameLen))
+		if len(c.ID) > maxToolCallIDLen {
+			c.ID = "" // assistantMessage assigned one, and does so again in a replay
+		}
+		if len(c.Function.Arguments) > maxRecordedArgs {
+			c.Function.Arguments = l.clipArgs(c.Function.Arguments)
+		} else {
+			c.Function.Arguments = l.red.JSON(c.Function.Arguments)
+		}
+		rm.ToolCalls = append(rm.ToolCalls, c)
+	}
+	return &TranscriptResponse{
+		ID: clipBytes(resp.ID, maxRecordedArgs), Model: clipBytes(resp.Model, maxRecordedArgs), Created: resp.Created,
+		FinishReason: clipBytes(string(choice.FinishReason), 64), Message: rm,
+		Usage: TranscriptModelUsage{PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens, TotalTokens: resp.Usage.TotalTokens},
+	}
+}
+
+// finishStep adds a finished step to the transcript, with its exact size.
+func (l *loop) finishStep(rec TranscriptStep) {
+	l.tr.Steps = append(l.tr.Steps, rec)
+	l.size.done += encodedLen(rec) + stepFraming
+	l.size.step = 0
+}
+
 // assistantMessage is the reply as it goes back into the conversation:
 // its text and tool calls, each with an id (assigned, call_<step>_<n>,
-// when the endpoint sent none or a duplicate).
+// when the endpoint sent none, a duplicate or one over 128 bytes) and its
+// name cut to 64 bytes (as OpenAI's function names are).
 func assistantMessage(m openai.ChatCompletionMessage, step int) openai.ChatCompletionMessage {
 	out := openai.ChatCompletionMessage{Role: openai.ChatMessageRoleAssistant, Content: m.Content}
 	seen := map[string]bool{}
@@ -434,9 +872,11 @@ func assistantMessage(m openai.ChatCompletionMessage, step int) openai.ChatCompl
 		if c.Type == "" {
 			c.Type = openai.ToolTypeFunction
 		}
-		if c.ID == "" || seen[c.ID] {
+		if c.ID == "" || seen[c.ID] || len(c.ID) > maxToolCallIDLen {
 			c.ID = fmt.Sprintf("call_%d_%d", step, i+1)
 		}
+		// No tool has a longer name; the call is refused as unknown.
+		c.Function.Name = clipBytes(c.Function.Name, maxToolNameLen)
 		seen[c.ID] = true
 		out.ToolCalls = append(out.ToolCalls, c)
 	}
@@ -464,6 +904,7 @@ func msgChars(m openai.ChatCompletionMessage) int {
 func (l *loop) append(m openai.ChatCompletionMessage, md msgMeta) {
 	md.chars = msgChars(m)
 	l.chars += md.chars
+	l.size.carry += msgRecordLen(m)
 	l.msgs = append(l.msgs, m)
 	l.meta = append(l.meta, md)
 }
@@ -558,7 +999,12 @@ func (l *loop) requestRecord() TranscriptRequest {
 	for _, m := range l.msgs[l.recorded:] {
 		r.Messages = append(r.Messages, l.red.Message(m))
 	}
+	for _, e := range l.elided {
+		l.size.step += msgRecordOverhead + jsonLen(e.Content) + jsonLen(e.Arguments)
+	}
 	l.recorded, l.elided = len(l.msgs), nil
+	l.size.step += l.size.carry
+	l.size.carry = 0
 	return r
 }
 

@@ -3,16 +3,22 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -887,4 +893,510 @@ func (m *loopBenchModel) CreateChatCompletion(context.Context, openai.ChatComple
 		return m.fin, nil
 	}
 	return m.read, nil
+}
+
+// writeArgs are write_file's arguments for a file of n bytes of "x".
+func writeArgs(path string, n int) string {
+	var b strings.Builder
+	b.Grow(n + len(path) + 32)
+	fmt.Fprintf(&b, `{"path":%q,"content":"`, path)
+	for b.Len() < n+len(path)+22 {
+		b.WriteString(strings.Repeat("x", min(64<<10, n+len(path)+22-b.Len())))
+	}
+	b.WriteString(`"}`)
+	return b.String()
+}
+
+// replies answers with the given responses in order, then finish, and
+// keeps only the size of what each request sent.
+type replies struct {
+	responses []openai.ChatCompletionResponse
+	sent      []int // characters of each request's messages
+}
+
+func (m *replies) CreateChatCompletion(_ context.Context, req openai.ChatCompletionRequest) (openai.ChatCompletionResponse, error) {
+	n := 0
+	for _, msg := range req.Messages {
+		n += msgChars(msg)
+	}
+	m.sent = append(m.sent, n)
+	if i := len(m.sent) - 1; i < len(m.responses) {
+		return m.responses[i], nil
+	}
+	return loopFinish(), nil
+}
+
+// peakHeap runs f and returns the most heap in use (HeapInuse, sampled
+// every millisecond) above what was in use before.
+func peakHeap(f func()) uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak atomic.Uint64
+	sample := func() {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		if m.HeapInuse > peak.Load() {
+			peak.Store(m.HeapInuse)
+		}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+				sample()
+			}
+		}
+	}()
+	f()
+	close(done)
+	<-stopped
+	sample()
+	if peak.Load() < base {
+		return 0
+	}
+	return peak.Load() - base
+}
+
+// wantLimit checks that err is the *LimitError of limit, with msg in it.
+func wantLimit(t *testing.T, err error, limit, msg string) {
+	t.Helper()
+	var le *LimitError
+	if !errors.Is(err, ErrWorkLimit) || !errors.As(err, &le) || le.Limit != limit {
+		t.Fatalf("err = %v, want limit %s", err, limit)
+	}
+	if !strings.Contains(err.Error(), msg) {
+		t.Errorf("err = %q, want it to contain %q", err, msg)
+	}
+	if Retryable(err) {
+		t.Errorf("%v can pass on retry; a limit is final", err)
+	}
+}
+
+// workLimitCase is an attack of issue 10 on a scripted model, in a
+// workspace of services/seed.txt and services/big.txt (bigFile).
+type workLimitCase struct {
+	name      string
+	limits    func(*hclspec.Limits)
+	responses []openai.ChatCompletionResponse
+	limit     string // "": the run finishes
+	msg       string
+	maxTr     int // the transcript's size is at most this
+	maxSent   int // what a request sends is at most this many characters; 0: 256 KiB
+	check     func(t *testing.T, tr *Transcript, tree map[string]string)
+}
+
+// task seeds dir and returns the case's task in it.
+func (c workLimitCase) task(t testing.TB, dir string) Task {
+	seedTree(t, dir, map[string]string{"services/seed.txt": "seed\n", "services/big.txt": bigFile})
+	a := loopAgent()
+	a.Limits.MaxSteps = 50
+	if c.limits != nil {
+		c.limits(&a.Limits)
+	}
+	task := loopTask(a, dir)
+	task.MaxTokens = 1 << 30
+	return task
+}
+
+// bigFile is services/big.txt of the work limit cases, about 600 KB.
+var bigFile = strings.Repeat("line of a big file\n", 600_000/19)
+
+func workLimitCases() []workLimitCase {
+	listing := loopCall{"list_files", `{}`}
+	repeat := func(n int, c func(i int) loopCall) []loopCall {
+		var out []loopCall
+		for i := range n {
+			out = append(out, c(i))
+		}
+		return out
+	}
+	big := bigFile
+	// Reads of 16 KiB results, until the transcript is full.
+	var reads []openai.ChatCompletionResponse
+	for i := range 20 {
+		reads = append(reads, loopTools(loopCall{"read_file", fmt.Sprintf(`{"path":"services/big.txt","offset":%d,"limit":2000}`, 1+2000*i)}))
+	}
+	return []workLimitCase{
+		{
+			name:      "3000 tool calls in one reply",
+			responses: []openai.ChatCompletionResponse{loopTools(repeat(3000, func(int) loopCall { return listing })...)},
+			limit:     "max_tool_calls_per_step",
+			msg:       "run bumper: limit max_tool_calls_per_step (64) reached: model call 1 asked for 3000 tool calls in one reply; none of them ran",
+			maxTr:     64 << 10,
+			check: func(t *testing.T, tr *Transcript, _ map[string]string) {
+				s := tr.Steps[0]
+				if s.Limit != "max_tool_calls_per_step" || len(s.ToolCalls) != 0 || len(s.Response.Message.ToolCalls) != 64 || s.Response.ToolCallsOmitted != 2936 {
+					t.Errorf("step: limit %q, %d calls run, %d recorded, %d omitted; want the limit, none run, 64 recorded, 2936 omitted",
+						s.Limit, len(s.ToolCalls), len(s.Response.Message.ToolCalls), s.Response.ToolCallsOmitted)
+				}
+			},
+		},
+		{
+			name:   "tool calls over the run",
+			limits: func(l *hclspec.Limits) { l.MaxToolCalls = 10 },
+			responses: []openai.ChatCompletionResponse{
+				loopTools(repeat(4, func(int) loopCall { return listing })...),
+				loopTools(repeat(4, func(int) loopCall { return listing })...),
+				loopTools(repeat(4, func(int) loopCall { return listing })...),
+			},
+			limit: "max_tool_calls",
+			msg:   "limit max_tool_calls (10) reached: model call 3 asked for 4 tool calls after 8; none of them ran",
+			maxTr: 64 << 10,
+		},
+		{
+			name: "40 files of 1 MB in one reply",
+			responses: []openai.ChatCompletionResponse{loopTools(repeat(40, func(i int) loopCall {
+				return loopCall{"write_file", writeArgs(fmt.Sprintf("services/f%02d.bin", i), 1_000_000)}
+			})...)},
+			limit: "max_bytes_written",
+			msg:   "limit max_bytes_written (8388608) reached: writing services/f08.bin (1000000 bytes) would make the files written in this run 9000000 bytes in total",
+			maxTr: 128 << 10,
+			check: func(t *testing.T, tr *Transcript, tree map[string]string) {
+				// The run failed: even the writes that ran are kept cut,
+				// with their size and digest.
+				s := tr.Steps[0]
+				if len(s.ToolCalls) != 9 {
+					t.Fatalf("%d calls recorded, want 8 writes and the one that failed", len(s.ToolCalls))
+				}
+				for j, c := range s.ToolCalls {
+					args := writeArgs(fmt.Sprintf("services/f%02d.bin", j), 1_000_000)
+					if len(c.Arguments) > maxRecordedArgs || c.ArgsBytes != len(args) || c.ArgsSHA256 != fmt.Sprintf("%x", sha256.Sum256([]byte(args))) {
+						t.Errorf("call %d: %d bytes of arguments kept, args_bytes %d, args_sha256 %s", j, len(c.Arguments), c.ArgsBytes, c.ArgsSHA256)
+					}
+				}
+				if s.ToolCalls[8].Limit != "max_bytes_written" || !s.ToolCalls[8].Error {
+					t.Errorf("the failing call: limit %q, error %v", s.ToolCalls[8].Limit, s.ToolCalls[8].Error)
+				}
+				if _, ok := tree["services/f08.bin"]; ok {
+					t.Error("the write over the limit was done")
+				}
+			},
+		},
+		{
+			name:   "files written",
+			limits: func(l *hclspec.Limits) { l.MaxFilesWritten = 3 },
+			responses: []openai.ChatCompletionResponse{loopTools(
+				loopCall{"write_file", `{"path":"services/a.txt","content":"1"}`},
+				loopCall{"write_file", `{"path":"services/a.txt","content":"2"}`},
+				loopCall{"write_file", `{"path":"services/b.txt","content":"b"}`},
+				loopCall{"delete_file", `{"path":"services/seed.txt"}`},
+				loopCall{"write_file", `{"path":"services/c.txt","content":"c"}`},
+			)},
+			limit: "max_files_written",
+			msg:   "limit max_files_written (3) reached: changing services/c.txt would make 4 files written, edited or deleted in this run",
+			maxTr: 64 << 10,
+		},
+		{
+			name:   "bytes read",
+			limits: func(l *hclspec.Limits) { l.MaxBytesRead = 1 << 20 },
+			responses: []openai.ChatCompletionResponse{
+				loopTools(loopCall{"read_file", `{"path":"services/big.txt"}`}),
+				loopTools(loopCall{"search", `{"pattern":"nothing like this","path":"services/big.txt"}`}),
+			},
+			limit: "max_bytes_read",
+			msg:   fmt.Sprintf("limit max_bytes_read (1048576) reached: reading services/big.txt (%d bytes) would make %d bytes of file content read in this run", len(big), 2*len(big)),
+			maxTr: 64 << 10,
+			check: func(t *testing.T, tr *Transcript, _ map[string]string) {
+				if got := tr.Steps[0].ToolCalls[0].BytesRead; got != int64(len(big)) {
+					t.Errorf("bytes_read of the first read = %d, want %d", got, len(big))
+				}
+			},
+		},
+		{
+			name:      "transcript",
+			limits:    func(l *hclspec.Limits) { l.MaxTranscriptBytes = 96 << 10 },
+			responses: reads,
+			limit:     "max_transcript_bytes",
+			msg:       "limit max_transcript_bytes (98304) reached: recording read_file call 1 of model call",
+			maxTr:     96 << 10,
+		},
+		{
+			name:   "a failed run keeps no arguments whole",
+			limits: func(l *hclspec.Limits) { l.MaxFilesWritten = 1 },
+			responses: []openai.ChatCompletionResponse{
+				loopTools(loopCall{"write_file", writeArgs("services/a.txt", 5000)}),
+				loopTools(loopCall{"write_file", `{"path":"services/b.txt","content":"b"}`}),
+			},
+			limit: "max_files_written",
+			msg:   "limit max_files_written (1) reached: changing services/b.txt would make 2 files written",
+			maxTr: 32 << 10,
+			check: func(t *testing.T, tr *Transcript, _ map[string]string) {
+				args := writeArgs("services/a.txt", 5000)
+				c := tr.Steps[0].ToolCalls[0]
+				if c.Error || len(c.Arguments) != maxRecordedArgs || c.ArgsBytes != len(args) || c.ArgsSHA256 != fmt.Sprintf("%x", sha256.Sum256([]byte(args))) {
+					t.Errorf("the write that ran: error %v, %d bytes of arguments kept, args_bytes %d", c.Error, len(c.Arguments), c.ArgsBytes)
+				}
+				if a := tr.Steps[0].Response.Message.ToolCalls[0].Function.Arguments; a != c.Arguments {
+					t.Errorf("the reply keeps %d bytes of the arguments", len(a))
+				}
+				if a := tr.Steps[1].Request.Messages[0].ToolCalls[0].Function.Arguments; a != fmt.Sprintf(`{"arguments_not_kept":"%d bytes; the run failed"}`, len(args)) {
+					t.Errorf("the request keeps %.100q", a)
+				}
+			},
+		},
+		{
+			name: "a run that writes 500 KB finishes, recorded whole",
+			responses: []openai.ChatCompletionResponse{
+				loopTools(loopCall{"write_file", writeArgs("services/half.bin", 500_000)}, loopCall{"edit_file", `{"path":"services/seed.txt","old_text":"seed","new_text":"grown"}`}),
+			},
+			maxTr:   2 << 20,
+			maxSent: 1 << 20,
+			check: func(t *testing.T, tr *Transcript, tree map[string]string) {
+				c := tr.Steps[0].ToolCalls[0]
+				if c.Arguments != writeArgs("services/half.bin", 500_000) || c.ArgsSHA256 != "" {
+					t.Errorf("the write: %d bytes of arguments kept, args_sha256 %q; want them whole", len(c.Arguments), c.ArgsSHA256)
+				}
+				if len(tree["services/half.bin"]) != 500_000 || tree["services/seed.txt"] != "grown\n" {
+					t.Errorf("tree: half.bin %d bytes, seed.txt %q", len(tree["services/half.bin"]), tree["services/seed.txt"])
+				}
+			},
+		},
+		{
+			name: "one refused write of 100 MB",
+			responses: []openai.ChatCompletionResponse{
+				loopTools(loopCall{"write_file", writeArgs("services/huge.bin", 100<<20)}),
+			},
+			maxTr: 32 << 10,
+			check: func(t *testing.T, tr *Transcript, tree map[string]string) {
+				c := tr.Steps[0].ToolCalls[0]
+				args := writeArgs("services/huge.bin", 100<<20)
+				if want := fmt.Sprintf("error: refused: the arguments of write_file are %d bytes, over the 4194304-byte limit of one call (a file may be at most 1048576 bytes)", len(args)); !c.Error || c.Result != want {
+					t.Errorf("result = %q, want a refusal", c.Result)
+				}
+				if len(c.Arguments) > maxRecordedArgs || !strings.HasPrefix(c.Arguments, `{"path":"services/huge.bin","content":"xxx`) || c.ArgsBytes != len(args) || c.ArgsSHA256 != fmt.Sprintf("%x", sha256.Sum256([]byte(args))) {
+					t.Errorf("recorded arguments: %d bytes, args_bytes %d, args_sha256 %s", len(c.Arguments), c.ArgsBytes, c.ArgsSHA256)
+				}
+				if a := tr.Steps[0].Response.Message.ToolCalls[0].Function.Arguments; a != c.Arguments {
+					t.Errorf("the recorded reply keeps %d bytes of the arguments", len(a))
+				}
+				// What the model gets back of its call is a notice.
+				back := tr.Steps[1].Request.Messages[0].ToolCalls[0].Function.Arguments
+				if want := fmt.Sprintf(`{"arguments_not_kept":"%d bytes (sha256 %s); the call returned an error"}`, len(args), c.ArgsSHA256); back != want {
+					t.Errorf("the conversation has %.200q, want %q", back, want)
+				}
+				if _, ok := tree["services/huge.bin"]; ok {
+					t.Error("the refused write was done")
+				}
+			},
+		},
+		{
+			name: "refused writes over the file limit",
+			responses: []openai.ChatCompletionResponse{
+				loopTools(loopCall{"write_file", writeArgs("services/two.bin", 2<<20)}, loopCall{"edit_file", `{"path":"services/seed.txt","old_text":"` + strings.Repeat("y", 5000) + `","new_text":"z"}`}),
+			},
+			maxTr: 32 << 10,
+			check: func(t *testing.T, tr *Transcript, _ map[string]string) {
+				for _, c := range tr.Steps[0].ToolCalls {
+					if !c.Error || len(c.Arguments) > maxRecordedArgs || c.ArgsSHA256 == "" {
+						t.Errorf("%s: error %v, %d bytes of arguments kept, args_sha256 %q; want a refusal kept cut", c.Name, c.Error, len(c.Arguments), c.ArgsSHA256)
+					}
+				}
+				if r := tr.Steps[0].ToolCalls[0].Result; !strings.Contains(r, "error: refused: the content is 2097152 bytes, over the 1048576-byte limit") {
+					t.Errorf("write_file: %q", r)
+				}
+			},
+		},
+	}
+}
+
+// TestLoopWorkLimits runs the attacks of issue 10 against a scripted
+// model: every one ends with the run failed, naming the limit, or the
+// call refused, and a small transcript.
+func TestLoopWorkLimits(t *testing.T) {
+	tests := workLimitCases()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			task := tt.task(t, dir)
+			m := &replies{responses: tt.responses}
+			res, err := loopRunner(m).Run(context.Background(), task)
+			if tt.limit == "" {
+				if err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+			} else {
+				wantLimit(t, err, tt.limit, tt.msg)
+				if res.Summary != "" {
+					t.Errorf("Summary = %q for a failed run", res.Summary)
+				}
+			}
+			tr, perr := ParseTranscript(res.Transcript)
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			if err != nil && tr.Error != err.Error() {
+				t.Errorf("transcript error %q, want %q", tr.Error, err)
+			}
+			t.Logf("transcript: %d bytes", len(res.Transcript))
+			if len(res.Transcript) > tt.maxTr {
+				t.Errorf("transcript is %d bytes, want at most %d", len(res.Transcript), tt.maxTr)
+			}
+			maxSent := tt.maxSent
+			if maxSent == 0 {
+				maxSent = 256 << 10
+			}
+			for i, n := range m.sent {
+				if n > maxSent {
+					t.Errorf("request %d sent %d characters", i+1, n)
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, tr, snapshotTree(t, dir))
+			}
+		})
+	}
+}
+
+// TestLoopRefusedWriteMemory measures what the loop itself holds for a
+// refused write of 100 MB (the reply is in memory before the loop sees
+// it): it neither decodes, copies, redacts nor records the arguments, and
+// does not send them back.
+func TestLoopRefusedWriteMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocates 100 MB")
+	}
+	dir := t.TempDir()
+	m := &replies{responses: []openai.ChatCompletionResponse{loopTools(loopCall{"write_file", writeArgs("services/huge.bin", 100<<20)})}}
+	var res Result
+	var err error
+	peak := peakHeap(func() { res, err = loopRunner(m).Run(context.Background(), loopTask(loopAgent(), dir)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("refused 100 MB write, scripted model: transcript %d bytes, peak heap in use +%d KiB, requests of %v characters", len(res.Transcript), peak>>10, m.sent)
+	if peak > 32<<20 {
+		t.Errorf("the loop held %d MiB more for a refused 100 MB write", peak>>20)
+	}
+	if len(res.Transcript) > 32<<10 || m.sent[1] > 64<<10 {
+		t.Errorf("transcript %d bytes, second request %d characters", len(res.Transcript), m.sent[1])
+	}
+}
+
+// chatServer is a scripted OpenAI-compatible server: request n gets the
+// tool calls of calls[n] (finish once they are used up), written as they
+// are encoded, so that the server holds no large reply.
+func chatServer(t *testing.T, calls ...[]streamedCall) *httptest.Server {
+	t.Helper()
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		i := int(n.Add(1)) - 1
+		step := []streamedCall{{"finish", func(w io.Writer) {
+			io.WriteString(w, `"{\"summary\":\"Done\",\"rationale\":\"Because.\",\"risk\":\"low\"}"`)
+		}}}
+		if i < len(calls) {
+			step = calls[i]
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"","tool_calls":[`)
+		for j, c := range step {
+			if j > 0 {
+				io.WriteString(w, ",")
+			}
+			fmt.Fprintf(w, `{"id":"call_%d","type":"function","function":{"name":%q,"arguments":`, j+1, c.name)
+			c.args(w)
+			io.WriteString(w, `}}`)
+		}
+		io.WriteString(w, `]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":100,"completion_tokens":10,"total_tokens":110}}`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// streamedCall is a tool call chatServer writes; args writes its
+// arguments as a JSON string.
+type streamedCall struct {
+	name string
+	args func(w io.Writer)
+}
+
+func listCall() streamedCall {
+	return streamedCall{"list_files", func(w io.Writer) { io.WriteString(w, `"{}"`) }}
+}
+
+// writeCall writes a file of n bytes of "x".
+func writeCall(path string, n int) streamedCall {
+	return streamedCall{"write_file", func(w io.Writer) {
+		fmt.Fprintf(w, `"{\"path\":\"%s\",\"content\":\"`, path)
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for left := n; left > 0; left -= len(chunk) {
+			w.Write(chunk[:min(len(chunk), left)])
+		}
+		io.WriteString(w, `\"}"`)
+	}}
+}
+
+// TestLoopWorkLimitsOverHTTP runs the attacks of issue 10 through a
+// Provider against a scripted OpenAI-compatible server, and reports the
+// transcript's size and the peak heap of each. Before the limits, the
+// refused 100 MB write made a 315 MB transcript and 1.8 GiB of heap, the
+// 40 writes of 1 MB a 40 MB proposal and a 120 MB transcript.
+func TestLoopWorkLimitsOverHTTP(t *testing.T) {
+	var forty, many []streamedCall
+	for i := range 40 {
+		forty = append(forty, writeCall(fmt.Sprintf("services/f%02d.bin", i), 1_000_000))
+	}
+	for range 3000 {
+		many = append(many, listCall())
+	}
+	tests := []struct {
+		name    string
+		calls   [][]streamedCall
+		limit   string
+		maxTr   int
+		maxHeap uint64
+		short   bool
+	}{
+		{"3000 tool calls in one reply", [][]streamedCall{many}, "max_tool_calls_per_step", 64 << 10, 64 << 20, true},
+		{"40 files of 1 MB in one reply", [][]streamedCall{forty}, "max_bytes_written", 128 << 10, 384 << 20, true},
+		// The provider decodes the 100 MB reply (go-openai holds the body
+		// and the decoded string) before the loop refuses it.
+		{"one refused write of 100 MB", [][]streamedCall{{writeCall("services/huge.bin", 100<<20)}}, "", 32 << 10, 768 << 20, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if testing.Short() && !tt.short {
+				t.Skip("allocates hundreds of MB")
+			}
+			srv := chatServer(t, tt.calls...)
+			dir := t.TempDir()
+			seedTree(t, dir, map[string]string{"services/seed.txt": "seed\n"})
+			a := loopAgent()
+			a.Provider = &hclspec.Provider{Kind: hclspec.ProviderOpenAI, Name: "local", BaseURL: srv.URL + "/v1"}
+			o := &OpenAI{
+				NewModel:  func(p *hclspec.Provider) (Model, error) { return NewProvider(p, ProviderOptions{MaxRetries: -1}) },
+				LookupEnv: func(string) (string, bool) { return "", false },
+			}
+			var res Result
+			var err error
+			peak := peakHeap(func() { res, err = o.Run(context.Background(), loopTask(a, dir)) })
+			tree := snapshotTree(t, dir)
+			var written int
+			for _, c := range tree {
+				written += len(c)
+			}
+			t.Logf("%s: err %v; transcript %d bytes; peak heap in use +%d MiB; workspace %d files, %d bytes", tt.name, err, len(res.Transcript), peak>>20, len(tree), written)
+			if tt.limit != "" {
+				wantLimit(t, err, tt.limit, "limit "+tt.limit)
+			} else if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if len(res.Transcript) > tt.maxTr {
+				t.Errorf("transcript is %d bytes, want at most %d", len(res.Transcript), tt.maxTr)
+			}
+			if peak > tt.maxHeap {
+				t.Errorf("peak heap in use +%d MiB, want at most %d MiB", peak>>20, tt.maxHeap>>20)
+			}
+			if tt.limit == "" && len(tree) != 1 {
+				t.Errorf("workspace %v, want only the seed", slices.Sorted(maps.Keys(tree)))
+			}
+		})
+	}
 }

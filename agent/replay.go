@@ -22,6 +22,12 @@ var ErrReplayExhausted = errors.New("the transcript has no more recorded respons
 // transcript cannot be read or belongs to another agent or run; a run that
 // failed replays to the same failure.
 //
+// A call the recording refused, or that failed, with arguments over 1 KiB
+// (which the transcript keeps only the first 1 KiB of), and every such
+// call of a run that failed, is not run again: the replay takes its
+// recorded result. Where the recording reached a limit on work, the
+// replay fails with that limit.
+//
 // Secrets were redacted before the transcript was kept: a run whose model
 // wrote one replays with "[REDACTED]" in its place, and its tree differs.
 func Replay(ctx context.Context, t Task, transcript []byte) (Result, error) {
@@ -46,6 +52,12 @@ func Replay(ctx context.Context, t Task, transcript []byte) (Result, error) {
 	opts.maxResultBytes = positive(lim.MaxResultBytes, opts.maxResultBytes)
 	opts.readLines = positive(lim.ReadLines, opts.readLines)
 	opts.maxFileBytes = positive(lim.MaxFileBytes, opts.maxFileBytes)
+	opts.maxCallsPerStep = positive(lim.MaxToolCallsPerStep, opts.maxCallsPerStep)
+	opts.maxCalls = positive(lim.MaxToolCalls, opts.maxCalls)
+	opts.maxFiles = positive(lim.MaxFilesWritten, opts.maxFiles)
+	opts.maxWritten = positive(lim.MaxBytesWritten, opts.maxWritten)
+	opts.maxRead = positive(lim.MaxBytesRead, opts.maxRead)
+	opts.maxTranscript = positive(lim.MaxTranscriptBytes, opts.maxTranscript)
 	if d, err := time.ParseDuration(lim.Timeout); err == nil && d > 0 {
 		opts.timeout = d
 	}
@@ -54,6 +66,10 @@ func Replay(ctx context.Context, t Task, transcript []byte) (Result, error) {
 		return Result{Model: t.Agent.Model}, err
 	}
 	defer l.close()
+	// Where the recording reached a limit, or cut a call's arguments,
+	// the replay takes what it recorded; the transcript's size, which
+	// timings and redaction change, is not decided again.
+	l.replayed, l.size.off = tr.Steps, true
 	m := &recordedModel{}
 	for _, s := range tr.Steps {
 		if s.Response == nil {

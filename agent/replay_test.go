@@ -134,3 +134,60 @@ func TestReplayFailedRun(t *testing.T) {
 		t.Errorf("replayed tree (-recorded +replayed):\n%s", diff)
 	}
 }
+
+// TestReplayWorkLimits replays the runs of the work limit cases: a run
+// that failed on a limit replays to the same failure, and one with a
+// refused call whose arguments the transcript cut replays to the same
+// result and tree, taking the call's recorded result.
+func TestReplayWorkLimits(t *testing.T) {
+	for _, tc := range workLimitCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			res, runErr := loopRunner(&replies{responses: tc.responses}).Run(context.Background(), tc.task(t, dir))
+			dir2 := t.TempDir()
+			rep, err := Replay(context.Background(), tc.task(t, dir2), res.Transcript)
+			if tc.limit != "" {
+				var le, rle *LimitError
+				if !errors.As(runErr, &le) || !errors.As(err, &rle) || *le != *rle || err.Error() != runErr.Error() {
+					t.Fatalf("Replay: %v\nthe run: %v", err, runErr)
+				}
+				return
+			}
+			if err != nil || runErr != nil {
+				t.Fatalf("Replay: %v; the run: %v", err, runErr)
+			}
+			if rep.Summary != res.Summary || rep.Body != res.Body {
+				t.Errorf("Result = %+v, the run's %+v", rep, res)
+			}
+			if diff := cmp.Diff(snapshotTree(t, dir), snapshotTree(t, dir2)); diff != "" {
+				t.Errorf("replayed tree (-recorded +replayed):\n%s", diff)
+			}
+			rec, _ := ParseTranscript(res.Transcript)
+			got, _ := ParseTranscript(rep.Transcript)
+			for i, s := range rec.Steps {
+				for j, c := range s.ToolCalls {
+					r := got.Steps[i].ToolCalls[j]
+					if r.Result != c.Result || r.Error != c.Error || r.ArgsSHA256 != c.ArgsSHA256 || r.ArgsBytes != c.ArgsBytes || r.Arguments != c.Arguments {
+						t.Errorf("step %d call %d replayed as %+v, recorded %+v", i+1, j+1, r, c)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A replayed call whose recorded arguments were cut must be the call the
+// transcript recorded.
+func TestReplayCutCallMismatch(t *testing.T) {
+	tc := workLimitCases()[len(workLimitCases())-1] // refused writes over the file limit
+	res, err := loopRunner(&replies{responses: tc.responses}).Run(context.Background(), tc.task(t, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, _ := ParseTranscript(res.Transcript)
+	tr.Steps[0].ToolCalls[0].ID = "call_other"
+	b, _ := tr.Marshal()
+	if _, err := Replay(context.Background(), tc.task(t, t.TempDir()), b); !errors.Is(err, ErrTranscript) {
+		t.Errorf("Replay: %v, want ErrTranscript", err)
+	}
+}

@@ -25,6 +25,11 @@ const (
 	maxSearchMatches      = 100
 	maxSearchLineRunes    = 200
 	maxPatternLen         = 1000
+	// maxArgsBytes bounds the arguments of one call of a tool other than
+	// write_file and edit_file, whose bound is contentArgsFactor times
+	// the largest file. A longer call is refused before it is decoded.
+	maxArgsBytes      = 64 << 10
+	contentArgsFactor = 4
 )
 
 // toolDef is a tool the model can call: its name, what it does and the
@@ -147,9 +152,10 @@ type toolResult struct {
 	Finish *finishArgs
 }
 
-// run calls a tool. Every problem (unknown tool, malformed arguments,
-// refused path) is returned as an error result the model sees; only a
-// cancelled context is an error of the run.
+// run calls a tool. Every problem (unknown tool, malformed or too long
+// arguments, refused path) is returned as an error result the model sees;
+// only a cancelled context and a limit on work (a *LimitError) are errors
+// of the run.
 func (tb *toolbox) run(ctx context.Context, name, args string) (toolResult, error) {
 	var def *toolDef
 	for i := range tb.offered {
@@ -158,7 +164,14 @@ func (tb *toolbox) run(ctx context.Context, name, args string) (toolResult, erro
 		}
 	}
 	if def == nil {
-		return errResult("", fmt.Errorf("unknown tool %q; the tools are %s", name, strings.Join(tb.names(), ", "))), nil
+		return errResult("", fmt.Errorf("unknown tool %q; the tools are %s", clipRunes(name, maxToolNameLen), strings.Join(tb.names(), ", "))), nil
+	}
+	if limit := tb.maxArgs(name); len(args) > limit {
+		why := ""
+		if name == "write_file" || name == "edit_file" {
+			why = fmt.Sprintf(" (a file may be at most %d bytes)", tb.ws.maxBytes)
+		}
+		return errResult("", refusef("the arguments of %s are %d bytes, over the %d-byte limit of one call%s", name, len(args), limit, why)), nil
 	}
 	var (
 		res toolResult
@@ -184,10 +197,21 @@ func (tb *toolbox) run(ctx context.Context, name, args string) (toolResult, erro
 		if ctx.Err() != nil {
 			return toolResult{}, ctx.Err()
 		}
+		if le := (*LimitError)(nil); errors.As(err, &le) {
+			return toolResult{Target: res.Target}, err
+		}
 		return errResult(res.Target, err), nil
 	}
 	res.Text = truncate(res.Text, tb.maxResultBytes)
 	return res, nil
+}
+
+// maxArgs is the longest arguments a call of the tool may have.
+func (tb *toolbox) maxArgs(name string) int {
+	if name == "write_file" || name == "edit_file" {
+		return int(contentArgsFactor * tb.ws.maxBytes)
+	}
+	return maxArgsBytes
 }
 
 func errResult(target string, err error) toolResult {
@@ -367,6 +391,9 @@ scan:
 			return res, err
 		}
 		_, data, err := tb.ws.read(f.Path)
+		if le := (*LimitError)(nil); errors.As(err, &le) {
+			return res, err
+		}
 		if err != nil || isBinary(data) {
 			skipped++
 			continue

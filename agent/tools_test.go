@@ -91,6 +91,8 @@ func TestTools(t *testing.T) {
 		{name: "finish", tool: "finish", args: `{"summary":"s","rationale":"r","risk":"high"}`, want: "finished"},
 		{name: "finish no summary", tool: "finish", args: `{"summary":" ","rationale":"r","risk":"low"}`, want: `error: argument "summary" of finish is required...`, wantErr: true},
 		{name: "finish no risk", tool: "finish", args: `{"summary":"s","rationale":"r"}`, want: `error: risk must be one of low, medium, high, got ""`, wantErr: true},
+		{name: "finish too long", tool: "finish", args: `{"summary":"s","rationale":"` + strings.Repeat("r", 70000) + `","risk":"low"}`, want: "error: refused: the arguments of finish are 70043 bytes, over the 65536-byte limit of one call", wantErr: true},
+		{name: "write too long", tool: "write_file", args: `{"path":"services/api/x.txt","content":"` + strings.Repeat("x", 5<<20) + `"}`, want: "error: refused: the arguments of write_file are 5242922 bytes, over the 4194304-byte limit of one call (a file may be at most 1048576 bytes)", wantErr: true, files: map[string]string{"services/api/x.txt": ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sashabaranov/go-openai"
 )
@@ -48,14 +51,22 @@ type Transcript struct {
 }
 
 // TranscriptLimits are the limits a run ran with; Replay applies the same.
+// The limits on work are named as in limits { }; a transcript without them
+// (written before they existed) replays with the agent's.
 type TranscriptLimits struct {
-	MaxSteps       int    `json:"max_steps"`
-	MaxTokens      int    `json:"max_tokens"`
-	Timeout        string `json:"timeout"`
-	ContextTokens  int    `json:"context_tokens"`
-	MaxFileBytes   int64  `json:"max_file_bytes"`
-	MaxResultBytes int    `json:"max_result_bytes"`
-	ReadLines      int    `json:"read_lines"`
+	MaxSteps            int    `json:"max_steps"`
+	MaxTokens           int    `json:"max_tokens"`
+	Timeout             string `json:"timeout"`
+	ContextTokens       int    `json:"context_tokens"`
+	MaxFileBytes        int64  `json:"max_file_bytes"`
+	MaxResultBytes      int    `json:"max_result_bytes"`
+	ReadLines           int    `json:"read_lines"`
+	MaxToolCallsPerStep int    `json:"max_tool_calls_per_step,omitempty"`
+	MaxToolCalls        int    `json:"max_tool_calls,omitempty"`
+	MaxFilesWritten     int    `json:"max_files_written,omitempty"`
+	MaxBytesWritten     int64  `json:"max_bytes_written,omitempty"`
+	MaxBytesRead        int64  `json:"max_bytes_read,omitempty"`
+	MaxTranscriptBytes  int64  `json:"max_transcript_bytes,omitempty"`
 }
 
 // TranscriptTool is a tool the model was offered.
@@ -79,6 +90,11 @@ type TranscriptStep struct {
 	ToolCalls []TranscriptToolCall `json:"tool_calls,omitempty"`
 	// Note says what the loop did besides calling tools (a nudge).
 	Note string `json:"note,omitempty"`
+	// Limit names the limit on work (max_tool_calls_per_step,
+	// max_tool_calls, max_transcript_bytes) the reply reached, ending the
+	// run before any of its calls ran; Error says how. Replay ends the
+	// run here too.
+	Limit string `json:"limit,omitempty"`
 }
 
 // TranscriptRequest is what a step sent, as a delta (see Transcript).
@@ -100,13 +116,22 @@ type TranscriptElision struct {
 
 // TranscriptResponse is the part of a chat completion response the loop
 // uses: the first choice and the usage. Replay feeds it back.
+//
+// The message is recorded whole except where that would keep what the
+// run refused: the arguments of a tool call that did not run or failed
+// are cut to their first 1 KiB (as in its TranscriptToolCall, which has
+// their size and digest), the calls of a reply over
+// max_tool_calls_per_step after the first that many (ToolCallsOmitted
+// counts them), and the text of a reply that would have taken the
+// transcript over max_transcript_bytes to its first 1 KiB.
 type TranscriptResponse struct {
-	ID           string                       `json:"id,omitempty"`
-	Model        string                       `json:"model,omitempty"`
-	Created      int64                        `json:"created,omitempty"`
-	FinishReason string                       `json:"finish_reason,omitempty"`
-	Message      openai.ChatCompletionMessage `json:"message"`
-	Usage        TranscriptModelUsage         `json:"usage"`
+	ID               string                       `json:"id,omitempty"`
+	Model            string                       `json:"model,omitempty"`
+	Created          int64                        `json:"created,omitempty"`
+	FinishReason     string                       `json:"finish_reason,omitempty"`
+	Message          openai.ChatCompletionMessage `json:"message"`
+	ToolCallsOmitted int                          `json:"tool_calls_omitted,omitempty"`
+	Usage            TranscriptModelUsage         `json:"usage"`
 }
 
 // TranscriptModelUsage is the usage a response reported.
@@ -124,18 +149,37 @@ type TranscriptUsage struct {
 }
 
 // TranscriptToolCall is one tool call and its result as the model saw it.
+//
+// The arguments of a call that ran and succeeded are recorded whole, as
+// replaying it needs them, unless the run failed. Those of a call that
+// was refused, failed or was skipped, and every call of a run that failed,
+// are recorded whole only up to 1 KiB: longer ones are cut to their first
+// 1 KiB, with ArgsBytes and ArgsSHA256 the size and hex SHA-256 of the
+// whole, and Replay takes such a call's recorded Result (and BytesRead)
+// instead of running it.
 type TranscriptToolCall struct {
 	ID         string  `json:"id"`
 	Name       string  `json:"name"`
 	Arguments  string  `json:"arguments"`
+	ArgsBytes  int     `json:"args_bytes,omitempty"`
+	ArgsSHA256 string  `json:"args_sha256,omitempty"`
 	Start      string  `json:"start"`
 	DurationMS float64 `json:"duration_ms"`
-	Result     string  `json:"result"`
-	Error      bool    `json:"error,omitempty"`
+	// BytesRead is the file content the call read, counted against
+	// max_bytes_read.
+	BytesRead int64  `json:"bytes_read,omitempty"`
+	Result    string `json:"result"`
+	Error     bool   `json:"error,omitempty"`
+	// Limit names the limit on work the call reached, ending the run;
+	// Result says how. Replay ends the run here too.
+	Limit string `json:"limit,omitempty"`
 	// Skipped is set for calls after a successful finish, which are not
 	// run.
 	Skipped bool `json:"skipped,omitempty"`
 }
+
+// truncated reports whether the call's arguments were cut.
+func (c *TranscriptToolCall) truncated() bool { return c.ArgsSHA256 != "" }
 
 // TranscriptResult is what a finished run reported.
 type TranscriptResult struct {
@@ -183,6 +227,82 @@ func (r *TranscriptResponse) response() openai.ChatCompletionResponse {
 			TotalTokens:      r.Usage.TotalTokens,
 		},
 	}
+}
+
+// maxRecordedArgs is how much of the arguments of a call that did not run
+// or failed the transcript keeps, and the length of text kept of a reply
+// that would take it over max_transcript_bytes.
+const maxRecordedArgs = 1 << 10
+
+// argsDigest is the hex SHA-256 of s, without copying it whole.
+func argsDigest(s string) string {
+	h := sha256.New()
+	buf := make([]byte, min(len(s), 32<<10))
+	for len(s) > 0 {
+		n := copy(buf, s)
+		h.Write(buf[:n])
+		s = s[n:]
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// clipBytes cuts s to at most n bytes, at a character boundary.
+func clipBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// jsonLen is the length of s as a JSON string, quotes included, as the
+// transcript encodes it (encoding/json without HTML escaping).
+func jsonLen(s string) int64 {
+	n := int64(2)
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f':
+				n += 2
+			case c < 0x20:
+				n += 6
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
+			n += 6
+		} else {
+			n += int64(size)
+		}
+		i += size
+	}
+	return n
+}
+
+// encodedLen is the size of v as an element of the transcript's steps,
+// encoded as Marshal encodes it.
+func encodedLen(v any) int64 {
+	var c countingWriter
+	enc := json.NewEncoder(&c)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("    ", "  ")
+	if err := enc.Encode(v); err != nil {
+		return 0
+	}
+	return c.n
+}
+
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
 }
 
 // stamp formats a time for the transcript.

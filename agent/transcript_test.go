@@ -3,8 +3,11 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +84,59 @@ func TestParseTranscript(t *testing.T) {
 	b, _ := json.Marshal(Transcript{Version: 1, Agent: "a"})
 	if tr, err := ParseTranscript(b); err != nil || tr.Agent != "a" {
 		t.Errorf("ParseTranscript = %v, %v", tr, err)
+	}
+}
+
+// jsonLen is the length encoding/json gives a string, as the transcript
+// encodes it.
+func TestJSONLen(t *testing.T) {
+	for _, s := range []string{"", "plain", `"quoted" \ back`, "tab\tnew\nline\r\b\f", "\x00\x01\x1f", "<html>&amp;</html>",
+		"héllo wörld ✓ 🎉", "\u2028\u2029", "bad \xff\xfe utf-8 \xe2\x82", strings.Repeat("{\"a\":\"\\n\"}", 100)} {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(s); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := jsonLen(s), int64(b.Len()-1); got != want {
+			t.Errorf("jsonLen(%q) = %d, want %d (%s)", s, got, want, b.Bytes())
+		}
+	}
+}
+
+func TestClipBytesAndDigest(t *testing.T) {
+	if got := clipBytes("héllo", 2); got != "h" {
+		t.Errorf("clipBytes cuts a character: %q", got)
+	}
+	if got := clipBytes("abc", 5); got != "abc" {
+		t.Errorf("clipBytes(abc, 5) = %q", got)
+	}
+	big := strings.Repeat("0123456789", 10000)
+	if got, want := argsDigest(big), fmt.Sprintf("%x", sha256.Sum256([]byte(big))); got != want {
+		t.Errorf("argsDigest = %s, want %s", got, want)
+	}
+}
+
+// The size the loop follows while it records is close to, and not below,
+// the transcript's: exact for finished steps, an estimate for the rest.
+func TestTranscriptSizeEstimate(t *testing.T) {
+	for _, tc := range workLimitCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			task := tc.task(t, t.TempDir())
+			l, err := newLoop(task, taskOptions(task, loopClock, 0), newRedactor())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.close()
+			res, _ := l.run(context.Background(), &replies{responses: tc.responses})
+			got, est := int64(len(res.Transcript)), l.size.total()
+			t.Logf("transcript %d bytes, followed as %d", got, est)
+			if tc.limit == "" && (est < got || est > got+got/10+4096) {
+				t.Errorf("transcript %d bytes, followed as %d", got, est)
+			}
+			if tc.limit != "" && got > l.opts.maxTranscript {
+				t.Errorf("transcript %d bytes, over its limit of %d", got, l.opts.maxTranscript)
+			}
+		})
 	}
 }

@@ -41,6 +41,71 @@ type workspace struct {
 	root     *os.Root
 	scope    []string
 	maxBytes int64
+	// meter counts reads and writes against the run's limits; nil counts
+	// nothing.
+	meter *meter
+}
+
+// meter counts a run's work on files against its limits on work. The
+// checks come before the work: a read or write that would pass a limit
+// is not done, and fails the run with a *LimitError. A nil meter counts
+// nothing.
+type meter struct {
+	maxFiles   int
+	maxWritten int64
+	maxRead    int64
+
+	// sizes holds each file written or deleted, with its last size (0
+	// when deleted); written is their sum.
+	sizes   map[string]int64
+	written int64
+	read    int64
+	// callRead is what the current tool call read.
+	callRead int64
+}
+
+func newMeter(maxFiles int, maxWritten, maxRead int64) *meter {
+	return &meter{maxFiles: maxFiles, maxWritten: maxWritten, maxRead: maxRead, sizes: map[string]int64{}}
+}
+
+// reading checks a read of n bytes of rel against max_bytes_read.
+func (m *meter) reading(rel string, n int64) error {
+	if m == nil || m.read+n <= m.maxRead {
+		return nil
+	}
+	return limitErrorf("max_bytes_read", m.maxRead, "reading %s (%d bytes) would make %d bytes of file content read in this run", rel, n, m.read+n)
+}
+
+// addRead counts n bytes read.
+func (m *meter) addRead(n int64) {
+	if m != nil {
+		m.read += n
+		m.callRead += n
+	}
+}
+
+// writing checks that rel may become n bytes (0: deleted) against
+// max_files_written and max_bytes_written.
+func (m *meter) writing(rel string, n int64) error {
+	if m == nil {
+		return nil
+	}
+	old, seen := m.sizes[rel]
+	if !seen && len(m.sizes) >= m.maxFiles {
+		return limitErrorf("max_files_written", int64(m.maxFiles), "changing %s would make %d files written, edited or deleted in this run", rel, len(m.sizes)+1)
+	}
+	if total := m.written - old + n; n > old && total > m.maxWritten {
+		return limitErrorf("max_bytes_written", m.maxWritten, "writing %s (%d bytes) would make the files written in this run %d bytes in total", rel, n, total)
+	}
+	return nil
+}
+
+// wrote counts rel as n bytes (0: deleted).
+func (m *meter) wrote(rel string, n int64) {
+	if m != nil {
+		m.written += n - m.sizes[rel]
+		m.sizes[rel] = n
+	}
 }
 
 // openWorkspace opens dir for an agent with the given scope globs.
@@ -198,12 +263,16 @@ func (w *workspace) read(p string) (string, []byte, error) {
 	if fi.Size() > w.maxBytes {
 		return rel, nil, refusef("%q is %d bytes, over the %d-byte limit", rel, fi.Size(), w.maxBytes)
 	}
+	if err := w.meter.reading(rel, fi.Size()); err != nil {
+		return rel, nil, err
+	}
 	f, err := w.root.Open(rel)
 	if err != nil {
 		return rel, nil, w.pathError(rel, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, w.maxBytes+1))
+	w.meter.addRead(int64(len(data)))
 	if err != nil {
 		return rel, nil, w.pathError(rel, err)
 	}
@@ -223,6 +292,9 @@ func (w *workspace) write(p string, data []byte) (string, error) {
 	}
 	if int64(len(data)) > w.maxBytes {
 		return rel, refusef("the content is %d bytes, over the %d-byte limit", len(data), w.maxBytes)
+	}
+	if err := w.meter.writing(rel, int64(len(data))); err != nil {
+		return rel, err
 	}
 	perm := fs.FileMode(0o644)
 	_, err = w.root.Lstat(rel)
@@ -263,6 +335,7 @@ func (w *workspace) write(p string, data []byte) (string, error) {
 		w.root.Remove(tmp)
 		return rel, w.pathError(rel, err)
 	}
+	w.meter.wrote(rel, int64(len(data)))
 	return rel, nil
 }
 
@@ -275,9 +348,13 @@ func (w *workspace) remove(p string) (string, error) {
 	if _, err := w.stat(rel); err != nil {
 		return rel, err
 	}
+	if err := w.meter.writing(rel, 0); err != nil {
+		return rel, err
+	}
 	if err := w.root.Remove(rel); err != nil {
 		return rel, w.pathError(rel, err)
 	}
+	w.meter.wrote(rel, 0)
 	return rel, nil
 }
 

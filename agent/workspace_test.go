@@ -248,3 +248,68 @@ func TestIsBinary(t *testing.T) {
 		}
 	}
 }
+
+// The meter checks each read and write before it is done: the one that
+// would pass a limit is not done and fails with a *LimitError naming it.
+func TestWorkspaceMeter(t *testing.T) {
+	dir := t.TempDir()
+	seedTree(t, dir, map[string]string{"services/a.txt": strings.Repeat("a", 600), "services/b.txt": "b\n"})
+	ws, err := openWorkspace(dir, []string{"services/**"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.meter = newMeter(3, 1000, 1000)
+	wantLimit := func(err error, limit, msg string) {
+		t.Helper()
+		var le *LimitError
+		if !errors.As(err, &le) || !errors.Is(err, ErrWorkLimit) || le.Limit != limit || !strings.Contains(err.Error(), msg) {
+			t.Errorf("err = %v, want limit %s with %q", err, limit, msg)
+		}
+	}
+
+	if _, _, err := ws.read("services/a.txt"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = ws.read("services/a.txt")
+	wantLimit(err, "max_bytes_read", "limit max_bytes_read (1000) reached: reading services/a.txt (600 bytes) would make 1200 bytes of file content read in this run")
+	if _, _, err := ws.read("services/b.txt"); err != nil || ws.meter.read != 602 {
+		t.Errorf("read b: %v, %d bytes read", err, ws.meter.read)
+	}
+
+	// Files are counted once, at their last size; deleting makes one 0.
+	for _, w := range []struct {
+		path string
+		n    int
+	}{{"services/new.txt", 700}, {"services/new.txt", 900}, {"services/new.txt", 100}, {"services/b.txt", 800}} {
+		if _, err := ws.write(w.path, []byte(strings.Repeat("n", w.n))); err != nil {
+			t.Fatalf("write %s (%d bytes): %v", w.path, w.n, err)
+		}
+	}
+	if ws.meter.written != 900 || len(ws.meter.sizes) != 2 {
+		t.Errorf("written %d bytes in %d files, want 900 in 2", ws.meter.written, len(ws.meter.sizes))
+	}
+	_, err = ws.write("services/new.txt", []byte(strings.Repeat("n", 201)))
+	wantLimit(err, "max_bytes_written", "writing services/new.txt (201 bytes) would make the files written in this run 1001 bytes in total")
+	if _, err := ws.remove("services/b.txt"); err != nil || ws.meter.written != 100 {
+		t.Errorf("remove: %v, written %d", err, ws.meter.written)
+	}
+	if _, err := ws.write("services/c.txt", []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ws.write("services/d.txt", []byte("d"))
+	wantLimit(err, "max_files_written", "changing services/d.txt would make 4 files written, edited or deleted in this run")
+	_, err = ws.remove("services/a.txt")
+	wantLimit(err, "max_files_written", "changing services/a.txt would make 4")
+	if _, err := os.Stat(filepath.Join(dir, "services/d.txt")); !os.IsNotExist(err) {
+		t.Errorf("the write over the limit was done: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "services/a.txt")); err != nil {
+		t.Errorf("the delete over the limit was done: %v", err)
+	}
+	// Shrinking a file never passes max_bytes_written.
+	ws.meter.maxWritten = 10
+	if _, err := ws.write("services/new.txt", []byte("small")); err != nil {
+		t.Errorf("shrinking: %v", err)
+	}
+}
