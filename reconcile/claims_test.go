@@ -9,19 +9,21 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/agentgitops/reconciler/agent"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/reconcile"
 )
 
-// counterAgent is an exec agent that appends a line to counter (outside
-// its workspace) every time it runs, so a test can count executions.
-func counterAgent(counter, description string) string {
+// counterAgent is an exec agent that does nothing; countingExec counts
+// its executions (the sandbox lets no agent write outside its workspace).
+func counterAgent(description string) string {
 	return fmt.Sprintf(`agent "counter" {
   description = %q
   provider    = provider.exec.local
-  command     = ["sh", "-c", "echo run >> %s"]
+  command     = ["sh", "-c", "true"]
   trigger {
     on_spec_change = true
   }
@@ -29,7 +31,20 @@ func counterAgent(counter, description string) string {
     paths = ["counted/**"]
   }
 }
-`, description, counter)
+`, description)
+}
+
+// countingExec is the exec runner, counting the counter agent's runs.
+type countingExec struct {
+	agent.Exec
+	n *atomic.Int64
+}
+
+func (c countingExec) Run(ctx context.Context, t agent.Task) (agent.Result, error) {
+	if t.Agent.Name == "counter" {
+		c.n.Add(1)
+	}
+	return c.Exec.Run(ctx, t)
 }
 
 // Reconcilers racing on one repository never run the same run twice: every
@@ -39,20 +54,21 @@ func counterAgent(counter, description string) string {
 func TestClaimsAcrossConcurrentReconcilers(t *testing.T) {
 	for _, n := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d reconcilers", n), func(t *testing.T) {
-			counter := filepath.Join(t.TempDir(), "counter")
+			var executed atomic.Int64
+			runners := map[string]agent.Runner{"exec": countingExec{n: &executed}}
 			e := newEnv(t, true, func(dir string) {
-				os.WriteFile(filepath.Join(dir, "agents/counter.hcl"), []byte(counterAgent(counter, "round 0")), 0o644)
+				os.WriteFile(filepath.Join(dir, "agents/counter.hcl"), []byte(counterAgent("round 0")), 0o644)
 			})
 			const rounds = 4
 			for round := 0; round < rounds; round++ {
 				if round > 0 {
 					e.commitAs("Sam", "sam@example.com", fmt.Sprintf("round %d", round), func(work string) {
-						os.WriteFile(filepath.Join(work, "agents/counter.hcl"), []byte(counterAgent(counter, fmt.Sprintf("round %d", round))), 0o644)
+						os.WriteFile(filepath.Join(work, "agents/counter.hcl"), []byte(counterAgent(fmt.Sprintf("round %d", round))), 0o644)
 					})
 				}
 				rs := make([]*reconcile.Reconciler, n)
 				for i := range rs {
-					rs[i] = e.reconciler(nil)
+					rs[i] = e.reconcilerWith(runners)
 				}
 				var wg sync.WaitGroup
 				errs := make(chan error, n)
@@ -98,9 +114,8 @@ func TestClaimsAcrossConcurrentReconcilers(t *testing.T) {
 					counterRuns++
 				}
 			}
-			b, _ := os.ReadFile(counter)
-			if executed := strings.Count(string(b), "run\n"); executed != counterRuns || counterRuns != rounds {
-				t.Errorf("the counter agent ran %d times for %d runs (want %d, one per round)", executed, counterRuns, rounds)
+			if n := int(executed.Load()); n != counterRuns || counterRuns != rounds {
+				t.Errorf("the counter agent ran %d times for %d runs (want %d, one per round): %q", n, counterRuns, rounds, e.events())
 			}
 			e.verify()
 		})
