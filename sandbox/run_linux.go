@@ -29,6 +29,8 @@ var SystemPaths = []string{
 	"/etc/resolv.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols", "/etc/networks",
 	"/etc/localtime", "/etc/timezone", "/etc/mime.types", "/etc/magic", "/etc/magic.mime",
 	"/etc/os-release", "/etc/debian_version", "/etc/shells", "/etc/inputrc", "/etc/locale.alias",
+	// Where /etc/resolv.conf points with systemd-resolved.
+	"/run/systemd/resolve",
 }
 
 // devices are the device nodes of the view; the first three are writable.
@@ -132,6 +134,9 @@ func (c Config) Run(ctx context.Context, cmd Command) ([]string, error) {
 	}
 	ro := append(append([]string{}, SystemPaths...), c.ReadOnly...)
 	for _, p := range ro {
+		if !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("sandbox: read-only path %q is not absolute", p)
+		}
 		if _, err := os.Lstat(p); err == nil {
 			sp.ReadOnly = append(sp.ReadOnly, filepath.Clean(p))
 		}
