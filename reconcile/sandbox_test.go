@@ -235,12 +235,6 @@ echo "Read the parent's /proc"`, os.Getpid())},
 // checkRecordedSandbox checks the mechanisms the run's ledger entry names.
 func checkRecordedSandbox(t *testing.T, en ledger.Entry, want []string) {
 	t.Helper()
-	if en.Sandbox == nil {
-		// Until reconcile copies agent.Result.Sandbox into run.finished
-		// and run.failed; then this check holds on its own.
-		t.Logf("%s records no sandbox", en.Type)
-		return
-	}
 	if strings.Join(en.Sandbox, " ") != strings.Join(want, " ") {
 		t.Errorf("%s records sandbox %v, want %v", en.Type, en.Sandbox, want)
 	}
