@@ -89,6 +89,21 @@ func (r *Reconciler) runAgents(ctx context.Context, p *pass) error {
 		errs []error
 		wg   sync.WaitGroup
 	)
+	if r.concurrency() == 1 {
+		// One agent after another: each run's entries are contiguous.
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, a := range r.spec.Agents {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := r.reconcileAgent(ctx, p, a); err != nil {
+				r.log.Error("agent", "agent", a.Name, "err", err)
+				errs = append(errs, fmt.Errorf("agent %s: %w", a.Name, err))
+			}
+		}
+		return errors.Join(errs...)
+	}
 	p.work = make(chan struct{}, r.concurrency())
 	p.mu.Lock()
 	p.batch = newBatcher(&p.mu)

@@ -111,6 +111,9 @@ func runDemo(ctx context.Context, dir string, verbose bool, stdout, stderr io.Wr
 			Identity: object.Signature{Name: "Reconciler", Email: "reconciler@example.com"},
 			Logger:   slog.New(slog.NewTextHandler(logOut, nil)),
 			CacheDir: filepath.Join(dir, "cache"),
+			// One agent after another, so that the audit trail the demo
+			// prints reads run by run.
+			Concurrency: 1,
 		})
 	}
 
