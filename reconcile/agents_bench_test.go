@@ -19,7 +19,7 @@ import (
 // run Config.Concurrency at once (0: one per core); concurrency=1 shows the
 // sequential cost. Each iteration is a fresh repository and ledger.
 func BenchmarkAgentsPass(b *testing.B) {
-	for _, tc := range []struct{ agents, concurrency int }{{1, 0}, {100, 0}, {100, 1}} {
+	for _, tc := range []struct{ agents, concurrency int }{{1, 0}, {100, 0}, {100, 1}, {100, 8}} {
 		b.Run(fmt.Sprintf("agents=%d/concurrency=%d", tc.agents, tc.concurrency), func(b *testing.B) {
 			for range b.N {
 				b.StopTimer()
