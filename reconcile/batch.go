@@ -44,9 +44,8 @@ type queuedPush struct {
 
 func newBatcher(mu *sync.Mutex) *batcher { return &batcher{cond: sync.NewCond(mu)} }
 
-// join and leave count a run's goroutine in and out; working and back
+// leave counts a run's goroutine out; working and back
 // bracket its work outside the lock.
-func (b *batcher) join()    { b.members++ }
 func (b *batcher) leave()   { b.members--; b.cond.Broadcast() }
 func (b *batcher) working() { b.outside++ }
 func (b *batcher) back()    { b.outside--; b.cond.Broadcast() }

@@ -179,6 +179,7 @@ func scanContent(d *detect.Detector, path, shown string, content []byte, known [
 	raw := string(content)
 	// Lines count from 1; a rule on the file's name alone (a .p12 key
 	// store, say) reports line 0.
+	//lint:ignore SA1019 gitleaks v8's Detector.Detect takes only detect.Fragment; its replacement comes with v9.
 	for _, f := range d.Detect(detect.Fragment{Raw: raw, FilePath: path, StartLine: 1}) {
 		out = append(out, Finding{Path: shown, Line: f.StartLine, Rule: f.RuleID, Description: f.Description})
 	}
@@ -210,6 +211,7 @@ func scanPath(d *detect.Detector, path string, known []string) (string, []Findin
 	}
 	// The path as one line: columns locate each match in it.
 	var spans [][2]int
+	//lint:ignore SA1019 gitleaks v8's Detector.Detect takes only detect.Fragment; its replacement comes with v9.
 	for _, f := range d.Detect(detect.Fragment{Raw: path, StartLine: 1}) {
 		if f.StartLine == 1 && f.EndLine == 1 && f.StartColumn >= 1 && f.EndColumn <= len(path) && f.StartColumn <= f.EndColumn {
 			spans = append(spans, [2]int{f.StartColumn - 1, f.EndColumn})
