@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/agentgitops/reconciler/hclspec"
@@ -72,7 +74,7 @@ func (e Exec) Run(ctx context.Context, t Task) (Result, error) {
 	stderr := &capped{max: 64 << 10, truncate: true}
 	mechs, err := e.Sandbox.Run(ctx, sandbox.Command{
 		Path: name, Args: a.Command, Dir: t.Dir,
-		Env: []string{
+		Env: append([]string{
 			"PATH=" + ExecPath,
 			"LANG=C.UTF-8",
 			"LC_ALL=C",
@@ -81,7 +83,7 @@ func (e Exec) Run(ctx context.Context, t Task) (Result, error) {
 			"RECONCILER_RUN_ID=" + t.RunID,
 			"RECONCILER_SPEC_COMMIT=" + t.SpecCommit,
 			"RECONCILER_TRIGGER=" + t.Trigger,
-		},
+		}, declaredEnv(a)...),
 		Network: a.Network,
 		Limits:  sandbox.Limits{CPU: timeout},
 		Stdin:   strings.NewReader(a.Prompt),
@@ -151,4 +153,13 @@ func (c *capped) Write(p []byte) (int, error) {
 		return 0, ErrOutputLimit
 	}
 	return c.buf.Write(p)
+}
+
+// declaredEnv is the agent's env = { ... } as NAME=value, sorted.
+func declaredEnv(a *hclspec.Agent) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(a.Env)) {
+		out = append(out, k+"="+a.Env[k])
+	}
+	return out
 }

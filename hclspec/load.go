@@ -472,7 +472,7 @@ func (l *loader) decodeGroup(_ *hcl.File, b *hcl.Block) {
 var agentSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "description"}, {Name: "provider", Required: true}, {Name: "model"}, {Name: "prompt"},
-		{Name: "command"}, {Name: "network"}, {Name: "tools"}, {Name: "suspend"},
+		{Name: "command"}, {Name: "network"}, {Name: "env"}, {Name: "tools"}, {Name: "suspend"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "trigger"}, {Type: "scope"}, {Type: "limits"}, {Type: "work_unit"}},
 }
@@ -574,6 +574,15 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 	}
 	l.decodeAttr(c.Attributes, "suspend", ctx, &a.Suspend)
 	l.decodeAttr(c.Attributes, "network", ctx, &a.Network)
+	if attr, ok := c.Attributes["env"]; ok && l.decodeAttr(c.Attributes, "env", ctx, &a.Env) {
+		// Evaluated without env(): an agent's variables are what git
+		// holds, never the reconciler's own (its secrets).
+		for _, name := range slices.Sorted(maps.Keys(a.Env)) {
+			if why := reservedEnv(name); why != "" {
+				l.errorf(attr.Expr.Range(), "Invalid environment variable", "env sets %q, which %s.", name, why)
+			}
+		}
+	}
 	if attr, ok := c.Attributes["provider"]; ok {
 		a.ProviderRange = attr.Expr.Range()
 		a.Provider = l.providerRef(attr)
@@ -647,6 +656,9 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 			}
 			if attr, ok := c.Attributes["network"]; ok {
 				l.errorf(attr.NameRange, "Unsupported argument", "network is for exec agents, whose command runs in a sandbox without network unless it declares network = true; agent %q uses openai provider %q, whose tools only touch the workspace. Remove network.", a.Name, a.Provider.Name)
+			}
+			if attr, ok := c.Attributes["env"]; ok {
+				l.errorf(attr.NameRange, "Unsupported argument", "env is for exec agents, whose command runs with the variables it declares; agent %q uses openai provider %q, which runs no command. Remove env.", a.Name, a.Provider.Name)
 			}
 		}
 	}
@@ -932,4 +944,22 @@ func policyDigest(files map[string]*hcl.File) string {
 		h.Write(files[name].Bytes)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// reservedEnv says why an agent may not set the variable name, or "".
+func reservedEnv(name string) string {
+	if !envName.MatchString(name) {
+		return "is not a variable name (letters, digits and underscores, not starting with a digit)"
+	}
+	switch name {
+	case "PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ":
+		return "the sandbox sets itself"
+	}
+	switch {
+	case strings.HasPrefix(name, "RECONCILER_"):
+		return "names the run (RECONCILER_* are the reconciler's)"
+	case strings.HasPrefix(name, "LD_"), strings.HasPrefix(name, "GIT_"):
+		return "changes how programs or git run (LD_* and GIT_* are refused)"
+	}
+	return ""
 }

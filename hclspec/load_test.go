@@ -3,6 +3,7 @@ package hclspec
 import (
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -841,6 +842,48 @@ func TestLoadWorkLimits(t *testing.T) {
 	}
 	if d := (Limits{MaxToolCalls: 7}).WithWorkDefaults(); d.MaxToolCalls != 7 || d.MaxToolCallsPerStep != DefaultMaxToolCallsPerStep || d.MaxTranscriptBytes != DefaultMaxTranscriptBytes {
 		t.Errorf("WithWorkDefaults = %+v", d)
+	}
+}
+
+// env = { ... } gives an exec agent's command literal variables: never
+// the reconciler's environment (env() is not there), never the sandbox's
+// own names, and only for exec agents.
+func TestLoadAgentEnv(t *testing.T) {
+	for _, tc := range []struct {
+		attr    string
+		want    map[string]string
+		summary string
+		detail  string
+	}{
+		{"  env = { REGION = \"eu-west-1\", Mode_2 = \"x\" }\n", map[string]string{"REGION": "eu-west-1", "Mode_2": "x"}, "", ""},
+		{"  env = { KEY = env(\"OPENAI_API_KEY\") }\n", nil, "Call to unknown function", "env"},
+		{"  env = { PATH = \"/tmp\" }\n", nil, "Invalid environment variable", "the sandbox sets itself"},
+		{"  env = { RECONCILER_RUN_ID = \"x\" }\n", nil, "Invalid environment variable", "RECONCILER_*"},
+		{"  env = { LD_PRELOAD = \"/tmp/x.so\" }\n", nil, "Invalid environment variable", "LD_*"},
+		{"  env = { \"A-B\" = \"x\" }\n", nil, "Invalid environment variable", "not a variable name"},
+		{"  env = { A = [1] }\n", nil, "Unsuitable value type", "string required"},
+	} {
+		t.Run(strings.TrimSpace(tc.attr), func(t *testing.T) {
+			t.Setenv("OPENAI_API_KEY", "sk-must-never-reach-an-agent-0123456789")
+			fsys := txtarFS(t, "testdata/errors/base.txtar")
+			edit(t, fsys, "agents/fixer.hcl", "  scope {", tc.attr+"  scope {")
+			spec, diags := Load(fsys, Options{LookupEnv: os.LookupEnv})
+			if tc.summary == "" {
+				if diags.HasErrors() {
+					t.Fatal(diags)
+				}
+				if got := spec.Agent("fixer").Env; !maps.Equal(got, tc.want) {
+					t.Errorf("Env = %v, want %v", got, tc.want)
+				}
+				return
+			}
+			if !diags.HasErrors() || !strings.Contains(diags.Error(), tc.summary) || !strings.Contains(diags.Error(), tc.detail) {
+				t.Errorf("diagnostics %v, want %q mentioning %q", diags, tc.summary, tc.detail)
+			}
+			if d := diags[0]; d.Subject == nil || d.Subject.Filename != "agents/fixer.hcl" {
+				t.Errorf("diagnostic %v is not positioned in agents/fixer.hcl", d)
+			}
+		})
 	}
 }
 

@@ -72,12 +72,16 @@ type Agent struct {
 	Prompt      string
 	Command     []string
 	Network     bool // an exec agent's command may use the host's network; by default its sandbox has none
-	Tools       []string
-	Triggers    []Trigger
-	Scope       []string
-	Limits      Limits
-	WorkUnit    WorkUnit
-	Suspend     bool
+	// Env are variables an exec agent's command gets besides the
+	// sandbox's own (env = { NAME = "value" }): values from git, never
+	// the reconciler's environment.
+	Env      map[string]string
+	Tools    []string
+	Triggers []Trigger
+	Scope    []string
+	Limits   Limits
+	WorkUnit WorkUnit
+	Suspend  bool
 
 	// Digest is the hex sha256 of what defines the agent's runs: its block,
 	// prompt, provider block, command files and the policies that apply to
