@@ -304,6 +304,9 @@ func scrub(err error, key string) error {
 // retryable reports whether an attempt that failed with err may succeed
 // when repeated.
 func retryable(err error) bool {
+	if errors.Is(err, ErrWorkLimit) {
+		return false // a reply over MaxResponseBytes is as large again
+	}
 	if status := httpStatus(err); status != 0 {
 		return status == http.StatusRequestTimeout || status == http.StatusConflict ||
 			status == http.StatusTooManyRequests || status >= 500
@@ -411,7 +414,37 @@ func (d attemptDoer) Do(req *http.Request) (*http.Response, error) {
 		rec.status = resp.StatusCode
 		rec.header = resp.Header
 	}
+	if resp != nil && resp.Body != nil {
+		// go-openai decodes a reply whole: bound what it may read, so
+		// that one reply (a 100 MB tool call, say) cannot take the
+		// reconciler's memory.
+		resp.Body = &cappedBody{ReadCloser: resp.Body, left: MaxResponseBytes}
+	}
 	return resp, err
+}
+
+// MaxResponseBytes bounds one reply of a provider. A model's legitimate
+// reply is far smaller (a write_file of the largest file a tool accepts
+// is 4 MiB of arguments); a larger one fails the run with
+// limit max_response_bytes, never retried.
+const MaxResponseBytes = 64 << 20
+
+// cappedBody fails a read past left bytes with a *LimitError.
+type cappedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, limitErrorf("max_response_bytes", MaxResponseBytes, "the provider's reply is larger than %d bytes; it was not read", MaxResponseBytes)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // secret is an API key; it prints as <secret>.
