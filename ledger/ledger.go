@@ -250,63 +250,11 @@ func (l *Ledger) Append(ctx context.Context, events ...Event) ([]Entry, error) {
 // an entry that does not verify, on a branch that no longer extends what
 // was read, or with a signer the ledger does not trust.
 func (l *Ledger) AppendIf(ctx context.Context, check func(*State) error, events ...Event) ([]Entry, error) {
-	if l.signer == nil {
-		return nil, fmt.Errorf("append to ledger: no signing key configured")
+	part := &Batch{Check: check, Events: events}
+	if err := l.appendParts(ctx, []*Batch{part}); err != nil {
+		return nil, err
 	}
-	const attempts = 10
-	var recent []Entry
-	for attempt := 1; ; attempt++ {
-		fresh, err := l.Sync(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("append to ledger: %w", err)
-		}
-		recent = append(recent, fresh...)
-		pending := withoutRecorded(events, recent, l.state.Seq)
-		if len(pending) == 0 {
-			return nil, nil
-		}
-		if l.state.Seq == 0 && pending[0].Type != Genesis {
-			return nil, fmt.Errorf("append %s to ledger: the ledger has no %s entry yet", pending[0].Type, Genesis)
-		}
-		if err := l.CheckSigner(); err != nil {
-			return nil, fmt.Errorf("append to ledger: %w", err)
-		}
-		if check != nil {
-			if err := check(l.state); err != nil {
-				return nil, err
-			}
-		}
-		stored, newHead, err := l.build(ctx, pending)
-		if err != nil {
-			return nil, err
-		}
-		err = l.repo.Push(ctx, gitstore.RefUpdate{Branch: Branch, Old: l.state.Head, New: newHead})
-		if err == nil {
-			crashpoint.Hit("ledger.append")
-			for _, e := range stored {
-				if err := l.state.Apply(e); err != nil {
-					return nil, fmt.Errorf("append to ledger: %w", err)
-				}
-				if err := l.trust.advance(e.Predicate); err != nil {
-					return nil, fmt.Errorf("append to ledger: %w", err)
-				}
-			}
-			return stored, nil
-		}
-		if !errors.Is(err, gitstore.ErrStale) || attempt == attempts {
-			return nil, fmt.Errorf("append to ledger: %w", err)
-		}
-		// Back off with jitter so racing writers do not collide again.
-		backoff := time.Duration(attempt) * time.Duration(10+rand.IntN(40)) * time.Millisecond
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff):
-		}
-		if err := l.repo.Fetch(ctx); err != nil {
-			return nil, fmt.Errorf("append to ledger: %w", err)
-		}
-	}
+	return part.Stored, part.Err
 }
 
 // Batch is one caller's part of an AppendBatch: a precondition and the
@@ -330,15 +278,25 @@ type Batch struct {
 // costs a few pushes, not one per entry. Genesis and keys.changed, which
 // change who may sign, are appended alone (AppendIf).
 func (l *Ledger) AppendBatch(ctx context.Context, parts []*Batch) error {
-	if l.signer == nil {
-		return fmt.Errorf("append to ledger: no signing key configured")
-	}
 	for _, b := range parts {
 		for _, ev := range b.Events {
 			if ev.Type == Genesis || ev.Type == KeysChanged {
 				return fmt.Errorf("append to ledger: %s is appended alone, not in a batch", ev.Type)
 			}
 		}
+	}
+	return l.appendParts(ctx, parts)
+}
+
+// appendParts is AppendIf and AppendBatch: each attempt reads what was
+// appended since, checks and builds every part on the state the parts
+// before it leave, and pushes them all with one compare-and-swap, retried
+// with backoff when another writer moved the branch. One part is built on
+// the ledger's state itself (its check must not modify it), several on a
+// clone, so a single append never copies the state.
+func (l *Ledger) appendParts(ctx context.Context, parts []*Batch) error {
+	if l.signer == nil {
+		return fmt.Errorf("append to ledger: no signing key configured")
 	}
 	const attempts = 10
 	var recent []Entry
@@ -348,19 +306,26 @@ func (l *Ledger) AppendBatch(ctx context.Context, parts []*Batch) error {
 			return fmt.Errorf("append to ledger: %w", err)
 		}
 		recent = append(recent, fresh...)
-		if l.state.Seq == 0 {
-			return fmt.Errorf("append to ledger: the ledger has no %s entry yet", Genesis)
+		st := l.state
+		if len(parts) > 1 {
+			st = l.state.Clone()
 		}
-		if err := l.CheckSigner(); err != nil {
-			return fmt.Errorf("append to ledger: %w", err)
-		}
-		st := l.state.Clone()
 		var all []Entry
+		signerChecked := false
 		for _, b := range parts {
 			b.Stored, b.Err = nil, nil
 			pending := withoutRecorded(b.Events, recent, st.Seq)
 			if len(pending) == 0 {
 				continue
+			}
+			if st.Seq == 0 && pending[0].Type != Genesis {
+				return fmt.Errorf("append %s to ledger: the ledger has no %s entry yet", pending[0].Type, Genesis)
+			}
+			if !signerChecked {
+				if err := l.CheckSigner(); err != nil {
+					return fmt.Errorf("append to ledger: %w", err)
+				}
+				signerChecked = true
 			}
 			if b.Check != nil {
 				if err := b.Check(st); err != nil {
@@ -370,12 +335,17 @@ func (l *Ledger) AppendBatch(ctx context.Context, parts []*Batch) error {
 			}
 			stored, _, err := l.buildOn(ctx, st, pending)
 			if err != nil {
+				if len(parts) == 1 {
+					return err
+				}
 				b.Err = err
 				continue
 			}
-			for _, e := range stored {
-				if err := st.Apply(e); err != nil {
-					return fmt.Errorf("append to ledger: %w", err)
+			if len(parts) > 1 {
+				for _, e := range stored {
+					if err := st.Apply(e); err != nil {
+						return fmt.Errorf("append to ledger: %w", err)
+					}
 				}
 			}
 			b.Stored = stored
@@ -388,6 +358,11 @@ func (l *Ledger) AppendBatch(ctx context.Context, parts []*Batch) error {
 		if err == nil {
 			crashpoint.Hit("ledger.append")
 			for _, e := range all {
+				if len(parts) == 1 {
+					if err := st.Apply(e); err != nil {
+						return fmt.Errorf("append to ledger: %w", err)
+					}
+				}
 				if err := l.trust.advance(e.Predicate); err != nil {
 					return fmt.Errorf("append to ledger: %w", err)
 				}
@@ -398,6 +373,7 @@ func (l *Ledger) AppendBatch(ctx context.Context, parts []*Batch) error {
 		if !errors.Is(err, gitstore.ErrStale) || attempt == attempts {
 			return fmt.Errorf("append to ledger: %w", err)
 		}
+		// Back off with jitter so racing writers do not collide again.
 		backoff := time.Duration(attempt) * time.Duration(10+rand.IntN(40)) * time.Millisecond
 		select {
 		case <-ctx.Done():
