@@ -243,28 +243,14 @@ func Check(spec *hclspec.Spec, d Decision, approvers []Approver) []string {
 	if d.Outcome == Deny {
 		return []string{"the decision denied this change: " + d.Summary}
 	}
-	var all []string
-	for _, g := range spec.Groups {
-		all = append(all, g.Name)
-	}
 	var unmet []string
 	for _, req := range d.Requirements {
 		seen := map[string]bool{}
 		for _, a := range approvers {
-			if a.Email == "" && a.Login == "" {
-				continue
-			}
 			// A member counts once however they approved: by a merge
 			// (email) or a forge review (login).
-			if m := member(spec, req.Groups, a); m != nil {
+			if m, _ := satisfier(spec, req, a); m != nil {
 				seen[personID(m.Email, m.ForgeLogin)] = true
-			} else if len(req.Groups) == 0 {
-				// The default review: a member of any group, proven as
-				// that group requires (signed, or unsigned where it
-				// accepts that). A name and an email alone are claims.
-				if m := member(spec, all, a); m != nil {
-					seen[personID(m.Email, m.ForgeLogin)] = true
-				}
 			}
 		}
 		if len(seen) < req.Min {
@@ -274,48 +260,54 @@ func Check(spec *hclspec.Spec, d Decision, approvers []Approver) []string {
 	return unmet
 }
 
+// satisfier returns the member a is of a group req accepts, and that
+// group, or nil. The default review (no groups) accepts a member of any
+// group, proven as that group requires (signed, or unsigned where it
+// accepts that): a name and an email alone are claims. An approver with
+// neither email nor login is nobody.
+func satisfier(spec *hclspec.Spec, req Requirement, a Approver) (*hclspec.Member, string) {
+	if a.Email == "" && a.Login == "" {
+		return nil, ""
+	}
+	groups := req.Groups
+	if len(groups) == 0 {
+		for _, g := range spec.Groups {
+			groups = append(groups, g.Name)
+		}
+	}
+	for _, g := range groups {
+		if m := member(spec, []string{g}, a); m != nil {
+			return m, g
+		}
+	}
+	return nil, ""
+}
+
 // Counted is a requirement an approval counts for: the group of the
-// requirement the approver is a member of ("" for the default review), and
-// the blocking rules (policy/rule) that required it.
+// requirement the approver is a member of, and the blocking rules
+// (policy/rule) that required it.
 type Counted struct {
 	Group string
 	Rules []string
 }
 
 // Counts returns the requirements of d that a counts for, by the same test
-// Check applies; none for a denied decision, or for an approver who is a
-// member of no required group (an unsigned approver, of no group that
-// accepts unsigned merges).
+// Check applies (satisfier); none for a denied decision.
 func Counts(spec *hclspec.Spec, d Decision, a Approver) []Counted {
-	if d.Outcome == Deny || (a.Email == "" && a.Login == "") {
+	if d.Outcome == Deny {
 		return nil
 	}
 	var out []Counted
 	for _, req := range d.Requirements {
-		c := Counted{}
-		if len(req.Groups) == 0 {
-			var all []string
-			for _, g := range spec.Groups {
-				all = append(all, g.Name)
-			}
-			if c.Group = memberGroup(spec, all, a); c.Group == "" {
-				continue
-			}
-			for _, r := range d.Rules {
-				if r.Kind == KindDefault || (r.Kind == KindApproval && r.Blocking && len(r.Reviewers) == 0) {
-					c.Rules = append(c.Rules, r.Name())
-				}
-			}
-			out = append(out, c)
-			continue
-		}
-		g := memberGroup(spec, req.Groups, a)
+		_, g := satisfier(spec, req, a)
 		if g == "" {
 			continue
 		}
-		c.Group = g
+		c := Counted{Group: g}
 		for _, r := range d.Rules {
-			if r.Kind == KindApproval && r.Blocking && sameSet(r.Reviewers, req.Groups) {
+			// The rules with this requirement's groups (none: the
+			// default review, or a rule naming no group).
+			if r.Kind == KindDefault || (r.Kind == KindApproval && r.Blocking && sameSet(r.Reviewers, req.Groups)) {
 				c.Rules = append(c.Rules, r.Name())
 			}
 		}
@@ -329,16 +321,6 @@ func sameSet(a, b []string) bool {
 	slices.Sort(x)
 	slices.Sort(y)
 	return slices.Equal(x, y)
-}
-
-// memberGroup returns the first of groups that a is a member of, or "".
-func memberGroup(spec *hclspec.Spec, groups []string, a Approver) string {
-	for _, g := range groups {
-		if member(spec, []string{g}, a) != nil {
-			return g
-		}
-	}
-	return ""
 }
 
 // member returns the member of one of the groups that a is, or nil; an
