@@ -130,7 +130,9 @@ func (r *Reconciler) observeProposal(ctx context.Context, p *pass, rn *ledger.Ru
 			return nil, fmt.Errorf("approvals of %s: %w", fp.Branch, err)
 		}
 		for _, a := range all {
-			if a.Record.Via == "merge" && (o.FastForward || isMachine(r.cfg.Identity, merger.Email)) {
+			// A merge by the reconciler or an agent proves nothing (the
+			// forge gives no merge approval for a fast-forward).
+			if a.Record.Via == "merge" && isMachine(r.cfg.Identity, merger.Email) {
 				continue
 			}
 			if isMachine(r.cfg.Identity, a.Approver.Email) {
@@ -195,9 +197,6 @@ func (r *Reconciler) observeProposal(ctx context.Context, p *pass, rn *ledger.Ru
 	mergedEv.Type = ledger.ProposalMerged
 	mergedEv.Subject, mergedEv.SubjectName = o.Merge.Hash.String(), r.cfg.Branch
 	mergedEv.Proposal = &ledger.Proposal{Branch: fp.Branch, Head: merged.String(), ChangeID: rn.DecidedChangeID(), MergeCommit: o.Merge.Hash.String()}
-	if merged.IsZero() {
-		mergedEv.Proposal.Head = fp.Head.String()
-	}
 	if fin := rn.Finished; fin != nil && fin.WorkUnit != nil {
 		mergedEv.WorkUnit = fin.WorkUnit
 	}
