@@ -405,14 +405,9 @@ func withoutRecorded(events []Event, recent []Entry, seq uint64) []Event {
 	return out
 }
 
-// build signs and commits events on top of the current head without moving
-// any ref.
-func (l *Ledger) build(ctx context.Context, events []Event) ([]Entry, plumbing.Hash, error) {
-	return l.buildOn(ctx, l.state, events)
-}
-
-// buildOn is build on top of st, which need not be the ledger's state (a
-// batch builds each caller's entries on the state the earlier ones make).
+// buildOn signs and commits events on top of st's head without moving any
+// ref; st need not be the ledger's state (a batch builds each part's
+// entries on the state the parts before it make).
 func (l *Ledger) buildOn(ctx context.Context, st *State, events []Event) ([]Entry, plumbing.Hash, error) {
 	parent := st.Head
 	prev := st.Digest
