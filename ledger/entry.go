@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -60,6 +61,11 @@ type Event struct {
 	// RetryAfter is set on a run.failed that will be retried: when the
 	// next attempt may start. A run.failed without it is final.
 	RetryAfter time.Time `json:"retry_after,omitzero"`
+	// Alert is set on run.started of a run an Alertmanager notification
+	// started, and on alert.resolved: the notification, as received.
+	Alert *Alert `json:"alert,omitempty"`
+	// Request is set on run.started of a manual run: who asked, and why.
+	Request *Request `json:"request,omitempty"`
 	// Hold is set on run.held and budget.exceeded.
 	Hold     *Hold     `json:"hold,omitempty"`
 	WorkUnit *WorkUnit `json:"work_unit,omitempty"`
@@ -115,6 +121,65 @@ type Hold struct {
 	Rule   string    `json:"rule,omitempty"`
 	Until  time.Time `json:"until,omitzero"`
 	Reason string    `json:"reason"`
+}
+
+// Alert is an Alertmanager notification (webhook payload version 4), as
+// far as a run needs it: the group and its alerts. Its trigger id is
+// AlertTrigger(GroupKey, the alerts' fingerprints).
+type Alert struct {
+	Receiver          string            `json:"receiver,omitempty"`
+	Status            string            `json:"status"`
+	GroupKey          string            `json:"group_key"`
+	GroupLabels       map[string]string `json:"group_labels,omitempty"`
+	CommonLabels      map[string]string `json:"common_labels,omitempty"`
+	CommonAnnotations map[string]string `json:"common_annotations,omitempty"`
+	ExternalURL       string            `json:"external_url,omitempty"`
+	Alerts            []AlertItem       `json:"alerts"`
+}
+
+// AlertTrigger is the trigger id of an Alertmanager notification: its
+// group's key and the fingerprints of its alerts, so a repeat of the same
+// group with the same alerts is the same trigger (and runs once), and a
+// group whose alerts changed is a new one.
+func AlertTrigger(groupKey string, fingerprints []string) string {
+	fps := slices.Clone(fingerprints)
+	slices.Sort(fps)
+	h := sha256.New()
+	fmt.Fprintf(h, "%d:%s\n", len(groupKey), groupKey)
+	for _, fp := range slices.Compact(fps) {
+		fmt.Fprintf(h, "%s\n", fp)
+	}
+	return "alert:" + hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Trigger is the notification's trigger id (AlertTrigger of its group key
+// and the fingerprints of its alerts).
+func (a *Alert) Trigger() string {
+	fps := make([]string, 0, len(a.Alerts))
+	for _, it := range a.Alerts {
+		fps = append(fps, it.Fingerprint)
+	}
+	return AlertTrigger(a.GroupKey, fps)
+}
+
+// AlertItem is one alert of a notification.
+type AlertItem struct {
+	Status       string            `json:"status"`
+	Fingerprint  string            `json:"fingerprint"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	StartsAt     time.Time         `json:"starts_at,omitzero"`
+	EndsAt       time.Time         `json:"ends_at,omitzero"`
+	GeneratorURL string            `json:"generator_url,omitempty"`
+}
+
+// Request is a manual run's request: its id (the trigger is "manual:" and
+// the id), who asked as the caller said (the caller proved only that it
+// holds the webhook secret), and why.
+type Request struct {
+	ID     string `json:"id"`
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Usage is what a run consumed.

@@ -38,6 +38,10 @@ const (
 	ProposalSuperseded = "proposal.superseded"
 	BudgetExceeded     = "budget.exceeded"
 	PolicyViolation    = "policy.violation"
+	// AlertResolved records an Alertmanager notification that its alerts
+	// resolved, for an agent whose on_alert trigger matches: recorded, never
+	// run.
+	AlertResolved = "alert.resolved"
 )
 
 // Run outcomes recorded on run.finished.
@@ -62,6 +66,7 @@ var (
 	fSpecDigest = field{"spec_digest", func(e *Event) bool { return e.SpecDigest != "" }}
 	fTrigger    = field{"trigger", func(e *Event) bool { return e.Trigger != "" }}
 	fError      = field{"error", func(e *Event) bool { return e.Error != "" }}
+	fAlert      = field{"alert", func(e *Event) bool { return e.Alert != nil && e.Alert.GroupKey != "" && e.Alert.Status != "" }}
 	fHold       = field{"hold", func(e *Event) bool { return e.Hold != nil && e.Hold.Kind != "" && e.Hold.Reason != "" }}
 	fDecision   = field{"decision", func(e *Event) bool { return len(e.Decision) > 0 }}
 	fProposal   = field{"proposal", func(e *Event) bool {
@@ -125,6 +130,7 @@ var schema = map[string][]field{
 	ProposalRejected:   {fAgent, fRunID, fProposal},
 	ProposalSuperseded: {fAgent, fRunID, fProposal},
 	PolicyViolation:    {fError},
+	AlertResolved:      {fAgent, fTrigger, fAlert},
 }
 
 // EventTypes returns every event type, in no particular order.

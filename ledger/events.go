@@ -45,9 +45,13 @@ type SpecInvalidEvent struct {
 type RunStartedEvent struct {
 	RunRef
 	Trigger, SpecCommit, SpecDigest string
-	ReservedUSD                     float64
-	Claimant                        string
-	LeaseUntil                      time.Time
+	// Alert or Request is what started the run, for alert and manual
+	// triggers.
+	Alert       *Alert
+	Request     *Request
+	ReservedUSD float64
+	Claimant    string
+	LeaseUntil  time.Time
 }
 
 // RunAbandonedEvent takes over the claim of a run whose lease expired
@@ -109,6 +113,13 @@ type RunHeldEvent struct {
 type BudgetExceededEvent struct {
 	Agent, Trigger string
 	Hold           Hold
+}
+
+// AlertResolvedEvent records that the alerts of a notification matching
+// Agent's on_alert trigger resolved.
+type AlertResolvedEvent struct {
+	Agent, Trigger string
+	Alert          Alert
 }
 
 // PolicyDecisionEvent records the policies' decision on a run's change.
@@ -188,6 +199,7 @@ func (ProposalMergedEvent) EventType() string     { return ProposalMerged }
 func (ProposalRejectedEvent) EventType() string   { return ProposalRejected }
 func (ProposalSupersededEvent) EventType() string { return ProposalSuperseded }
 func (PolicyViolationEvent) EventType() string    { return PolicyViolation }
+func (AlertResolvedEvent) EventType() string      { return AlertResolved }
 
 // Typed checks the event (see Validate) and returns its typed form.
 func (e *Event) Typed() (TypedEvent, error) {
@@ -206,7 +218,7 @@ func (e *Event) Typed() (TypedEvent, error) {
 		return SpecInvalidEvent{SpecCommit: e.SpecCommit, Diagnostics: e.Diagnostics}, nil
 	case RunStarted:
 		return RunStartedEvent{RunRef: ref, Trigger: e.Trigger, SpecCommit: e.SpecCommit, SpecDigest: e.SpecDigest, ReservedUSD: e.ReservedUSD,
-			Claimant: e.Claimant, LeaseUntil: e.LeaseUntil}, nil
+			Claimant: e.Claimant, LeaseUntil: e.LeaseUntil, Alert: e.Alert, Request: e.Request}, nil
 	case RunAbandoned:
 		return RunAbandonedEvent{RunRef: ref, Error: e.Error, Claimant: e.Claimant, LeaseUntil: e.LeaseUntil}, nil
 	case RunFinished:
@@ -236,6 +248,8 @@ func (e *Event) Typed() (TypedEvent, error) {
 		return ProposalRejectedEvent{RunRef: ref, Proposal: *e.Proposal}, nil
 	case ProposalSuperseded:
 		return ProposalSupersededEvent{RunRef: ref, Proposal: *e.Proposal}, nil
+	case AlertResolved:
+		return AlertResolvedEvent{Agent: e.Agent, Trigger: e.Trigger, Alert: *e.Alert}, nil
 	case PolicyViolation:
 		return PolicyViolationEvent{RunRef: ref, Subject: e.Subject, Error: e.Error}, nil
 	}

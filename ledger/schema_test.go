@@ -244,6 +244,20 @@ func schemaExamples(t testing.TB) []Predicate {
 				Reason: "docs-writer spent $2.00 today with this run's reservation; policy spend allows $2.00 (policies/spend.hcl:4:3)"},
 			Summary: fmt.Sprintf("budget.exceeded %s: cost_per_day until 2025-03-08T00:00:00Z", writer),
 		},
+		func() Event {
+			al := &Alert{Receiver: "reconciler", Status: "resolved", GroupKey: `{}:{alertname="PaymentsHighLatency"}`,
+				GroupLabels:  map[string]string{"alertname": "PaymentsHighLatency"},
+				CommonLabels: map[string]string{"alertname": "PaymentsHighLatency", "service": "payments-api", "severity": "warning"},
+				ExternalURL:  "http://alertmanager:9093",
+				Alerts: []AlertItem{{Status: "resolved", Fingerprint: "5f3a0c2b9d1e4a77",
+					Labels:   map[string]string{"alertname": "PaymentsHighLatency", "service": "payments-api", "severity": "warning"},
+					StartsAt: time.Date(2025, 3, 7, 9, 12, 0, 0, time.UTC), EndsAt: time.Date(2025, 3, 7, 9, 40, 0, 0, time.UTC)}}}
+			return Event{
+				Type: AlertResolved, Agent: "incident-responder", Trigger: al.Trigger(), Alert: al, SpecCommit: spec,
+				Subject: spec, SubjectName: "main",
+				Summary: "alert.resolved incident-responder: PaymentsHighLatency resolved (1 alert), not run",
+			}
+		}(),
 		{
 			Type: KeysChanged, Subject: keysMerge, SubjectName: "main", SpecCommit: keysMerge, Keys: changedKeys, Reviewer: reviewer,
 			Summary: fmt.Sprintf("keys.changed at %s merged by %s: 2 trusted key(s): reconciler, ops.pub", keysMerge[:12], reviewer),

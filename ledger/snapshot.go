@@ -11,7 +11,7 @@ import (
 
 // snapshotVersion changes whenever State's encoding does; a snapshot of
 // another version is ignored and the ledger read from its first entry.
-const snapshotVersion = 3
+const snapshotVersion = 4
 
 type snapshot struct {
 	Version int

@@ -3,6 +3,7 @@ package ledger
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -58,6 +59,10 @@ type Run struct {
 	Claimant   string
 	LeaseUntil time.Time
 	Abandoned  int
+	// Alert or Request is what started the run (run.started), for alert
+	// and manual triggers; the run's agent sees it as its trigger input.
+	Alert   *Alert
+	Request *Request
 }
 
 // Attempt is one attempt of a run, claimed by run.started or run.retried
@@ -169,10 +174,16 @@ type State struct {
 	// ViolationSubjects are the subjects of policy.violation entries that
 	// belong to no run, such as a key pushed without approval.
 	ViolationSubjects map[string]bool
-	Totals            Totals
+	// Resolved are the alert.resolved entries, by agent and trigger (see
+	// Resolution).
+	Resolved map[string]*Entry
+	Totals   Totals
 
 	runs    map[string]*Run
 	byAgent map[string][]*Run
+	// byTrigger indexes runs by agent and trigger (triggerKey): the run
+	// that first answered each.
+	byTrigger map[string]*Run
 	opened  map[string]time.Time
 }
 
@@ -190,6 +201,9 @@ func (s *State) init() {
 	if s.ViolationSubjects == nil {
 		s.ViolationSubjects = map[string]bool{}
 	}
+	if s.Resolved == nil {
+		s.Resolved = map[string]*Entry{}
+	}
 	t := &s.Totals
 	if t.Runs == nil {
 		t.Runs = map[string]map[string]int{}
@@ -204,9 +218,13 @@ func (s *State) init() {
 	s.runs = make(map[string]*Run, len(s.Runs))
 	s.byAgent = map[string][]*Run{}
 	s.opened = map[string]time.Time{}
+	s.byTrigger = make(map[string]*Run, len(s.Runs))
 	for _, r := range s.Runs {
 		s.runs[r.ID] = r
 		s.byAgent[r.Agent] = append(s.byAgent[r.Agent], r)
+		if k := triggerKey(r.Agent, r.Trigger); s.byTrigger[k] == nil {
+			s.byTrigger[k] = r
+		}
 		if r.ProposalOpen() {
 			s.opened[r.ID] = r.Opened.Time
 		}
@@ -215,6 +233,17 @@ func (s *State) init() {
 
 // Run returns the run with the given id, or nil.
 func (s *State) Run(id string) *Run { return s.runs[id] }
+
+func triggerKey(agent, trigger string) string { return agent + "\x00" + trigger }
+
+// Triggered returns the agent's first run for the trigger id, or nil: a
+// schedule slot, an alert group's notification, a manual request. It costs
+// one map lookup whatever the ledger's length.
+func (s *State) Triggered(agent, trigger string) *Run { return s.byTrigger[triggerKey(agent, trigger)] }
+
+// Resolution returns the alert.resolved entry recorded for the agent and
+// trigger id, or nil.
+func (s *State) Resolution(agent, trigger string) *Entry { return s.Resolved[triggerKey(agent, trigger)] }
 
 // AgentRuns returns the agent's runs in start order. The slice must not be
 // modified.
@@ -315,10 +344,8 @@ func (s *State) Clone() *State {
 	for k, v := range s.Held {
 		c.Held[k] = v
 	}
-	c.ViolationSubjects = make(map[string]bool, len(s.ViolationSubjects))
-	for k, v := range s.ViolationSubjects {
-		c.ViolationSubjects[k] = v
-	}
+	c.ViolationSubjects = maps.Clone(s.ViolationSubjects)
+	c.Resolved = maps.Clone(s.Resolved)
 	c.Totals = s.Totals.clone()
 	c.Keys = append([]Key(nil), s.Keys...)
 	c.init()
@@ -398,6 +425,9 @@ func (s *State) Apply(e Entry) error {
 			s.Runs = append(s.Runs, r)
 			s.runs[r.ID] = r
 			s.byAgent[r.Agent] = append(s.byAgent[r.Agent], r)
+			if k := triggerKey(r.Agent, r.Trigger); s.byTrigger[k] == nil {
+				s.byTrigger[k] = r
+			}
 			delete(s.Held, ref.Agent)
 		}
 		if e.TranscriptDigest != "" {
@@ -456,7 +486,10 @@ func (s *State) Apply(e Entry) error {
 	case BudgetExceededEvent:
 		s.Held[ev.Agent] = ep
 		inner(t.Held, ev.Agent)[ev.Hold.Kind]++
+	case AlertResolvedEvent:
+		s.Resolved[triggerKey(ev.Agent, ev.Trigger)] = ep
 	case RunStartedEvent:
+		r.Alert, r.Request = ev.Alert, ev.Request
 		r.ReservedUSD = ev.ReservedUSD
 		r.Claimant, r.LeaseUntil = ev.Claimant, ev.LeaseUntil
 		r.Attempt = 1

@@ -34,6 +34,14 @@ type Recorder interface {
 	Pass(d time.Duration, err error)
 }
 
+// SpecRecorder is a Recorder that also observes the spec in force after
+// each pass (nil before one loaded) and whether the spec at the head of
+// the protected branch loaded: metrics export a zero series for every
+// agent of the spec from the start.
+type SpecRecorder interface {
+	ObserveSpec(spec *hclspec.Spec, loaded bool)
+}
+
 // Config configures a Reconciler.
 type Config struct {
 	// Repo is the desired-state repository: a local path, file:// or
@@ -161,7 +169,11 @@ func (r *Reconciler) Repo() *gitstore.Repo { return r.repo }
 func (r *Reconciler) Ledger() *ledger.Ledger { return r.ledger }
 
 // Spec returns the spec in force (the last one that loaded) and its commit.
-func (r *Reconciler) Spec() (*hclspec.Spec, plumbing.Hash) { return r.spec, r.specCommit }
+func (r *Reconciler) Spec() (*hclspec.Spec, plumbing.Hash) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.spec, r.specCommit
+}
 
 // pass is the context of one reconcile pass.
 type pass struct {
@@ -184,6 +196,9 @@ type pass struct {
 	// proposal that cannot be observed); the pass fails with them at its
 	// end.
 	failed []error
+	// requests are the pass's requests (Pass), outcomes its answers.
+	requests []Request
+	outcomes []RequestOutcome
 }
 
 type step func(ctx context.Context, p *pass) error
@@ -191,9 +206,13 @@ type step func(ctx context.Context, p *pass) error
 // Reconcile runs one pass: fetch, load the spec, observe proposals, run due
 // agents. It stops at the first step that fails and always updates the
 // status. Errors of one agent do not stop the others; they are joined.
-func (r *Reconciler) Reconcile(ctx context.Context) (err error) {
+func (r *Reconciler) Reconcile(ctx context.Context) error {
+	_, err := r.Pass(ctx, nil)
+	return err
+}
+
+func (r *Reconciler) reconcile(ctx context.Context, p *pass) (err error) {
 	start := r.cfg.Now()
-	p := &pass{}
 	defer func() {
 		if err != nil {
 			var stalled *StalledError
@@ -208,6 +227,9 @@ func (r *Reconciler) Reconcile(ctx context.Context) (err error) {
 		}
 		if r.cfg.Recorder != nil {
 			r.cfg.Recorder.Observe(r.ledger.State())
+			if sr, ok := r.cfg.Recorder.(SpecRecorder); ok {
+				sr.ObserveSpec(r.spec, r.spec != nil && r.specCommit == p.head && len(p.diags) == 0)
+			}
 		}
 		r.summarize(p, err)
 		if r.cfg.Recorder != nil {
@@ -292,7 +314,7 @@ func (r *Reconciler) loadSpec(ctx context.Context, p *pass) error {
 			if good := p.state.LastGoodSpec; good != nil {
 				old := plumbing.NewHash(good.SpecCommit)
 				if spec, d, err := r.loadAt(old); err == nil && !d.HasErrors() {
-					r.spec, r.specCommit = spec, old
+					r.setSpec(spec, old)
 				}
 			}
 		}
@@ -310,8 +332,16 @@ func (r *Reconciler) loadSpec(ctx context.Context, p *pass) error {
 			return err
 		}
 	}
-	r.spec, r.specCommit = spec, p.head
+	r.setSpec(spec, p.head)
 	return nil
+}
+
+// setSpec puts a spec in force. The pass's goroutines read r.spec without
+// the lock (only a pass writes it); others (Targets, Spec) take it.
+func (r *Reconciler) setSpec(spec *hclspec.Spec, commit plumbing.Hash) {
+	r.mu.Lock()
+	r.spec, r.specCommit = spec, commit
+	r.mu.Unlock()
 }
 
 func (r *Reconciler) loadAt(commit plumbing.Hash) (*hclspec.Spec, hcl.Diagnostics, error) {
