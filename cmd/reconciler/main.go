@@ -53,6 +53,9 @@ func commands() []command {
 		{"ledger", "verify or list the evidence ledger", cmdLedger},
 		{"plan", "show what a pass would do, and decisions on a change", cmdPlan},
 		{"replay", "re-execute a recorded model run and compare its tree", cmdReplay},
+		{"trigger", "start a manual run of an agent", cmdTrigger},
+		{"status", "show the reconciler's status", cmdStatus},
+		{"roi", "report work-unit value against cost, from the ledger", cmdROI},
 	}
 }
 
