@@ -22,6 +22,12 @@ type Task struct {
 	RunID      string
 	SpecCommit string
 	Trigger    string
+	// Input is what the trigger carries, as JSON: the Alertmanager
+	// notification of an alert-triggered run, the request of a manual run;
+	// nil for schedules and spec changes. It is untrusted data (anyone who
+	// can send the webhook wrote it): a model sees it as data in the first
+	// user message, an exec command in RECONCILER_TRIGGER_INPUT.
+	Input []byte
 	// Dir is the workspace: a checkout of SpecCommit the runner may change.
 	Dir string
 	// MaxTokens is the run's token limit: the agent's, lowered by policy

@@ -83,7 +83,7 @@ func (e Exec) Run(ctx context.Context, t Task) (Result, error) {
 			"RECONCILER_RUN_ID=" + t.RunID,
 			"RECONCILER_SPEC_COMMIT=" + t.SpecCommit,
 			"RECONCILER_TRIGGER=" + t.Trigger,
-		}, declaredEnv(a)...),
+		}, append(triggerEnv(t.Input), declaredEnv(a)...)...),
 		Network: a.Network,
 		Limits:  sandbox.Limits{CPU: timeout},
 		Stdin:   strings.NewReader(a.Prompt),
@@ -119,6 +119,30 @@ func (e Exec) Run(ctx context.Context, t Task) (Result, error) {
 	summary, body := splitMessage(a.Name, clean(stdout.buf.String()))
 	res.Summary, res.Body = summary, body
 	return res, nil
+}
+
+// MaxEnvInput bounds the trigger input an exec command gets in its
+// environment: the kernel refuses an exec with a longer variable
+// (MAX_ARG_STRLEN, 128 KiB).
+const MaxEnvInput = 96 << 10
+
+// inputForEnv is the trigger input as the environment carries it: a larger
+// one is replaced by a JSON note saying so (the whole input is on the run's
+// run.started entry).
+func inputForEnv(in []byte) []byte {
+	if len(in) <= MaxEnvInput {
+		return in
+	}
+	return fmt.Appendf(nil, `{"truncated":true,"bytes":%d,"note":"the trigger input is over %d bytes; the whole of it is on the run's run.started ledger entry"}`, len(in), MaxEnvInput)
+}
+
+// triggerEnv is RECONCILER_TRIGGER_INPUT for a run whose trigger carries
+// input (an alert, a manual request).
+func triggerEnv(in []byte) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	return []string{"RECONCILER_TRIGGER_INPUT=" + string(inputForEnv(in))}
 }
 
 // lookPath finds a command in ExecPath, not in the reconciler's PATH.

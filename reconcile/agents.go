@@ -82,6 +82,7 @@ const TriggerSpec = "spec"
 // lock, so each run's entries keep their order; agents run in parallel
 // (see runInWorkspace).
 func (r *Reconciler) runAgents(ctx context.Context, p *pass) error {
+	r.dropUnmatched(p)
 	if r.spec == nil {
 		return nil
 	}
@@ -147,7 +148,15 @@ func (r *Reconciler) concurrency() int {
 	return runtime.NumCPU()
 }
 
-func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Agent) error {
+func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Agent) (err error) {
+	// Requests this pass did not answer wait for a later one.
+	defer func() {
+		why := "a run of the agent is in progress"
+		if err != nil {
+			why = "the agent's pass failed: " + err.Error()
+		}
+		p.pendingFor(a, why)
+	}()
 	// Finish what a previous pass (or process) started first.
 	for _, rn := range p.state.AgentRuns(a.Name) {
 		if rn.Failed != nil && !rn.Failed.RetryAfter.IsZero() && rn.SpecDigest == a.Digest {
@@ -162,7 +171,7 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 				return err
 			}
 			rn = p.state.Run(rn.ID)
-			return r.execute(ctx, p, a, rn.ID, rn.Trigger, rn, policy.Admission{MaxTokens: a.Limits.MaxTokens})
+			return r.execute(ctx, p, a, rn.ID, dueOf(rn), rn, policy.Admission{MaxTokens: a.Limits.MaxTokens})
 		}
 		if runDone(rn) {
 			continue
@@ -182,7 +191,7 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 			rn = p.state.Run(rn.ID)
 		}
 		if rn.SpecDigest == a.Digest {
-			return r.execute(ctx, p, a, rn.ID, rn.Trigger, rn, policy.Admission{MaxTokens: a.Limits.MaxTokens})
+			return r.execute(ctx, p, a, rn.ID, dueOf(rn), rn, policy.Admission{MaxTokens: a.Limits.MaxTokens})
 		}
 		// The spec changed under an unfinished run: it will never be
 		// resumed, so close it.
@@ -196,15 +205,34 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 			return err
 		}
 	}
-	trigger, ok := dueTrigger(p.state, a, r.cfg.Now())
-	if !ok {
-		return nil
+	d, err := r.requested(ctx, p, a)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		trigger, ok := dueTrigger(p.state, a, r.cfg.Now())
+		if !ok {
+			return nil
+		}
+		d = &due{id: trigger}
 	}
 	adm := policy.Gate(r.spec, a, r.cfg.Now(), p.state)
 	if adm.Hold != nil {
-		return r.hold(ctx, p, a, trigger, adm.Hold)
+		if d.from != "" {
+			p.answer(d.from, a.Name, d.id, "", RequestPending, "held: "+adm.Hold.Reason)
+		}
+		return r.hold(ctx, p, a, d.id, adm.Hold)
 	}
-	return r.execute(ctx, p, a, RunID(a.Name, a.Digest, trigger), trigger, nil, adm)
+	runID := RunID(a.Name, a.Digest, d.id)
+	err = r.execute(ctx, p, a, runID, *d, nil, adm)
+	if d.from != "" {
+		if rn := p.state.Triggered(a.Name, d.id); rn != nil {
+			p.answer(d.from, a.Name, d.id, rn.ID, RequestStarted, "")
+		} else if err != nil {
+			p.answer(d.from, a.Name, d.id, "", RequestPending, "the run could not start: "+err.Error())
+		}
+	}
+	return err
 }
 
 // hold records that a due run of a is held back, once for each distinct
@@ -522,6 +550,10 @@ func (r *Reconciler) classify(p *pass, a *hclspec.Agent, runID string, changes [
 // the model again: the change is rebuilt for free, and equals the one
 // recorded, so the deterministic proposal commit is the same.
 func (r *Reconciler) runInWorkspace(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, commit plumbing.Hash, prior *ledger.Run) (agent.Result, []gitstore.FileChange, error) {
+	input, err := triggerInput(prior)
+	if err != nil {
+		return agent.Result{}, nil, err
+	}
 	run := func(ctx context.Context, t agent.Task) (agent.Result, error) {
 		runner, ok := r.cfg.Runners[a.Provider.Kind]
 		if !ok {
@@ -536,7 +568,7 @@ func (r *Reconciler) runInWorkspace(ctx context.Context, p *pass, a *hclspec.Age
 		}
 		run = func(ctx context.Context, t agent.Task) (agent.Result, error) { return agent.Replay(ctx, t, transcript) }
 	}
-	task := agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, MaxTokens: policy.TokenLimit(r.spec, a)}
+	task := agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, Input: input, MaxTokens: policy.TokenLimit(r.spec, a)}
 	view := r.agentView(a, commit)
 
 	if p.batch != nil {

@@ -82,6 +82,8 @@ type runOf struct {
 	a          *hclspec.Agent
 	id         string
 	trigger    string
+	alert      *ledger.Alert
+	request    *ledger.Request
 	specCommit plumbing.Hash
 	// base is the event every entry of the run starts from.
 	base ledger.Event
@@ -94,21 +96,21 @@ type runOf struct {
 	ran     bool
 }
 
-func (r *Reconciler) newRunOf(a *hclspec.Agent, runID, trigger string, prior *ledger.Run) *runOf {
-	rc := &runOf{a: a, id: runID, trigger: trigger, specCommit: r.specCommit, rn: prior}
+func (r *Reconciler) newRunOf(a *hclspec.Agent, runID string, d due, prior *ledger.Run) *runOf {
+	rc := &runOf{a: a, id: runID, trigger: d.id, alert: d.alert, request: d.request, specCommit: r.specCommit, rn: prior}
 	if prior != nil && prior.SpecCommit != "" {
 		// Resume on the commit the run started with.
 		rc.specCommit = plumbing.NewHash(prior.SpecCommit)
 	}
-	rc.base = ledger.Event{Agent: a.Name, RunID: runID, Trigger: trigger, SpecDigest: a.Digest,
+	rc.base = ledger.Event{Agent: a.Name, RunID: runID, Trigger: d.id, SpecDigest: a.Digest,
 		Subject: rc.specCommit.String(), SubjectName: r.cfg.Branch, SpecCommit: rc.specCommit.String()}
 	return rc
 }
 
 // execute drives one run from wherever the ledger says it is through the
 // phases, stopping after p.until when set. prior is nil for a new run.
-func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, prior *ledger.Run, adm policy.Admission) error {
-	rc := r.newRunOf(a, runID, trigger, prior)
+func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID string, d due, prior *ledger.Run, adm policy.Admission) error {
+	rc := r.newRunOf(a, runID, d, prior)
 	if rc.rn == nil {
 		claimed, err := r.start(ctx, p, rc, adm)
 		if err != nil || !claimed || p.until == PhaseStart {
@@ -131,6 +133,7 @@ func (r *Reconciler) start(ctx context.Context, p *pass, rc *runOf, adm policy.A
 	a := rc.a
 	ev := rc.base
 	ev.Type = ledger.RunStarted
+	ev.Alert, ev.Request = rc.alert, rc.request
 	ev.ReservedUSD = adm.ReserveUSD
 	ev.Claimant, ev.LeaseUntil = r.claimant, r.lease(a)
 	ev.Summary = fmt.Sprintf("run.started %s %s (trigger %s)", a.Name, rc.id, rc.trigger)

@@ -81,7 +81,11 @@ func (r *Reconciler) Replay(ctx context.Context, runID string, replay Replayer) 
 	if err := r.repo.Checkout(ctx, commit, ws); err != nil {
 		return nil, err
 	}
-	_, runErr := replay(ctx, agent.Task{Agent: a, RunID: runID, SpecCommit: rn.SpecCommit, Trigger: rn.Trigger, Dir: ws,
+	input, err := triggerInput(rn)
+	if err != nil {
+		return nil, err
+	}
+	_, runErr := replay(ctx, agent.Task{Agent: a, RunID: runID, SpecCommit: rn.SpecCommit, Trigger: rn.Trigger, Input: input, Dir: ws,
 		MaxTokens: policy.TokenLimit(spec, a)}, transcript)
 	rep.Err = runErr
 	changes, err := r.repo.Changes(ctx, commit, ws)

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -241,4 +242,162 @@ func (r *Reconciler) Pass(ctx context.Context, reqs []Request) (Result, error) {
 		res.NextDue = r.nextDue(p.state)
 	}
 	return res, err
+}
+
+// dueOf is the trigger a run answers, with what it carries, as the ledger
+// recorded it on run.started.
+func dueOf(rn *ledger.Run) due {
+	return due{id: rn.Trigger, alert: rn.Alert, request: rn.Request}
+}
+
+// maxInputAlerts bounds the alerts of a notification an agent is shown;
+// the ledger's run.started entry has them all.
+const maxInputAlerts = 20
+
+// triggerInput is the JSON an agent gets as its trigger's input (Task.Input)
+// for a run that answers an alert or a manual request; nil otherwise.
+func triggerInput(rn *ledger.Run) ([]byte, error) {
+	if rn == nil {
+		return nil, nil
+	}
+	type input struct {
+		Kind          string          `json:"kind"`
+		Trigger       string          `json:"trigger"`
+		Alert         *ledger.Alert   `json:"alert,omitempty"`
+		OmittedAlerts int             `json:"omitted_alerts,omitempty"`
+		Request       *ledger.Request `json:"request,omitempty"`
+	}
+	in := input{Trigger: rn.Trigger}
+	switch {
+	case rn.Alert != nil:
+		al := *rn.Alert
+		if n := len(al.Alerts); n > maxInputAlerts {
+			al.Alerts, in.OmittedAlerts = al.Alerts[:maxInputAlerts], n-maxInputAlerts
+		}
+		in.Kind, in.Alert = "alert", &al
+	case rn.Request != nil:
+		in.Kind, in.Request = "manual", rn.Request
+	default:
+		return nil, nil
+	}
+	b, err := json.MarshalIndent(in, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("trigger input of run %s: %w", rn.ID, err)
+	}
+	return b, nil
+}
+
+// answer records a request's outcome for an agent, once: the first answer
+// given for a request and agent stands.
+func (p *pass) answer(req, agent, trigger, runID string, st RequestState, reason string) {
+	for _, o := range p.outcomes {
+		if o.Request == req && o.Agent == agent {
+			return
+		}
+	}
+	p.outcomes = append(p.outcomes, RequestOutcome{Request: req, Agent: agent, Trigger: trigger, RunID: runID, State: st, Reason: reason})
+}
+
+// requestTrigger is the trigger id a request has for an agent.
+func requestTrigger(req Request) string {
+	if req.Alert != nil {
+		return req.Alert.Trigger()
+	}
+	return "manual:" + req.ID
+}
+
+// forAgent reports whether the request concerns agent a.
+func forAgent(req Request, a *hclspec.Agent) bool {
+	if req.Alert != nil {
+		return alertMatches(a, req.Alert)
+	}
+	return req.Agent == a.Name && hasManual(a)
+}
+
+// dropUnmatched answers, before the agents run, the requests no agent of
+// the spec takes: an unknown agent, one without a manual trigger, a
+// notification no on_alert trigger matches. With no spec, every request
+// waits.
+func (r *Reconciler) dropUnmatched(p *pass) {
+	for _, req := range p.requests {
+		if r.spec == nil {
+			p.answer(req.ID, "", "", "", RequestPending, ErrNoSpec.Error())
+			continue
+		}
+		names, err := targets(r.spec, req)
+		switch {
+		case err != nil:
+			p.answer(req.ID, req.Agent, requestTrigger(req), "", RequestDropped, err.Error())
+		case len(names) == 0:
+			p.answer(req.ID, "", requestTrigger(req), "", RequestDropped, fmt.Sprintf("no agent's on_alert trigger matches %s", alertName(req.Alert)))
+		}
+	}
+}
+
+// requested returns the request agent a answers in this pass, if any, after
+// answering what needs no run: a resolved notification is recorded as
+// alert.resolved (once), a request whose trigger already ran is answered
+// with that run. One request is taken per pass; the others, and every
+// request for an agent busy with an unfinished run, wait (pendingFor).
+func (r *Reconciler) requested(ctx context.Context, p *pass, a *hclspec.Agent) (*due, error) {
+	var take *due
+	for _, req := range p.requests {
+		if !forAgent(req, a) {
+			continue
+		}
+		trigger := requestTrigger(req)
+		if req.Alert != nil && req.Alert.Status == "resolved" {
+			if err := r.resolved(ctx, p, a, req, trigger); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if rn := p.state.Triggered(a.Name, trigger); rn != nil {
+			p.answer(req.ID, a.Name, trigger, rn.ID, RequestStarted, "")
+			continue
+		}
+		if take != nil {
+			p.answer(req.ID, a.Name, trigger, "", RequestPending, "the agent takes one run per pass")
+			continue
+		}
+		take = &due{id: trigger, alert: req.Alert, from: req.ID}
+		if req.Alert == nil {
+			take.request = &ledger.Request{ID: req.ID, By: req.By, Reason: req.Reason}
+		}
+	}
+	return take, nil
+}
+
+// pendingFor answers every request for agent a that has no answer yet as
+// waiting: the agent finished an unfinished run this pass, or failed.
+func (p *pass) pendingFor(a *hclspec.Agent, why string) {
+	for _, req := range p.requests {
+		if forAgent(req, a) {
+			p.answer(req.ID, a.Name, requestTrigger(req), "", RequestPending, why)
+		}
+	}
+}
+
+// resolved records that a notification's alerts resolved, for an agent
+// whose on_alert trigger matches: alert.resolved, once per agent and
+// trigger, checked against the ledger it lands on.
+func (r *Reconciler) resolved(ctx context.Context, p *pass, a *hclspec.Agent, req Request, trigger string) error {
+	if p.state.Resolution(a.Name, trigger) == nil {
+		al := *req.Alert
+		_, err := r.appendIf(ctx, p, func(st *ledger.State) error {
+			if st.Resolution(a.Name, trigger) != nil {
+				return errRecorded
+			}
+			return nil
+		}, ledger.Event{
+			Type: ledger.AlertResolved, Agent: a.Name, Trigger: trigger, Alert: &al, SpecDigest: a.Digest,
+			SpecCommit: r.specCommit.String(), Subject: r.specCommit.String(), SubjectName: r.cfg.Branch,
+			Summary: oneLine(fmt.Sprintf("alert.resolved %s: %s resolved (%d alert(s)), not run", a.Name, alertName(&al), len(al.Alerts))),
+		})
+		if err != nil && !errors.Is(err, errRecorded) {
+			return err
+		}
+	}
+	p.answer(req.ID, a.Name, trigger, "", RequestRecorded, "resolved: recorded, not run")
+	return nil
 }
