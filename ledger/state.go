@@ -184,7 +184,7 @@ type State struct {
 	// byTrigger indexes runs by agent and trigger (triggerKey): the run
 	// that first answered each.
 	byTrigger map[string]*Run
-	opened  map[string]time.Time
+	opened    map[string]time.Time
 }
 
 // NewState returns the state of an empty ledger.
@@ -243,7 +243,9 @@ func (s *State) Triggered(agent, trigger string) *Run { return s.byTrigger[trigg
 
 // Resolution returns the alert.resolved entry recorded for the agent and
 // trigger id, or nil.
-func (s *State) Resolution(agent, trigger string) *Entry { return s.Resolved[triggerKey(agent, trigger)] }
+func (s *State) Resolution(agent, trigger string) *Entry {
+	return s.Resolved[triggerKey(agent, trigger)]
+}
 
 // AgentRuns returns the agent's runs in start order. The slice must not be
 // modified.
