@@ -1,11 +1,18 @@
-// Package metrics exports what the reconciler did as Prometheus metrics.
+// Package metrics exports what the reconciler did as Prometheus metrics,
+// and computes the return on investment of the agents' work (ROI), which
+// `reconciler roi` prints and reconciler_agent_roi_ratio exports.
 //
 // Everything the ledger records is read from the one fold over it,
 // ledger.State: Observe takes the state after each pass and the exposition
 // is a copy of its totals, so the metrics always agree with the audit trail
 // and a restart, which rebuilds the state from the ledger, loses nothing.
-// Only what never reaches the ledger (the duration and errors of passes) is
-// counted here.
+// Only what never reaches the ledger (the duration and errors of passes,
+// whether the spec loaded) is counted here.
+//
+// Every series a dashboard or an alert needs exists before anything
+// happened, at zero: the unlabelled ones from New, and one per agent,
+// model, work-unit kind and policy rule of each spec ObserveSpec sees.
+// docs/metrics.md lists them.
 package metrics
 
 import (
@@ -16,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/ledger"
 )
 
@@ -28,9 +36,10 @@ type Metrics struct {
 }
 
 // New returns Metrics whose work-unit value is human minutes at hourlyUSD
-// per hour. The series that carry no labels exist from the start, at zero:
-// the ledger's entries and head, the approval histogram, and the passes'
-// duration and errors.
+// per hour (a negative, NaN or infinite rate counts as 0). The series that
+// carry no labels exist from the start, at zero: the ledger's entries and
+// head (commit ""), the approval histogram, whether the spec loaded, and
+// the passes' duration and errors.
 func New(hourlyUSD float64) *Metrics {
 	m := &Metrics{
 		reg:   prometheus.NewRegistry(),
@@ -71,3 +80,15 @@ func (m *Metrics) Pass(d time.Duration, err error) {
 // ledger shorter than one it has seen, so such a state is stale, not news.
 // A nil state is ignored.
 func (m *Metrics) Observe(s *ledger.State) { m.state.observe(s) }
+
+// ObserveSpec records the spec in force (nil before one loaded) and
+// whether the spec at the head of the protected branch loaded
+// (reconciler_spec_load_success). Each agent of the spec gets a zero
+// series, where the ledger has none yet, of its runs by outcome, its
+// tokens and cost under its model (ExecModel for an agent without one),
+// its work units of its kind by outcome, its work-unit value, ROI, open
+// proposals, violations and holds; each deny and require_approval rule
+// of its policies, and the builtin rules, get one per decision. Series
+// of agents and rules that leave the spec stay, as counters must: within
+// a process none vanishes. ObserveSpec keeps no reference to spec.
+func (m *Metrics) ObserveSpec(spec *hclspec.Spec, loaded bool) { m.state.observeSpec(spec, loaded) }

@@ -1,10 +1,14 @@
 package metrics_test
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/metrics"
@@ -32,75 +37,62 @@ var ledgerSeries = []string{
 	"reconciler_ledger_entries_total",
 	"reconciler_ledger_head_info",
 	"reconciler_proposal_approval_seconds",
+	"reconciler_spec_load_success",
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// golden compares got with testdata/name, or writes it there with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs (go test -update rewrites it):\n got:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+// exposition is the text exposition of the named families in g, sorted
+// as the Prometheus text format writes them.
+func exposition(t *testing.T, g prometheus.Gatherer, names ...string) string {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		if !slices.Contains(names, mf.GetName()) {
+			continue
+		}
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
 }
 
 func TestObserveExportsTheState(t *testing.T) {
 	c := busyLedger(t)
 	m := metrics.New(120)
 	m.Observe(c.s)
-
-	want := fmt.Sprintf(`
-# HELP reconciler_agent_runs_total Agent runs by outcome (changed, no_change, duplicate_open, duplicate_rejected, failed).
-# TYPE reconciler_agent_runs_total counter
-reconciler_agent_runs_total{agent="env",outcome="changed"} 1
-reconciler_agent_runs_total{agent="pinner",outcome="changed"} 2
-reconciler_agent_runs_total{agent="pinner",outcome="failed"} 1
-# HELP reconciler_agent_tokens_total Model tokens used by agents, by direction (input, output).
-# TYPE reconciler_agent_tokens_total counter
-reconciler_agent_tokens_total{agent="env",direction="input",model="llama3"} 50
-reconciler_agent_tokens_total{agent="env",direction="output",model="llama3"} 5
-reconciler_agent_tokens_total{agent="pinner",direction="input",model="gpt-4o-mini"} 1400
-reconciler_agent_tokens_total{agent="pinner",direction="output",model="gpt-4o-mini"} 300
-# HELP reconciler_agent_cost_usd_total Money spent on model calls, in US dollars.
-# TYPE reconciler_agent_cost_usd_total counter
-reconciler_agent_cost_usd_total{agent="pinner",model="gpt-4o-mini"} 0.75
-# HELP reconciler_work_units_total Proposals that ended, by outcome (merged, rejected, superseded).
-# TYPE reconciler_work_units_total counter
-reconciler_work_units_total{agent="pinner",kind="image-pin",outcome="merged"} 1
-reconciler_work_units_total{agent="pinner",kind="image-pin",outcome="rejected"} 1
-# HELP reconciler_work_unit_value_usd_total Declared human time of merged work units, in US dollars.
-# TYPE reconciler_work_unit_value_usd_total counter
-reconciler_work_unit_value_usd_total{agent="pinner"} 60
-# HELP reconciler_agent_roi_ratio Value of merged work units divided by model spend, per agent (absent while nothing was spent).
-# TYPE reconciler_agent_roi_ratio gauge
-reconciler_agent_roi_ratio{agent="pinner"} 80
-# HELP reconciler_proposals_open Open proposals per agent.
-# TYPE reconciler_proposals_open gauge
-reconciler_proposals_open{agent="env"} 1
-reconciler_proposals_open{agent="pinner"} 0
-# HELP reconciler_policy_decisions_total Policy rules that fired, by decision.
-# TYPE reconciler_policy_decisions_total counter
-reconciler_policy_decisions_total{decision="require_approval",policy="protect-prod",rule="production"} 1
-# HELP reconciler_policy_violations_total Policy violations on the ledger (unsatisfied merges, foreign branches, unapproved keys), per agent.
-# TYPE reconciler_policy_violations_total counter
-reconciler_policy_violations_total{agent=""} 1
-# HELP reconciler_runs_held_total Due runs held back, by reason (freeze, suspended, runs_per_hour, open_proposals, concurrency, cost_per_day, cost_per_month).
-# TYPE reconciler_runs_held_total counter
-reconciler_runs_held_total{agent="pinner",reason="freeze"} 1
-# HELP reconciler_ledger_entries_total Entries on the evidence branch.
-# TYPE reconciler_ledger_entries_total counter
-reconciler_ledger_entries_total 17
-# HELP reconciler_ledger_head_info The evidence-branch commit of the last ledger entry read (one series, value 1).
-# TYPE reconciler_ledger_head_info gauge
-reconciler_ledger_head_info{commit="%s"} 1
-# HELP reconciler_proposal_approval_seconds Time from proposal.opened to proposal.merged.
-# TYPE reconciler_proposal_approval_seconds histogram
-reconciler_proposal_approval_seconds_bucket{le="60"} 0
-reconciler_proposal_approval_seconds_bucket{le="240"} 0
-reconciler_proposal_approval_seconds_bucket{le="960"} 0
-reconciler_proposal_approval_seconds_bucket{le="3840"} 0
-reconciler_proposal_approval_seconds_bucket{le="15360"} 1
-reconciler_proposal_approval_seconds_bucket{le="61440"} 1
-reconciler_proposal_approval_seconds_bucket{le="245760"} 1
-reconciler_proposal_approval_seconds_bucket{le="983040"} 1
-reconciler_proposal_approval_seconds_bucket{le="3.93216e+06"} 1
-reconciler_proposal_approval_seconds_bucket{le="+Inf"} 1
-reconciler_proposal_approval_seconds_sum 5400
-reconciler_proposal_approval_seconds_count 1
-`, c.s.Head)
 	if c.s.Seq != 17 {
-		t.Fatalf("the busy ledger has %d entries; update the expected exposition", c.s.Seq)
+		t.Fatalf("the busy ledger has %d entries; update testdata/busy-ledger.prom", c.s.Seq)
 	}
+	// The head is the one commit the golden file cannot know in advance.
+	got := strings.ReplaceAll(exposition(t, m.Registry(), ledgerSeries...), c.s.Head.String(), "HEAD")
+	golden(t, "busy-ledger.prom", got)
+	// The file is also a valid exposition that GatherAndCompare accepts.
+	want := strings.ReplaceAll(got, "HEAD", c.s.Head.String())
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), ledgerSeries...); err != nil {
 		t.Error(err)
 	}
@@ -203,20 +195,20 @@ func equalMaps(a, b map[string]float64) bool {
 
 func TestHeadInfoFollowsTheHead(t *testing.T) {
 	m := metrics.New(120)
-	if n, err := testutil.GatherAndCount(m.Registry(), "reconciler_ledger_head_info"); err != nil || n != 0 {
-		t.Fatalf("before any Observe: %d head series (err %v), want none", n, err)
-	}
-	c := newChain(t)
-	head := func(commit fmt.Stringer) string {
+	head := func(commit string) string {
 		return fmt.Sprintf(`
-# HELP reconciler_ledger_head_info The evidence-branch commit of the last ledger entry read (one series, value 1).
+# HELP reconciler_ledger_head_info The evidence-branch commit of the last ledger entry read (one series, value 1; commit "" before there is one).
 # TYPE reconciler_ledger_head_info gauge
 reconciler_ledger_head_info{commit="%s"} 1
 `, commit)
 	}
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(head("")), "reconciler_ledger_head_info"); err != nil {
+		t.Errorf("before any Observe: %v", err)
+	}
+	c := newChain(t)
 	first := c.add(t0, ledger.Event{Type: ledger.SpecLoaded, SpecCommit: commitID("spec"), SpecDigest: "sha256:spec"})
 	m.Observe(c.s)
-	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(head(first.Commit)), "reconciler_ledger_head_info"); err != nil {
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(head(first.Commit.String())), "reconciler_ledger_head_info"); err != nil {
 		t.Error(err)
 	}
 	second := c.add(t0.Add(time.Minute), ledger.Event{Type: ledger.SpecLoaded, SpecCommit: commitID("spec 2"), SpecDigest: "sha256:spec2"})
@@ -224,7 +216,7 @@ reconciler_ledger_head_info{commit="%s"} 1
 		t.Fatal("the test chain gave two entries the same commit")
 	}
 	m.Observe(c.s)
-	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(head(second.Commit)), "reconciler_ledger_head_info"); err != nil {
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(head(second.Commit.String())), "reconciler_ledger_head_info"); err != nil {
 		t.Error(err)
 	}
 }
@@ -255,12 +247,25 @@ func TestROI(t *testing.T) {
 			want: `reconciler_agent_roi_ratio{agent="pinner"} 0`,
 		},
 		{
-			name: "merged work without spend is absent",
+			name: "merged work without spend is zero, not infinite",
 			add: func(c *chain) {
 				c.run(t0, "bumper", "r1", ledger.OutcomeChanged, "exec", 0, 0, 0)
 				c.opened(t0, "bumper", "r1")
 				c.merged(t0.Add(time.Hour), "bumper", "r1", imagePin)
 			},
+			want: `reconciler_agent_roi_ratio{agent="bumper"} 0`,
+		},
+		{
+			name: "failed runs' spend counts against the value",
+			add: func(c *chain) {
+				c.run(t0, "pinner", "r1", ledger.OutcomeChanged, "gpt-4o-mini", 10, 10, 0.5)
+				c.opened(t0, "pinner", "r1")
+				c.merged(t0.Add(time.Hour), "pinner", "r1", &ledger.WorkUnit{Kind: "image-pin", HumanMinutes: 30})
+				c.add(t0, ledger.Event{Type: ledger.RunStarted, Agent: "pinner", RunID: "r2", Trigger: "t2", SpecCommit: commitID("spec"), SpecDigest: "sha256:spec"})
+				c.add(t0, ledger.Event{Type: ledger.RunFailed, Agent: "pinner", RunID: "r2", SpecDigest: "sha256:spec", Error: "max_tool_calls",
+					Model: "gpt-4o-mini", Usage: &ledger.Usage{InputTokens: 10, OutputTokens: 10}, CostUSD: 1.5})
+			},
+			want: `reconciler_agent_roi_ratio{agent="pinner"} 60`, // 30 min at 240 USD/h is 120 USD, over 0.5 + 1.5 USD
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -268,13 +273,10 @@ func TestROI(t *testing.T) {
 			tc.add(c)
 			m := metrics.New(240)
 			m.Observe(c.s)
-			want := ""
-			if tc.want != "" {
-				want = `
-# HELP reconciler_agent_roi_ratio Value of merged work units divided by model spend, per agent (absent while nothing was spent).
+			want := `
+# HELP reconciler_agent_roi_ratio Value of merged work units divided by model spend, per agent, over the whole ledger; 0 while nothing was spent.
 # TYPE reconciler_agent_roi_ratio gauge
 ` + tc.want + "\n"
-			}
 			if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "reconciler_agent_roi_ratio"); err != nil {
 				t.Error(err)
 			}
