@@ -3,6 +3,11 @@ GO        ?= go
 BIN       ?= bin/reconciler
 PKGS      ?= ./...
 STATICCHECK_VERSION ?= v0.8.2
+# VERSION is what 'reconciler version' prints (empty: the module version
+# from the build info). BUILDVCS=auto records the revision, its time and
+# whether the tree was modified (go env may default it to false).
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null)
+BUILDVCS  ?= auto
 
 .PHONY: help build demo test check bench fuzz clean
 
@@ -10,7 +15,7 @@ help: ## show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/reconciler (static)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/reconciler
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=$(BUILDVCS) -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/reconciler
 
 demo: build ## run the embedded example end to end in a temporary directory
 	./$(BIN) demo

@@ -32,7 +32,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", "demo [--dir DIR]", stderr)
 	dir := fs.String("dir", "", "where to create the demo repositories (default: a new temporary directory)")
 	verbose := fs.Bool("v", false, "log every reconciler step")
-	if code, ok := parse(fs, args); !ok {
+	if code, ok := parseNoArgs(fs, args); !ok {
 		return code
 	}
 	if _, err := exec.LookPath("git"); err != nil {

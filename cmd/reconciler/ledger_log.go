@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -194,23 +193,6 @@ func ledgerFail(stderr io.Writer, op string, err error) int {
 	return fail(stderr, fmt.Errorf("ledger %s: %w", op, err))
 }
 
-// parseInterleaved parses flags that may come before, between or after
-// positional arguments, returning the positional ones.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, int, bool) {
-	var pos []string
-	for {
-		if code, ok := parse(fs, args); !ok {
-			return nil, code, false
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, 0, true
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
 const ledgerShowHelp = `Show prints one entry, given its sequence number, or every entry of a run,
 given its 12-hex-digit run id, in order, each verified against the ledger's
 trust history: the signed predicate's fields, its subject, and where the
@@ -230,10 +212,10 @@ func cmdLedgerShow(ctx context.Context, args []string, stdout, stderr io.Writer)
 	format := fs.String("format", "text", "output format: text or json")
 	usage := fs.Usage
 	fs.Usage = func() { usage(); fmt.Fprintf(stderr, "\n%s\n", ledgerShowHelp) }
-	pos, code, ok := parseInterleaved(fs, args)
-	if !ok {
+	if code, ok := parse(fs, args); !ok {
 		return code
 	}
+	pos := fs.Args()
 	switch {
 	case lf.repo == "":
 		return usageError(stderr, "--repo is required")

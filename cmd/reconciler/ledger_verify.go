@@ -57,7 +57,7 @@ func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	checkpoint := fs.String("checkpoint", "", "signed checkpoint `FILE`: fail unless the ledger extends the one there, then write the new one there (created when missing)")
 	cpKey := fs.String("checkpoint-key", "", "note signing key `FILE` checkpoints are signed with, created when missing, its verifier key in FILE.pub (default: the --checkpoint FILE with .key appended)")
 	format := fs.String("format", "text", "output format: text or json")
-	if code, ok := parse(fs, args); !ok {
+	if code, ok := parseNoArgs(fs, args); !ok {
 		return code
 	}
 	if f.repo == "" {
@@ -71,6 +71,9 @@ func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	if *cpKey == "" && *checkpoint != "" {
 		*cpKey = *checkpoint + ".key"
+	}
+	if *cpKey != "" {
+		warnKeyMode(stderr, *cpKey)
 	}
 	repo, closeRepo, rep, verr := f.verify(ctx)
 	if closeRepo != nil {
@@ -187,7 +190,7 @@ func cmdLedgerCheckpoint(ctx context.Context, args []string, stdout, stderr io.W
 	var f verifyFlags
 	f.register(fs)
 	cpKey := fs.String("checkpoint-key", "", "note signing key `FILE`, created when missing, its verifier key in FILE.pub (default: reconciler/checkpoint.key in the user's config directory)")
-	if code, ok := parse(fs, args); !ok {
+	if code, ok := parseNoArgs(fs, args); !ok {
 		return code
 	}
 	if f.repo == "" {
@@ -203,6 +206,7 @@ func cmdLedgerCheckpoint(ctx context.Context, args []string, stdout, stderr io.W
 			return fail(stderr, fmt.Errorf("ledger checkpoint: %w", err))
 		}
 	}
+	warnKeyMode(stderr, *cpKey)
 	signer, _, err := ledger.LoadOrCreateNoteKey(*cpKey, checkpointKeyName)
 	if err != nil {
 		return fail(stderr, fmt.Errorf("ledger checkpoint: %w", err))

@@ -56,6 +56,8 @@ func commands() []command {
 		{"trigger", "start a manual run of an agent", cmdTrigger},
 		{"status", "show the reconciler's status", cmdStatus},
 		{"roi", "report work-unit value against cost, from the ledger", cmdROI},
+		{"version", "print the version, the source revision and the Go version", cmdVersion},
+		{"healthcheck", "exit 0 when a running daemon answers /healthz (the image's HEALTHCHECK)", cmdHealthcheck},
 	}
 }
 
@@ -66,6 +68,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		return exitOK
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		return cmdVersion(ctx, args[1:], stdout, stderr)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
@@ -84,7 +89,7 @@ func usage(w io.Writer) {
 	cs := commands()
 	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
 	for _, c := range cs {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.short)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.short)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'reconciler <command> -h' for a command's flags.")
@@ -101,15 +106,86 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parse parses flags, returning an exit code when the command should stop.
+// parse parses flags that may come before, between or after positional
+// arguments, returning an exit code when the command should stop (-h: 0;
+// a bad flag: 2, the flag package having printed why). "--" ends the
+// flags: everything after it is positional. Afterwards fs.Args() (and
+// fs.NArg(), fs.Arg(i)) hold every positional argument in order, so
+// "validate DIR --format json" and "validate --format json DIR" mean the
+// same.
 func parse(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, false
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK, false
+			}
+			return exitUsage, false
 		}
-		return exitUsage, false
+		rest := fs.Args()
+		if endsWithTerminator(fs, args[:len(args)-len(rest)]) {
+			pos = append(pos, rest...)
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		// The flag package stops at the first positional argument:
+		// keep it and go on parsing flags after it.
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	// Parsing "--" and the positionals sets no flag and leaves them as
+	// fs.Args(), for callers that read them there.
+	_ = fs.Parse(append([]string{"--"}, pos...))
+	return 0, true
+}
+
+// parseNoArgs is parse for commands that take no positional arguments:
+// one is a usage error.
+func parseNoArgs(fs *flag.FlagSet, args []string) (int, bool) {
+	if code, ok := parse(fs, args); !ok {
+		return code, false
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs.Output(), "%s takes no arguments, got %q", strings.TrimPrefix(fs.Name(), "reconciler "), fs.Args()), false
 	}
 	return 0, true
+}
+
+// endsWithTerminator reports whether consumed, the arguments one
+// fs.Parse consumed, ended with the terminator "--" rather than with a
+// flag's value that happens to be "--" (as in --run --).
+func endsWithTerminator(fs *flag.FlagSet, consumed []string) bool {
+	for i := 0; i < len(consumed); i++ {
+		s := consumed[i]
+		if s == "--" {
+			return true
+		}
+		name := strings.TrimPrefix(s[1:], "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil {
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+				continue
+			}
+		}
+		i++ // the flag's value
+	}
+	return false
+}
+
+// defaultListen is the default address of the daemon's HTTP endpoints:
+// $RECONCILER_LISTEN (the container image sets :8080, so probes from
+// outside the container reach it), else loopback only, 127.0.0.1:8080,
+// so that a reconciler started on a workstation is not reachable from
+// the network unless asked.
+func defaultListen() string {
+	if v := strings.TrimSpace(os.Getenv("RECONCILER_LISTEN")); v != "" {
+		return v
+	}
+	return "127.0.0.1:8080"
 }
 
 // fail prints one line of error and returns exitFail.

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fluxcd/pkg/apis/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/reconcile"
 )
@@ -22,7 +25,7 @@ func cmdOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("once", "once --repo URL [--branch main] [--key FILE] [--identity \"Name <email>\"]", stderr)
 	var f repoFlags
 	f.register(fs)
-	if code, ok := parse(fs, args); !ok {
+	if code, ok := parseNoArgs(fs, args); !ok {
 		return code
 	}
 	r, err := f.reconciler(ctx, stderr, nil)
@@ -40,8 +43,8 @@ func cmdOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	failed := failedSince(r.Ledger().State(), start)
 	st := r.Status()
 	for _, c := range st.Conditions {
-		if c.Type == "Ready" && c.Status == "True" && len(failed) > 0 {
-			c = reconcile.Condition{Type: "Ready", Status: "False", Reason: "RunFailed", Message: fmt.Sprintf("%d run(s) failed in this pass", len(failed))}
+		if c.Type == meta.ReadyCondition && c.Status == metav1.ConditionTrue && len(failed) > 0 {
+			c = metav1.Condition{Type: meta.ReadyCondition, Status: metav1.ConditionFalse, Reason: reconcile.ReasonRunFailed, Message: fmt.Sprintf("%d run(s) failed in this pass", len(failed))}
 		}
 		fmt.Fprintf(stdout, "%s=%s %s: %s\n", c.Type, c.Status, c.Reason, c.Message)
 	}

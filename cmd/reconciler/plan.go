@@ -19,7 +19,9 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	changeFrom := fs.String("change-from", "", "a branch or commit: show the decision on its change against the protected branch")
 	agentName := fs.String("agent", "", "with --change-from: the agent the change is attributed to")
 	format := fs.String("format", "text", "output format: text or json")
-	if code, ok := parse(fs, args); !ok {
+	usage := fs.Usage
+	fs.Usage = func() { usage(); fmt.Fprintf(stderr, "\n%s\n", planHelp) }
+	if code, ok := parseNoArgs(fs, args); !ok {
 		return code
 	}
 	switch {
@@ -70,22 +72,39 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *format == "json" {
 		_ = enc.Encode(plan)
-		return exitOK
-	}
-	for _, d := range plan.Diagnostics {
-		fmt.Fprintf(stdout, "spec error: %s\n", d)
-	}
-	if plan.SpecCommit == "" {
-		fmt.Fprintln(stdout, "no spec has ever loaded: nothing would run")
-		return exitFail
-	}
-	fmt.Fprintf(stdout, "spec %s\n", plan.SpecCommit[:12])
-	for _, a := range plan.Agents {
-		verdict := "wait"
-		if a.Run {
-			verdict = "RUN "
+	} else {
+		for _, d := range plan.Diagnostics {
+			fmt.Fprintf(stdout, "spec error: %s\n", d)
 		}
-		fmt.Fprintf(stdout, "%s %-20s %s\n", verdict, a.Agent, a.Reason)
+		if plan.SpecCommit == "" {
+			fmt.Fprintln(stdout, "no spec has ever loaded: nothing would run")
+		} else {
+			fmt.Fprintf(stdout, "spec %s\n", plan.SpecCommit[:12])
+			for _, a := range plan.Agents {
+				verdict := "wait"
+				if a.Run {
+					verdict = "RUN "
+				}
+				fmt.Fprintf(stdout, "%s %-20s %s\n", verdict, a.Agent, a.Reason)
+			}
+		}
+	}
+	switch {
+	case len(plan.Diagnostics) > 0 && plan.SpecCommit != "":
+		return fail(stderr, fmt.Errorf("plan: the spec on %s does not load (%d diagnostic(s)); planned on the last good spec %s", *branch, len(plan.Diagnostics), plan.SpecCommit[:12]))
+	case len(plan.Diagnostics) > 0:
+		return fail(stderr, fmt.Errorf("plan: the spec on %s does not load (%d diagnostic(s)) and no spec ever did: nothing would run", *branch, len(plan.Diagnostics)))
+	case plan.SpecCommit == "":
+		return fail(stderr, fmt.Errorf("plan: no spec has ever loaded: nothing would run"))
 	}
 	return exitOK
 }
+
+const planHelp = `Plan shows, for each agent, whether a pass would run it now and why not
+(suspend, freeze, budget, schedule), or with --change-from the policy
+decision on a branch's change. It writes nothing.
+
+Exit status is 0 when the spec on the branch loads, 1 when it does not
+(its diagnostics are printed with file:line:col, and the agents are
+planned on the last good spec, if any) or on any other failure, 2 on
+usage errors.`

@@ -38,8 +38,9 @@ it, and the decision is compared with the test's expect block.
 Prints PASS or FAIL with the test's file:line:col and name, one line per test,
 each failure indented below its test, and last "N passed, M failed". Exits 0
 when every test passes, and also when there are no tests ("no tests found"),
-as go test does; 1 when a test fails or the spec or a test does not load;
-2 on usage errors.`
+as go test does; 1 when a test fails, when the spec or a test does not
+load, or when DIR holds no spec at all (none of agents/, policies/,
+providers.hcl and reviewers.hcl); 2 on usage errors.`
 
 func cmdPolicyTest(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("policy test", "policy test [DIR] [--format text|json] [--run REGEXP]", stderr)
@@ -47,20 +48,15 @@ func cmdPolicyTest(_ context.Context, args []string, stdout, stderr io.Writer) i
 	runFlag := fs.String("run", "", "run only the tests whose names match `REGEXP`")
 	usage := fs.Usage
 	fs.Usage = func() { usage(); fmt.Fprintf(stderr, "\n%s\n", policyTestHelp) }
-	// Flags may come before or after DIR.
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	dir, rest := ".", fs.Args()
-	if len(rest) > 0 {
-		dir = rest[0]
-		if code, ok := parse(fs, rest[1:]); !ok {
-			return code
-		}
-		rest = fs.Args()
+	if fs.NArg() > 1 {
+		return usageError(stderr, "policy test takes one directory, got %d arguments", fs.NArg())
 	}
-	if len(rest) > 0 {
-		return usageError(stderr, "policy test takes one directory, got %d arguments", len(rest)+1)
+	dir := "."
+	if fs.NArg() == 1 {
+		dir = fs.Arg(0)
 	}
 	if *format != "text" && *format != "json" {
 		return usageError(stderr, "--format %q: use text or json", *format)
@@ -69,8 +65,8 @@ func cmdPolicyTest(_ context.Context, args []string, stdout, stderr io.Writer) i
 	if err != nil {
 		return usageError(stderr, "--run %q: %v", *runFlag, err)
 	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return fail(stderr, fmt.Errorf("policy test: %q is not a directory", dir))
+	if err := checkSpecDir(dir); err != nil {
+		return fail(stderr, fmt.Errorf("policy test: %w", err))
 	}
 
 	fsys := os.DirFS(dir)

@@ -16,6 +16,7 @@ import (
 	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/reconcile"
+	"github.com/agentgitops/reconciler/sandbox"
 	"github.com/agentgitops/reconciler/signing"
 )
 
@@ -87,16 +88,59 @@ func TestReplayCommand(t *testing.T) {
 	if runID == "" {
 		t.Fatal("no proposal")
 	}
-	var out, errb bytes.Buffer
-	if code := run(context.Background(), []string{"replay", "--repo", bare, runID}, &out, &errb); code != exitOK || !strings.Contains(out.String(), "replay OK") {
-		t.Fatalf("replay exit %d: %s %s", code, out.String(), errb.String())
+	// The run id before or after --repo: the same replay.
+	for _, args := range [][]string{{"replay", "--repo", bare, runID}, {"replay", runID, "--repo", bare}} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), args, &out, &errb); code != exitOK || !strings.Contains(out.String(), "replay OK") {
+			t.Fatalf("%q: exit %d: %s %s", args, code, out.String(), errb.String())
+		}
 	}
-	out.Reset()
-	errb.Reset()
-	if code := run(context.Background(), []string{"replay", "--repo", bare, "000000000000"}, &out, &errb); code != exitFail || !strings.Contains(errb.String(), "no transcript") {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"replay", "000000000000", "--repo", bare}, &out, &errb); code != exitFail ||
+		!strings.Contains(errb.String(), `run "000000000000" not found on agent-evidence`) {
 		t.Errorf("replay of an unknown run: exit %d, %s", code, errb.String())
 	}
-	if code := run(context.Background(), []string{"replay", "--repo", bare}, &out, &errb); code != exitUsage {
-		t.Errorf("replay without RUN_ID: exit %d", code)
+	errb.Reset()
+	if code := run(context.Background(), []string{"replay", "--repo", bare}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), "one RUN_ID, got 0") {
+		t.Errorf("replay without RUN_ID: exit %d, %s", code, errb.String())
+	}
+	errb.Reset()
+	if code := run(context.Background(), []string{"replay", runID}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), "--repo is required") {
+		t.Errorf("replay without --repo: exit %d, %s", code, errb.String())
+	}
+}
+
+// An exec run has no transcript: replay says so and how to reproduce it,
+// rather than "not found".
+func TestReplayExecRun(t *testing.T) {
+	bare := gittest.NewBare(t, "../../examples/repo-layout")
+	signer, err := signing.GenerateKey(filepath.Join(t.TempDir(), "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := reconcile.New(context.Background(), reconcile.Config{Repo: bare, Signer: signer,
+		Identity: object.Signature{Name: "R", Email: "r@example.com"},
+		Runners:  runners(sandbox.Config{Mode: sandbox.Permissive})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var runID string
+	for _, rn := range r.Ledger().State().Runs {
+		if rn.Agent == "env-normaliser" && rn.Finished != nil {
+			runID = rn.ID
+		}
+	}
+	if runID == "" {
+		t.Fatal("env-normaliser did not run")
+	}
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"replay", runID, "--repo", bare}, &out, &errb)
+	if code != exitFail || !strings.Contains(errb.String(), "run "+runID+` of agent "env-normaliser" is an exec run: exec runs have no model transcript`) ||
+		!strings.Contains(errb.String(), "running the agent's command again") || strings.Contains(errb.String(), "not found") {
+		t.Errorf("replay of an exec run: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
 	}
 }

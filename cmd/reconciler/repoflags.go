@@ -35,13 +35,17 @@ type repoFlags struct {
 	newLedger bool
 	sandbox   string
 	parallel  int
+	// fs is the FlagSet the flags were registered on: its positional
+	// arguments, which once and run do not take, are a usage error.
+	fs *flag.FlagSet
 }
 
 func (f *repoFlags) register(fs *flag.FlagSet) {
+	f.fs = fs
 	fs.StringVar(&f.repo, "repo", "", "desired-state repository: a local path, file:// or http(s):// URL (required)")
 	fs.StringVar(&f.branch, "branch", "main", "protected branch holding the desired state")
 	fs.StringVar(&f.key, "key", os.Getenv("RECONCILER_KEY"), "ledger signing key written by 'reconciler keygen' (default $RECONCILER_KEY)")
-	fs.StringVar(&f.identity, "identity", "Reconciler <reconciler@localhost>", "committer of proposals and ledger entries, \"Name <email>\"")
+	fs.StringVar(&f.identity, "identity", "Reconciler <reconciler@localhost>", "committer of proposals and ledger entries, as `\"Name <email>\"`")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.Float64Var(&f.hourlyUSD, "human-hourly-usd", 100, "value of one hour of human work, for work-unit value and ROI")
 	def, _ := gitstore.DefaultCacheDir()
@@ -52,8 +56,13 @@ func (f *repoFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.newLedger, "start-new-ledger", false, "start a new ledger although commits reference entries of a missing one (deleted, or archived after an upgrade); the genesis entry records it")
 }
 
-// reconciler builds a Reconciler from the flags.
+// reconciler builds a Reconciler from the flags. Usage problems (a
+// missing --repo or --key, a positional argument, a malformed --identity)
+// are a usageErr. A --key file others can read is warned about on stderr.
 func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics.Metrics) (*reconcile.Reconciler, error) {
+	if f.fs != nil && f.fs.NArg() > 0 {
+		return nil, errUsage(fmt.Sprintf("%s takes no arguments, got %q", strings.TrimPrefix(f.fs.Name(), "reconciler "), f.fs.Args()))
+	}
 	if f.repo == "" {
 		return nil, errUsage("--repo is required")
 	}
@@ -64,6 +73,7 @@ func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics
 	if err != nil {
 		return nil, err
 	}
+	warnKeyMode(stderr, f.key)
 	signer, err := signing.LoadSigner(f.key)
 	if err != nil {
 		return nil, err
@@ -101,12 +111,29 @@ func (e usageErr) Error() string { return string(e) }
 
 func errUsage(msg string) error { return usageErr(msg) }
 
+// parseIdentity parses --identity; a malformed one is a usageErr.
 func parseIdentity(s string) (object.Signature, error) {
 	a, err := mail.ParseAddress(s)
 	if err != nil || a.Name == "" {
-		return object.Signature{}, fmt.Errorf("--identity %q: want \"Name <email>\"", s)
+		return object.Signature{}, errUsage(fmt.Sprintf("--identity %q: want the form \"Name <email>\", such as \"Reconciler <reconciler@example.com>\"", s))
 	}
 	return object.Signature{Name: a.Name, Email: a.Address}, nil
+}
+
+// warnKeyMode warns on stderr, as ssh does, when the private key file
+// path can be read or written by its group or others (mode & 0o077). It
+// warns instead of refusing, as ssh would: a Kubernetes Secret volume
+// mounts its files 0644 unless defaultMode says otherwise, and refusing
+// would crash-loop such a deployment. A file that cannot be stat'ed is
+// left to the loader to report.
+func warnKeyMode(stderr io.Writer, path string) {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		fmt.Fprintf(stderr, "reconciler: WARNING: UNPROTECTED PRIVATE KEY FILE: permissions %04o for %q are too open: the key must not be accessible by others; run 'chmod 600 %s' (or set the Secret's defaultMode to 0400)\n", perm, path, path)
+	}
 }
 
 func newLogger(w io.Writer, format string) (*slog.Logger, error) {

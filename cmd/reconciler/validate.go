@@ -29,8 +29,8 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) int
 	if fs.NArg() == 1 {
 		dir = fs.Arg(0)
 	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return fail(stderr, fmt.Errorf("validate: %q is not a directory", dir))
+	if err := checkSpecDir(dir); err != nil {
+		return fail(stderr, fmt.Errorf("validate: %w", err))
 	}
 	spec, diags := hclspec.Load(os.DirFS(dir), hclspec.Options{LookupEnv: os.LookupEnv})
 	if *format == "json" {
@@ -53,6 +53,22 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFail
 	}
 	return exitOK
+}
+
+// checkSpecDir returns an error unless dir is a directory holding a
+// desired-state spec: at least one of agents/, policies/, providers.hcl
+// and reviewers.hcl. Without the check, a typo in the path or a run in
+// the wrong folder would validate an empty spec and pass.
+func checkSpecDir(dir string) error {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%q is not a directory", dir)
+	}
+	for _, name := range []string{"agents", "policies", hclspec.ProvidersFile, hclspec.ReviewersFile} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q holds no desired-state spec: expected agents/, policies/, %s or %s in it; pass the root of the desired-state repository", dir, hclspec.ProvidersFile, hclspec.ReviewersFile)
 }
 
 // parsedFiles re-reads the files diagnostics point at so the text writer

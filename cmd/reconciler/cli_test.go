@@ -1,0 +1,437 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/agentgitops/reconciler/gitstore/gittest"
+	"github.com/agentgitops/reconciler/reconcile"
+	"github.com/agentgitops/reconciler/sandbox"
+	"github.com/agentgitops/reconciler/signing"
+)
+
+const examplesDir = "../../examples/repo-layout"
+
+// cli runs the reconciler's entry point with args.
+func cli(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// parse collects the positional arguments wherever they stand, honours
+// "--", tells a flag's value "--" from the terminator, and sets each flag
+// once, so fs.Args() holds every positional and a repeatable flag holds
+// each value once.
+func TestParseInterleaved(t *testing.T) {
+	tests := []struct {
+		args    []string
+		pos     []string
+		format  string
+		trusted []string
+		verbose bool
+		code    int
+		ok      bool
+	}{
+		{args: nil, pos: []string{}, format: "text", ok: true},
+		{args: []string{"dir"}, pos: []string{"dir"}, format: "text", ok: true},
+		{args: []string{"dir", "--format", "json"}, pos: []string{"dir"}, format: "json", ok: true},
+		{args: []string{"--format=json", "dir"}, pos: []string{"dir"}, format: "json", ok: true},
+		{args: []string{"a", "-v", "b", "--trusted-key", "k1", "c", "--trusted-key=k2"}, pos: []string{"a", "b", "c"}, format: "text", trusted: []string{"k1", "k2"}, verbose: true, ok: true},
+		{args: []string{"a", "--", "--format", "json", "-v"}, pos: []string{"a", "--format", "json", "-v"}, format: "text", ok: true},
+		{args: []string{"--", "-dir"}, pos: []string{"-dir"}, format: "text", ok: true},
+		{args: []string{"a", "--format", "json", "--", "-b"}, pos: []string{"a", "-b"}, format: "json", ok: true},
+		// "--" as a flag's value is no terminator: the flag after it is parsed.
+		{args: []string{"--format", "--", "a", "-v"}, pos: []string{"a"}, format: "--", verbose: true, ok: true},
+		{args: []string{"-v=false", "a", "--", "b"}, pos: []string{"a", "b"}, format: "text", ok: true},
+		{args: []string{"-", "x"}, pos: []string{"-", "x"}, format: "text", ok: true},
+		{args: []string{"a", "--bogus"}, code: exitUsage},
+		{args: []string{"a", "--format"}, code: exitUsage},
+		{args: []string{"a", "-h"}, code: exitOK},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			format := fs.String("format", "text", "")
+			verbose := fs.Bool("v", false, "")
+			var trusted multiFlag
+			fs.Var(&trusted, "trusted-key", "")
+			code, ok := parse(fs, tt.args)
+			if ok != tt.ok || code != tt.code {
+				t.Fatalf("parse = %d, %t; want %d, %t", code, ok, tt.code, tt.ok)
+			}
+			if !ok {
+				return
+			}
+			if got := fs.Args(); !slices.Equal(got, tt.pos) || fs.NArg() != len(tt.pos) {
+				t.Errorf("Args() = %q, want %q", got, tt.pos)
+			}
+			if *format != tt.format || *verbose != tt.verbose || !slices.Equal(trusted, tt.trusted) {
+				t.Errorf("format %q, -v %t, trusted %q; want %q, %t, %q", *format, *verbose, trusted, tt.format, tt.verbose, tt.trusted)
+			}
+		})
+	}
+}
+
+// Flags and positional arguments in any order, for every command that
+// takes positionals; extra arguments are usage errors for every command.
+func TestFlagsAfterArguments(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "ledger.key")
+	if _, err := signing.GenerateKey(key); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args     []string
+		code     int
+		out, err string
+	}{
+		{[]string{"validate", examplesDir, "--format", "json"}, exitOK, `"valid": true`, ""},
+		{[]string{"validate", "--format", "json", examplesDir}, exitOK, `"valid": true`, ""},
+		{[]string{"validate", examplesDir, "--format", "xml"}, exitUsage, "", "use text or json"},
+		{[]string{"validate", examplesDir, "extra", "--format", "json"}, exitUsage, "", "validate takes one directory, got 2 arguments"},
+		{[]string{"policy", "test", examplesDir, "--format", "json"}, exitOK, `"passed": 8`, ""},
+		{[]string{"policy", "test", examplesDir, "--run", "--"}, exitOK, `no tests match --run "--"`, ""},
+		{[]string{"ledger", "show", "1", "--format", "xml", "--repo", "r"}, exitUsage, "", "use text or json"},
+		{[]string{"ledger", "show", "1", "2", "--repo", "r"}, exitUsage, "", "one SEQ or RUN_ID, got 2 arguments"},
+		{[]string{"ledger", "log", "extra", "--repo", "r"}, exitUsage, "", `ledger log takes no arguments, got ["extra"]`},
+		{[]string{"ledger", "verify", "extra", "--repo", "r"}, exitUsage, "", `ledger verify takes no arguments, got ["extra"]`},
+		{[]string{"ledger", "checkpoint", "--repo", "r", "extra"}, exitUsage, "", `ledger checkpoint takes no arguments`},
+		{[]string{"ledger", "export", "--repo", "r", "extra"}, exitUsage, "", `ledger export takes no arguments`},
+		{[]string{"once", "extra", "--repo", "r", "--key", key}, exitUsage, "", `once takes no arguments, got ["extra"]`},
+		{[]string{"plan", "extra", "--repo", "r"}, exitUsage, "", `plan takes no arguments, got ["extra"]`},
+		{[]string{"demo", "extra"}, exitUsage, "", `demo takes no arguments`},
+		{[]string{"keygen", "--out", filepath.Join(t.TempDir(), "k"), "extra"}, exitUsage, "", `keygen takes no arguments, got ["extra"]`},
+		{[]string{"version", "extra"}, exitUsage, "", `version takes no arguments`},
+		{[]string{"replay", "000000000000", "--bogus"}, exitUsage, "", "flag provided but not defined: -bogus"},
+		{[]string{"validate", examplesDir, "-h"}, exitOK, "", "Usage: reconciler validate"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out, errs := cli(t, tt.args...)
+			if code != tt.code || !strings.Contains(out, tt.out) || !strings.Contains(errs, tt.err) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d, %q and %q", code, out, errs, tt.code, tt.out, tt.err)
+			}
+		})
+	}
+}
+
+// Usage errors exit 2 with what is expected, whichever check finds them.
+func TestUsageErrors(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "ledger.key")
+	if _, err := signing.GenerateKey(key); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"once", "--repo", "r", "--key", key, "--identity", "nobody"}, `--identity "nobody": want the form "Name <email>"`},
+		{[]string{"once", "--repo", "r", "--key", key, "--identity", "<a@b.c>"}, `want the form "Name <email>"`},
+		{[]string{"once", "--repo", "r", "--key", key, "--log-format", "xml"}, "--log-format"},
+		{[]string{"once", "--repo", "r", "--key", key, "--concurrency", "0"}, "--concurrency 0"},
+		{[]string{"once", "--key", key}, "--repo is required"},
+		{[]string{"once", "--repo", "r", "--key", ""}, "--key is required"},
+		{[]string{"plan"}, "--repo is required"},
+		{[]string{"plan", "--repo", "r", "--change-from", "x"}, "needs --agent"},
+		{[]string{"replay", "--repo", "r"}, "one RUN_ID, got 0 arguments"},
+		{[]string{"keygen"}, "--out is required"},
+		{[]string{"version", "--format", "yaml"}, "use text or json"},
+		{[]string{"healthcheck", "--addr", "127.0.0.1:1"}, "want a URL"},
+		{[]string{"ledger", "nope"}, `unknown ledger command "nope"`},
+		{[]string{"policy", "test", "--nope"}, "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, _, errs := cli(t, tt.args...)
+			if code != exitUsage || !strings.Contains(errs, tt.err) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errs, exitUsage, tt.err)
+			}
+		})
+	}
+}
+
+// validate and policy test fail on a directory that holds no spec, saying
+// what they expected, instead of passing an empty spec.
+func TestNoSpecDirectory(t *testing.T) {
+	empty := t.TempDir()
+	notes := t.TempDir()
+	os.WriteFile(filepath.Join(notes, "README.md"), []byte("not a spec\n"), 0o644)
+	onlyReviewers := t.TempDir()
+	os.WriteFile(filepath.Join(onlyReviewers, "reviewers.hcl"), []byte("group \"sre\" {\n  member \"rita\" { email = \"rita@example.com\" }\n}\n"), 0o644)
+	const want = "holds no desired-state spec: expected agents/, policies/, providers.hcl or reviewers.hcl in it"
+	for _, cmd := range [][]string{{"validate"}, {"policy", "test"}} {
+		for _, dir := range []string{empty, notes} {
+			for _, format := range []string{"text", "json"} {
+				args := append(slices.Clone(cmd), dir, "--format", format)
+				t.Run(strings.Join(args, " "), func(t *testing.T) {
+					code, out, errs := cli(t, args...)
+					if code != exitFail || !strings.Contains(errs, want) || !strings.Contains(errs, dir) {
+						t.Errorf("exit %d, stdout %q, stderr %q; want 1 and %q", code, out, errs, want)
+					}
+				})
+			}
+		}
+		args := append(slices.Clone(cmd), onlyReviewers)
+		t.Run("a spec of reviewers only: "+strings.Join(args, " "), func(t *testing.T) {
+			if code, out, errs := cli(t, args...); code != exitOK {
+				t.Errorf("exit %d, stdout %q, stderr %q", code, out, errs)
+			}
+		})
+	}
+	// The current directory is the default.
+	t.Chdir(empty)
+	if code, _, errs := cli(t, "validate"); code != exitFail || !strings.Contains(errs, `"." holds no desired-state spec`) {
+		t.Errorf("validate in an empty directory: exit %d, %s", code, errs)
+	}
+}
+
+// plan exits 1 when the spec on the branch does not load, after printing
+// its diagnostics with file:line:col, also when it plans on the last good
+// spec.
+func TestPlanInvalidSpec(t *testing.T) {
+	bare := gittest.NewBare(t, examplesDir)
+	if code, out, errs := cli(t, "plan", "--repo", bare); code != exitOK || !strings.Contains(out, "RUN  image-pinner") {
+		t.Fatalf("plan of a valid spec: exit %d, %s %s", code, out, errs)
+	}
+	// One pass records the good spec.
+	signer, err := signing.GenerateKey(filepath.Join(t.TempDir(), "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := reconcile.New(context.Background(), reconcile.Config{Repo: bare, Signer: signer,
+		Identity: object.Signature{Name: "R", Email: "r@example.com"}, Runners: runners(sandbox.Config{Mode: sandbox.Permissive})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+
+	work := gittest.Clone(t, bare)
+	os.WriteFile(filepath.Join(work, "agents", "broken.hcl"), []byte("agent \"broken\" {\n  provider = provider.exec.nope\n}\n"), 0o644)
+	gittest.Git(t, work, "add", "-A")
+	gittest.Git(t, work, "commit", "-q", "-m", "break the spec")
+	gittest.Git(t, work, "push", "-q", "origin", "main")
+
+	code, out, errs := cli(t, "plan", "--repo", bare)
+	if code != exitFail || !regexp.MustCompile(`(?m)^spec error: agents/broken\.hcl:\d+:\d+: `).MatchString(out) ||
+		!strings.Contains(out, "image-pinner") || !strings.Contains(errs, "does not load") || !strings.Contains(errs, "planned on the last good spec") {
+		t.Errorf("plan of a broken spec after a good one: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, out, _ = cli(t, "plan", "--repo", bare, "--format", "json")
+	var plan reconcile.Plan
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || code != exitFail || len(plan.Diagnostics) == 0 {
+		t.Errorf("plan --format json: exit %d, %v, %s", code, err, out)
+	}
+
+	// A spec that never loaded: nothing would run.
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "agents"), 0o755)
+	os.WriteFile(filepath.Join(src, "agents", "a.hcl"), []byte("agent \"a\" {\n"), 0o644)
+	code, out, errs = cli(t, "plan", "--repo", gittest.NewBare(t, src))
+	if code != exitFail || !regexp.MustCompile(`(?m)^spec error: agents/a\.hcl:\d+:\d+: `).MatchString(out) || !strings.Contains(errs, "no spec ever did") {
+		t.Errorf("plan of a spec that never loaded: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		code, out, errs := cli(t, args...)
+		if code != exitOK || !strings.HasPrefix(out, "reconciler ") || !strings.Contains(out, "  go        "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH+"\n") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out, errs)
+		}
+	}
+	code, out, _ := cli(t, "version", "--format", "json")
+	var v versionInfo
+	if err := json.Unmarshal([]byte(out), &v); err != nil || code != exitOK || v.Version == "" || v.Go != runtime.Version() || v.Module != "github.com/agentgitops/reconciler" {
+		t.Errorf("version --format json: exit %d, %v, %+v", code, err, v)
+	}
+	old := version
+	t.Cleanup(func() { version = old })
+	version = "v1.2.3-test"
+	if _, out, _ := cli(t, "version"); !strings.HasPrefix(out, "reconciler v1.2.3-test\n") {
+		t.Errorf("stamped version: %q", out)
+	}
+}
+
+// make build stamps the version with git describe, and the binary reports
+// the revision it was built from.
+func TestVersionStamped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	for _, tool := range []string{"git", "make"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	git := func(args ...string) string {
+		cmd := exec.Command("git", append([]string{"-C", root}, args...)...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Skipf("git %s: %v (not a git checkout?)", strings.Join(args, " "), err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	head := git("rev-parse", "HEAD")
+	bin := filepath.Join(t.TempDir(), "reconciler")
+	cmd := exec.Command("make", "-C", root, "build", "BIN="+bin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	// Described after the build, as make did: the tree may change meanwhile
+	// only through other work in the same checkout.
+	describe := git("describe", "--always", "--dirty")
+	out, err := exec.Command(bin, "version", "--format", "json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v versionInfo
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if strings.TrimSuffix(v.Version, "-dirty") != strings.TrimSuffix(describe, "-dirty") || v.Revision != head || v.Modified == nil || v.Time == "" {
+		t.Errorf("version %+v; want version %q and revision %s", v, describe, head)
+	}
+}
+
+// healthcheck exits 0 when the daemon answers 200 and 1 otherwise; with no
+// --addr it asks the daemon's default address, on loopback when that
+// listens on every interface, as the image's does.
+func TestHealthcheck(t *testing.T) {
+	ready := false
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/healthz":
+			io.WriteString(w, "ok\n")
+		case r.URL.Path == "/readyz" && ready:
+			io.WriteString(w, "ok\n")
+		case r.URL.Path == "/readyz":
+			http.Error(w, "not ready: no successful pass yet", http.StatusServiceUnavailable)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	if code, out, errs := cli(t, "healthcheck", "--addr", srv.URL); code != exitOK || out != srv.URL+"/healthz: ok\n" {
+		t.Errorf("healthcheck: exit %d, %q %q", code, out, errs)
+	}
+	if code, _, errs := cli(t, "healthcheck", "--addr", srv.URL, "--ready"); code != exitFail || !strings.Contains(errs, "503 Service Unavailable: not ready") {
+		t.Errorf("healthcheck --ready of an unready daemon: exit %d, %q", code, errs)
+	}
+	ready = true
+	if code, _, errs := cli(t, "healthcheck", "--ready", "--addr", srv.URL); code != exitOK {
+		t.Errorf("healthcheck --ready: exit %d, %q", code, errs)
+	}
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	t.Setenv("RECONCILER_LISTEN", ":"+port)
+	if code, out, errs := cli(t, "healthcheck"); code != exitOK || out != "http://127.0.0.1:"+port+"/healthz: ok\n" {
+		t.Errorf("healthcheck from $RECONCILER_LISTEN: exit %d, %q %q", code, out, errs)
+	}
+	srv.Close()
+	if code, _, errs := cli(t, "healthcheck", "--timeout", "2s"); code != exitFail || !strings.Contains(errs, "connection refused") {
+		t.Errorf("healthcheck of a stopped daemon: exit %d, %q", code, errs)
+	}
+}
+
+func TestDefaultListen(t *testing.T) {
+	t.Setenv("RECONCILER_LISTEN", "")
+	if got := defaultListen(); got != "127.0.0.1:8080" {
+		t.Errorf("default outside a container = %q, want loopback", got)
+	}
+	t.Setenv("RECONCILER_LISTEN", ":8080")
+	if got := defaultListen(); got != ":8080" {
+		t.Errorf("with $RECONCILER_LISTEN = %q", got)
+	}
+	for addr, want := range map[string]string{
+		":8080":          "http://127.0.0.1:8080",
+		"0.0.0.0:9090":   "http://127.0.0.1:9090",
+		"[::]:8080":      "http://127.0.0.1:8080",
+		"127.0.0.1:8080": "http://127.0.0.1:8080",
+		"10.1.2.3:80":    "http://10.1.2.3:80",
+		"[::1]:8080":     "http://[::1]:8080",
+	} {
+		if got := listenURL(addr); got != want {
+			t.Errorf("listenURL(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}
+
+// keygen refuses a missing folder instead of creating it, and extra
+// arguments; a key file others can read gets ssh's warning from every
+// command that loads it, and a 0600 one none.
+func TestKeyFiles(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "no", "such", "folder", "ledger.key")
+	if code, _, errs := cli(t, "keygen", "--out", missing); code != exitFail || !strings.Contains(errs, `the folder "`+filepath.Dir(missing)+`" of --out does not exist`) {
+		t.Errorf("keygen into a missing folder: exit %d, %q", code, errs)
+	}
+	if _, err := os.Stat(filepath.Dir(missing)); err == nil {
+		t.Error("keygen created the missing folder")
+	}
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o644)
+	if code, _, errs := cli(t, "keygen", "--out", filepath.Join(file, "k")); code != exitFail || !strings.Contains(errs, "is not a folder") {
+		t.Errorf("keygen under a file: exit %d, %q", code, errs)
+	}
+	key := filepath.Join(dir, "ledger.key")
+	if code, out, errs := cli(t, "keygen", "--out", key); code != exitOK || !strings.Contains(out, "wrote "+key) {
+		t.Fatalf("keygen: exit %d, %q %q", code, out, errs)
+	}
+	if code, _, errs := cli(t, "keygen", "--out", key); code != exitFail || !strings.Contains(errs, key) {
+		t.Errorf("keygen over an existing key: exit %d, %q", code, errs)
+	}
+	const warning = "WARNING: UNPROTECTED PRIVATE KEY FILE"
+	// The repository does not exist: the command fails after loading the key.
+	noRepo := filepath.Join(dir, "no-repo")
+	cpKey := filepath.Join(dir, "checkpoint.key")
+	commands := [][]string{
+		{"once", "--repo", noRepo, "--key", key, "--cache-dir", ""},
+		{"ledger", "checkpoint", "--repo", noRepo, "--checkpoint-key", cpKey},
+		{"ledger", "verify", "--repo", noRepo, "--checkpoint", filepath.Join(dir, "cp"), "--checkpoint-key", cpKey},
+	}
+	// ledger checkpoint creates its note key (0600) when missing.
+	if code, _, errs := cli(t, commands[1]...); code != exitFail || strings.Contains(errs, warning) {
+		t.Fatalf("ledger checkpoint creating its key: exit %d, %q", code, errs)
+	}
+	for _, mode := range []os.FileMode{0o600, 0o400, 0o640, 0o644, 0o604} {
+		for _, k := range []string{key, cpKey} {
+			if err := os.Chmod(k, mode); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, args := range commands {
+			code, _, errs := cli(t, args...)
+			warned := strings.Contains(errs, warning)
+			if code != exitFail || warned != (mode&0o077 != 0) {
+				t.Errorf("%q with a key of mode %04o: exit %d, stderr %q", args, mode, code, errs)
+			}
+			if warned && !strings.Contains(errs, "chmod 600") {
+				t.Errorf("the warning says no fix: %q", errs)
+			}
+		}
+	}
+}
