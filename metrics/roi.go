@@ -145,9 +145,10 @@ func ratio(value, cost float64) float64 {
 // Every fact of a run counts in the window its run started in, even when
 // it happened later (a merge a week after the run): a run's cost and its
 // value are one investment. The kind of a run is its work unit's, as the
-// entry that closed its proposal or its run.finished declares it; a run
-// with neither (one that failed) takes the kind declared by another run
-// of the same agent and spec digest, and "" when none did.
+// entry that closed its proposal, its run.finished or its run.failed
+// declares it; a run whose entries declare none (today's run.failed
+// entries carry no work unit) takes the kind declared by another run of
+// the same agent and spec digest, and "" when none did.
 //
 // Over the whole ledger the counts and sums equal the ledger's totals
 // (ledger.Totals): reconciler_agent_runs_total, _work_units_total,
@@ -232,13 +233,17 @@ func ROI(st *ledger.State, since time.Time, hourlyUSD float64) Report {
 }
 
 // declaredKind is the work-unit kind the run's own entries declare: the
-// one of the entry that closed its proposal, else its run.finished's.
+// one of the entry that closed its proposal, else its run.finished's,
+// else its last run.failed's.
 func declaredKind(r *ledger.Run) (string, bool) {
 	if r.Closed != nil && r.Closed.WorkUnit != nil {
 		return r.Closed.WorkUnit.Kind, true
 	}
 	if r.Finished != nil && r.Finished.WorkUnit != nil {
 		return r.Finished.WorkUnit.Kind, true
+	}
+	if r.Failed != nil && r.Failed.WorkUnit != nil {
+		return r.Failed.WorkUnit.Kind, true
 	}
 	return "", false
 }
