@@ -83,3 +83,6 @@ func (s Secret) VerifyHMAC(body []byte, sigHex string) bool {
 	m.Write(body)
 	return hmac.Equal(m.Sum(nil), sig)
 }
+
+// Reveal returns the secret itself, for a client that must send it.
+func (s Secret) Reveal() string { return string(s.b) }

@@ -19,9 +19,10 @@ import (
 	"github.com/agentgitops/reconciler/reconcile"
 )
 
-// Notifier is told what each pass left: the ledger's state after it, and
-// a stall (a pass that failed with a *reconcile.StalledError) when it
-// begins or its cause changes. Package notify implements it.
+// Notifier is told what each pass left: the ledger's state after a pass
+// that succeeded (Observe), or the stall of a pass that failed with a
+// *reconcile.StalledError (Stalled, after every such pass: the notifier
+// deduplicates). Package notify implements it.
 type Notifier interface {
 	Observe(ctx context.Context, st *ledger.State)
 	Stalled(ctx context.Context, reason, message string)
@@ -278,15 +279,17 @@ func (s *Server) observe(ctx context.Context, err error, lastErr *string) {
 		} else {
 			s.log.Error("reconcile pass failed: retrying with backoff", "err", err)
 		}
-		if isStalled && s.cfg.Notifier != nil {
-			s.cfg.Notifier.Stalled(ctx, stalled.Reason, err.Error())
-		}
 	}
-	if s.cfg.Notifier != nil {
-		if l := s.r.Ledger(); l != nil {
-			if st := l.State(); st != nil {
-				s.cfg.Notifier.Observe(ctx, st)
-			}
+	n := s.cfg.Notifier
+	switch {
+	case n == nil:
+	case isStalled:
+		// The notifier sends a stall once, and again only after a pass
+		// that succeeded (Observe) and a new stall.
+		n.Stalled(ctx, stalled.Reason, err.Error())
+	case err == nil:
+		if l := s.r.Ledger(); l != nil && l.State() != nil {
+			n.Observe(ctx, l.State())
 		}
 	}
 }

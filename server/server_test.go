@@ -6,11 +6,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/agentgitops/reconciler/gitstore/gittest"
 	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/reconcile"
 	"github.com/agentgitops/reconciler/server"
 )
 
@@ -224,5 +228,57 @@ func TestRunListenFails(t *testing.T) {
 	}
 	if n := e.passes.count(); n != 0 {
 		t.Errorf("%d passes ran", n)
+	}
+}
+
+// recordingNotifier records what the server tells it (the notifier's
+// consumer-side interface; package notify has its own tests).
+type recordingNotifier struct {
+	mu       sync.Mutex
+	observed int
+	stalls   []string
+}
+
+func (n *recordingNotifier) Observe(_ context.Context, st *ledger.State) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if st != nil {
+		n.observed++
+	}
+}
+
+func (n *recordingNotifier) Stalled(_ context.Context, reason, msg string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.stalls = append(n.stalls, reason+": "+msg)
+}
+
+func (n *recordingNotifier) get() (int, []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.observed, slices.Clone(n.stalls)
+}
+
+// The notifier sees the ledger after each pass that succeeded, and the
+// stall of a pass that stalled (the ledger rewritten under the daemon),
+// with its reason.
+func TestRunNotifies(t *testing.T) {
+	e := newEnv(t)
+	n := &recordingNotifier{}
+	s := start(t, server.Config{Reconciler: e.reconciler("", nil), Interval: 100 * time.Millisecond, RetryMin: 20 * time.Millisecond, Notifier: n})
+	eventually(t, 30*time.Second, "an observed pass", func() bool { o, _ := n.get(); return o > 0 })
+	cut := gittest.Git(t, "", "--git-dir", e.bare, "rev-parse", "agent-evidence~1")
+	gittest.Git(t, "", "--git-dir", e.bare, "update-ref", "refs/heads/agent-evidence", cut)
+	eventually(t, 30*time.Second, "a stall", func() bool { _, st := n.get(); return len(st) > 0 })
+	observed, stalls := n.get()
+	if !strings.HasPrefix(stalls[0], reconcile.ReasonLedgerRewritten+": ") {
+		t.Errorf("stall = %q", stalls[0])
+	}
+	time.Sleep(300 * time.Millisecond)
+	if o, _ := n.get(); o != observed {
+		t.Errorf("Observe called %d times while stalled", o-observed)
+	}
+	if res := get(t, s.url+"/readyz"); res.code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while stalled = %d", res.code)
 	}
 }

@@ -2,32 +2,50 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"sync/atomic"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
-	"github.com/fluxcd/pkg/runtime/jitter"
-
 	"github.com/agentgitops/reconciler/metrics"
-	"github.com/agentgitops/reconciler/reconcile"
+	"github.com/agentgitops/reconciler/notify"
+	"github.com/agentgitops/reconciler/server"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("run", "run --repo URL [--interval 1m] [--listen :8080] [once flags]", stderr)
+	fs := newFlagSet("run", "run --repo URL [--interval 1m] [--listen ADDR] [--webhook-secret-file FILE] [--notify-url-file FILE] [once flags]", stderr)
 	var f repoFlags
 	f.register(fs)
-	interval := fs.Duration("interval", time.Minute, "time between passes (jittered by 10%)")
-	listen := fs.String("listen", "127.0.0.1:8080", "address of /metrics, /healthz, /readyz and /api/v1/status")
+	interval := fs.Duration("interval", time.Minute, "time between passes (jittered by 10%); passes also run when work is due sooner, on a push and on a trigger")
+	listen := fs.String("listen", defaultListen(), "address of /metrics, /healthz, /readyz, /api/v1/status, the hooks and the API (default $RECONCILER_LISTEN, else 127.0.0.1:8080)")
+	secretFile := fs.String("webhook-secret-file", "", "file holding the shared secret of /hooks/alertmanager (bearer token), /hooks/git (GitHub and Gitea HMAC, GitLab token) and the API; without it those routes answer 403")
+	notifyFile := fs.String("notify-url-file", "", "file holding a Slack-compatible incoming-webhook URL to notify of proposals, approvals needed, violations, holds and stalls (the URL is a secret)")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
 	if *interval < time.Second {
 		return usageError(stderr, "--interval %s is too short: use at least 1s", *interval)
+	}
+	var secret server.Secret
+	if *secretFile != "" {
+		var err error
+		if secret, err = server.LoadSecret(*secretFile); err != nil {
+			return fail(stderr, err)
+		}
+	}
+	var notifyURL string
+	if *notifyFile != "" {
+		b, err := os.ReadFile(*notifyFile)
+		if err != nil {
+			return fail(stderr, fmt.Errorf("--notify-url-file: %w", err))
+		}
+		if notifyURL = strings.TrimSpace(string(b)); notifyURL == "" {
+			return fail(stderr, fmt.Errorf("--notify-url-file %q is empty: write the webhook URL into it", *notifyFile))
+		}
 	}
 	m := metrics.New(f.hourlyUSD)
 	r, err := f.reconciler(ctx, stderr, m)
@@ -39,66 +57,39 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	defer r.Close()
+	logger, err := newLogger(stderr, f.logFormat)
+	if err != nil {
+		return usageError(stderr, "%s", err)
+	}
+	cfg := server.Config{
+		Reconciler: r, Metrics: m.Handler(), Interval: *interval,
+		Logger: logger, Secret: secret,
+	}
+	if notifyURL != "" {
+		var state string
+		if dir := r.Repo().StateDir(); dir != "" {
+			state = filepath.Join(dir, "notify.json")
+		}
+		n, err := notify.New(notify.Config{URL: notifyURL, StateFile: state, Logger: logger, Instance: f.repo})
+		if err != nil {
+			return fail(stderr, fmt.Errorf("--notify-url-file: %w", err))
+		}
+		defer n.Close()
+		cfg.Notifier = n
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fail(stderr, fmt.Errorf("listen: %w", err))
 	}
-	var ready atomic.Bool
-	srv := &http.Server{Handler: handler(r, m, &ready), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	cfg.Listener = ln
+	srv, err := server.New(cfg)
+	if err != nil {
+		ln.Close()
+		return fail(stderr, err)
+	}
 	fmt.Fprintf(stdout, "reconciler: serving on http://%s\n", ln.Addr())
-
-	err = loop(ctx, r, *interval, jitter.Percent(0.1, nil), func(err error) {
-		// Ready while the last pass succeeded (and so the ledger was
-		// trusted); back to 503 as soon as one fails.
-		ready.Store(err == nil)
-	})
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shutdown)
-	if err != nil && !errors.Is(err, context.Canceled) {
+	if err := srv.Run(ctx); err != nil {
 		return fail(stderr, err)
 	}
 	return exitOK
-}
-
-// loop runs a pass, then one every jittered interval, until ctx ends. A
-// failed pass is reported and retried at the next tick.
-func loop(ctx context.Context, r *reconcile.Reconciler, interval time.Duration, jit jitter.Duration, done func(error)) error {
-	for {
-		err := r.Reconcile(ctx)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		done(err)
-		t := time.NewTimer(jit(interval))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-func handler(r *reconcile.Reconciler, m *metrics.Metrics, ready *atomic.Bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.Handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "not ready: no successful pass yet", http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(r.Status())
-	})
-	return mux
 }

@@ -1,13 +1,190 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/agentgitops/reconciler/reconcile"
+	"github.com/agentgitops/reconciler/server"
 )
 
-// cmdTrigger is being built (issue 11); this placeholder keeps the command list
-// compiling until it lands.
-func cmdTrigger(_ context.Context, _ []string, _, stderr io.Writer) int {
-	return fail(stderr, errors.New("trigger: not built yet"))
+const triggerHelp = `Trigger starts a manual run of AGENT, which must declare
+trigger { manual = true }.
+
+With --addr (the default: the daemon's default --listen address,
+$RECONCILER_LISTEN, else 127.0.0.1:8080) it asks a running 'reconciler run'
+(POST /api/v1/agents/AGENT/runs, authenticated with the secret in
+--webhook-secret-file, the daemon's own) and prints the request id once
+the daemon has queued it; the daemon's next pass runs the agent. With
+--repo URL it runs one pass here with the request (as 'once' does, with
+once's flags) and prints what the pass made of it.
+
+--id names the request (default: a random id): the run's trigger is
+manual:ID, so a request repeated with the same id runs once. --by and
+--reason are recorded with the run, as given.
+
+It exits 0 when the request was queued (or, with --repo, answered by a
+run), 1 when the daemon refused it (unknown agent, no manual trigger, no
+spec loaded yet, a full queue, a wrong secret: the daemon's message is
+printed) or the pass failed or dropped it, and 2 on a usage error.`
+
+func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("trigger", "trigger AGENT [--addr URL --webhook-secret-file FILE | --repo URL [once flags]] [--id ID] [--by NAME] [--reason TEXT] [--format text|json]", stderr)
+	addr := fs.String("addr", "", "base `URL` of the daemon (default: from $RECONCILER_LISTEN, else http://127.0.0.1:8080)")
+	secretFile := fs.String("webhook-secret-file", "", "`file` holding the daemon's shared secret (its --webhook-secret-file)")
+	id := fs.String("id", "", "request id (default: random); the same id again is the same request")
+	by := fs.String("by", "", "who asks, recorded with the run")
+	reason := fs.String("reason", "", "why, recorded with the run")
+	format := fs.String("format", "text", "output `format`: text or json")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up on the daemon after this long")
+	var f repoFlags
+	f.register(fs)
+	usage := fs.Usage
+	fs.Usage = func() { usage(); fmt.Fprintf(stderr, "\n%s\n", triggerHelp) }
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		return usageError(stderr, "trigger takes one agent name, got %d arguments %q", fs.NArg(), fs.Args())
+	}
+	agent := fs.Arg(0)
+	if *format != "text" && *format != "json" {
+		return usageError(stderr, "--format %q: use text or json", *format)
+	}
+	if f.repo != "" {
+		if *addr != "" || *secretFile != "" {
+			return usageError(stderr, "--repo runs the pass here: it takes neither --addr nor --webhook-secret-file")
+		}
+		f.fs = nil // the agent is trigger's own argument
+		return triggerLocal(ctx, &f, reconcile.Request{ID: *id, Agent: agent, By: *by, Reason: *reason}, *format, stdout, stderr)
+	}
+	if *secretFile == "" {
+		return usageError(stderr, "--webhook-secret-file is required: the daemon accepts runs only with its shared secret (or use --repo URL to run a pass here)")
+	}
+	if *timeout <= 0 {
+		return usageError(stderr, "--timeout %s: use a positive duration", *timeout)
+	}
+	base := *addr
+	if base == "" {
+		base = listenURL(defaultListen())
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usageError(stderr, "--addr %q: want a URL such as http://127.0.0.1:8080", base)
+	}
+	secret, err := server.LoadSecret(*secretFile)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	body, _ := json.Marshal(map[string]string{"id": *id, "by": *by, "reason": *reason})
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	target := u.JoinPath("api", "v1", "agents", agent, "runs")
+	acc, raw, err := postRun(ctx, target.String(), secret, body)
+	if err != nil {
+		return fail(stderr, fmt.Errorf("trigger %s: %w", agent, err))
+	}
+	if *format == "json" {
+		stdout.Write(raw)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "%s\n", acc.Request)
+	fmt.Fprintf(stderr, "reconciler: request %s queued for agent %s; the daemon's next pass runs it\n", acc.Request, acc.Agent)
+	return exitOK
+}
+
+// maxAnswerBytes bounds what is read of the daemon's answer.
+const maxAnswerBytes = 1 << 20
+
+// postRun posts a manual run request and returns the daemon's answer, or
+// an error with the daemon's message when it refused the request.
+func postRun(ctx context.Context, target string, secret server.Secret, body []byte) (server.RunAccepted, []byte, error) {
+	var acc server.RunAccepted
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return acc, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+secret.Reveal())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return acc, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+	if err != nil {
+		return acc, nil, fmt.Errorf("read the daemon's answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		var e struct{ Error string }
+		msg := strings.TrimSpace(string(raw))
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		return acc, raw, fmt.Errorf("the daemon answered %s: %s", resp.Status, msg)
+	}
+	if err := json.Unmarshal(raw, &acc); err != nil || acc.Request == "" {
+		return acc, raw, fmt.Errorf("the daemon's answer is not a queued request: %q", raw)
+	}
+	return acc, raw, nil
+}
+
+// triggerLocal runs one pass with the request and prints its outcome.
+func triggerLocal(ctx context.Context, f *repoFlags, req reconcile.Request, format string, stdout, stderr io.Writer) int {
+	r, err := f.reconciler(ctx, stderr, nil)
+	var ue usageErr
+	if errors.As(err, &ue) {
+		return usageError(stderr, "%s", ue)
+	}
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer r.Close()
+	if req.ID == "" {
+		req.ID = "cli-" + time.Now().UTC().Format("20060102T150405.000Z")
+	}
+	req.Received = time.Now().UTC()
+	res, err := r.Pass(ctx, []reconcile.Request{req})
+	var outs []reconcile.RequestOutcome
+	for _, o := range res.Requests {
+		if o.Request == req.ID {
+			outs = append(outs, o)
+		}
+	}
+	if format == "json" {
+		b, _ := json.MarshalIndent(map[string]any{"request": req.ID, "agent": req.Agent, "outcomes": outs}, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", b)
+	} else {
+		fmt.Fprintf(stdout, "%s\n", req.ID)
+		for _, o := range outs {
+			line := fmt.Sprintf("agent %s: %s", o.Agent, o.State)
+			if o.RunID != "" {
+				line += " run " + o.RunID
+			}
+			if o.Reason != "" {
+				line += ": " + o.Reason
+			}
+			fmt.Fprintf(stderr, "reconciler: %s\n", line)
+		}
+	}
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if len(outs) == 0 {
+		return fail(stderr, fmt.Errorf("the pass did not answer request %s", req.ID))
+	}
+	for _, o := range outs {
+		if o.State != reconcile.RequestStarted {
+			return fail(stderr, fmt.Errorf("request %s for agent %s was %s: %s", req.ID, req.Agent, o.State, o.Reason))
+		}
+	}
+	return exitOK
 }
