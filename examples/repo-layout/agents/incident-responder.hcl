@@ -1,12 +1,15 @@
 # A model-backed agent: when Alertmanager reports high latency on the
-# payments API, it reads the service's config and manifests and proposes a
-# config fix. Point it at any OpenAI-compatible endpoint (see README.md).
+# payments API, it reads the alert, the service's config and its staging
+# manifests, writes its diagnosis to incidents/, and proposes a config fix
+# that a person reviews. Point it at any OpenAI-compatible endpoint (see
+# README.md); examples/incident/ in the reconciler's source runs the
+# whole flow.
 agent "incident-responder" {
   description = "Propose a config fix for payments-api latency alerts"
   provider    = provider.openai.default
   model       = "gpt-4o-mini"
   prompt      = templatefile("prompts/incident-responder.md", { service = "payments-api" })
-  tools       = ["list_files", "read_file", "search", "edit_file", "finish"]
+  tools       = ["list_files", "read_file", "search", "edit_file", "write_file", "finish"]
 
   trigger {
     on_alert {
@@ -15,8 +18,10 @@ agent "incident-responder" {
     }
   }
 
+  # What it may read and change: the service's config, its staging
+  # manifests, and the incident notes it writes its diagnosis to.
   scope {
-    paths = ["config/payments-api.env", "deploy/staging/**"]
+    paths = ["config/payments-api.env", "deploy/staging/**", "incidents/**"]
   }
 
   limits {
