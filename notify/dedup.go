@@ -19,10 +19,9 @@ const stateVersion = 1
 // Floor is the ledger seq up to which every notification was handled (sent,
 // or refused by the receiver): entries at or below it are never notified
 // again, so Sent need only hold the keys above it, and the keys of
-// notifications about no particular entry (violations, whose entry the
-// state does not keep). Those are bounded by Config.MaxKeys, the oldest
-// dropped first, and guarded by the count of violations (see
-// Notifier.newViolations).
+// violations, whose entry the fold does not keep. Those are bounded by
+// Config.MaxKeys, the oldest dropped first; the count of violations
+// decides how many are new (see Notifier.newViolations).
 type dedup struct {
 	Version  int    `json:"version"`
 	Instance string `json:"instance"`
@@ -32,6 +31,8 @@ type dedup struct {
 	Violations uint64 `json:"violations"`
 	// Sent are the handled notifications by key.
 	Sent map[string]sent `json:"sent"`
+	// Owed are the violations found new and not handled yet.
+	Owed map[string]bool `json:"owed,omitempty"`
 	// Stalls are the stalls notified that no successful pass has cleared
 	// yet, by key.
 	Stalls map[string]sent `json:"stalls,omitempty"`
@@ -50,7 +51,7 @@ type sent struct {
 }
 
 func newDedup(instance string) *dedup {
-	return &dedup{Version: stateVersion, Instance: instance, Sent: map[string]sent{}, Stalls: map[string]sent{}}
+	return &dedup{Version: stateVersion, Instance: instance, Sent: map[string]sent{}, Owed: map[string]bool{}, Stalls: map[string]sent{}}
 }
 
 // loadDedup reads the state file. It returns (nil, nil) when there is no
@@ -80,6 +81,9 @@ func loadDedup(path, instance string) (*dedup, string, error) {
 	}
 	if d.Stalls == nil {
 		d.Stalls = map[string]sent{}
+	}
+	if d.Owed == nil {
+		d.Owed = map[string]bool{}
 	}
 	return &d, "", nil
 }

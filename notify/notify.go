@@ -317,9 +317,7 @@ func (n *Notifier) Observe(ctx context.Context, st *ledger.State) {
 	for _, c := range cands {
 		switch {
 		case c.kind == KindViolation:
-			if _, ok := n.d.Sent[c.key]; !ok {
-				violations = append(violations, c)
-			}
+			violations = append(violations, c)
 			continue
 		case c.seq <= n.d.Floor:
 			continue
@@ -352,30 +350,50 @@ func (n *Notifier) Observe(ctx context.Context, st *ledger.State) {
 	n.saveLocked()
 }
 
-// newViolations returns the violations to notify among unknown, those
-// whose keys were not handled. The fold keeps a violation's subject, not
-// its entry (no seq to compare with the floor), so their keys are kept
-// (up to MaxKeys) and the ledger's count of policy.violation entries
-// guards them: only as many as that count grew since every violation was
-// handled are new. When more are unknown (their keys were pruned), the
-// oldest of them are marked handled unsent.
-func (n *Notifier) newViolations(st *ledger.State, unknown []candidate, now time.Time) []candidate {
+// newViolations returns the violations to notify: those owed (found new
+// and not yet handled). The fold keeps a violation's subject, not its
+// entry (no seq to compare with the floor), so the ledger's count of
+// policy.violation entries says how many are new since the last pass, and
+// the kept keys (up to MaxKeys) say which: those among violations (the
+// state's, in ledger order as far as it knows) whose keys are not kept.
+// When more are unknown than are new (their keys were pruned), the last of
+// them are taken and the others marked handled unsent. Either way no more
+// are ever sent than were appended.
+func (n *Notifier) newViolations(st *ledger.State, violations []candidate, now time.Time) []candidate {
 	total := violationCount(st)
-	if total <= n.d.Violations {
-		n.d.Violations = total
-		return nil
-	}
-	if len(unknown) == 0 {
-		n.d.Violations = total
-		return nil
-	}
-	if grew := total - n.d.Violations; uint64(len(unknown)) > grew {
-		for _, c := range unknown[:uint64(len(unknown))-grew] {
-			n.d.Sent[c.key] = sent{At: now, Skipped: true}
+	if total > n.d.Violations {
+		var unknown []candidate
+		for _, c := range violations {
+			_, done := n.d.Sent[c.key]
+			if !done && !n.d.Owed[c.key] {
+				unknown = append(unknown, c)
+			}
 		}
-		unknown = unknown[uint64(len(unknown))-grew:]
+		if grew := total - n.d.Violations; uint64(len(unknown)) > grew {
+			for _, c := range unknown[:uint64(len(unknown))-grew] {
+				n.d.Sent[c.key] = sent{At: now, Skipped: true}
+			}
+			unknown = unknown[uint64(len(unknown))-grew:]
+		}
+		for _, c := range unknown {
+			n.d.Owed[c.key] = true
+		}
 	}
-	return unknown
+	n.d.Violations = total
+	var out []candidate
+	found := map[string]bool{}
+	for _, c := range violations {
+		if n.d.Owed[c.key] {
+			out = append(out, c)
+			found[c.key] = true
+		}
+	}
+	for k := range n.d.Owed {
+		if !found[k] {
+			delete(n.d.Owed, k) // not in this ledger
+		}
+	}
+	return out
 }
 
 func violationCount(st *ledger.State) uint64 {
@@ -518,7 +536,12 @@ func (n *Notifier) finish(j *job, res result, next time.Time) {
 		if n.stalls[j.key] != nil {
 			n.d.Stalls[j.key] = rec
 		}
-	case j.seq == 0 || j.seq > n.d.Floor:
+	case j.kind == KindViolation:
+		if n.d.Owed[j.key] {
+			delete(n.d.Owed, j.key)
+			n.d.Sent[j.key] = rec
+		}
+	case j.seq > n.d.Floor:
 		n.d.Sent[j.key] = rec
 	}
 	n.saveLocked()

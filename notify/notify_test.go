@@ -356,9 +356,9 @@ func TestStall(t *testing.T) {
 	b.Observe(ctx, c.state())
 	b.Observe(ctx, c.state()) // a pass without a stall clears it
 	b.Stalled(ctx, reason, msg)
-	got = rc.wait(2)
+	rc.wait(2)
 	b.Stalled(ctx, "LedgerRewritten", "evidence branch was rewritten")
-	got = rc.wait(3)
+	rc.wait(3)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -587,5 +587,72 @@ func TestMessageIsInert(t *testing.T) {
 	}
 	if got.Blocks != nil {
 		t.Errorf("NoBlocks sent blocks: %v", got.Blocks)
+	}
+}
+
+// Violations are kept by key up to MaxKeys, and the ledger's count of
+// violations says how many are new: with every key kept the new one is
+// sent; with keys pruned, one is sent (which one the fold cannot say) and
+// never more than were appended.
+func TestViolationKeysBounded(t *testing.T) {
+	for _, maxKeys := range []int{0, 2} {
+		t.Run(fmt.Sprint("MaxKeys=", maxKeys), func(t *testing.T) {
+			c := newChain(t)
+			violate := func(name string) string {
+				subject := commitID(name)
+				c.append(ledger.Event{Type: ledger.PolicyViolation, Subject: subject, SubjectName: "main", Error: "unapproved keys",
+					Summary: "policy.violation: .reconciler/keys changed at " + subject[:12]})
+				return subject
+			}
+			for i := range 4 {
+				violate(fmt.Sprint("old ", i))
+			}
+			rc := newReceiver(t)
+			file := filepath.Join(t.TempDir(), "notify.json")
+			n, _ := start(t, notify.Config{URL: rc.url, Instance: instance, StateFile: file, MaxKeys: maxKeys})
+			n.Observe(ctx, c.state()) // baseline: 4 keys
+			n.Observe(ctx, c.state())
+			fresh := violate("new")
+			n.Observe(ctx, c.state())
+			rc.wait(1)
+			n.Observe(ctx, c.state())
+			n.Observe(ctx, c.state())
+			id, _ := c.propose("pinner", "barrier")
+			n.Observe(ctx, c.state())
+			rc.wait(2)
+			n.Observe(ctx, c.state())
+			if err := n.Close(); err != nil {
+				t.Fatal(err)
+			}
+			got := rc.delivered()
+			if len(got) != 2 || !strings.Contains(got[0].Text, "Policy violation: commit ") || !strings.Contains(got[1].Text, id) {
+				for _, g := range got {
+					t.Log(g.Text)
+				}
+				t.Fatalf("%d notifications, want a violation then the proposal", len(got))
+			}
+			if maxKeys == 0 && !strings.Contains(got[0].Text, "commit "+fresh[:12]) {
+				t.Errorf("the violation sent is not the new one:\n%s", got[0].Text)
+			}
+			var st struct {
+				Sent map[string]json.RawMessage `json:"sent"`
+			}
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(b, &st); err != nil {
+				t.Fatal(err)
+			}
+			kept := 0
+			for k := range st.Sent {
+				if strings.HasPrefix(k, "policy.violation/") {
+					kept++
+				}
+			}
+			if want := map[int]int{0: 5, 2: 2}[maxKeys]; kept != want {
+				t.Errorf("%d violation keys kept with MaxKeys %d, want %d: %s", kept, maxKeys, want, b)
+			}
+		})
 	}
 }
