@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +21,7 @@ import (
 	"testing"
 
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/agentgitops/reconciler/gitstore/gittest"
 	"github.com/agentgitops/reconciler/reconcile"
@@ -432,6 +435,490 @@ func TestKeyFiles(t *testing.T) {
 			if warned && !strings.Contains(errs, "chmod 600") {
 				t.Errorf("the warning says no fix: %q", errs)
 			}
+		}
+	}
+}
+
+// ciCommand is a reconciler command line found in a CI definition.
+type ciCommand struct {
+	where string
+	args  []string
+}
+
+// TestCIExamples checks examples/ci: both definitions parse as YAML, check
+// pull and merge requests with validate and policy test, run once on a
+// schedule, and every reconciler command line in them names a command whose
+// flags exist (each is run with -h appended: an unknown flag exits 2 before
+// the help). The steps that write the signing key produce a 0600 file with
+// the key in it.
+func TestCIExamples(t *testing.T) {
+	github := readYAML(t, "../../examples/ci/github/reconciler.yml")
+	gitlab := readYAML(t, "../../examples/ci/.gitlab-ci.yml")
+
+	on, _ := github["on"].(map[string]any)
+	for _, ev := range []string{"pull_request", "schedule"} {
+		if _, ok := on[ev]; !ok {
+			t.Errorf("the GitHub workflow does not run on %s: on = %v", ev, github["on"])
+		}
+	}
+	jobs, _ := github["jobs"].(map[string]any)
+	ghCommands := map[string][]ciCommand{}
+	ghSteps := map[string][]map[string]any{}
+	for name, j := range jobs {
+		job, _ := j.(map[string]any)
+		steps, _ := job["steps"].([]any)
+		for _, s := range steps {
+			step, _ := s.(map[string]any)
+			ghSteps[name] = append(ghSteps[name], step)
+			if script, ok := step["run"].(string); ok {
+				ghCommands[name] = append(ghCommands[name], reconcilerLines(t, "github "+name, script)...)
+			}
+		}
+		if cond, _ := job["if"].(string); cond == "" {
+			t.Errorf("GitHub job %s has no if: it would run on every event", name)
+		}
+	}
+	checkJob(t, "GitHub check", ghCommands["check"], [][]string{{"validate"}, {"policy", "test"}})
+	checkJob(t, "GitHub reconcile", ghCommands["reconcile"], [][]string{{"once"}})
+	if cond, _ := jobs["check"].(map[string]any)["if"].(string); !strings.Contains(cond, "pull_request") {
+		t.Errorf("GitHub check job if = %q", cond)
+	}
+	if cond, _ := jobs["reconcile"].(map[string]any)["if"].(string); !strings.Contains(cond, "schedule") || strings.Contains(cond, "pull_request") {
+		t.Errorf("GitHub reconcile job if = %q: it must run on the schedule and never for a pull request", cond)
+	}
+
+	glCommands := map[string][]ciCommand{}
+	for name, j := range gitlab {
+		job, ok := j.(map[string]any)
+		if !ok || name == "default" || name == "variables" {
+			continue
+		}
+		for _, key := range []string{"before_script", "script"} {
+			lines, _ := job[key].([]any)
+			for _, l := range lines {
+				s, _ := l.(string)
+				glCommands[name] = append(glCommands[name], reconcilerLines(t, "gitlab "+name, s)...)
+			}
+		}
+	}
+	checkJob(t, "GitLab check", glCommands["check"], [][]string{{"validate"}, {"policy", "test"}})
+	checkJob(t, "GitLab reconcile", glCommands["reconcile"], [][]string{{"once"}})
+	if rules := fmt.Sprint(gitlab["check"].(map[string]any)["rules"]); !strings.Contains(rules, `$CI_PIPELINE_SOURCE == "merge_request_event"`) {
+		t.Errorf("GitLab check rules = %s", rules)
+	}
+	if rules := fmt.Sprint(gitlab["reconcile"].(map[string]any)["rules"]); !strings.Contains(rules, `$CI_PIPELINE_SOURCE == "schedule"`) || strings.Contains(rules, "merge_request") {
+		t.Errorf("GitLab reconcile rules = %s", rules)
+	}
+
+	for _, cmds := range []map[string][]ciCommand{ghCommands, glCommands} {
+		for _, list := range cmds {
+			for _, c := range list {
+				args := append(slices.Clone(c.args[1:]), "-h")
+				code, _, errs := cli(t, args...)
+				if code != exitOK || !strings.Contains(errs, "Usage: reconciler "+args[0]) {
+					t.Errorf("%s: %q: exit %d, %s", c.where, c.args, code, errs)
+				}
+			}
+		}
+	}
+	for _, c := range append(ghCommands["reconcile"], glCommands["reconcile"]...) {
+		if !slices.Contains(c.args, "--cache-dir") || !slices.Contains(c.args, "--key") || !slices.Contains(c.args, "--identity") {
+			t.Errorf("%s: %q: once needs --key, --identity and --cache-dir", c.where, c.args)
+		}
+	}
+
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("bash is not installed")
+	}
+	pem := "-----BEGIN PRIVATE KEY-----\nTUlJQ0FOIFRISVMgQkUgQSBLRVk=\n-----END PRIVATE KEY-----"
+	// GitHub: the step that writes the key, as the runner runs it (bash -e).
+	var write string
+	for _, step := range ghSteps["reconcile"] {
+		if step["name"] == "Write the signing key" {
+			write, _ = step["run"].(string)
+		}
+	}
+	if write == "" {
+		t.Fatal("the GitHub reconcile job has no step \"Write the signing key\"")
+	}
+	tmp := t.TempDir()
+	runShell(t, write, "RUNNER_TEMP="+tmp, "RECONCILER_SIGNING_KEY="+pem)
+	checkKeyFile(t, filepath.Join(tmp, "ledger.key"), pem+"\n")
+	// GitLab: the reconcile job's script up to the reconciler line.
+	var script []string
+	for _, l := range gitlab["reconcile"].(map[string]any)["script"].([]any) {
+		s := l.(string)
+		if strings.HasPrefix(strings.TrimSpace(s), "reconciler ") {
+			break
+		}
+		script = append(script, s)
+	}
+	keyFile := filepath.Join(tmp, "gitlab-key")
+	runShell(t, strings.Join(script, "\n")+"\nmv \"$KEY_FILE\" "+keyFile+"\n",
+		"TMPDIR="+tmp, "RECONCILER_SIGNING_KEY_B64="+base64.StdEncoding.EncodeToString([]byte(pem)))
+	checkKeyFile(t, keyFile, pem)
+	// Without the secret, the job says what is missing.
+	cmd := exec.Command("bash", "-e", "-c", strings.Join(script, "\n"))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + tmp}
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "RECONCILER_SIGNING_KEY_B64 is not set") {
+		t.Errorf("the GitLab script without its key variable: %v, %s", err, out)
+	}
+}
+
+func readYAML(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return doc
+}
+
+// reconcilerLines returns the reconciler command lines of a shell script,
+// backslash continuations joined, split into words as the shell would
+// (quotes removed; variables left as they are).
+func reconcilerLines(t *testing.T, where, script string) []ciCommand {
+	t.Helper()
+	var out []ciCommand
+	for _, line := range strings.Split(strings.ReplaceAll(script, "\\\n", " "), "\n") {
+		words, err := shellWords(line)
+		if err != nil {
+			t.Errorf("%s: %q: %v", where, line, err)
+			continue
+		}
+		if len(words) > 0 && words[0] == "reconciler" {
+			out = append(out, ciCommand{where: where, args: words})
+		}
+	}
+	return out
+}
+
+// shellWords splits a command line into words with sh's quoting rules for
+// '...', "..." and backslashes; enough for the lines of a CI definition.
+func shellWords(s string) ([]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\'':
+			j := strings.IndexByte(s[i+1:], '\'')
+			if j < 0 {
+				return nil, fmt.Errorf("unterminated '")
+			}
+			cur.WriteString(s[i+1 : i+1+j])
+			i += j + 1
+			inWord = true
+		case c == '"':
+			i++
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("$`\"\\", s[i+1]) >= 0 {
+					i++
+				}
+				cur.WriteByte(s[i])
+			}
+			if i >= len(s) {
+				return nil, fmt.Errorf("unterminated \"")
+			}
+			inWord = true
+		case c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+			inWord = true
+		case c == ' ' || c == '\t':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		case c == '#' && !inWord:
+			return words, nil
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, nil
+}
+
+// checkJob checks that a job's reconciler commands include each of want
+// (a command and its subcommand words).
+func checkJob(t *testing.T, job string, cmds []ciCommand, want [][]string) {
+	t.Helper()
+	for _, w := range want {
+		found := false
+		for _, c := range cmds {
+			if len(c.args) > len(w) && slices.Equal(c.args[1:1+len(w)], w) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s job runs no 'reconciler %s': %v", job, strings.Join(w, " "), cmds)
+		}
+	}
+}
+
+func runShell(t *testing.T, script string, env ...string) {
+	t.Helper()
+	cmd := exec.Command("bash", "-e", "-c", script)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s\n%s", err, out, script)
+	}
+}
+
+func checkKeyFile(t *testing.T, path, want string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: mode %04o, want 0600", path, fi.Mode().Perm())
+	}
+	if b, _ := os.ReadFile(path); string(b) != want {
+		t.Errorf("%s holds %q, want %q", path, b, want)
+	}
+}
+
+// dockerInstr is one instruction of a Dockerfile, continuations joined.
+type dockerInstr struct{ cmd, args string }
+
+func readDockerfile(t *testing.T, path string) []dockerInstr {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []dockerInstr
+	var cur string
+	for _, line := range strings.Split(string(b), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if cur == "" && (trimmed == "" || strings.HasPrefix(trimmed, "#")) {
+			continue
+		}
+		if strings.HasSuffix(trimmed, "\\") {
+			cur += strings.TrimSuffix(trimmed, "\\") + " "
+			continue
+		}
+		cur += trimmed
+		cmd, args, _ := strings.Cut(cur, " ")
+		out = append(out, dockerInstr{strings.ToUpper(cmd), strings.TrimSpace(args)})
+		cur = ""
+	}
+	return out
+}
+
+// TestDockerfile checks the image's logic without a Docker daemon (none
+// runs here, and no base image could be pulled): the final stage exposes
+// the port RECONCILER_LISTEN names, runs as a non-root user, and its
+// HEALTHCHECK runs this binary's healthcheck, which, with the image's
+// environment, asks that port on loopback; and .dockerignore leaves out
+// what must not go into the build context but nothing the build needs.
+func TestDockerfile(t *testing.T) {
+	instrs := readDockerfile(t, "../../Dockerfile")
+	last := 0
+	for i, in := range instrs {
+		if in.cmd == "FROM" {
+			last = i
+		}
+	}
+	final := instrs[last:]
+	var expose, user, listen, binary string
+	var health, entry []string
+	for _, in := range final {
+		switch in.cmd {
+		case "EXPOSE":
+			expose = in.args
+		case "USER":
+			user = in.args
+		case "ENV":
+			for _, kv := range strings.Fields(in.args) {
+				if v, ok := strings.CutPrefix(kv, "RECONCILER_LISTEN="); ok {
+					listen = v
+				}
+			}
+		case "COPY":
+			f := strings.Fields(in.args)
+			binary = f[len(f)-1]
+		case "HEALTHCHECK":
+			_, exe, ok := strings.Cut(in.args, "CMD ")
+			if !ok || json.Unmarshal([]byte(exe), &health) != nil {
+				t.Fatalf("HEALTHCHECK %s: want the exec form CMD [\"...\"]", in.args)
+			}
+		case "ENTRYPOINT":
+			if err := json.Unmarshal([]byte(in.args), &entry); err != nil {
+				t.Fatalf("ENTRYPOINT %s: %v", in.args, err)
+			}
+		}
+	}
+	if expose != "8080" || listen != ":8080" {
+		t.Errorf("EXPOSE %q, RECONCILER_LISTEN %q: want 8080 and :8080", expose, listen)
+	}
+	if uid, _, _ := strings.Cut(user, ":"); uid == "" || uid == "0" || uid == "root" {
+		t.Errorf("USER %q: want a non-root user", user)
+	}
+	if len(health) < 2 || health[0] != binary || len(entry) == 0 || entry[0] != binary || health[1] != "healthcheck" {
+		t.Fatalf("HEALTHCHECK %q, ENTRYPOINT %q, binary %q: want the binary's healthcheck", health, entry, binary)
+	}
+	// The healthcheck with the image's environment asks loopback at the
+	// exposed port; probe a server there when the port is free here.
+	t.Setenv("RECONCILER_LISTEN", listen)
+	if got := listenURL(defaultListen()); got != "http://127.0.0.1:"+expose {
+		t.Errorf("the healthcheck in the image asks %s", got)
+	}
+	if ln, err := net.Listen("tcp", "127.0.0.1:"+expose); err != nil {
+		t.Logf("port %s is taken here (%v): not probing it", expose, err)
+	} else {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/healthz" {
+				io.WriteString(w, "ok\n")
+				return
+			}
+			http.NotFound(w, r)
+		})}
+		go srv.Serve(ln)
+		defer srv.Close()
+		if code, out, errs := cli(t, health[1:]...); code != exitOK {
+			t.Errorf("%q: exit %d, %s %s", health, code, out, errs)
+		}
+	}
+
+	b, err := os.ReadFile("../../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patterns []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			patterns = append(patterns, l)
+		}
+	}
+	for _, p := range []string{".git/HEAD", "bin/reconciler", "reconciler", "ledgergen.test", "reconcile.test", "cmd/reconciler/reconciler.test", "cpu.prof", ".cache/go-build/x", "ledger.key"} {
+		if !dockerIgnored(patterns, p) {
+			t.Errorf(".dockerignore keeps %s in the build context", p)
+		}
+	}
+	// Nothing the build reads: go.mod, go.sum and every tracked file but
+	// the CI script and the Docker files themselves (the embedded example
+	// included).
+	tracked, err := exec.Command("git", "-C", "../..", "ls-files").Output()
+	if err != nil {
+		t.Skipf("git ls-files: %v", err)
+	}
+	for _, p := range strings.Fields(string(tracked)) {
+		if strings.HasPrefix(p, ".ci/") || p == "Dockerfile" || p == ".dockerignore" {
+			continue
+		}
+		if dockerIgnored(patterns, p) {
+			t.Errorf(".dockerignore leaves out %s, which the build context needs", p)
+		}
+	}
+}
+
+// dockerIgnored reports whether patterns (.dockerignore's syntax: paths
+// relative to the context root, a leading "/" ignored, "**" any number of
+// directories, a directory excluding what is under it, "!" re-including)
+// exclude path.
+func dockerIgnored(patterns []string, path string) bool {
+	ignored := false
+	for _, p := range patterns {
+		neg := strings.HasPrefix(p, "!")
+		p = strings.Trim(strings.TrimPrefix(p, "!"), "/")
+		if dockerMatch(p, path) {
+			ignored = !neg
+		}
+	}
+	return ignored
+}
+
+func dockerMatch(pattern, path string) bool {
+	// path or any directory above it.
+	for p := path; p != "." && p != ""; p = filepath.Dir(p) {
+		if globMatch(strings.Split(pattern, "/"), strings.Split(p, "/")) {
+			return true
+		}
+	}
+	return false
+}
+
+func globMatch(pat, parts []string) bool {
+	if len(pat) == 0 {
+		return len(parts) == 0
+	}
+	if pat[0] == "**" {
+		for i := 0; i <= len(parts); i++ {
+			if globMatch(pat[1:], parts[i:]) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(parts) == 0 {
+		return false
+	}
+	ok, _ := filepath.Match(pat[0], parts[0])
+	return ok && globMatch(pat[1:], parts[1:])
+}
+
+// TestREADMECommands checks the README's command list against the CLI:
+// every command there exists, and every flag a line names is one of that
+// command's flags.
+func TestREADMECommands(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	start := strings.Index(readme, "## Commands\n\n```\n")
+	if start < 0 {
+		t.Fatal("README has no Commands block")
+	}
+	block := readme[start+len("## Commands\n\n```\n"):]
+	block = block[:strings.Index(block, "```")]
+	flagRE := regexp.MustCompile(`(?:^|[\s\[|])(-{1,2}[a-z][a-z-]*)`)
+	word := regexp.MustCompile(`^[a-z]+$`)
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(block), "\n") {
+		line, _, _ = strings.Cut(line, "also:")
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "reconciler" {
+			t.Errorf("README command line %q", line)
+			continue
+		}
+		var cmd []string
+		for _, w := range f[1:] {
+			if !word.MatchString(w) {
+				break
+			}
+			cmd = append(cmd, w)
+		}
+		code, _, help := cli(t, append(slices.Clone(cmd), "-h")...)
+		if code != exitOK || !strings.Contains(help, "Usage: reconciler "+strings.Join(cmd, " ")) {
+			t.Errorf("README: %q: 'reconciler %s -h' exits %d: %s", line, strings.Join(cmd, " "), code, help)
+			continue
+		}
+		for _, m := range flagRE.FindAllStringSubmatch(line, -1) {
+			name := strings.TrimLeft(m[1], "-")
+			if !regexp.MustCompile(`\n\s+-` + regexp.QuoteMeta(name) + `[\s\n]`).MatchString(help) {
+				t.Errorf("README: %q: %s has no flag -%s", line, strings.Join(cmd, " "), name)
+			}
+		}
+		n++
+	}
+	if n < 15 {
+		t.Errorf("only %d command lines in the README", n)
+	}
+	for _, c := range commands() {
+		if !strings.Contains(block, "reconciler "+c.name) {
+			t.Errorf("README's command list lacks %q", c.name)
 		}
 	}
 }
