@@ -26,6 +26,9 @@ type dedup struct {
 	Version  int    `json:"version"`
 	Instance string `json:"instance"`
 	Floor    uint64 `json:"floor"`
+	// Baseline says a pass took the ledger as a baseline (a state saved
+	// before, with a stall, has none).
+	Baseline bool `json:"baseline"`
 	// Violations is the ledger's count of policy.violation entries when
 	// every violation was last handled.
 	Violations uint64 `json:"violations"`

@@ -166,11 +166,7 @@ type Notifier struct {
 }
 
 // stall is a stall reported by Stalled.
-type stall struct {
-	job *job
-	// reported says whether Stalled reported it since the last Observe.
-	reported bool
-}
+type stall struct{ job *job }
 
 // job is one notification to deliver.
 type job struct {
@@ -261,7 +257,7 @@ func New(cfg Config) (*Notifier, error) {
 		if why != "" {
 			n.log.Warn("notification state not used; the next pass takes a new baseline", "state_file", n.file, "reason", why)
 		}
-		n.d, n.baselined = d, d != nil
+		n.d, n.baselined = d, d != nil && d.Baseline
 	}
 	if n.d == nil {
 		n.d = newDedup(n.instance)
@@ -288,13 +284,14 @@ func isLoopback(host string) bool {
 
 // Observe derives the notifications st calls for and queues those not
 // sent yet; call it after every pass that succeeded, with the ledger's
-// fold. It reads st before it returns and never waits on the receiver.
+// fold, which must not change during the call. It reads st before it
+// returns and never waits on the receiver.
 //
 // The first Observe of a notifier without state takes st as a baseline:
 // nothing already in it is notified. A ledger shorter than the state
 // remembers (another ledger) is taken as a new baseline too. Observe also
-// clears the stalls not reported (by Stalled) since the previous Observe,
-// so a stall that recurs after a good pass is notified again.
+// clears the stalls: the pass succeeded, so a stall that recurs after it
+// is notified again.
 func (n *Notifier) Observe(ctx context.Context, st *ledger.State) {
 	if st == nil {
 		return
@@ -416,7 +413,7 @@ func (n *Notifier) baseline(ctx context.Context, st *ledger.State, cands []candi
 	n.d.Stalls = stalls
 	n.d.Floor = st.Seq
 	n.d.Violations = violationCount(st)
-	n.baselined = true
+	n.d.Baseline, n.baselined = true, true
 	now := n.now()
 	for _, c := range cands {
 		if c.seq == 0 {
@@ -460,8 +457,8 @@ func (n *Notifier) jobOf(ctx context.Context, c candidate) *job {
 
 // Stalled notifies that a pass stalled (a person must act: the ledger is
 // untrusted or was rewritten, say), once per reason and message until an
-// Observe clears it. Call it before the pass's Observe, if any. It never
-// waits on the receiver.
+// Observe (a pass that succeeded) clears it; call it after every stalled
+// pass, instead of Observe. It never waits on the receiver.
 func (n *Notifier) Stalled(ctx context.Context, reason, message string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -479,7 +476,6 @@ func (n *Notifier) Stalled(ctx context.Context, reason, message string) {
 		s = &stall{job: &job{key: key, kind: KindStall, body: body}}
 		n.stalls[key] = s
 	}
-	s.reported = true
 	if _, ok := n.d.Stalls[key]; ok {
 		return
 	}
@@ -488,20 +484,10 @@ func (n *Notifier) Stalled(ctx context.Context, reason, message string) {
 	}
 }
 
-// clearStalls forgets the stalls not reported since the last Observe, and
-// starts a new round of reports.
+// clearStalls forgets every stall: a pass succeeded.
 func (n *Notifier) clearStalls() {
-	for k, s := range n.stalls {
-		if !s.reported {
-			delete(n.stalls, k)
-		}
-		s.reported = false
-	}
-	for k := range n.d.Stalls {
-		if n.stalls[k] == nil {
-			delete(n.d.Stalls, k)
-		}
-	}
+	clear(n.stalls)
+	clear(n.d.Stalls)
 }
 
 // work delivers the queued jobs until the queue is closed and drained, or

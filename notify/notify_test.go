@@ -345,16 +345,18 @@ func TestStall(t *testing.T) {
 		}
 	}
 	a.Stalled(ctx, reason, msg) // the next pass stalls the same way
-	a.Observe(ctx, c.state())   // reported since the last Observe: still stalled
 	a.Stalled(ctx, reason, msg)
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
 
+	// No pass succeeded before the restart, so no baseline was taken:
+	// the next process takes it, and does not send this proposal.
+	c.propose("pinner", "before-baseline")
 	b, _ := start(t, cfg)
 	b.Stalled(ctx, reason, msg) // after the restart: remembered
-	b.Observe(ctx, c.state())
-	b.Observe(ctx, c.state()) // a pass without a stall clears it
+	b.Stalled(ctx, reason, msg)
+	b.Observe(ctx, c.state()) // a pass that succeeded clears it
 	b.Stalled(ctx, reason, msg)
 	rc.wait(2)
 	b.Stalled(ctx, "LedgerRewritten", "evidence branch was rewritten")
