@@ -138,7 +138,7 @@ func TestFreezeHoldsRuns(t *testing.T) {
 	if b := e.branches(); len(b) != 0 {
 		t.Errorf("proposals during a freeze: %v", b)
 	}
-	if st := r.Status().Agents["image-pinner"]; st.Held == nil || st.Conditions[0].Reason != "Held" || !strings.Contains(st.Conditions[0].Message, "freeze change-freeze/weekend") {
+	if st := r.Status().Agents["image-pinner"]; st.Held == nil || ready(st.Conditions).Reason != "Held" || !strings.Contains(ready(st.Conditions).Message, "freeze change-freeze/weekend") {
 		t.Errorf("status = %+v", st)
 	}
 	// Monday after the freeze: the agents run.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sashabaranov/go-openai"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/agentgitops/reconciler/agent"
 	"github.com/agentgitops/reconciler/hclspec"
@@ -190,7 +191,7 @@ func TestRetryTransientFailures(t *testing.T) {
 			f1.Attempt, f1.RetryAfter, f1.Time, f1.Error)
 	}
 
-	if c := r.Status().Agents["flaky"].Conditions[0]; c.Reason != "RetryScheduled" || !strings.Contains(c.Message, "attempt 1 failed") {
+	if c := apimeta.FindStatusCondition(r.Status().Agents["flaky"].Conditions, "Ready"); c == nil || c.Reason != "RetryScheduled" || !strings.Contains(c.Message, "attempt 1 failed") {
 		t.Errorf("agent status after a retryable failure = %+v, want RetryScheduled for attempt 1", c)
 	}
 

@@ -34,7 +34,7 @@ func (e *env) stalled(r *reconcile.Reconciler, reason string) error {
 	st := r.Status()
 	var got []string
 	for _, c := range st.Conditions {
-		got = append(got, c.Type+"="+c.Status+"/"+c.Reason)
+		got = append(got, c.Type+"="+string(c.Status)+"/"+c.Reason)
 	}
 	if !strings.Contains(strings.Join(got, " "), "Stalled=True/"+reason) {
 		e.t.Errorf("conditions = %v, want Stalled=True/%s", got, reason)
@@ -300,7 +300,7 @@ func TestWarmCacheRestart(t *testing.T) {
 	e.pass(warm)
 	cold := e.reconciler(nil)
 	e.pass(cold)
-	if a, b := warm.Status(), cold.Status(); a.LedgerSeq != b.LedgerSeq || a.LedgerHead != b.LedgerHead || len(a.Agents) != len(b.Agents) {
+	if a, b := warm.Status(), cold.Status(); a.Ledger.Seq != b.Ledger.Seq || a.Ledger.Head != b.Ledger.Head || len(a.Agents) != len(b.Agents) {
 		t.Errorf("warm status %+v differs from cold %+v", a, b)
 	}
 	e.verify()
