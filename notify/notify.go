@@ -158,15 +158,13 @@ type Notifier struct {
 	queued map[string]bool
 	// nextTry holds back, until then, keys whose delivery failed.
 	nextTry map[string]time.Time
-	// stalls are the stalls not cleared, by key.
-	stalls  map[string]*stall
+	// stalls are the jobs of the stalls reported since the last
+	// successful pass, by key.
+	stalls  map[string]*job
 	saveErr error
 	// saved is the state file's content as last written.
 	saved []byte
 }
-
-// stall is a stall reported by Stalled.
-type stall struct{ job *job }
 
 // job is one notification to deliver.
 type job struct {
@@ -227,7 +225,7 @@ func New(cfg Config) (*Notifier, error) {
 		maxKeys:      positive(cfg.MaxKeys, DefaultMaxKeys),
 		queued:       map[string]bool{},
 		nextTry:      map[string]time.Time{},
-		stalls:       map[string]*stall{},
+		stalls:       map[string]*job{},
 		done:         make(chan struct{}),
 	}
 	n.instance = n.clean(n.instance, maxValue)
@@ -466,20 +464,20 @@ func (n *Notifier) Stalled(ctx context.Context, reason, message string) {
 		return
 	}
 	key := stallKey(reason, message)
-	s := n.stalls[key]
-	if s == nil {
+	j := n.stalls[key]
+	if j == nil {
 		body, err := n.render(n.stallMessage(reason, message))
 		if err != nil {
 			n.log.LogAttrs(ctx, slog.LevelError, "notification not built", slog.String("key", key), slog.String("err", err.Error()))
 			return
 		}
-		s = &stall{job: &job{key: key, kind: KindStall, body: body}}
-		n.stalls[key] = s
+		j = &job{key: key, kind: KindStall, body: body}
+		n.stalls[key] = j
 	}
 	if _, ok := n.d.Stalls[key]; ok {
 		return
 	}
-	if !n.enqueue(ctx, key, func() *job { return s.job }, n.now()) {
+	if !n.enqueue(ctx, key, func() *job { return j }, n.now()) {
 		n.log.LogAttrs(ctx, slog.LevelWarn, "notification queue full; the stall is notified at its next report", slog.String("key", key))
 	}
 }
