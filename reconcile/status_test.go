@@ -487,3 +487,24 @@ func TestStatusHeld(t *testing.T) {
 		t.Errorf("nextRun = %+v, want the hold's end", as.NextRun)
 	}
 }
+
+// A request the pass answered (here: dropped, the agent has no manual
+// trigger) shows as lastHandledReconcileAt, and stays until another is.
+func TestStatusLastHandledRequest(t *testing.T) {
+	e := newEnv(t, false, nil)
+	r := e.reconciler(nil)
+	res, err := r.Pass(t.Context(), []reconcile.Request{{ID: "req-1", Agent: "image-pinner", By: "dev", Received: e.now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Requests) != 1 || res.Requests[0].State != reconcile.RequestDropped {
+		t.Fatalf("outcomes = %+v, want req-1 dropped", res.Requests)
+	}
+	if got := r.Status().LastHandledReconcileAt; got != "req-1" {
+		t.Errorf("lastHandledReconcileAt = %q, want req-1", got)
+	}
+	e.pass(r)
+	if got := r.Status().LastHandledReconcileAt; got != "req-1" {
+		t.Errorf("lastHandledReconcileAt after a pass without requests = %q, want req-1", got)
+	}
+}
