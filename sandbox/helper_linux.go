@@ -29,13 +29,15 @@ func Init() {
 	os.Exit(helperMain(os.Args[2]))
 }
 
-// The helper has two stages. The init stage is started by Run in the new
-// namespaces, as root in its user namespace: it builds the view, starts
-// the exec stage and reaps every process until that one ends, then
-// reports its status; being PID 1 of the namespace, its exit kills every
-// process left. The exec stage applies rlimits, Landlock and the
-// command's user to itself, gives up every capability and executes the
-// command, so that the command is the exec stage's process.
+// The helper's init stage is started by Run in the new namespaces, as root
+// in its user namespace: it builds the view, starts the command and reaps
+// every process until that one ends, then reports its status; being PID 1
+// of the namespace, its exit kills every process left. With a PID
+// namespace and a view it starts the command itself (see start_linux.go).
+// Otherwise, or when the kernel refuses to trace the command, it starts
+// the exec stage, this program once more, which applies rlimits, Landlock
+// and the command's user to itself, gives up every capability and
+// executes the command, so that the command is the exec stage's process.
 func helperMain(stage string) int {
 	// Neither the spec nor the status may reach the command.
 	syscall.CloseOnExec(3)
@@ -82,6 +84,22 @@ func initMain(sp *spec, status *os.File) int {
 		// Orphans come to this process, which kills them at the end.
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 			return fail(fmt.Errorf("become a subreaper: %w", err))
+		}
+	}
+	// Neither ptrace nor /proc opens this process's memory or environment
+	// to the command, which has no capabilities; nor may a signal end it.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fail(fmt.Errorf("make the init undumpable: %w", err))
+	}
+	guardSignals()
+	if direct(sp) {
+		st := runDirect(sp)
+		if !errors.Is(st.err, errNotTraced) {
+			if st.err != nil {
+				return fail(st.err)
+			}
+			json.NewEncoder(status).Encode(message{Stage: stageInit, Exited: true, Code: st.code, Signal: st.sig})
+			return 0
 		}
 	}
 	raw, err := json.Marshal(sp)
@@ -186,27 +204,13 @@ func execMain(sp *spec) error {
 	// Capabilities, securebits, no_new_privs and Landlock are per thread:
 	// all are set on this one, which executes the command.
 	runtime.LockOSThread()
-	if err := unix.Prctl(unix.PR_SET_SECUREBITS, secNoRoot|secNoRootLocked|secNoSetuidFixupLocked|secKeepCapsLocked|secNoCapAmbientRaise|secNoCapAmbientRaiseLocked, 0, 0, 0); err != nil && !errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("set securebits: %w", err)
-	}
-	for c := 0; c < 64; c++ {
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); errors.Is(err, unix.EINVAL) {
-			break
-		} else if err != nil && !errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
-		}
+	if err := confine(sp); err != nil {
+		return err
 	}
 	if has(sp.Mechanisms, Rlimits) {
 		if err := setRlimits(sp.Limits, false); err != nil {
 			return err
 		}
-	}
-	if abi := landlockABI(sp.Mechanisms); abi > 0 {
-		if err := restrict(sp, abi); err != nil {
-			return err
-		}
-	} else if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("set no_new_privs: %w", err)
 	}
 	if sp.GID != os.Getgid() {
 		if err := syscall.Setgroups(nil); err != nil {
@@ -238,30 +242,57 @@ func execMain(sp *spec) error {
 	return fmt.Errorf("exec %s: %w", sp.Path, err)
 }
 
-// setRlimits lowers the limits of this process to l (never raising one).
-// addressSpace sets RLIMIT_AS alone, the others without it.
-func setRlimits(l Limits, addressSpace bool) error {
+// confine sets on this thread what the command inherits from it through
+// fork and execve: secure bits that give uid 0 no capabilities after
+// execve and keep none across a change of uid, an empty bounding set,
+// no_new_privs and Landlock.
+func confine(sp *spec) error {
+	if err := unix.Prctl(unix.PR_SET_SECUREBITS, secNoRoot|secNoRootLocked|secNoSetuidFixupLocked|secKeepCapsLocked|secNoCapAmbientRaise|secNoCapAmbientRaiseLocked, 0, 0, 0); err != nil && !errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("set securebits: %w", err)
+	}
+	for c := 0; c < 64; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); errors.Is(err, unix.EINVAL) {
+			break
+		} else if err != nil && !errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	if abi := landlockABI(sp.Mechanisms); abi > 0 {
+		return restrict(sp, abi)
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
+	}
+	return nil
+}
+
+// rlimit is a resource limit to set.
+type rlimit struct {
+	name     string
+	res      int
+	cur, max uint64
+}
+
+// rlimits are the resource limits of l: RLIMIT_AS alone with addressSpace,
+// else the others.
+func rlimits(l Limits, addressSpace bool) []rlimit {
+	if addressSpace {
+		return []rlimit{{"RLIMIT_AS", unix.RLIMIT_AS, uint64(l.AddressSpace), uint64(l.AddressSpace)}}
+	}
 	cpu := uint64(math.Ceil(l.CPU.Seconds()))
-	limits := []struct {
-		name     string
-		res      int
-		cur, max uint64
-	}{
+	return []rlimit{
 		{"RLIMIT_CPU", unix.RLIMIT_CPU, cpu, cpu + 1},
 		{"RLIMIT_FSIZE", unix.RLIMIT_FSIZE, uint64(l.FileSize), uint64(l.FileSize)},
 		{"RLIMIT_NPROC", unix.RLIMIT_NPROC, uint64(l.Processes), uint64(l.Processes)},
 		{"RLIMIT_NOFILE", unix.RLIMIT_NOFILE, uint64(l.OpenFiles), uint64(l.OpenFiles)},
 		{"RLIMIT_CORE", unix.RLIMIT_CORE, 0, 0},
 	}
-	if addressSpace {
-		limits = limits[:0]
-		limits = append(limits, struct {
-			name     string
-			res      int
-			cur, max uint64
-		}{"RLIMIT_AS", unix.RLIMIT_AS, uint64(l.AddressSpace), uint64(l.AddressSpace)})
-	}
-	for _, r := range limits {
+}
+
+// setRlimits lowers the limits of this process to l (never raising one).
+// addressSpace sets RLIMIT_AS alone, the others without it.
+func setRlimits(l Limits, addressSpace bool) error {
+	for _, r := range rlimits(l, addressSpace) {
 		var old syscall.Rlimit
 		if err := syscall.Getrlimit(r.res, &old); err != nil {
 			return fmt.Errorf("get %s: %w", r.name, err)

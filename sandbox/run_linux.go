@@ -72,6 +72,9 @@ type spec struct {
 	Path    string   `json:"path"`
 	Args    []string `json:"args"`
 	Env     []string `json:"env"`
+	// ExecStage makes the init start the command through the exec stage
+	// even when it could start it itself (tests of that path).
+	ExecStage bool `json:"exec_stage,omitempty"`
 }
 
 // message is what the helper reports, as JSON on file descriptor 4.
@@ -83,6 +86,10 @@ type message struct {
 	Code   int    `json:"code,omitempty"`
 	Signal int    `json:"signal,omitempty"`
 }
+
+// forceExecStage makes every run start its command through the exec
+// stage; tests set it to cover that path.
+var forceExecStage bool
 
 // nobody is the default user of commands started by root.
 const nobody = 65534
@@ -130,7 +137,7 @@ func (c Config) Run(ctx context.Context, cmd Command) ([]string, error) {
 
 	sp := spec{
 		Mechanisms: mechs, Dir: dir, Devices: devices, Limits: lim, Network: cmd.Network,
-		Path: cmd.Path, Args: cmd.Args, UID: 0, GID: 0,
+		Path: cmd.Path, Args: cmd.Args, UID: 0, GID: 0, ExecStage: forceExecStage,
 	}
 	ro := append(append([]string{}, SystemPaths...), c.ReadOnly...)
 	for _, p := range ro {
