@@ -213,6 +213,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 
 func (r *Reconciler) reconcile(ctx context.Context, p *pass) (err error) {
 	start := r.cfg.Now()
+	r.beginPass()
 	defer func() {
 		if err != nil {
 			var stalled *StalledError

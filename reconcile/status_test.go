@@ -508,3 +508,43 @@ func TestStatusLastHandledRequest(t *testing.T) {
 		t.Errorf("lastHandledReconcileAt after a pass without requests = %q, want req-1", got)
 	}
 }
+
+// passObserver reads the reconciler's status while a pass is ending
+// (Recorder.Observe runs before the pass's status is summarized).
+type passObserver struct {
+	r      *reconcile.Reconciler
+	during []reconcile.Status
+}
+
+func (o *passObserver) Observe(*ledger.State)     { o.during = append(o.during, o.r.Status()) }
+func (o *passObserver) Pass(time.Duration, error) {}
+
+// Reconciling=True (Progressing) while a pass runs, without Stalled, over
+// the last pass's Ready; gone when it ends.
+func TestStatusReconcilingDuringPass(t *testing.T) {
+	e := newEnv(t, false, nil)
+	o := &passObserver{}
+	r := e.reconcilerConfig(nil, func(c *reconcile.Config) { c.Recorder = o })
+	o.r = r
+	e.pass(r)
+	e.now = e.now.Add(time.Minute)
+	e.pass(r)
+	if len(o.during) != 2 {
+		t.Fatalf("observed %d passes, want 2", len(o.during))
+	}
+	for i, st := range o.during {
+		c := apimeta.FindStatusCondition(st.Conditions, "Reconciling")
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "Progressing" {
+			t.Errorf("pass %d: Reconciling = %+v, want True Progressing", i+1, c)
+		}
+		if got := kstatus(t, st, st.ObservedGeneration); got != status.InProgressStatus {
+			t.Errorf("pass %d: kstatus = %s, want InProgress", i+1, got)
+		}
+	}
+	if c := ready(o.during[1].Conditions); c.Status != metav1.ConditionTrue || !c.LastTransitionTime.Time.Equal(e.now.Add(-time.Minute)) {
+		t.Errorf("Ready during the second pass = %+v, want the first pass's", c)
+	}
+	if st := r.Status(); apimeta.FindStatusCondition(st.Conditions, "Reconciling") != nil || !st.Ready() {
+		t.Errorf("after the pass: %+v", st.Conditions)
+	}
+}
