@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -280,5 +281,48 @@ func TestRunNotifies(t *testing.T) {
 	}
 	if res := get(t, s.url+"/readyz"); res.code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz while stalled = %d", res.code)
+	}
+}
+
+// An agent takes one request a pass: with two queued for it and an hour
+// to the next tick, the loop runs the next pass at once because the last
+// one answered a request and another waits.
+func TestRunRequeuesAtOnceWhileRequestsWait(t *testing.T) {
+	e := newEnv(t)
+	r := e.reconciler("", nil)
+	if _, err := r.Pass(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	// Queued by an earlier process (so nothing wakes the loop): the
+	// queue file as the server writes it.
+	dir := t.TempDir()
+	queued := `{"version":1,"requests":[{"id":"first","agent":"on-demand","received":"2026-11-17T09:00:00Z"},{"id":"second","agent":"on-demand","received":"2026-11-17T09:00:01Z"}]}`
+	if err := os.WriteFile(filepath.Join(dir, server.QueueFile), []byte(queued), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(server.Config{Reconciler: r, Interval: time.Hour, RetryMin: time.Hour, QueueDir: dir, Listener: ln})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.Queued()); n != 2 {
+		t.Fatalf("%d requests loaded, want 2", n)
+	}
+	before := e.passes.count()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 60*time.Second, "both requests answered", func() bool { return len(s.Queued()) == 0 })
+	for _, id := range []string{"first", "second"} {
+		if n := len(e.runs("on-demand", "manual:"+id)); n != 1 {
+			t.Errorf("manual:%s ran %d times, want once", id, n)
+		}
+	}
+	if n := e.passes.count() - before; n < 2 {
+		t.Errorf("%d passes answered two requests of one agent, want at least 2", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -420,5 +421,96 @@ func TestDaemonRestartRunsAcceptedRequest(t *testing.T) {
 	})
 	if !strings.Contains(errb2.String(), "trigger queue loaded") {
 		t.Errorf("the restarted daemon did not say it loaded the queue: %s", errb2.String())
+	}
+}
+
+// trigger --repo runs one pass here with the request: the agent runs with
+// trigger manual:ID; an agent without a manual trigger is dropped (exit 1,
+// with the reason).
+func TestTriggerLocalPass(t *testing.T) {
+	bare := daemonRepo(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "ledger.key")
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"keygen", "--out", key}, &out, &errb); code != exitOK {
+		t.Fatal(errb.String())
+	}
+	out.Reset()
+	args := []string{"--repo", bare, "--key", key, "--cache-dir", filepath.Join(dir, "cache")}
+	if code := run(context.Background(), append([]string{"trigger", "on-demand", "--id", "local-1", "--by", "sam"}, args...), &out, &errb); code != exitOK {
+		t.Fatalf("trigger --repo = %d: %s", code, errb.String())
+	}
+	if strings.TrimSpace(out.String()) != "local-1" || !strings.Contains(errb.String(), "agent on-demand: started run") {
+		t.Errorf("stdout %q, stderr %q", out.String(), errb.String())
+	}
+	if rs := started(t, bare, "on-demand", "manual:local-1"); len(rs) != 1 || rs[0].Request == nil || rs[0].Request.By != "sam" {
+		t.Errorf("runs for manual:local-1: %+v", rs)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run(context.Background(), append([]string{"trigger", "env-normaliser", "--format", "json"}, args...), &out, &errb); code != exitFail || !strings.Contains(out.String(), `"state": "dropped"`) {
+		t.Errorf("agent without a manual trigger: exit %d, stdout %q, stderr %q; want 1 and a dropped outcome", code, out.String(), errb.String())
+	}
+}
+
+// With --notify-url-file the daemon posts to the webhook what needs a
+// person: here the proposal a manual run opened. The URL (a secret) is
+// never logged.
+func TestRunNotifyURLFile(t *testing.T) {
+	got := make(chan string, 16)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r.URL.Path + " " + string(b)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	hook := "http://" + ln.Addr().String() + "/services/T000/B000/XXXXSECRETXXXX"
+	urlFile := filepath.Join(t.TempDir(), "notify-url")
+	os.WriteFile(urlFile, []byte(hook+"\n"), 0o600)
+
+	bare := daemonRepo(t)
+	secret := secretFile(t)
+	d := startHookDaemon(t, "--repo", bare, "--interval", "1h", "--webhook-secret-file", secret, "--notify-url-file", urlFile)
+	waitUntil(t, 60*time.Second, "/readyz 200", func() bool { c, _ := d.get("/readyz"); return c == http.StatusOK })
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"trigger", "on-demand", "--addr", d.base, "--webhook-secret-file", secret}, &out, &errb); code != exitOK {
+		t.Fatalf("trigger: %d %s", code, errb.String())
+	}
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case m := <-got:
+			if !strings.HasPrefix(m, "/services/T000/B000/XXXXSECRETXXXX ") {
+				t.Fatalf("posted to %q", m)
+			}
+			if strings.Contains(m, "on-demand") {
+				if strings.Contains(d.err.String(), "XXXXSECRETXXXX") {
+					t.Errorf("the log shows the webhook URL: %s", d.err.String())
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no notification about on-demand's proposal; log: %s", d.err.String())
+		}
+	}
+}
+
+// run starts and serves while its remote is unreachable: /healthz 200,
+// /readyz 503 with the cause, until it is stopped.
+func TestRunServesWhileRemoteUnreachable(t *testing.T) {
+	d := startHookDaemon(t, "--repo", "http://127.0.0.1:1/unreachable.git", "--interval", "1s")
+	waitUntil(t, 30*time.Second, "a failed pass", func() bool { return d.passes() > 0 })
+	if c, _ := d.get("/healthz"); c != http.StatusOK {
+		t.Errorf("/healthz = %d", c)
+	}
+	if c, body := d.get("/readyz"); c != http.StatusServiceUnavailable || !strings.Contains(body, "127.0.0.1:1") {
+		t.Errorf("/readyz = %d %q, want 503 with the cause", c, body)
+	}
+	if code := d.stop(); code != exitOK {
+		t.Errorf("run exited %d: %s", code, d.err.String())
 	}
 }
