@@ -215,13 +215,11 @@ func (r *Reconciler) reconcile(ctx context.Context, p *pass) (err error) {
 	start := r.cfg.Now()
 	r.beginPass()
 	defer func() {
+		// The caller reports a failed pass (the daemon once per distinct
+		// error, once and the controller with their own outcome): logging
+		// it here too would repeat it at every retry.
 		if err != nil {
-			var stalled *StalledError
-			if errors.As(err, &stalled) {
-				r.log.Error("reconcile pass stalled", "reason", stalled.Reason, "err", err)
-			} else {
-				r.log.Error("reconcile pass failed", "err", err)
-			}
+			r.log.Debug("reconcile pass ended with an error", "err", err)
 		}
 		if serr := r.ledger.Save(); serr != nil {
 			r.log.Warn("save ledger state", "err", serr)
