@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -353,5 +354,131 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() (string, bo
 			t.Fatalf("waited %s for %s: %s", d, what, note)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestIncidentExampleIsWhatAlertmanagerSends runs a real Alertmanager
+// (Debian's prometheus-alertmanager, or upstream's alertmanager) with
+// examples/incident/alertmanager.yml, its timings shortened and its
+// receiver pointed at a server on 127.0.0.1, fires and resolves the
+// example's alert through Alertmanager's API, and checks that what it
+// delivers is alert-firing.json and alert-resolved.json byte for byte,
+// with the secret from credentials_file as a bearer token.
+func TestIncidentExampleIsWhatAlertmanagerSends(t *testing.T) {
+	bin := ""
+	for _, name := range []string{"prometheus-alertmanager", "alertmanager"} {
+		if p, err := exec.LookPath(name); err == nil {
+			bin = p
+			break
+		}
+	}
+	if bin == "" {
+		t.Skip("Alertmanager is not installed (apt-get install prometheus-alertmanager): the example's notifications are not checked against a real one")
+	}
+	type delivery struct {
+		auth, agent string
+		body        []byte
+	}
+	got := make(chan delivery, 8)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/hooks/alertmanager" {
+			got <- delivery{r.Header.Get("Authorization"), r.Header.Get("User-Agent"), b}
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer hook.Close()
+
+	dir := t.TempDir()
+	const secret = "am-conformance-secret-51d2"
+	cred := filepath.Join(dir, "reconciler-webhook")
+	if err := os.WriteFile(cred, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("../../examples/incident/alertmanager.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(b)
+	for old, new := range map[string]string{
+		"group_wait: 30s":                              "group_wait: 1s",
+		"group_interval: 5m":                           "group_interval: 1s",
+		"http://reconciler:8080/hooks/alertmanager":    hook.URL + "/hooks/alertmanager",
+		"/etc/alertmanager/secrets/reconciler-webhook": cred,
+	} {
+		if !strings.Contains(cfg, old) {
+			t.Fatalf("alertmanager.yml has no %q", old)
+		}
+		cfg = strings.ReplaceAll(cfg, old, new)
+	}
+	cfgFile := filepath.Join(dir, "alertmanager.yml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var amLog syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	am := exec.CommandContext(ctx, bin, "--config.file="+cfgFile, "--storage.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--cluster.listen-address=", "--web.external-url=http://alertmanager:9093")
+	am.Stdout, am.Stderr = &amLog, &amLog
+	if err := am.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); am.Wait() }()
+	waitFor(t, 30*time.Second, "Alertmanager to be ready", func() (string, bool) {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err != nil {
+			return amLog.String(), false
+		}
+		resp.Body.Close()
+		return amLog.String(), resp.StatusCode == http.StatusOK
+	})
+
+	for _, file := range []string{"alert-firing.json", "alert-resolved.json"} {
+		want, err := os.ReadFile(filepath.Join("../../examples/incident", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The alert as Prometheus posts it to Alertmanager's API.
+		var n struct {
+			Alerts []struct {
+				Labels, Annotations            map[string]string
+				StartsAt, EndsAt, GeneratorURL string
+			}
+		}
+		if err := json.Unmarshal(want, &n); err != nil || len(n.Alerts) != 1 {
+			t.Fatalf("%s: %v", file, err)
+		}
+		a := n.Alerts[0]
+		post := map[string]any{"labels": a.Labels, "annotations": a.Annotations, "startsAt": a.StartsAt, "generatorURL": a.GeneratorURL}
+		if !strings.HasPrefix(a.EndsAt, "0001-") {
+			post["endsAt"] = a.EndsAt
+		}
+		body, _ := json.Marshal([]any{post})
+		resp, err := http.Post("http://"+addr+"/api/v2/alerts", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST /api/v2/alerts = %d", resp.StatusCode)
+		}
+		select {
+		case d := <-got:
+			if d.auth != "Bearer "+secret || !strings.HasPrefix(d.agent, "Alertmanager/") {
+				t.Errorf("%s: delivered with Authorization %q, User-Agent %q", file, d.auth, d.agent)
+			}
+			if !bytes.Equal(d.body, want) {
+				t.Errorf("Alertmanager delivered\n%s\nexamples/incident/%s is\n%s", d.body, file, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("Alertmanager delivered nothing for %s: %s", file, amLog.String())
+		}
 	}
 }
