@@ -111,7 +111,7 @@ func initMain(sp *spec, status *os.File) int {
 		return fail(err)
 	}
 	p, err := os.StartProcess("/proc/self/exe", []string{"reconciler-sandbox", childArg, stageExec}, &os.ProcAttr{
-		Dir: sp.Dir, Env: []string{},
+		Dir: sp.Dir, Env: helperEnv,
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr, pr, status},
 		Sys:   &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL},
 	})

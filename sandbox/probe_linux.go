@@ -102,7 +102,7 @@ func probeHelper(mechs []string) error {
 	defer os.RemoveAll(dir)
 	h := exec.Command("/proc/self/exe", childArg, stageProbe)
 	h.Args[0] = "reconciler-sandbox"
-	h.Env = []string{}
+	h.Env = helperEnv
 	h.Dir = "/"
 	var stderr bytes.Buffer
 	h.Stderr = &stderr

@@ -1,6 +1,7 @@
 package sandbox_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -376,5 +377,18 @@ func TestExecStage(t *testing.T) {
 		"TestInitCannotBeEnded":              TestInitCannotBeEnded,
 	} {
 		t.Run(name, test)
+	}
+}
+
+// BenchmarkRunExecStage is BenchmarkRun's sandboxed `true` through the exec
+// stage: the cost of the second execution of the helper.
+func BenchmarkRunExecStage(b *testing.B) {
+	requireAll(b)
+	defer sandbox.UseExecStage()()
+	dir := b.TempDir()
+	for b.Loop() {
+		if _, err := (sandbox.Config{}).Run(context.Background(), sandbox.Command{Path: "/bin/true", Args: []string{"true"}, Dir: dir}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -135,11 +135,11 @@ func expose(root, p string) error {
 
 // bindFile bind-mounts the file src on target, which it creates.
 func bindFile(src, target string) error {
-	f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
+	fd, err := unix.Open(target, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
 	if err != nil {
-		return err
+		return &os.PathError{Op: "create", Path: target, Err: err}
 	}
-	f.Close()
+	unix.Close(fd)
 	return mount(src, target, "", unix.MS_BIND, "")
 }
 
