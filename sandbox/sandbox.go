@@ -9,9 +9,10 @@
 //
 // The confinement is applied by the program itself, re-executed: Run
 // starts /proc/self/exe with a hidden argument in the new namespaces, and
-// that child (see Init) builds the view, applies Landlock and rlimits and
-// executes the command. Programs that call Run must therefore call Init
-// first thing in main and in TestMain.
+// that child (see Init) builds the view and starts the command confined
+// by Landlock, rlimits and its own user, without capabilities. Programs
+// that call Run must therefore call Init first thing in main and in
+// TestMain.
 //
 // Run fails closed: in Strict mode a mechanism the kernel lacks fails the
 // run with an *UnavailableError naming it; in Permissive mode the command

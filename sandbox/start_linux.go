@@ -37,15 +37,20 @@ import (
 // catches every signal that would make a Go program exit; the PID
 // namespace drops the rest, SIGKILL included, as it does for any init.
 
-// errNotTraced is returned by startDirect when the kernel refuses to let
-// the command be traced (Yama's ptrace_scope 3, a seccomp filter): the
-// init falls back to the exec stage, which needs no tracing.
+// errNotTraced is returned by startTraced when the kernel refuses to let
+// the command be traced (Yama's ptrace_scope 3, a seccomp filter, or this
+// program being traced itself, by strace for one): the init falls back to
+// the exec stage, which needs no tracing.
 var errNotTraced = errors.New("the command cannot be traced")
 
 // direct reports whether the init stage starts the command itself.
 func direct(sp *spec) bool {
 	return !sp.ExecStage && has(sp.Mechanisms, PIDNS) && has(sp.Mechanisms, MountNS)
 }
+
+// traced reports whether the command starts traced: it does to be given
+// its rlimits before it runs.
+func traced(sp *spec) bool { return has(sp.Mechanisms, Rlimits) }
 
 // exitStatus is how the command ended, or why it did not start.
 type exitStatus struct {
@@ -74,6 +79,11 @@ func runDirect(sp *spec) exitStatus {
 			done <- exitStatus{err: err}
 			return
 		}
+		if !traced(sp) {
+			code, sig := reap(pid)
+			done <- exitStatus{code: code, sig: sig}
+			return
+		}
 		if err := unix.PtraceDetach(pid); err != nil {
 			unix.Kill(pid, unix.SIGKILL)
 			reap(pid)
@@ -87,7 +97,7 @@ func runDirect(sp *spec) exitStatus {
 	case err := <-started:
 		return exitStatus{err: err}
 	case pid := <-pids:
-		// The limits are set from this thread, which /proc is open to.
+		// This thread, which Landlock does not restrict, reads /proc.
 		verdict <- limitCommand(pid, sp)
 	}
 	return <-done
@@ -133,7 +143,7 @@ func startTraced(sp *spec) (int, error) {
 	if err := unix.Capset(&hdr, &caps[0]); err != nil {
 		return 0, fmt.Errorf("clear inheritable capabilities: %w", err)
 	}
-	attr := &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, Ptrace: has(sp.Mechanisms, Rlimits)}
+	attr := &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, Ptrace: traced(sp)}
 	if sp.UID != os.Getuid() || sp.GID != os.Getgid() {
 		// setuid from 0 clears the permitted and effective sets (the
 		// secure bits lock that in).
