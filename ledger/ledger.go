@@ -106,11 +106,19 @@ func (l *Ledger) Update(ctx context.Context) (int, error) {
 	return n, err
 }
 
-func (l *Ledger) update(ctx context.Context, applied func(Entry)) error {
+// Load continues from the state saved in Options.StateFile, if there is a
+// usable one, without reading the repository: a restarted process reports
+// what it knew (metrics, status) before its first fetch. The first Sync or
+// Update loads it otherwise; both verify every entry after it.
+func (l *Ledger) Load() {
 	if !l.loaded {
 		l.loaded = true
 		l.load()
 	}
+}
+
+func (l *Ledger) update(ctx context.Context, applied func(Entry)) error {
+	l.Load()
 	tip, err := l.repo.Branch(Branch)
 	if errors.Is(err, gitstore.ErrNotFound) {
 		if l.state.Seq > 0 {

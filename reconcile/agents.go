@@ -197,7 +197,7 @@ func (r *Reconciler) reconcileAgent(ctx context.Context, p *pass, a *hclspec.Age
 		// resumed, so close it.
 		_, err := r.append(ctx, p, ledger.Event{
 			Type: ledger.RunFailed, Agent: a.Name, RunID: rn.ID, Trigger: rn.Trigger, SpecDigest: rn.SpecDigest,
-			SpecCommit: rn.SpecCommit, Subject: rn.SpecCommit, SubjectName: r.cfg.Branch,
+			SpecCommit: rn.SpecCommit, Subject: rn.SpecCommit, SubjectName: r.cfg.Branch, WorkUnit: workUnit(a),
 			Error:   "the agent's spec changed before the run finished",
 			Summary: fmt.Sprintf("run.failed %s %s: abandoned, the agent's spec changed before it finished", a.Name, rn.ID),
 		})

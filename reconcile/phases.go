@@ -136,7 +136,7 @@ func (r *Reconciler) start(ctx context.Context, p *pass, rc *runOf, adm policy.A
 	ev.Alert, ev.Request = rc.alert, rc.request
 	ev.ReservedUSD = adm.ReserveUSD
 	ev.Claimant, ev.LeaseUntil = r.claimant, r.lease(a)
-	ev.Summary = fmt.Sprintf("run.started %s %s (trigger %s)", a.Name, rc.id, rc.trigger)
+	ev.Summary = oneLine(fmt.Sprintf("run.started %s %s (trigger %s%s)", a.Name, rc.id, rc.trigger, triggerNote(rc.alert, rc.request)))
 	// The claim and the gate are checked again against the ledger exactly
 	// as the reservation is appended to it: a run another reconciler
 	// claimed meanwhile is theirs, and their runs count.
@@ -207,7 +207,7 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 	ev.Model = res.Model
 	ev.CostUSD = a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
 	ev.Transcript = res.Transcript
-	ev.WorkUnit = &ledger.WorkUnit{Kind: a.WorkUnit.Kind, HumanMinutes: a.WorkUnit.HumanMinutes}
+	ev.WorkUnit = workUnit(a)
 	if res.Usage != (agent.Usage{}) {
 		ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
 	}
@@ -345,6 +345,9 @@ func (r *Reconciler) failedAttempt(ev *ledger.Event, rc *runOf, err error) {
 	text := r.scrub(err.Error())
 	ev.Error = text
 	ev.Attempt = max(rc.rn.Attempt, 1)
+	// The work the run was for, so that ROI counts a failure against its
+	// kind.
+	ev.WorkUnit = workUnit(rc.a)
 	ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %s", rc.a.Name, rc.id, text))
 	if t, ok := retryAfter(rc.a, ev.Attempt, err, r.cfg.Now()); ok {
 		ev.RetryAfter = t
@@ -393,3 +396,8 @@ type scrubbedError struct {
 
 func (e *scrubbedError) Error() string { return e.text }
 func (e *scrubbedError) Unwrap() error { return e.err }
+
+// workUnit is the value the agent's task declares, as entries record it.
+func workUnit(a *hclspec.Agent) *ledger.WorkUnit {
+	return &ledger.WorkUnit{Kind: a.WorkUnit.Kind, HumanMinutes: a.WorkUnit.HumanMinutes}
+}

@@ -154,6 +154,13 @@ func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 		Signer: cfg.Signer, Identity: cfg.Identity, Now: cfg.Now,
 		TrustedKeys: cfg.TrustedKeys, StateFile: stateFile,
 	})
+	// Totals survive a restart from the moment the process starts, also
+	// while the remote is unreachable: the saved state is what this
+	// process's cache last verified.
+	r.ledger.Load()
+	if cfg.Recorder != nil {
+		cfg.Recorder.Observe(r.ledger.State())
+	}
 	return r, nil
 }
 

@@ -516,7 +516,13 @@ type passObserver struct {
 	during []reconcile.Status
 }
 
-func (o *passObserver) Observe(*ledger.State)     { o.during = append(o.during, o.r.Status()) }
+// Observe ignores the call New makes with the saved state, before o.r is
+// set: that is no pass.
+func (o *passObserver) Observe(*ledger.State) {
+	if o.r != nil {
+		o.during = append(o.during, o.r.Status())
+	}
+}
 func (o *passObserver) Pass(time.Duration, error) {}
 
 // Reconciling=True (Progressing) while a pass runs, without Stalled, over

@@ -401,3 +401,15 @@ func (r *Reconciler) resolved(ctx context.Context, p *pass, a *hclspec.Agent, re
 	p.answer(req.ID, a.Name, trigger, "", RequestRecorded, "resolved: recorded, not run")
 	return nil
 }
+
+// triggerNote names what an alert or manual trigger carries, for a
+// summary: so that `git log agent-evidence` reads alert, then run.
+func triggerNote(al *ledger.Alert, req *ledger.Request) string {
+	switch {
+	case al != nil:
+		return fmt.Sprintf(": %s %s, %d alert(s)", alertName(al), al.Status, len(al.Alerts))
+	case req != nil && req.By != "":
+		return ": requested by " + req.By
+	}
+	return ""
+}

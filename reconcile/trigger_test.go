@@ -252,3 +252,36 @@ func TestNextDueIsTheNextScheduleSlot(t *testing.T) {
 		t.Fatalf("NextDue = %s, want %s", res.NextDue, want)
 	}
 }
+
+type seqRecorder struct{ seqs []uint64 }
+
+func (s *seqRecorder) Observe(st *ledger.State)   { s.seqs = append(s.seqs, st.Seq) }
+func (s *seqRecorder) Pass(time.Duration, error) {}
+
+// A restarted reconciler reports the totals its cache verified before its
+// first pass, also while the remote is unreachable: metrics never drop to
+// zero over a restart.
+func TestSavedStateIsObservedAtStart(t *testing.T) {
+	e := newEnv(t, true, nil)
+	cache := t.TempDir()
+	r := e.cachedReconciler(nil, cache)
+	e.pass(r)
+	want := r.Ledger().State().Seq
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(e.bare, e.bare+".away"); err != nil {
+		t.Fatal(err)
+	}
+	rec := &seqRecorder{}
+	r2 := e.reconcilerConfig(nil, func(c *reconcile.Config) { c.CacheDir, c.Recorder = cache, rec })
+	if len(rec.seqs) != 1 || rec.seqs[0] != want || want == 0 {
+		t.Fatalf("observed at start: %v, want [%d]", rec.seqs, want)
+	}
+	if err := r2.Reconcile(context.Background()); err == nil {
+		t.Fatal("a pass with the remote away succeeded")
+	}
+	if last := rec.seqs[len(rec.seqs)-1]; last != want {
+		t.Fatalf("after a failed pass the state observed is at %d, want %d", last, want)
+	}
+}
