@@ -310,6 +310,17 @@ func TestIncidentFlowThroughTheDaemon(t *testing.T) {
 			t.Errorf("ledger show %s lacks %q", runID, s)
 		}
 	}
+	// The text form names the notification too.
+	o.Reset()
+	e.Reset()
+	if code := run(ctx, []string{"ledger", "show", runID, "--repo", bare}, &o, &e); code != exitOK {
+		t.Fatalf("ledger show: exit %d: %s", code, e.String())
+	}
+	for _, s := range []string{"alert:", "firing, group", "bd10ced123010a59", `alertname="PaymentsHighLatency"`} {
+		if !strings.Contains(o.String(), s) {
+			t.Errorf("ledger show %s (text) lacks %q:\n%s", runID, s, o.String())
+		}
+	}
 
 	es := entries()
 	started := find(es, "run.started")

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -432,6 +433,19 @@ func writeEntryText(w *bufio.Writer, e *ledger.Entry) {
 	if wu := e.WorkUnit; wu != nil {
 		line("work unit", "%s (%s human minutes)", wu.Kind, strconv.FormatFloat(wu.HumanMinutes, 'f', -1, 64))
 	}
+	if a := e.Alert; a != nil {
+		line("alert", "%s, group %s", a.Status, a.GroupKey)
+		opt("alert receiver", a.Receiver)
+		opt("alertmanager", a.ExternalURL)
+		for _, it := range a.Alerts {
+			item("%s %s %s", it.Status, it.Fingerprint, labelString(it.Labels))
+		}
+	}
+	if rq := e.Request; rq != nil {
+		line("request", "%s", rq.ID)
+		opt("requested by", rq.By)
+		opt("reason", rq.Reason)
+	}
 	if h := e.Hold; h != nil {
 		line("hold", "%s: %s", h.Kind, h.Reason)
 		opt("hold policy", h.Policy)
@@ -621,4 +635,18 @@ func exportFile(ctx context.Context, l *ledger.Ledger, path string) error {
 		return fmt.Errorf("%w; %s was left as it was, the %d entries before it are in %s", verr, path, n, dest)
 	}
 	return nil
+}
+
+// labelString prints labels as Prometheus does: {k="v", ...}, sorted.
+func labelString(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%q", k, m[k])
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
 }
