@@ -235,12 +235,21 @@ func (l *loader) parse(name string) (*hcl.File, hcl.Diagnostics) {
 // decodeFile decodes the blocks of one file, which may only hold blocks of
 // the given type.
 func (l *loader) decodeFile(f *hcl.File, blockType string, labels []string, decode func(f *hcl.File, b *hcl.Block)) {
-	content, diags := f.Body.Content(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: blockType, LabelNames: labels}}})
+	schema := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: blockType, LabelNames: labels}}}
+	if blockType == "provider" {
+		// providers.hcl also holds the forge proposals are reviewed on.
+		schema.Blocks = append(schema.Blocks, hcl.BlockHeaderSchema{Type: "forge", LabelNames: []string{"kind"}})
+	}
+	content, diags := f.Body.Content(schema)
 	l.diags = append(l.diags, diags...)
 	if content == nil {
 		return
 	}
 	for _, b := range content.Blocks {
+		if b.Type == "forge" {
+			l.decodeForge(f, b)
+			continue
+		}
 		decode(f, b)
 	}
 }

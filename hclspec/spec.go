@@ -10,9 +10,12 @@ import (
 // Spec is a loaded, validated desired state.
 type Spec struct {
 	Providers []*Provider
-	Agents    []*Agent
-	Policies  []*Policy
-	Groups    []*Group
+	// Forge is where proposals are reviewed as pull requests; nil for the
+	// git-native flow.
+	Forge    *Forge
+	Agents   []*Agent
+	Policies []*Policy
+	Groups   []*Group
 
 	// PolicyDigest is the sha256 of the policy files (policies/*.hcl in
 	// name order), computed at load.
