@@ -60,7 +60,7 @@ func (ph Phase) String() string {
 // by one, and a later Advance or Reconcile resumes where it stopped.
 func (r *Reconciler) Advance(ctx context.Context, agentName string, until Phase) error {
 	p := &pass{until: until}
-	for _, s := range []step{r.fetch, r.trustLedger, r.checkKeys, r.loadSpec, r.observe} {
+	for _, s := range []step{r.fetch, r.trustLedger, r.checkKeys, r.loadSpec, r.specForge, r.observe} {
 		if err := s(ctx, p); err != nil {
 			return err
 		}

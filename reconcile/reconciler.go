@@ -85,8 +85,16 @@ type Config struct {
 	// Concurrency is how many agents run at once; 0 means one per core.
 	Concurrency int
 	// Forge makes the forge proposals are reviewed on, given the opened
-	// repository; nil means the git-native forge (forge.Git).
+	// repository, whatever the spec says; nil means the forge the spec's
+	// forge block names (ForgeFactory), or the git-native one (forge.Git)
+	// without one.
 	Forge func(*gitstore.Repo) Forge
+	// ForgeFactory builds the forge a spec's forge block names; nil
+	// refuses forge blocks (the pass stalls).
+	ForgeFactory ForgeFactory
+	// ForgeAllowed are the base URLs the operator allows a forge block to
+	// name (--forge-allow): the forge's token is sent only to one of them.
+	ForgeAllowed []string
 }
 
 // Reconciler reconciles one repository.
@@ -96,6 +104,8 @@ type Reconciler struct {
 	repo   *gitstore.Repo
 	ledger *ledger.Ledger
 	forge  Forge
+	// forgeKey is the forge block r.forge was built for (forgeKey).
+	forgeKey string
 
 	spec       *hclspec.Spec
 	specCommit plumbing.Hash
@@ -242,7 +252,7 @@ func (r *Reconciler) reconcile(ctx context.Context, p *pass) (err error) {
 			r.cfg.Recorder.Pass(time.Since(start), err)
 		}
 	}()
-	for _, s := range []step{r.fetch, r.trustLedger, r.checkKeys, r.loadSpec, r.observe, r.mergedSuperseded, r.finishSupersedes, r.runAgents} {
+	for _, s := range []step{r.fetch, r.trustLedger, r.checkKeys, r.loadSpec, r.specForge, r.observe, r.mergedSuperseded, r.finishSupersedes, r.runAgents} {
 		if err := s(ctx, p); err != nil {
 			return errors.Join(append(p.failed, err)...)
 		}
@@ -340,6 +350,14 @@ func (r *Reconciler) loadSpec(ctx context.Context, p *pass) error {
 	}
 	r.setSpec(spec, p.head)
 	return nil
+}
+
+// specForge puts in force the forge of the spec in force (useForge).
+func (r *Reconciler) specForge(_ context.Context, _ *pass) error {
+	if r.spec == nil {
+		return nil
+	}
+	return r.useForge(r.spec)
 }
 
 // setSpec puts a spec in force. The pass's goroutines read r.spec without

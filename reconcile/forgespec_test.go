@@ -1,0 +1,117 @@
+package reconcile_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/agentgitops/reconciler/forge"
+	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/reconcile"
+)
+
+// countingForge is the git-native forge, counting what the loop asks of it.
+type countingForge struct {
+	*forge.Git
+	mu    sync.Mutex
+	opens int
+}
+
+func (c *countingForge) Open(ctx context.Context, p forge.Proposal) error {
+	c.mu.Lock()
+	c.opens++
+	c.mu.Unlock()
+	return c.Git.Open(ctx, p)
+}
+
+func withForgeBlock(block string) func(dir string) {
+	return func(dir string) {
+		f, err := os.OpenFile(filepath.Join(dir, "providers.hcl"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			panic(err)
+		}
+		defer f.Close()
+		f.WriteString("\n" + block + "\n")
+	}
+}
+
+const giteaBlock = `forge "gitea" {
+  base_url   = "https://gitea.example.com"
+  repository = "platform/desired-state"
+  token_env  = "GITEA_TOKEN"
+}`
+
+// A forge block is pushed by whoever can push: the reconciler never builds
+// the forge (so never resolves nor sends its token) for a base URL its
+// operator did not allow, and proposes nothing on another flow instead.
+func TestForgeBlockNeedsTheOperatorsAllowance(t *testing.T) {
+	e := newEnv(t, false, withForgeBlock(giteaBlock))
+	built := 0
+	factory := func(f *hclspec.Forge, repo *gitstore.Repo) (reconcile.Forge, error) {
+		built++
+		return forge.NewGit(repo), nil
+	}
+	r := e.reconcilerConfig(nil, func(c *reconcile.Config) {
+		c.ForgeFactory, c.ForgeAllowed = factory, []string{"https://gitea.other.example/"}
+	})
+	err := r.Reconcile(context.Background())
+	var stalled *reconcile.StalledError
+	if !errors.As(err, &stalled) || stalled.Reason != reconcile.ReasonForgeNotAllowed {
+		t.Fatalf("pass = %v, want stalled %s", err, reconcile.ReasonForgeNotAllowed)
+	}
+	if built != 0 {
+		t.Fatalf("the forge was built %d times for a base URL nobody allowed", built)
+	}
+	if b := e.branches(); len(b) != 0 {
+		t.Fatalf("proposals pushed while the forge is refused: %v", b)
+	}
+	if st := r.Status(); !st.Stalled() {
+		t.Fatalf("status not stalled: %+v", st.Conditions)
+	}
+}
+
+func TestForgeBlockBuildsTheForgeOnce(t *testing.T) {
+	e := newEnv(t, false, withForgeBlock(giteaBlock))
+	var made []*countingForge
+	var blocks []hclspec.Forge
+	factory := func(f *hclspec.Forge, repo *gitstore.Repo) (reconcile.Forge, error) {
+		blocks = append(blocks, *f)
+		c := &countingForge{Git: forge.NewGit(repo)}
+		made = append(made, c)
+		return c, nil
+	}
+	r := e.reconcilerConfig(nil, func(c *reconcile.Config) {
+		c.ForgeFactory, c.ForgeAllowed = factory, []string{"HTTPS://Gitea.Example.com"}
+	})
+	e.pass(r)
+	e.pass(r)
+	if len(made) != 1 || blocks[0].Owner != "platform" || blocks[0].TokenEnv != "GITEA_TOKEN" {
+		t.Fatalf("forge built %d times (%+v), want once", len(made), blocks)
+	}
+	if made[0].opens == 0 || made[0].opens != len(e.branches()) {
+		t.Fatalf("the spec's forge opened %d proposals, %d branches pushed", made[0].opens, len(e.branches()))
+	}
+}
+
+func TestForgeAllowed(t *testing.T) {
+	for _, tt := range []struct {
+		allowed []string
+		url     string
+		want    bool
+	}{
+		{[]string{"https://gitea.example.com"}, "https://gitea.example.com/", true},
+		{[]string{"HTTPS://GITEA.example.com/"}, "https://gitea.example.com/", true},
+		{[]string{"https://gitea.example.com/"}, "https://gitea.example.com.evil.example/", false},
+		{[]string{"https://gitea.example.com/"}, "http://gitea.example.com/", false},
+		{[]string{"https://gitea.example.com/a/"}, "https://gitea.example.com/A/", false},
+		{nil, "https://api.github.com/", false},
+	} {
+		if got := reconcile.ForgeAllowed(tt.allowed, tt.url); got != tt.want {
+			t.Errorf("ForgeAllowed(%v, %q) = %v, want %v", tt.allowed, tt.url, got, tt.want)
+		}
+	}
+}
