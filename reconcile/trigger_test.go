@@ -255,7 +255,7 @@ func TestNextDueIsTheNextScheduleSlot(t *testing.T) {
 
 type seqRecorder struct{ seqs []uint64 }
 
-func (s *seqRecorder) Observe(st *ledger.State)   { s.seqs = append(s.seqs, st.Seq) }
+func (s *seqRecorder) Observe(st *ledger.State)  { s.seqs = append(s.seqs, st.Seq) }
 func (s *seqRecorder) Pass(time.Duration, error) {}
 
 // A restarted reconciler reports the totals its cache verified before its
