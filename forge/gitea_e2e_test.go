@@ -1,0 +1,255 @@
+package forge_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/agentgitops/reconciler/forge"
+	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/internal/giteatest"
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/reconcile"
+	"github.com/agentgitops/reconciler/sandbox"
+	"github.com/agentgitops/reconciler/signing"
+)
+
+// init lets the test binary be the sandbox's helper, so that the example's
+// exec agents run sandboxed as in production (the package's TestMain, in
+// git_test.go, does not call sandbox.Init; init runs before it).
+func init() { sandbox.Init() }
+
+// e2e is the example repository (examples/repo-layout) hosted on a real
+// Gitea, and a reconciler whose forge is that Gitea.
+type e2e struct {
+	t      *testing.T
+	s      *giteatest.Server
+	r      *giteatest.Repo
+	signer *signing.Signer
+	now    time.Time
+}
+
+func newE2E(t *testing.T) *e2e {
+	t.Helper()
+	s := giteatest.Start(t)
+	r := s.CreateRepo(s.Bot, "desired")
+	r.AddCollaborator(giteatest.RitaLogin, "write")
+	r.AddCollaborator(giteatest.SamLogin, "write")
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../examples/repo-layout")); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"tools/pin-images.sh", "tools/normalise-env.sh"} {
+		if err := os.Chmod(filepath.Join(dir, f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	signer, err := signing.GenerateKey(filepath.Join(t.TempDir(), "ledger.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".reconciler/keys/ledger.pub"), signer.PublicKeyPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.Git(dir, "init", "--quiet", "--initial-branch=main")
+	r.Git(dir, "add", "-A")
+	r.Git(dir, "commit", "--quiet", "-m", "Initial commit")
+	r.Push(s.Bot, dir, "main")
+	// A Tuesday morning in Berlin, after the example's weekday schedule slot.
+	return &e2e{t: t, s: s, r: r, signer: signer, now: time.Date(2026, 11, 17, 9, 30, 0, 0, time.UTC)}
+}
+
+func (e *e2e) reconciler() *reconcile.Reconciler {
+	e.t.Helper()
+	cfg := reconcile.Config{
+		Repo:     e.r.CloneURL(e.s.Bot),
+		Identity: object.Signature{Name: "Reconciler", Email: "reconciler@example.com"},
+		Signer:   e.signer, WorkDir: e.t.TempDir(),
+		Now:    func() time.Time { return e.now },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Forge: func(repo *gitstore.Repo) reconcile.Forge {
+			g, err := forge.NewGitea(repo, forge.GiteaConfig{BaseURL: e.s.URL, Owner: e.r.Owner, Name: e.r.Name,
+				Token: e.s.Bot.Token, Instance: "e2e"})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			return g
+		},
+	}
+	r, err := reconcile.New(context.Background(), cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func (e *e2e) pass(r *reconcile.Reconciler) {
+	e.t.Helper()
+	if err := r.Reconcile(context.Background()); err != nil {
+		e.t.Fatalf("reconcile: %v", err)
+	}
+}
+
+func (e *e2e) entries() []ledger.Entry {
+	e.t.Helper()
+	repo := open(e.t, e.r.CloneURL(e.s.Bot))
+	es, err := ledger.New(repo, ledger.Options{}).Entries(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return es
+}
+
+func findEntry(es []ledger.Entry, typ, agent string) (ledger.Entry, bool) {
+	for _, en := range es {
+		if en.Type == typ && en.Agent == agent {
+			return en, true
+		}
+	}
+	return ledger.Entry{}, false
+}
+
+// TestGiteaEndToEnd runs the reconciler on the example repository hosted
+// on a real Gitea: a pass opens one pull request per proposal; Rita
+// approves the image pinner's on Gitea and Sam merges it there; Sam closes
+// the env normaliser's. The next pass records the approval (method forge,
+// login rita, the review's id), the merge, and the rejection, without a
+// violation; passes after that open nothing again.
+func TestGiteaEndToEnd(t *testing.T) {
+	e := newE2E(t)
+	r := e.reconciler()
+	e.pass(r)
+	es := e.entries()
+	pinner, ok := findEntry(es, ledger.ProposalOpened, "image-pinner")
+	if !ok {
+		t.Fatalf("no proposal.opened for image-pinner: %v", types(es))
+	}
+	envn, ok := findEntry(es, ledger.ProposalOpened, "env-normaliser")
+	if !ok {
+		t.Fatalf("no proposal.opened for env-normaliser: %v", types(es))
+	}
+	decision, _ := findEntry(es, ledger.PolicyDecision, "image-pinner")
+	prs := e.r.PullRequests()
+	if len(prs) != 2 {
+		t.Fatalf("%d pull requests after the first pass, want 2", len(prs))
+	}
+	var pr, envPR giteatest.PullRequest
+	for _, p := range prs {
+		switch p.Head.Ref {
+		case pinner.Proposal.Branch:
+			pr = p
+		case envn.Proposal.Branch:
+			envPR = p
+		}
+	}
+	if pr.Number == 0 || envPR.Number == 0 {
+		t.Fatalf("pull requests %+v, want one of %s and one of %s", prs, pinner.Proposal.Branch, envn.Proposal.Branch)
+	}
+	seq := jsonNum(decision.Seq)
+	for _, want := range []string{"head=" + pinner.Proposal.Head, "- Ledger entry: " + seq,
+		"reconciler ledger show " + seq + " --repo " + e.r.PublicURL(), "protect-prod/production", "1 of sre"} {
+		if !strings.Contains(pr.Body, want) {
+			t.Errorf("pull request body lacks %q:\n%s", want, pr.Body)
+		}
+	}
+	if !strings.HasPrefix(pr.Title, "Pin 4 container image(s)") {
+		t.Errorf("title %q", pr.Title)
+	}
+	if st := e.r.CombinedStatus(pinner.Proposal.Head); st["reconciler/e2e"] != "pending" {
+		t.Errorf("status of the proposal head: %v", st)
+	}
+
+	// A quiet pass changes nothing on Gitea.
+	e.pass(r)
+	if n := len(e.r.PullRequests()); n != 2 {
+		t.Errorf("%d pull requests after a quiet pass", n)
+	}
+
+	reviewID := e.r.Review(e.s.Rita, pr.Number, "APPROVED", pinner.Proposal.Head, "pins look right")
+	e.r.Merge(e.s.Sam, pr.Number, "merge")
+	e.r.Close(e.s.Sam, envPR.Number)
+	e.pass(e.reconciler()) // a fresh process: nothing remembered but the ledger
+	es = e.entries()
+	approved, ok := findEntry(es, ledger.ProposalApproved, "image-pinner")
+	if !ok {
+		t.Fatalf("no proposal.approved: %v", types(es))
+	}
+	a := approved.Approval
+	if a == nil || a.Method != ledger.ApprovalForge || a.Via != "review" || a.Login != "rita" || a.Member != "rita" ||
+		a.Ref != jsonNum(uint64(reviewID)) || a.Head != pinner.Proposal.Head || len(a.Satisfies) != 1 || a.Satisfies[0].Group != "sre" {
+		t.Errorf("approval %+v (reviewer %q)", a, approved.Reviewer)
+	}
+	merged, ok := findEntry(es, ledger.ProposalMerged, "image-pinner")
+	if !ok || merged.Proposal.Head != pinner.Proposal.Head || merged.Proposal.MergeCommit != *e.r.Pull(pr.Number).MergeSHA {
+		t.Errorf("merge %+v, want the merge of %s at %v", merged.Proposal, pinner.Proposal.Head, e.r.Pull(pr.Number).MergeSHA)
+	}
+	if _, ok := findEntry(es, ledger.ProposalRejected, "env-normaliser"); !ok {
+		t.Errorf("the closed pull request is not a rejection: %v", types(es))
+	}
+	for _, en := range es {
+		if en.Type == ledger.PolicyViolation {
+			t.Errorf("violation: %s", en.Error)
+		}
+	}
+	n := len(es)
+	e.pass(r)
+	if got := e.entries(); len(got) != n {
+		t.Errorf("a quiet pass after the merge wrote %v", types(got[n:]))
+	}
+	if got := e.r.PullRequests(); len(got) != 2 || e.r.Pull(envPR.Number).State != "closed" {
+		t.Errorf("pull requests after the merge: %d, env-normaliser's %s", len(got), e.r.Pull(envPR.Number).State)
+	}
+}
+
+// TestGiteaEndToEndMergeWithoutApproval: Sam merges the image pinner's
+// pull request on Gitea without any approving review: the reconciler
+// records the merge and a policy.violation, and no approval.
+func TestGiteaEndToEndMergeWithoutApproval(t *testing.T) {
+	e := newE2E(t)
+	r := e.reconciler()
+	e.pass(r)
+	pinner, ok := findEntry(e.entries(), ledger.ProposalOpened, "image-pinner")
+	if !ok {
+		t.Fatal("no proposal.opened for image-pinner")
+	}
+	var number int64
+	for _, p := range e.r.PullRequests() {
+		if p.Head.Ref == pinner.Proposal.Branch {
+			number = p.Number
+		}
+	}
+	// An approval of nobody in sre, and a comment, prove nothing.
+	e.r.Review(e.s.Outsider, number, "COMMENT", "", "drive-by")
+	e.r.Merge(e.s.Sam, number, "merge")
+	e.pass(r)
+	es := e.entries()
+	if _, ok := findEntry(es, ledger.ProposalMerged, "image-pinner"); !ok {
+		t.Fatalf("merge not recorded: %v", types(es))
+	}
+	if _, ok := findEntry(es, ledger.ProposalApproved, "image-pinner"); ok {
+		t.Error("an approval was recorded")
+	}
+	v, ok := findEntry(es, ledger.PolicyViolation, "image-pinner")
+	if !ok || !strings.Contains(v.Error, "needs 1 of sre, has 0") {
+		t.Errorf("violation %q, want needs 1 of sre, has 0", v.Error)
+	}
+}
+
+func types(es []ledger.Entry) []string {
+	var out []string
+	for _, en := range es {
+		out = append(out, en.Type+" "+en.Agent)
+	}
+	return out
+}
+
+func jsonNum(n uint64) string { return strconv.FormatUint(n, 10) }
