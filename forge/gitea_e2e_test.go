@@ -253,3 +253,53 @@ func types(es []ledger.Entry) []string {
 }
 
 func jsonNum(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// TestGiteaEndToEndApprovalOfOldHead: Rita approves the image pinner's
+// pull request, then Sam pushes a commit to its branch: the next pass
+// decides the new head (proposal.updated), and Sam's merge of it on Gitea
+// is a violation: Rita's approval was of the old head and counts for
+// nothing.
+func TestGiteaEndToEndApprovalOfOldHead(t *testing.T) {
+	e := newE2E(t)
+	r := e.reconciler()
+	e.pass(r)
+	pinner, ok := findEntry(e.entries(), ledger.ProposalOpened, "image-pinner")
+	if !ok {
+		t.Fatal("no proposal.opened for image-pinner")
+	}
+	var number int64
+	for _, p := range e.r.PullRequests() {
+		if p.Head.Ref == pinner.Proposal.Branch {
+			number = p.Number
+		}
+	}
+	e.r.Review(e.s.Rita, number, "APPROVED", pinner.Proposal.Head, "")
+	work := e.r.Clone(e.s.Sam)
+	e.r.Git(work, "checkout", "--quiet", pinner.Proposal.Branch)
+	if err := os.WriteFile(filepath.Join(work, "NOTES.md"), []byte("sam was here\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.r.Git(work, "add", "-A")
+	e.r.Git(work, "commit", "--quiet", "-m", "a note")
+	e.r.Push(e.s.Sam, work, pinner.Proposal.Branch)
+	moved := e.r.Git(work, "rev-parse", "HEAD")
+	e.pass(r)
+	up, ok := findEntry(e.entries(), ledger.ProposalUpdated, "image-pinner")
+	if !ok || up.Proposal.Head != moved {
+		t.Fatalf("proposal.updated %+v, want the new head %s", up.Proposal, moved)
+	}
+	e.r.Merge(e.s.Sam, number, "merge")
+	e.pass(r)
+	es := e.entries()
+	if _, ok := findEntry(es, ledger.ProposalApproved, "image-pinner"); ok {
+		t.Error("the approval of the old head was recorded")
+	}
+	merged, ok := findEntry(es, ledger.ProposalMerged, "image-pinner")
+	if !ok || merged.Proposal.Head != moved {
+		t.Fatalf("merge %+v, want of %s: %v", merged.Proposal, moved, types(es))
+	}
+	v, ok := findEntry(es, ledger.PolicyViolation, "image-pinner")
+	if !ok || !strings.Contains(v.Error, "needs 1 of sre, has 0") {
+		t.Errorf("violation %q, want needs 1 of sre, has 0", v.Error)
+	}
+}
