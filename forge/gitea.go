@@ -256,7 +256,34 @@ func (g *Gitea) Open(ctx context.Context, p Proposal) error {
 	if err := g.refresh(pr, p); err != nil {
 		return err
 	}
+	if err := g.label(pr, p); err != nil {
+		return err
+	}
 	return g.status(pr, p)
+}
+
+// label adds the proposal's labels pr lacks (a pull request a person
+// opened for the branch before the reconciler did).
+func (g *Gitea) label(pr *gitea.PullRequest, p Proposal) error {
+	var missing []string
+	for _, n := range g.labelNames(p) {
+		if !slices.ContainsFunc(pr.Labels, func(l *gitea.Label) bool { return l != nil && l.Name == n }) {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	ids, err := g.ensureLabels(missing)
+	if err != nil {
+		return err
+	}
+	ls, _, err := g.client.AddIssueLabels(g.cfg.Owner, g.cfg.Name, pr.Index, gitea.IssueLabelsOption{Labels: ids})
+	if err != nil {
+		return g.apiErr(fmt.Sprintf("label pull request #%d", pr.Index), err)
+	}
+	pr.Labels = ls
+	return nil
 }
 
 // create opens the pull request of p, labelled.
