@@ -54,7 +54,7 @@ func (g *GitHub) body(p Proposal) string {
 	fmt.Fprintf(&b, "## Evidence\n\nDecided on head `%s` in ledger entry %d (branch `agent-evidence`), run `%s` of agent `%s`.\n\n",
 		p.Head, p.LedgerEntry, ghCell(p.RunID), ghCell(p.Agent))
 	b.WriteString("Verify it from a clone of this repository:\n\n```sh\nreconciler ledger verify --repo <clone URL>\n")
-	fmt.Fprintf(&b, "reconciler ledger show %s --repo <clone URL>\n```\n\n", ghShellWord(p.RunID))
+	fmt.Fprintf(&b, "reconciler ledger show --repo <clone URL> %d\nreconciler ledger show --repo <clone URL> %s\n```\n\n", p.LedgerEntry, ghShellWord(p.RunID))
 	b.WriteString("A review counts only for the head it approved: a push to this branch is decided again and needs new approvals. The merge is yours to make.\n\n")
 	fmt.Fprintf(&b, "<!-- agentgitops-reconciler context=%q head=%s entry=%d -->\n", g.context, p.Head, p.LedgerEntry)
 	return b.String()

@@ -228,7 +228,7 @@ func TestGitHubRecordedOpenOnce(t *testing.T) {
 	}
 	for _, want := range []string{"## Rationale", "CVE-2021-23337", "## Risk", "low: patch release", "**require_approval**: require_approval protect/prod (1 of sre)",
 		"1 of sre", "`protect/prod`", "prod needs an SRE", "policies/protect.hcl:3:3", "ledger entry 42", "`" + head.String() + "`",
-		"reconciler ledger verify", "reconciler ledger show 3f2a9c0d41be",
+		"reconciler ledger verify --repo <clone URL>", "reconciler ledger show --repo <clone URL> 42\n", "reconciler ledger show --repo <clone URL> 3f2a9c0d41be\n",
 		`<!-- agentgitops-reconciler context="reconciler/test-1" head=` + head.String() + " entry=42 -->"} {
 		if !strings.Contains(req.Body, want) {
 			t.Errorf("body lacks %q:\n%s", want, req.Body)
