@@ -558,3 +558,81 @@ func FuzzParseAlertmanager(f *testing.F) {
 		}
 	})
 }
+
+// /hooks/forge takes Gitea's and GitHub's pull request, review and push
+// events, signed as on /hooks/git (the captured deliveries and Gitea's
+// vectors with their real secrets): each wakes the loop (202), a ping
+// does nothing (200), and a signature of another secret, none, or
+// GitLab's token is refused (401), with nothing queued.
+func TestHookForgeEvents(t *testing.T) {
+	vf := shared(t, "gitea/webhooks/signature-vectors.json")
+	var gitea struct {
+		Secret  string
+		Vectors []struct {
+			File  string
+			Event string `json:"X-Gitea-Event"`
+			Sig   string `json:"X-Gitea-Signature"`
+		}
+	}
+	if err := json.Unmarshal(readFile(t, vf), &gitea); err != nil {
+		t.Fatal(err)
+	}
+	h := newHookServer(t, func(c *server.Config) { c.Secret = server.NewSecret(gitea.Secret) })
+	woke := 0
+	for _, v := range gitea.Vectors {
+		body := readFile(t, filepath.Join(filepath.Dir(vf), v.File))
+		res := post(t, h.url+"/hooks/forge", body, "Content-Type", "application/json", "X-Gitea-Event", v.Event, "X-Gitea-Signature", v.Sig)
+		var got server.GitEvent
+		res.decode(t, &got)
+		if res.code != http.StatusAccepted || !got.Reconcile || got.Sender != "gitea" {
+			t.Errorf("gitea %s (%s): %d %s, want 202", v.File, v.Event, res.code, res.body)
+		}
+		woke++
+		if res := post(t, h.url+"/hooks/forge", body, "Content-Type", "application/json", "X-Gitea-Event", v.Event, "X-Gitea-Signature", hmacHex("another secret", body)); res.code != http.StatusUnauthorized {
+			t.Errorf("gitea %s with another secret: %d, want 401", v.File, res.code)
+		}
+	}
+	if woke < 2 {
+		t.Fatalf("%d Gitea vectors, want the push and pull request events", woke)
+	}
+
+	var gh struct {
+		Captured struct {
+			Secret string
+			Files  []string
+		} `json:"github_captured_deliveries"`
+	}
+	ghf := shared(t, "github-webhooks/signature-vectors.json")
+	if err := json.Unmarshal(readFile(t, ghf), &gh); err != nil {
+		t.Fatal(err)
+	}
+	h = newHookServer(t, func(c *server.Config) { c.Secret = server.NewSecret(gh.Captured.Secret) })
+	for _, f := range gh.Captured.Files {
+		var d struct {
+			Headers map[string]string
+			Body    string `json:"body_raw_base64"`
+		}
+		if err := json.Unmarshal(readFile(t, filepath.Join(filepath.Dir(ghf), f)), &d); err != nil {
+			t.Fatal(err)
+		}
+		body, err := base64.StdEncoding.DecodeString(d.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		event := d.Headers["x-github-event"]
+		res := post(t, h.url+"/hooks/forge", body, "Content-Type", "application/json", "X-GitHub-Event", event, "X-Hub-Signature-256", d.Headers["x-hub-signature-256"])
+		var got server.GitEvent
+		res.decode(t, &got)
+		want := event == "pull_request" || event == "pull_request_review" || event == "push"
+		if got.Reconcile != want || (want && res.code != http.StatusAccepted) || (!want && res.code != http.StatusOK) {
+			t.Errorf("github %s (%s): %d %s, want reconcile=%v", f, event, res.code, res.body, want)
+		}
+	}
+	gl := []byte(`{"object_kind":"merge_request"}`)
+	if res := post(t, h.url+"/hooks/forge", gl, "X-Gitlab-Event", "Merge Request Hook", "X-Gitlab-Token", gh.Captured.Secret); res.code != http.StatusUnauthorized {
+		t.Errorf("GitLab on /hooks/forge: %d %s, want 401", res.code, res.body)
+	}
+	if len(h.Queued()) != 0 {
+		t.Errorf("forge hooks queued %v", h.ids())
+	}
+}

@@ -22,6 +22,7 @@ import (
 const (
 	routeAlertmanager = "alertmanager"
 	routeGit          = "git"
+	routeForge        = "forge"
 	routeRuns         = "runs"
 )
 
@@ -48,6 +49,7 @@ func (s *Server) Handler() http.Handler {
 	handle("POST", "/hooks/alertmanager", s.guard(routeAlertmanager, true, s.alertmanager))
 	// A git hook's signature is over the body: it is checked once read.
 	handle("POST", "/hooks/git", s.guard(routeGit, false, s.gitHook))
+	handle("POST", "/hooks/forge", s.guard(routeForge, false, s.forgeHook))
 	handle("POST", "/api/v1/agents/{name}/runs", s.guard(routeRuns, true, s.manualRun))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route %s", r.URL.Path)

@@ -154,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.queue = q
 	s.lim = map[string]*rate.Limiter{}
-	for _, route := range []string{routeAlertmanager, routeGit, routeRuns} {
+	for _, route := range []string{routeAlertmanager, routeGit, routeForge, routeRuns} {
 		s.lim[route] = rate.NewLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
 	}
 	return s, nil
