@@ -35,6 +35,10 @@ type repoFlags struct {
 	newLedger bool
 	sandbox   string
 	parallel  int
+	// forgeAllow are the base URLs a spec's forge block may name; the
+	// forge's token is sent to no other.
+	forgeAllow multiFlag
+	instance   string
 	// fs is the FlagSet the flags were registered on: its positional
 	// arguments, which once and run do not take, are a usage error.
 	fs *flag.FlagSet
@@ -53,6 +57,9 @@ func (f *repoFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.trusted, "trusted-key", "public key the ledger's genesis entry must be signed by (repeatable; default: trust it on first use)")
 	fs.IntVar(&f.parallel, "concurrency", runtime.NumCPU(), "how many agents run at once (their ledger entries and proposals are still written in order per run)")
 	fs.StringVar(&f.sandbox, "sandbox", string(sandbox.Strict), "what an exec agent's run does when the kernel lacks a sandbox mechanism (user, PID, network, IPC or mount namespaces, Landlock, rlimits): strict fails it, permissive runs it with what is available; either way the ledger records the mechanisms in force")
+	fs.Var(&f.forgeAllow, "forge-allow", "base URL a forge block of providers.hcl may name, such as https://gitea.example.com/ (repeatable): the forge's token is sent only to one of these, since anyone who can push can edit the block")
+	host, _ := os.Hostname()
+	fs.StringVar(&f.instance, "instance", host, "names this reconciler in its pull requests' commit status context (reconciler/<instance>), so two instances never overwrite each other's status")
 	fs.BoolVar(&f.newLedger, "start-new-ledger", false, "start a new ledger although commits reference entries of a missing one (deleted, or archived after an upgrade); the genesis entry records it")
 }
 
@@ -98,6 +105,7 @@ func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics
 		Repo:        f.repo, Branch: f.branch, Identity: id, Signer: signer,
 		LookupEnv: os.LookupEnv, Logger: logger, Runners: runners(f.sandboxConfig(mode)),
 		CacheDir: f.cacheDir, TrustedKeys: pins, StartNewLedger: f.newLedger,
+		ForgeFactory: forgeFactory(os.LookupEnv, f.instance, f.branch), ForgeAllowed: f.forgeAllow,
 	}
 	if m != nil {
 		cfg.Recorder = m
