@@ -447,7 +447,7 @@ func (r *Reconciler) recordOpened(ctx context.Context, p *pass, a *hclspec.Agent
 			return err
 		}
 		for _, fp := range closes {
-			if err := r.forge.Close(ctx, fp, "superseded by "+rn.ID); err != nil {
+			if err := r.forge.Close(ctx, fp, fmt.Sprintf("superseded by run %s (branch %s)", rn.ID, ProposalBranch(a.Name, rn.ID))); err != nil {
 				return err
 			}
 		}
@@ -668,7 +668,7 @@ func (r *Reconciler) commitProposal(a *hclspec.Agent, runID string, specCommit p
 		msg.WriteString(body + "\n\n")
 	}
 	if risk := agent.CleanSubject(res.Risk); risk != "" {
-		msg.WriteString("Risk (the agent's own assessment): " + risk + "\n\n")
+		msg.WriteString(riskPrefix + risk + "\n\n")
 	}
 	fmt.Fprintf(&msg, "Agent: %s\nAgent-Run: %s\nSpec-Commit: %s\nPolicy-Decision: %s\nLedger-Entry: %d\n",
 		a.Name, runID, specCommit, d.Summary, decisionSeq)

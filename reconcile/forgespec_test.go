@@ -11,6 +11,7 @@ import (
 	"github.com/agentgitops/reconciler/forge"
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/reconcile"
 )
 
@@ -113,5 +114,63 @@ func TestForgeAllowed(t *testing.T) {
 		if got := reconcile.ForgeAllowed(tt.allowed, tt.url); got != tt.want {
 			t.Errorf("ForgeAllowed(%v, %q) = %v, want %v", tt.allowed, tt.url, got, tt.want)
 		}
+	}
+}
+
+// recordingForge is the git-native forge, keeping every proposal the loop
+// opens.
+type recordingForge struct {
+	*forge.Git
+	mu     sync.Mutex
+	opened []forge.Proposal
+}
+
+func (f *recordingForge) Open(ctx context.Context, p forge.Proposal) error {
+	f.mu.Lock()
+	f.opened = append(f.opened, p)
+	f.mu.Unlock()
+	return f.Git.Open(ctx, p)
+}
+
+// A person pushes to a proposal branch: after proposal.updated the loop
+// publishes the proposal again (a pull request's body and status follow
+// the new head and decision), with the agent's words from its commit.
+func TestUpdatedProposalIsPublishedAgain(t *testing.T) {
+	e := newEnv(t, false, nil)
+	rec := &recordingForge{}
+	r := e.reconcilerConfig(nil, func(c *reconcile.Config) {
+		c.Forge = func(repo *gitstore.Repo) reconcile.Forge { rec.Git = forge.NewGit(repo); return rec }
+	})
+	e.pass(r)
+	opened, ok := find(e.entries(), ledger.ProposalOpened, "image-pinner")
+	if !ok {
+		t.Fatalf("no proposal: %q", e.events())
+	}
+	var first forge.Proposal
+	for _, p := range rec.opened {
+		if p.RunID == opened.RunID {
+			first = p
+		}
+	}
+	if first.Summary == "" || first.Body == "" {
+		t.Fatalf("the first Open had no summary or rationale: %+v", first)
+	}
+	work := e.clone()
+	e.gitAs("Rita", "rita@example.com", work, "checkout", "--quiet", opened.Proposal.Branch)
+	os.WriteFile(filepath.Join(work, "deploy/images.lock"), []byte("# reviewed by rita\n"), 0o644)
+	e.gitAs("Rita", "rita@example.com", work, "commit", "--quiet", "-am", "tweak")
+	e.gitAs("Rita", "rita@example.com", work, "push", "--quiet", "origin", opened.Proposal.Branch)
+	n := len(rec.opened)
+	e.pass(r)
+	upd, ok := find(e.entries(), ledger.ProposalUpdated, "image-pinner")
+	if !ok {
+		t.Fatalf("no proposal.updated: %q", e.events())
+	}
+	if len(rec.opened) != n+1 {
+		t.Fatalf("Open called %d times after the update, want once", len(rec.opened)-n)
+	}
+	again := rec.opened[n]
+	if again.Head.String() != upd.Proposal.Head || again.LedgerEntry != upd.Seq || again.Summary != first.Summary || again.Body != first.Body || again.Risk != first.Risk {
+		t.Fatalf("published again as %+v, want head %s, entry %d and the words of %+v", again, upd.Proposal.Head, upd.Seq, first)
 	}
 }

@@ -33,6 +33,12 @@ func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 			// One proposal that cannot be observed (a branch pushed with
 			// a broken history, say) must not stop the others.
 			evs, err := r.observeProposal(ctx, p, rn)
+			if errors.Is(err, forge.ErrMergeNotMirrored) {
+				// The forge merged it, the mirror has not fetched the
+				// merge yet: judged by a later pass, on the mirror.
+				r.log.Info("proposal merged on the forge, waiting for the merge to be fetched", "agent", rn.Agent, "run", rn.ID)
+				continue
+			}
 			if err != nil {
 				r.log.Error("observe proposal", "agent", rn.Agent, "run", rn.ID, "err", err)
 				errs = append(errs, fmt.Errorf("proposal %s %s: %w", rn.Agent, rn.ID, err))
@@ -45,6 +51,7 @@ func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 		if _, err := r.append(ctx, p, events...); err != nil {
 			return err
 		}
+		errs = append(errs, r.reopenUpdated(ctx, p, events)...)
 	}
 	// The pass goes on (runs, other proposals) and fails at its end.
 	p.failed = append(p.failed, errs...)
@@ -309,4 +316,60 @@ func (r *Reconciler) specBefore(merge *object.Commit) *hclspec.Spec {
 	}
 	r.specs[at] = spec
 	return spec
+}
+
+// reopenUpdated publishes again the proposals whose heads moved: a
+// pull-request forge rewrites the body and sets the status for the new
+// decision (Open is idempotent; the git-native forge does nothing). A
+// crash before it leaves the old body; the next proposal.updated, or a
+// restart's Open of the same proposal, brings it up to date.
+func (r *Reconciler) reopenUpdated(ctx context.Context, p *pass, events []ledger.Event) []error {
+	var errs []error
+	for _, ev := range events {
+		if ev.Type != ledger.ProposalUpdated {
+			continue
+		}
+		rn := p.state.Run(ev.RunID)
+		if rn == nil || !rn.ProposalOpen() {
+			continue
+		}
+		fp, err := forgeProposal(rn)
+		if err == nil {
+			fp.Summary, fp.Body, fp.Risk = r.proposalWords(rn)
+			err = r.forge.Open(ctx, fp)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("publish the update of proposal %s %s: %w", rn.Agent, rn.ID, err))
+		}
+	}
+	return errs
+}
+
+// riskPrefix starts the risk line of a proposal commit (commitProposal).
+const riskPrefix = "Risk (the agent's own assessment): "
+
+// proposalWords are the agent's summary, rationale and risk as its
+// proposal commit (the opened head, which the reconciler made) holds them.
+func (r *Reconciler) proposalWords(rn *ledger.Run) (summary, body, risk string) {
+	if rn.Opened == nil || rn.Opened.Proposal == nil {
+		return "", "", ""
+	}
+	c, err := r.repo.Commit(plumbing.NewHash(rn.Opened.Proposal.Head))
+	if err != nil {
+		return "", "", ""
+	}
+	paras := strings.Split(strings.TrimSpace(c.Message), "\n\n")
+	summary = paras[0]
+	var rest []string
+	for _, para := range paras[1:] {
+		switch {
+		case strings.HasPrefix(para, riskPrefix):
+			risk = strings.TrimPrefix(para, riskPrefix)
+		case strings.HasPrefix(para, "Agent: "):
+			// The trailers.
+		default:
+			rest = append(rest, para)
+		}
+	}
+	return summary, strings.Join(rest, "\n\n"), risk
 }
