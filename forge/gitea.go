@@ -425,6 +425,39 @@ func (g *Gitea) commentOnce(n int64, marker, body string) error {
 // denied, pending while approvals are required, success otherwise.
 func (g *Gitea) status(pr *gitea.PullRequest, p Proposal) error {
 	state, desc := statusOf(p.Decision)
+	return g.setStatus(pr.HTMLURL, p, state, desc)
+}
+
+// SetApprovalStatus sets this instance's commit status of p.Head after its
+// approvals were judged: success when nothing is unmet, otherwise pending
+// with what is still needed (failure for a denied decision). The loop
+// calls it when what is unmet changes (reconcile.ApprovalStatuser).
+func (g *Gitea) SetApprovalStatus(ctx context.Context, p Proposal, unmet []string) error {
+	defer g.lock(ctx)()
+	if err := g.setup(); err != nil {
+		return err
+	}
+	pr, err := g.find(p.Branch)
+	if err != nil {
+		return err
+	}
+	if pr == nil || pr.State != gitea.StateOpen {
+		return nil
+	}
+	state, desc := statusOf(p.Decision)
+	if state == gitea.StatusPending {
+		if len(unmet) == 0 {
+			state, desc = gitea.StatusSuccess, "approved as the decision requires"
+		} else if desc = oneLineTitle("needs: " + strings.Join(unmet, "; ")); len(desc) > 140 {
+			desc = desc[:137] + "..."
+		}
+	}
+	return g.setStatus(pr.HTMLURL, p, state, desc)
+}
+
+// setStatus sets this instance's commit status of p.Head unless its latest
+// status there says so already.
+func (g *Gitea) setStatus(target string, p Proposal, state gitea.StatusState, desc string) error {
 	cs, resp, err := g.client.GetCombinedStatus(g.cfg.Owner, g.cfg.Name, p.Head.String())
 	if err != nil && !notFound(resp) {
 		return g.apiErr("read the status of "+short(p.Head.String()), err)
@@ -437,7 +470,7 @@ func (g *Gitea) status(pr *gitea.PullRequest, p Proposal) error {
 		}
 	}
 	_, _, err = g.client.CreateStatus(g.cfg.Owner, g.cfg.Name, p.Head.String(), gitea.CreateStatusOption{
-		State: state, Description: desc, Context: g.StatusContext(), TargetURL: pr.HTMLURL})
+		State: state, Description: desc, Context: g.StatusContext(), TargetURL: target})
 	if err != nil {
 		return g.apiErr("set the status of "+short(p.Head.String()), err)
 	}

@@ -175,6 +175,17 @@ func TestGiteaEndToEnd(t *testing.T) {
 	}
 
 	reviewID := e.r.Review(e.s.Rita, pr.Number, "APPROVED", pinner.Proposal.Head, "pins look right")
+	// Before the merge, a pass shows on the pull request that its
+	// approvals now satisfy the decision (a protected branch may require
+	// this status); an outsider's approval of the other changes nothing.
+	e.r.Review(e.s.Outsider, envPR.Number, "APPROVED", envn.Proposal.Head, "lgtm")
+	e.pass(r)
+	if st := e.r.CombinedStatus(pinner.Proposal.Head); st["reconciler/e2e"] != "success" {
+		t.Errorf("status after rita's approval: %v, want success", st)
+	}
+	if st := e.r.CombinedStatus(envn.Proposal.Head); st["reconciler/e2e"] != "pending" {
+		t.Errorf("status after an outsider's approval: %v, want pending", st)
+	}
 	e.r.Merge(e.s.Sam, pr.Number, "merge")
 	e.r.Close(e.s.Sam, envPR.Number)
 	e.pass(e.reconciler()) // a fresh process: nothing remembered but the ledger

@@ -84,7 +84,7 @@ func (r *Reconciler) observeProposal(ctx context.Context, p *pass, rn *ledger.Ru
 			}
 			return []ledger.Event{ev}, nil
 		}
-		return nil, nil
+		return nil, r.approvalStatus(ctx, rn, fp, o)
 	}
 	if slices.Contains(rn.Violations, o.Merge.Hash.String()) {
 		// Judged before (a squash whose content was not the proposal's):
@@ -372,4 +372,43 @@ func (r *Reconciler) proposalWords(rn *ledger.Run) (summary, body, risk string) 
 		}
 	}
 	return summary, strings.Join(rest, "\n\n"), risk
+}
+
+// ApprovalStatuser is a forge that shows, on an open proposal, whether its
+// approvals satisfy its decision yet (a pull request's commit status, which
+// a protected branch may require before the merge button works).
+type ApprovalStatuser interface {
+	SetApprovalStatus(ctx context.Context, p forge.Proposal, unmet []string) error
+}
+
+// approvalStatus judges the approvals an open proposal's decided head has
+// so far, under the spec in force, and tells the forge when what is unmet
+// changed. It only shows progress: the merge is judged again, on the spec
+// before it, when it happens.
+func (r *Reconciler) approvalStatus(ctx context.Context, rn *ledger.Run, fp forge.Proposal, o forge.Observation) error {
+	as, ok := r.forge.(ApprovalStatuser)
+	if !ok || r.spec == nil || fp.Decision.Outcome == policy.Deny {
+		return nil
+	}
+	all, err := r.forge.Approvals(ctx, fp, o, fp.Head, r.spec)
+	if err != nil {
+		return fmt.Errorf("approvals of open %s: %w", fp.Branch, err)
+	}
+	var approvers []policy.Approver
+	for _, a := range all {
+		if isMachine(r.cfg.Identity, a.Approver.Email) {
+			continue
+		}
+		approvers = append(approvers, a.Approver)
+	}
+	unmet := policy.Check(r.spec, fp.Decision, approvers)
+	key := fp.Head.String() + "\x00" + strings.Join(unmet, "\x00")
+	if r.shown[rn.ID] == key {
+		return nil
+	}
+	if err := as.SetApprovalStatus(ctx, fp, unmet); err != nil {
+		return fmt.Errorf("approval status of %s: %w", fp.Branch, err)
+	}
+	r.shown[rn.ID] = key
+	return nil
 }

@@ -106,6 +106,9 @@ type Reconciler struct {
 	forge  Forge
 	// forgeKey is the forge block r.forge was built for (forgeKey).
 	forgeKey string
+	// shown is, per open run, the approval status last shown on the forge
+	// (approvalStatus), so that it is set only when it changes.
+	shown map[string]string
 
 	spec       *hclspec.Spec
 	specCommit plumbing.Hash
@@ -152,7 +155,7 @@ func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Reconciler{cfg: cfg, log: cfg.Logger, repo: repo, claimant: cfg.Claimant, forge: newForge(cfg, repo), specs: map[plumbing.Hash]*hclspec.Spec{}}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, repo: repo, claimant: cfg.Claimant, forge: newForge(cfg, repo), specs: map[plumbing.Hash]*hclspec.Spec{}, shown: map[string]string{}}
 	if r.claimant == "" {
 		r.claimant = defaultClaimant(repo.StateDir())
 	}
