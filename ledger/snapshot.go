@@ -5,8 +5,9 @@ import (
 	"encoding/gob"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
+
+	"github.com/agentgitops/reconciler/internal/atomicfile"
 )
 
 // snapshotVersion changes whenever State's encoding does; a snapshot of
@@ -70,41 +71,9 @@ func (l *Ledger) Save() error {
 	if err := gob.NewEncoder(&buf).Encode(snapshot{Version: snapshotVersion, Pinned: pinnedIDs(&l.trust), State: l.state}); err != nil {
 		return fmt.Errorf("save ledger state: %w", err)
 	}
-	if err := writeFileAtomic(l.stateFile, buf.Bytes()); err != nil {
+	if err := atomicfile.Write(l.stateFile, buf.Bytes()); err != nil {
 		return fmt.Errorf("save ledger state: %w", err)
 	}
 	l.savedSeq = l.state.Seq
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

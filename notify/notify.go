@@ -36,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentgitops/reconciler/internal/atomicfile"
 	"github.com/agentgitops/reconciler/ledger"
 )
 
@@ -543,7 +544,7 @@ func (n *Notifier) saveLocked() {
 		return
 	}
 	if err == nil {
-		if err = writeFileAtomic(n.file, b); err != nil {
+		if err = atomicfile.Write(n.file, b); err != nil {
 			err = fmt.Errorf("save notification state: %w", err)
 		} else {
 			n.saved = b
