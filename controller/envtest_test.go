@@ -1,0 +1,635 @@
+package controller_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	"github.com/fluxcd/pkg/runtime/leaderelection"
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	agentsv1 "github.com/agentgitops/reconciler/api/v1"
+	"github.com/agentgitops/reconciler/controller"
+	"github.com/agentgitops/reconciler/gitstore"
+	"github.com/agentgitops/reconciler/gitstore/gittest"
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/sandbox"
+	"github.com/agentgitops/reconciler/signing"
+)
+
+// The tests run on a real kube-apiserver and etcd (controller-runtime's
+// envtest), built by .ci/kube-tools into the directory KUBEBUILDER_ASSETS
+// names. Without it they skip, except under CI=true, where they fail.
+var (
+	cfg       *rest.Config
+	k8s       client.Client
+	envReason string
+)
+
+// TestMain lets the test binary be the sandbox's helper (the example's
+// exec agents run sandboxed, as in production) and starts the control
+// plane.
+func TestMain(m *testing.M) {
+	sandbox.Init()
+	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		envReason = "KUBEBUILDER_ASSETS is unset: build kube-apiserver and etcd with .ci/kube-tools and set KUBEBUILDER_ASSETS to the directory it prints"
+		return m.Run()
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	start := time.Now()
+	c, err := env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "envtest: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "envtest: control plane up in %s\n", time.Since(start).Round(time.Millisecond))
+	cfg = c
+	scheme, err := controller.Scheme()
+	if err == nil {
+		k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "envtest client: %v\n", err)
+		_ = env.Stop()
+		return 1
+	}
+	code := m.Run()
+	if err := env.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "envtest stop: %v\n", err)
+	}
+	return code
+}
+
+func requireEnv(t *testing.T) {
+	t.Helper()
+	if cfg != nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal(envReason)
+	}
+	t.Skip(envReason)
+}
+
+// repo is a desired-state repository: the example repo-layout in a bare
+// repository, with the key that signs its ledger trusted in
+// .reconciler/keys.
+type repo struct {
+	bare   string
+	url    string
+	keyPEM []byte
+}
+
+func newRepo(t *testing.T) *repo {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../examples/repo-layout")); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"tools/pin-images.sh", "tools/normalise-env.sh"} {
+		if err := os.Chmod(filepath.Join(dir, s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyFile := filepath.Join(t.TempDir(), "ledger.key")
+	signer, err := signing.GenerateKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".reconciler/keys/ledger.pub"), signer.PublicKeyPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := gittest.NewBare(t, dir)
+	return &repo{bare: bare, url: "file://" + bare, keyPEM: keyPEM}
+}
+
+func (r *repo) head(t *testing.T) string {
+	return gittest.Git(t, r.bare, "rev-parse", "main")
+}
+
+// push commits a change of README.md to main, as a person would, and
+// returns the new head.
+func (r *repo) push(t *testing.T, line string) string {
+	t.Helper()
+	work := gittest.Clone(t, r.bare)
+	f, err := os.OpenFile(filepath.Join(work, "README.md"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, line)
+	f.Close()
+	gittest.Git(t, work, "commit", "--quiet", "-am", line)
+	gittest.Git(t, work, "push", "--quiet", "origin", "main")
+	return r.head(t)
+}
+
+// runs reads the ledger of the repository afresh (a new mirror, every
+// entry verified) and returns its runs.
+func (r *repo) runs(t *testing.T) []*ledger.Run {
+	t.Helper()
+	ctx := context.Background()
+	g, err := gitstore.Open(ctx, r.url, gitstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	l := ledger.New(g, ledger.Options{})
+	if _, err := l.Update(ctx); err != nil {
+		t.Fatalf("ledger does not verify: %v", err)
+	}
+	return l.State().Runs
+}
+
+// noDuplicateRuns fails when two runs of the ledger answer the same agent
+// and trigger.
+func noDuplicateRuns(t *testing.T, runs []*ledger.Run) {
+	t.Helper()
+	seen := map[string]string{}
+	for _, rn := range runs {
+		k := rn.Agent + "\x00" + rn.Trigger
+		if other, ok := seen[k]; ok {
+			t.Errorf("agent %s ran twice for trigger %s: runs %s and %s", rn.Agent, rn.Trigger, other, rn.ID)
+		}
+		seen[k] = rn.ID
+	}
+}
+
+func namespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "ar-"}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+func keySecret(t *testing.T, ns, name string, pem []byte) {
+	t.Helper()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: map[string][]byte{"ledger.key": pem}}
+	if err := k8s.Create(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newObject(ns, name, url, secret string) *agentsv1.AgentRepository {
+	return &agentsv1.AgentRepository{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: agentsv1.AgentRepositorySpec{
+			URL:                 url,
+			Interval:            metav1.Duration{Duration: time.Hour},
+			SigningKeySecretRef: agentsv1.SecretKeyRef{Name: secret, Key: "ledger.key"},
+			Identity:            "Reconciler <reconciler@example.com>",
+		},
+	}
+}
+
+// manager is a running controller manager.
+type manager struct {
+	cacheDir string
+	elected  <-chan struct{}
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+type testWriter struct {
+	mu sync.Mutex
+	t  *testing.T
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// startManager starts a manager watching namespace ns only (the tests'
+// objects stay apart), with its own cache directory.
+func startManager(t *testing.T, ns string, o controller.ManagerOptions) *manager {
+	t.Helper()
+	o.Namespace = ns
+	m := &manager{cacheDir: t.TempDir(), done: make(chan error, 1)}
+	o.Controller.CacheDir = m.cacheDir
+	o.Controller.WorkDir = t.TempDir()
+	o.Controller.SkipNameValidation = true
+	o.Controller.Logger = slog.New(slog.NewTextHandler(&testWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	o.MetricsAddr, o.HealthAddr = "0", "0"
+	mgr, rec, err := controller.NewManager(cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.elected = mgr.Elected()
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go func() {
+		err := mgr.Start(ctx)
+		m.done <- errors.Join(err, rec.Close())
+	}()
+	t.Cleanup(m.stop)
+	return m
+}
+
+func (m *manager) stop() {
+	if m.cancel == nil {
+		return
+	}
+	m.cancel()
+	m.cancel = nil
+	<-m.done
+}
+
+// reconciled reports whether the manager opened a cache for the object:
+// it ran a pass for it.
+func (m *manager) reconciled(ns, name string) bool {
+	_, err := os.Stat(filepath.Join(m.cacheDir, ns, name))
+	return err == nil
+}
+
+func get(t *testing.T, ns, name string) *agentsv1.AgentRepository {
+	t.Helper()
+	obj := &agentsv1.AgentRepository{}
+	if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, obj); err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
+// waitFor polls the object until cond holds or the timeout passes.
+func waitFor(t *testing.T, ns, name string, timeout time.Duration, what string, cond func(*agentsv1.AgentRepository) bool) *agentsv1.AgentRepository {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		obj := get(t, ns, name)
+		if cond(obj) {
+			return obj
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/%s: %s: not within %s; status: %+v", ns, name, what, timeout, obj.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func condition(obj *agentsv1.AgentRepository, typ string) *metav1.Condition {
+	return apimeta.FindStatusCondition(obj.Status.Conditions, typ)
+}
+
+// isTrue reports whether the condition is True for the object's
+// generation, and the whole status is patched (the patch helper patches the
+// conditions first): as kstatus reads it.
+func isTrue(obj *agentsv1.AgentRepository, typ string) bool {
+	c := condition(obj, typ)
+	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == obj.Generation &&
+		obj.Status.ObservedGeneration == obj.Generation
+}
+
+func update(t *testing.T, ns, name string, edit func(*agentsv1.AgentRepository)) {
+	t.Helper()
+	for range 10 {
+		obj := get(t, ns, name)
+		edit(obj)
+		err := k8s.Update(context.Background(), obj)
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "the object has been modified") {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("update: conflicts")
+}
+
+func requestReconcile(t *testing.T, ns, name, token string) {
+	t.Helper()
+	update(t, ns, name, func(obj *agentsv1.AgentRepository) {
+		if obj.Annotations == nil {
+			obj.Annotations = map[string]string{}
+		}
+		obj.Annotations[meta.ReconcileRequestAnnotation] = token
+	})
+}
+
+// TestReadyRequestSuspend: an AgentRepository on the example repository
+// becomes Ready with the head applied, its agents' proposals open and in the
+// ledger (with events); the requestedAt annotation starts a pass that
+// fetches a new head and is echoed in lastHandledReconcileAt; while
+// suspended nothing runs, and resuming runs again.
+func TestReadyRequestSuspend(t *testing.T) {
+	requireEnv(t)
+	ns := namespace(t)
+	r := newRepo(t)
+	keySecret(t, ns, "ledger-key", r.keyPEM)
+	startManager(t, ns, controller.ManagerOptions{})
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newObject(ns, "example", r.url, "ledger-key")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	obj := waitFor(t, ns, "example", 2*time.Minute, "Ready", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.ReadyCondition) })
+	t.Logf("Ready after %s", time.Since(start).Round(time.Millisecond))
+	if want := "main@sha1:" + r.head(t); obj.Status.LastAppliedRevision != want {
+		t.Errorf("lastAppliedRevision = %q, want %q", obj.Status.LastAppliedRevision, want)
+	}
+	if obj.Status.ObservedGeneration != obj.Generation {
+		t.Errorf("observedGeneration = %d, want %d", obj.Status.ObservedGeneration, obj.Generation)
+	}
+	if obj.Status.LedgerSeq == 0 || obj.Status.LedgerHead == "" {
+		t.Errorf("ledger not in status: seq %d head %q", obj.Status.LedgerSeq, obj.Status.LedgerHead)
+	}
+	if len(obj.Status.OpenProposals) == 0 {
+		t.Errorf("no open proposals in status, want the example's agents' proposals")
+	}
+	for _, typ := range []string{meta.ReconcilingCondition, meta.StalledCondition} {
+		if c := condition(obj, typ); c != nil {
+			t.Errorf("%s condition left after a successful pass: %+v", typ, c)
+		}
+	}
+	runs := r.runs(t)
+	opened := 0
+	for _, rn := range runs {
+		if rn.Opened != nil {
+			opened++
+		}
+	}
+	if opened != len(obj.Status.OpenProposals) {
+		t.Errorf("ledger has %d opened proposals, status lists %d: %v", opened, len(obj.Status.OpenProposals), obj.Status.OpenProposals)
+	}
+	if got, want := ledgerSeq(t, r), obj.Status.LedgerSeq; got != want {
+		t.Errorf("ledger seq %d, status says %d", got, want)
+	}
+	// The events API folds events alike but for their note into a series:
+	// wait for the first.
+	waitEvent(t, ns, "example", controller.EventProposalOpened, 1)
+
+	// requestedAt: a new head is fetched at once although the interval is
+	// an hour.
+	head2 := r.push(t, "a person's change")
+	requestReconcile(t, ns, "example", "req-1")
+	obj = waitFor(t, ns, "example", time.Minute, "request handled", func(o *agentsv1.AgentRepository) bool {
+		return o.Status.LastHandledReconcileAt == "req-1"
+	})
+	if want := "main@sha1:" + head2; obj.Status.LastAttemptedRevision != want || obj.Status.LastAppliedRevision != want {
+		t.Errorf("after the request: attempted %q applied %q, want %q", obj.Status.LastAttemptedRevision, obj.Status.LastAppliedRevision, want)
+	}
+
+	// Suspended: neither a request nor a new head starts a pass.
+	update(t, ns, "example", func(o *agentsv1.AgentRepository) { o.Spec.Suspend = true })
+	head3 := r.push(t, "another change")
+	requestReconcile(t, ns, "example", "req-2")
+	time.Sleep(3 * time.Second)
+	obj = get(t, ns, "example")
+	if obj.Status.LastHandledReconcileAt != "req-1" || obj.Status.LastAttemptedRevision != "main@sha1:"+head2 {
+		t.Errorf("suspended object reconciled: handled %q attempted %q", obj.Status.LastHandledReconcileAt, obj.Status.LastAttemptedRevision)
+	}
+	// Resumed: the next pass fetches head3.
+	update(t, ns, "example", func(o *agentsv1.AgentRepository) { o.Spec.Suspend = false })
+	waitFor(t, ns, "example", time.Minute, "resumed pass", func(o *agentsv1.AgentRepository) bool {
+		return o.Status.LastAttemptedRevision == "main@sha1:"+head3 && isTrue(o, meta.ReadyCondition)
+	})
+	noDuplicateRuns(t, r.runs(t))
+
+	// Deleted: its reconciler is closed; the repository and the ledger
+	// stay as they are.
+	seq := ledgerSeq(t, r)
+	if err := k8s.Delete(ctx, get(t, ns, "example")); err != nil {
+		t.Fatal(err)
+	}
+	head4 := r.push(t, "after the delete")
+	time.Sleep(2 * time.Second)
+	if got := ledgerSeq(t, r); got != seq {
+		t.Errorf("ledger moved from %d to %d after the object was deleted", seq, got)
+	}
+	if r.head(t) != head4 {
+		t.Errorf("main moved after the object was deleted")
+	}
+}
+
+func ledgerSeq(t *testing.T, r *repo) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	g, err := gitstore.Open(ctx, r.url, gitstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	l := ledger.New(g, ledger.Options{})
+	if _, err := l.Update(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return l.State().Seq
+}
+
+// waitEvent waits for at least n events of reason about the object.
+func waitEvent(t *testing.T, ns, name, reason string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var list eventsv1.EventList
+		if err := k8s.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for _, e := range list.Items {
+			if e.Reason == reason && e.Regarding.Name == name && e.Regarding.Kind == agentsv1.AgentRepositoryKind {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s events about %s, want %d", got, reason, name, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestStalled: a signing key the ledger does not trust, and a Secret that
+// holds no key, make the object Stalled (not Ready) with the cause in the
+// message, and no pass retries it hot.
+func TestStalled(t *testing.T) {
+	requireEnv(t)
+	ns := namespace(t)
+	r := newRepo(t)
+	keySecret(t, ns, "good", r.keyPEM)
+	otherFile := filepath.Join(t.TempDir(), "other.key")
+	if _, err := signing.GenerateKey(otherFile); err != nil {
+		t.Fatal(err)
+	}
+	otherPEM, err := os.ReadFile(otherFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keySecret(t, ns, "untrusted", otherPEM)
+	keySecret(t, ns, "garbage", []byte("not a key"))
+	startManager(t, ns, controller.ManagerOptions{})
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newObject(ns, "good", r.url, "good")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ns, "good", 2*time.Minute, "Ready", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.ReadyCondition) })
+	seq := ledgerSeq(t, r)
+
+	if err := k8s.Create(ctx, newObject(ns, "untrusted", r.url, "untrusted")); err != nil {
+		t.Fatal(err)
+	}
+	obj := waitFor(t, ns, "untrusted", time.Minute, "Stalled", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.StalledCondition) })
+	st := condition(obj, meta.StalledCondition)
+	if st.Reason != "LedgerUntrusted" {
+		t.Errorf("Stalled reason %q, want LedgerUntrusted; message %q", st.Reason, st.Message)
+	}
+	if rd := condition(obj, meta.ReadyCondition); rd == nil || rd.Status != metav1.ConditionFalse {
+		t.Errorf("Ready = %+v, want False", rd)
+	}
+	if got := ledgerSeq(t, r); got != seq {
+		t.Errorf("an untrusted key appended to the ledger: seq %d -> %d", seq, got)
+	}
+
+	if err := k8s.Create(ctx, newObject(ns, "garbage", r.url, "garbage")); err != nil {
+		t.Fatal(err)
+	}
+	obj = waitFor(t, ns, "garbage", time.Minute, "Stalled", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.StalledCondition) })
+	st = condition(obj, meta.StalledCondition)
+	if st.Reason != controller.ReasonInvalidSigningKey || !strings.Contains(st.Message, "no PEM block") {
+		t.Errorf("Stalled = %s %q, want %s naming the missing PEM block", st.Reason, st.Message, controller.ReasonInvalidSigningKey)
+	}
+	if strings.Contains(st.Message, "not a key") {
+		t.Errorf("the condition quotes the Secret's content: %q", st.Message)
+	}
+	waitEvent(t, ns, "garbage", controller.EventStalled, 1)
+	// No hot retry: a stalled object is not passed again before its
+	// interval (an hour); every pass patches its status.
+	rv := get(t, ns, "garbage").ResourceVersion
+	time.Sleep(3 * time.Second)
+	if got := get(t, ns, "garbage").ResourceVersion; got != rv {
+		t.Errorf("stalled object passed again within 3s: resourceVersion %s -> %s", rv, got)
+	}
+}
+
+// TestLeaderElectionFailover: of two managers electing a leader on one
+// Lease, only the leader reconciles; when it stops, the other takes over
+// and continues without a duplicate run.
+func TestLeaderElectionFailover(t *testing.T) {
+	requireEnv(t)
+	ns := namespace(t)
+	r := newRepo(t)
+	keySecret(t, ns, "ledger-key", r.keyPEM)
+	le := controller.ManagerOptions{
+		LeaderElection: leaderelection.Options{Enable: true, ReleaseOnCancel: true,
+			LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond},
+		LeaderElectionID:        "reconciler-test-" + ns,
+		LeaderElectionNamespace: ns,
+	}
+	a := startManager(t, ns, le)
+	select {
+	case <-a.elected:
+	case <-time.After(30 * time.Second):
+		t.Fatal("first manager not elected")
+	}
+	b := startManager(t, ns, le)
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newObject(ns, "example", r.url, "ledger-key")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ns, "example", 2*time.Minute, "Ready", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.ReadyCondition) })
+	select {
+	case <-b.elected:
+		t.Fatal("both managers elected")
+	default:
+	}
+	if !a.reconciled(ns, "example") || b.reconciled(ns, "example") {
+		t.Fatalf("leader reconciled: %v, follower reconciled: %v; want only the leader", a.reconciled(ns, "example"), b.reconciled(ns, "example"))
+	}
+
+	start := time.Now()
+	a.stop()
+	select {
+	case <-b.elected:
+		t.Logf("failover in %s", time.Since(start).Round(time.Millisecond))
+	case <-time.After(30 * time.Second):
+		t.Fatal("second manager not elected after the leader stopped")
+	}
+	head := r.push(t, "after failover")
+	requestReconcile(t, ns, "example", "after-failover")
+	waitFor(t, ns, "example", time.Minute, "request handled by the new leader", func(o *agentsv1.AgentRepository) bool {
+		return o.Status.LastHandledReconcileAt == "after-failover" && o.Status.LastAttemptedRevision == "main@sha1:"+head
+	})
+	if !b.reconciled(ns, "example") {
+		t.Error("the new leader did not reconcile")
+	}
+	noDuplicateRuns(t, r.runs(t))
+}
+
+// TestOverlappingShards: two controllers whose label selectors both match
+// one object (a labelling mistake) both reconcile it; the ledger's claims
+// keep their passes from running anything twice.
+func TestOverlappingShards(t *testing.T) {
+	requireEnv(t)
+	ns := namespace(t)
+	r := newRepo(t)
+	keySecret(t, ns, "ledger-key", r.keyPEM)
+	a := startManager(t, ns, controller.ManagerOptions{WatchLabelSelector: controller.ShardKeyLabel + " in (shard1,shard2)"})
+	b := startManager(t, ns, controller.ManagerOptions{WatchLabelSelector: controller.ShardKeyLabel + "=shard1"})
+	c := startManager(t, ns, controller.ManagerOptions{WatchLabelSelector: controller.ShardKeyLabel + "=shard3"})
+	ctx := context.Background()
+	obj := newObject(ns, "example", r.url, "ledger-key")
+	obj.Labels = map[string]string{controller.ShardKeyLabel: "shard1"}
+	if err := k8s.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ns, "example", 2*time.Minute, "Ready", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.ReadyCondition) })
+	for i := range 3 {
+		tok := fmt.Sprintf("overlap-%d", i)
+		requestReconcile(t, ns, "example", tok)
+		waitFor(t, ns, "example", time.Minute, "request "+tok, func(o *agentsv1.AgentRepository) bool {
+			return o.Status.LastHandledReconcileAt == tok
+		})
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !(a.reconciled(ns, "example") && b.reconciled(ns, "example")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("both overlapping shards should reconcile: a %v b %v", a.reconciled(ns, "example"), b.reconciled(ns, "example"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if c.reconciled(ns, "example") {
+		t.Error("a shard whose selector does not match reconciled the object")
+	}
+	// Let both finish their passes, then check the ledger.
+	a.stop()
+	b.stop()
+	runs := r.runs(t)
+	if len(runs) == 0 {
+		t.Fatal("no runs in the ledger")
+	}
+	noDuplicateRuns(t, runs)
+}
