@@ -2,6 +2,7 @@ package forge_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -252,6 +253,51 @@ func TestGiteaEndToEndMergeWithoutApproval(t *testing.T) {
 	v, ok := findEntry(es, ledger.PolicyViolation, "image-pinner")
 	if !ok || !strings.Contains(v.Error, "needs 1 of sre, has 0") {
 		t.Errorf("violation %q, want needs 1 of sre, has 0", v.Error)
+	}
+}
+
+// TestGiteaEndToEndFastForwardWithReview: Sam merges the image pinner's
+// pull request on Gitea with the fast-forward-only style after Rita's
+// approving review: no merge commit, but the review proves the approval,
+// so the merge is approved, not a violation. The same fast-forward without
+// a review is one.
+func TestGiteaEndToEndFastForwardWithReview(t *testing.T) {
+	for _, reviewed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reviewed=%v", reviewed), func(t *testing.T) {
+			e := newE2E(t)
+			r := e.reconciler()
+			e.pass(r)
+			pinner, ok := findEntry(e.entries(), ledger.ProposalOpened, "image-pinner")
+			if !ok {
+				t.Fatal("no proposal.opened for image-pinner")
+			}
+			var number int64
+			for _, p := range e.r.PullRequests() {
+				if p.Head.Ref == pinner.Proposal.Branch {
+					number = p.Number
+				}
+			}
+			if reviewed {
+				e.r.Review(e.s.Rita, number, "APPROVED", pinner.Proposal.Head, "ok")
+			}
+			e.r.Merge(e.s.Sam, number, "fast-forward-only")
+			if got := e.r.BranchHead("main"); got != pinner.Proposal.Head {
+				t.Fatalf("main at %s after a fast-forward, want the proposal head %s", got, pinner.Proposal.Head)
+			}
+			e.pass(r)
+			es := e.entries()
+			if _, ok := findEntry(es, ledger.ProposalMerged, "image-pinner"); !ok {
+				t.Fatalf("merge not recorded: %v", types(es))
+			}
+			_, approved := findEntry(es, ledger.ProposalApproved, "image-pinner")
+			v, violated := findEntry(es, ledger.PolicyViolation, "image-pinner")
+			if reviewed && (!approved || violated) {
+				t.Errorf("reviewed fast-forward: approved %v, violation %q", approved, v.Error)
+			}
+			if !reviewed && (approved || !violated || !strings.Contains(v.Error, "fast-forwarded")) {
+				t.Errorf("unreviewed fast-forward: approved %v, violation %q", approved, v.Error)
+			}
+		})
 	}
 }
 

@@ -119,7 +119,8 @@ func (r *Reconciler) observeProposal(ctx context.Context, p *pass, rn *ledger.Ru
 	var unmet []string
 	switch {
 	case o.FastForward:
-		unmet = append(unmet, "fast-forwarded without a reviewer's merge commit")
+		// Judged below, once the approvals are known: a fast-forward
+		// proves nothing by itself, a pull request's reviews still can.
 	case isMachine(r.cfg.Identity, merger.Email):
 		unmet = append(unmet, fmt.Sprintf("merged by the reconciler or an agent (%s), which never counts as a reviewer", merger.Email))
 	}
@@ -149,6 +150,9 @@ func (r *Reconciler) observeProposal(ctx context.Context, p *pass, rn *ledger.Ru
 		}
 	}
 
+	if o.FastForward && !slices.ContainsFunc(approvals, func(a forge.Approval) bool { return a.Record.Via == "review" }) {
+		unmet = append(unmet, "fast-forwarded without a reviewer's merge commit")
+	}
 	var ignored []string
 	var approved []ledger.Event
 	var approvers []policy.Approver
