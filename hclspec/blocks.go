@@ -47,8 +47,14 @@ type Budget struct {
 	MaxRunsPerHour     int
 	MaxOpenProposals   int
 	MaxConcurrentRuns  int
-	DeclRange          hcl.Range
-	AttributeRanges    map[string]hcl.Range
+	// MaxOpenProposalsTotal and MaxRunsPerHourTotal count every agent the
+	// policy applies to together (with applies_to = ["*"], the whole
+	// repository): open proposals (pull requests), and runs started in the
+	// last hour.
+	MaxOpenProposalsTotal int
+	MaxRunsPerHourTotal   int
+	DeclRange             hcl.Range
+	AttributeRanges       map[string]hcl.Range
 }
 
 // Freeze is a policy's `freeze "<name>"` block: from each activation of
@@ -106,7 +112,8 @@ func (l *loader) decodeAlert(blk *hcl.Block, ctx *hcl.EvalContext) *AlertMatch {
 	return m
 }
 
-var budgetAttrs = []string{"max_tokens_per_run", "max_cost_usd_per_day", "max_cost_usd_per_month", "max_runs_per_hour", "max_open_proposals", "max_concurrent_runs"}
+var budgetAttrs = []string{"max_tokens_per_run", "max_cost_usd_per_day", "max_cost_usd_per_month", "max_runs_per_hour", "max_open_proposals", "max_concurrent_runs",
+	"max_open_proposals_total", "max_runs_per_hour_total"}
 
 var budgetSchema = func() *hcl.BodySchema {
 	s := &hcl.BodySchema{}
@@ -157,6 +164,10 @@ func (l *loader) decodeBudget(blk *hcl.Block, ctx *hcl.EvalContext) *Budget {
 			b.MaxOpenProposals = int(v)
 		case "max_concurrent_runs":
 			b.MaxConcurrentRuns = int(v)
+		case "max_open_proposals_total":
+			b.MaxOpenProposalsTotal = int(v)
+		case "max_runs_per_hour_total":
+			b.MaxRunsPerHourTotal = int(v)
 		}
 	}
 	if len(b.AttributeRanges) == 0 && !l.diags.HasErrors() {

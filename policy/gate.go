@@ -107,6 +107,26 @@ func Gate(spec *hclspec.Spec, agent *hclspec.Agent, now time.Time, u Usage) Admi
 				return hold(HoldOpenProposals, "max_open_proposals", time.Time{}, "%s has %d open proposal(s); policy %s allows %d until one is merged or closed", agent.Name, n, p.Name, b.MaxOpenProposals)
 			}
 		}
+		if b.MaxRunsPerHourTotal > 0 {
+			var starts []time.Time
+			for _, a := range agents {
+				starts = append(starts, u.RunStarts(a, now.Add(-time.Hour))...)
+			}
+			if len(starts) >= b.MaxRunsPerHourTotal {
+				sort.Slice(starts, func(i, j int) bool { return starts[i].Before(starts[j]) })
+				until := starts[len(starts)-b.MaxRunsPerHourTotal].Add(time.Hour)
+				return hold(HoldRate, "max_runs_per_hour_total", until, "the %d agent(s) under policy %s ran %d times in the last hour; it allows %d", len(agents), p.Name, len(starts), b.MaxRunsPerHourTotal)
+			}
+		}
+		if b.MaxOpenProposalsTotal > 0 {
+			open := 0
+			for _, a := range agents {
+				open += u.OpenProposals(a)
+			}
+			if open >= b.MaxOpenProposalsTotal {
+				return hold(HoldOpenProposals, "max_open_proposals_total", time.Time{}, "the agents under policy %s have %d open proposal(s); it allows %d until one is merged or closed", p.Name, open, b.MaxOpenProposalsTotal)
+			}
+		}
 		if b.MaxConcurrentRuns > 0 {
 			running := 0
 			for _, a := range agents {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -187,5 +188,38 @@ func TestGateLimits(t *testing.T) {
 	}
 	if got := spec.Agent("bot").Cost(100000, 10000); got != 0.3 {
 		t.Errorf("Cost = %v, want 0.3", got)
+	}
+}
+
+// Repository-wide limits count every agent a policy applies to together:
+// with applies_to = ["*"], open pull requests and runs per hour of the
+// whole repository.
+func TestGateTotals(t *testing.T) {
+	spec := specFromText(t, strings.Replace(gateSpec, "-- policies/freeze.hcl --", `-- policies/repo.hcl --
+policy "repository" {
+  applies_to = ["*"]
+  budget {
+    max_open_proposals_total = 3
+    max_runs_per_hour_total  = 4
+  }
+}
+-- policies/freeze.hcl --`, 1))
+	now := time.Date(2026, 11, 18, 12, 0, 0, 0, time.UTC) // a Wednesday: no freeze
+	other := spec.Agent("other")
+	if adm := Gate(spec, other, now, usage{open: map[string]int{"bot": 2}}); adm.Hold != nil && adm.Hold.Rule == "max_open_proposals_total" {
+		t.Fatalf("held with 2 of 3 open: %+v", adm.Hold)
+	}
+	adm := Gate(spec, other, now, usage{open: map[string]int{"bot": 2, "sleepy": 1}})
+	if adm.Hold == nil || adm.Hold.Kind != HoldOpenProposals || adm.Hold.Policy != "repository" || adm.Hold.Rule != "max_open_proposals_total" ||
+		!strings.Contains(adm.Hold.Reason, "3 open proposal(s)") {
+		t.Fatalf("3 open in the repository: hold %+v, want max_open_proposals_total", adm.Hold)
+	}
+	starts := usage{starts: map[string][]time.Time{
+		"bot":    {now.Add(-50 * time.Minute), now.Add(-10 * time.Minute)},
+		"sleepy": {now.Add(-40 * time.Minute), now.Add(-5 * time.Minute)},
+	}}
+	adm = Gate(spec, other, now, starts)
+	if adm.Hold == nil || adm.Hold.Rule != "max_runs_per_hour_total" || !adm.Hold.Until.Equal(now.Add(10*time.Minute)) {
+		t.Fatalf("4 runs in the hour: hold %+v, want max_runs_per_hour_total until the oldest run is an hour old", adm.Hold)
 	}
 }
