@@ -397,6 +397,21 @@ func (g *Gitea) updatedComment(old string, p Proposal) string {
 		updatedMarker(p.Head), short(old), short(p.Head.String()), p.LedgerEntry, decisionLine(p.Decision), short(old), short(p.Head.String()))
 }
 
+// Comment says something once on the proposal's pull request: a comment
+// holding marker is never posted twice (reconcile.Commenter). Without a
+// pull request for the branch it does nothing.
+func (g *Gitea) Comment(ctx context.Context, p Proposal, marker, body string) error {
+	defer g.lock(ctx)()
+	if err := g.setup(); err != nil {
+		return err
+	}
+	pr, err := g.find(p.Branch)
+	if err != nil || pr == nil {
+		return err
+	}
+	return g.commentOnce(pr.Index, "<!-- "+marker+" -->", escapeText(body)+"\n\n<!-- "+marker+" -->")
+}
+
 // commentOnce comments body on pull request n unless a comment holding
 // marker is there already.
 func (g *Gitea) commentOnce(n int64, marker, body string) error {

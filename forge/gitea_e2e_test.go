@@ -254,6 +254,17 @@ func TestGiteaEndToEndMergeWithoutApproval(t *testing.T) {
 	if !ok || !strings.Contains(v.Error, "needs 1 of sre, has 0") {
 		t.Errorf("violation %q, want needs 1 of sre, has 0", v.Error)
 	}
+	// The people who merged are told, once, on the pull request.
+	e.pass(r)
+	said := 0
+	for _, c := range e.r.Comments(number) {
+		if strings.Contains(c.Body, "Policy violation") && strings.Contains(c.Body, "needs 1 of sre, has 0") && strings.Contains(c.Body, "ledger log --run "+pinner.RunID) {
+			said++
+		}
+	}
+	if said != 1 {
+		t.Errorf("%d comments on the violation, want 1: %+v", said, e.r.Comments(number))
+	}
 }
 
 // TestGiteaEndToEndFastForwardWithReview: Sam merges the image pinner's
@@ -358,5 +369,16 @@ func TestGiteaEndToEndApprovalOfOldHead(t *testing.T) {
 	v, ok := findEntry(es, ledger.PolicyViolation, "image-pinner")
 	if !ok || !strings.Contains(v.Error, "needs 1 of sre, has 0") {
 		t.Errorf("violation %q, want needs 1 of sre, has 0", v.Error)
+	}
+	// The people who merged are told, once, on the pull request.
+	e.pass(r)
+	said := 0
+	for _, c := range e.r.Comments(number) {
+		if strings.Contains(c.Body, "Policy violation") && strings.Contains(c.Body, "needs 1 of sre, has 0") && strings.Contains(c.Body, "ledger log --run "+pinner.RunID) {
+			said++
+		}
+	}
+	if said != 1 {
+		t.Errorf("%d comments on the violation, want 1: %+v", said, e.r.Comments(number))
 	}
 }

@@ -52,6 +52,7 @@ func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 			return err
 		}
 		errs = append(errs, r.reopenUpdated(ctx, p, events)...)
+		errs = append(errs, r.commentViolations(ctx, events)...)
 	}
 	// The pass goes on (runs, other proposals) and fails at its end.
 	p.failed = append(p.failed, errs...)
@@ -415,4 +416,33 @@ func (r *Reconciler) approvalStatus(ctx context.Context, rn *ledger.Run, fp forg
 	}
 	r.shown[rn.ID] = key
 	return nil
+}
+
+// Commenter is a forge that can say something on a proposal's pull
+// request, once per marker.
+type Commenter interface {
+	Comment(ctx context.Context, p forge.Proposal, marker, text string) error
+}
+
+// commentViolations says on the pull request why a merge of it was a
+// policy violation, once per violating commit, with how to read the entry.
+// The ledger is the record; the comment only tells the people who merged.
+func (r *Reconciler) commentViolations(ctx context.Context, events []ledger.Event) []error {
+	c, ok := r.forge.(Commenter)
+	if !ok {
+		return nil
+	}
+	var errs []error
+	for _, ev := range events {
+		if ev.Type != ledger.PolicyViolation || ev.Proposal == nil || ev.Proposal.Branch == "" {
+			continue
+		}
+		fp := forge.Proposal{Agent: ev.Agent, RunID: ev.RunID, Branch: ev.Proposal.Branch, Head: plumbing.NewHash(ev.Proposal.Head)}
+		text := fmt.Sprintf("**Policy violation** recorded by the reconciler on its ledger: %s\n\nRead it with `reconciler ledger log --run %s --event %s`; the merge stays in git's history, and the violation in the ledger's.",
+			ev.Error, ev.RunID, ledger.PolicyViolation)
+		if err := c.Comment(ctx, fp, "reconciler-violation "+ev.Subject, text); err != nil {
+			errs = append(errs, fmt.Errorf("comment the violation on %s: %w", fp.Branch, err))
+		}
+	}
+	return errs
 }
