@@ -9,7 +9,7 @@ STATICCHECK_VERSION ?= v0.8.2
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null)
 BUILDVCS  ?= auto
 
-.PHONY: help build demo test check bench fuzz clean
+.PHONY: help build demo demo-gitea test check bench fuzz clean
 
 help: ## show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,6 +19,9 @@ build: ## build bin/reconciler (static)
 
 demo: build ## run the embedded example end to end in a temporary directory
 	./$(BIN) demo
+
+demo-gitea: ## the example with pull requests on a real Gitea (built once by .ci/gitea, about 8 minutes)
+	RECONCILER_GITEA="$$(bash .ci/gitea)" RECONCILER_DEMO=1 $(GO) test -count=1 -run '^TestGiteaDemo$$' -v ./forge | grep -v '^=== RUN\|^--- \|^PASS$$\|^ok '
 
 test: ## run every test (unit, end-to-end over a local path and smart HTTP, CLI scripts)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
