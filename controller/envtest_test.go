@@ -205,7 +205,7 @@ func newObject(ns, name, url, secret string) *agentsv1.AgentRepository {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: agentsv1.AgentRepositorySpec{
 			URL:                 url,
-			Interval:            metav1.Duration{Duration: time.Hour},
+			Interval:            &metav1.Duration{Duration: time.Hour},
 			SigningKeySecretRef: agentsv1.SecretKeyRef{Name: secret, Key: "ledger.key"},
 			Identity:            "Reconciler <reconciler@example.com>",
 		},
@@ -632,4 +632,87 @@ func TestOverlappingShards(t *testing.T) {
 		t.Fatal("no runs in the ledger")
 	}
 	noDuplicateRuns(t, runs)
+}
+
+// TestSchemaRejects: the CRD's schema (generated from the Go types)
+// rejects a bad object with a message naming the field.
+func TestSchemaRejects(t *testing.T) {
+	requireEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, field string
+		edit        func(*agentsv1.AgentRepository)
+	}{
+		{"ftp", "spec.url", func(o *agentsv1.AgentRepository) { o.Spec.URL = "ftp://example.com/repo.git" }},
+		{"escape", "spec.cacheVolumePath", func(o *agentsv1.AgentRepository) { o.Spec.CacheVolumePath = "../../etc" }},
+		{"nokey", "spec.signingKeySecretRef.name", func(o *agentsv1.AgentRepository) { o.Spec.SigningKeySecretRef.Name = "" }},
+		{"env", "spec.providerSecretRefs[0].env", func(o *agentsv1.AgentRepository) {
+			o.Spec.ProviderSecretRefs = []agentsv1.EnvSecretRef{{SecretKeyRef: agentsv1.SecretKeyRef{Name: "k", Key: "k"}, Env: "NOT-A-NAME"}}
+		}},
+	} {
+		obj := newObject(ns, tc.name, "https://git.example.com/repo.git", "key")
+		tc.edit(obj)
+		err := k8s.Create(ctx, obj)
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: create error %v, want one naming %s", tc.name, err, tc.field)
+		}
+	}
+	// The defaults apply: branch main, interval 5m.
+	obj := newObject(ns, "defaults", "https://git.example.com/repo.git", "key")
+	obj.Spec.Interval = nil
+	obj.Spec.Suspend = true
+	if err := k8s.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, ns, "defaults"); got.Spec.Branch != "main" || got.Spec.Interval == nil || got.Spec.Interval.Duration != 5*time.Minute {
+		t.Errorf("defaults: branch %q interval %v, want main and 5m", got.Spec.Branch, got.Spec.Interval)
+	}
+}
+
+// TestInvalidSpecStalled: a push that breaks the spec makes the object
+// Stalled with the diagnostics in the message, the last good spec still
+// in force (lastAppliedRevision), and a fix makes it Ready again.
+func TestInvalidSpecStalled(t *testing.T) {
+	requireEnv(t)
+	ns := namespace(t)
+	r := newRepo(t)
+	keySecret(t, ns, "ledger-key", r.keyPEM)
+	startManager(t, ns, controller.ManagerOptions{})
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newObject(ns, "example", r.url, "ledger-key")); err != nil {
+		t.Fatal(err)
+	}
+	good := r.head(t)
+	waitFor(t, ns, "example", 2*time.Minute, "Ready", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.ReadyCondition) })
+
+	work := gittest.Clone(t, r.bare)
+	if err := os.WriteFile(filepath.Join(work, "agents", "broken.hcl"), []byte("agent \"broken\" {\n  provider = \n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gittest.Git(t, work, "add", "agents/broken.hcl")
+	gittest.Git(t, work, "commit", "--quiet", "-m", "break the spec")
+	gittest.Git(t, work, "push", "--quiet", "origin", "main")
+	bad := r.head(t)
+	requestReconcile(t, ns, "example", "after-break")
+	obj := waitFor(t, ns, "example", time.Minute, "Stalled", func(o *agentsv1.AgentRepository) bool {
+		return o.Status.LastHandledReconcileAt == "after-break" && isTrue(o, meta.StalledCondition)
+	})
+	st := condition(obj, meta.StalledCondition)
+	if !strings.Contains(st.Message, "broken.hcl") {
+		t.Errorf("Stalled message %q does not name the file with the error", st.Message)
+	}
+	if obj.Status.LastAppliedRevision != "main@sha1:"+good || obj.Status.LastAttemptedRevision != "main@sha1:"+bad {
+		t.Errorf("applied %q attempted %q, want the last good %s and the bad %s", obj.Status.LastAppliedRevision, obj.Status.LastAttemptedRevision, good, bad)
+	}
+
+	gittest.Git(t, work, "rm", "--quiet", "agents/broken.hcl")
+	gittest.Git(t, work, "commit", "--quiet", "-m", "fix the spec")
+	gittest.Git(t, work, "push", "--quiet", "origin", "main")
+	fixed := r.head(t)
+	requestReconcile(t, ns, "example", "after-fix")
+	waitFor(t, ns, "example", time.Minute, "Ready after the fix", func(o *agentsv1.AgentRepository) bool {
+		return o.Status.LastHandledReconcileAt == "after-fix" && isTrue(o, meta.ReadyCondition) &&
+			o.Status.LastAppliedRevision == "main@sha1:"+fixed && condition(o, meta.StalledCondition) == nil
+	})
 }

@@ -195,6 +195,15 @@ func (c *AgentRepositoryReconciler) forget(nn types.NamespacedName) {
 	}
 }
 
+// The controller's permissions (config/rbac/role.yaml, generated with
+// controller-gen rbac from these markers). Secrets are read only with get,
+// in the namespaces an operator grants (config/rbac/secrets_role.yaml).
+//
+// +kubebuilder:rbac:groups=agents.reconciler.dev,resources=agentrepositories,verbs=get;list;watch
+// +kubebuilder:rbac:groups=agents.reconciler.dev,resources=agentrepositories/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
 // Reconcile runs one pass for the object named by req.
 func (c *AgentRepositoryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	obj := &agentsv1.AgentRepository{}

@@ -63,7 +63,7 @@ type AgentRepositorySpec struct {
 	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
 	// +kubebuilder:default="5m"
 	// +optional
-	Interval metav1.Duration `json:"interval,omitempty"`
+	Interval *metav1.Duration `json:"interval,omitempty"`
 
 	// Timeout bounds one pass (fetch, agents' runs, pushes).
 	// +kubebuilder:validation:Type=string
@@ -172,7 +172,7 @@ func (in *AgentRepository) SetConditions(conditions []metav1.Condition) {
 
 // GetRequeueAfter returns the interval, DefaultInterval when unset.
 func (in *AgentRepository) GetRequeueAfter() time.Duration {
-	if in.Spec.Interval.Duration <= 0 {
+	if in.Spec.Interval == nil || in.Spec.Interval.Duration <= 0 {
 		return DefaultInterval
 	}
 	return in.Spec.Interval.Duration

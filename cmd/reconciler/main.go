@@ -58,6 +58,7 @@ func commands() []command {
 		{"roi", "report work-unit value against cost, from the ledger", cmdROI},
 		{"version", "print the version, the source revision and the Go version", cmdVersion},
 		{"healthcheck", "exit 0 when a running daemon answers /healthz (the image's HEALTHCHECK)", cmdHealthcheck},
+		{"controller", "run the Kubernetes controller (AgentRepository)", cmdController},
 	}
 }
 
