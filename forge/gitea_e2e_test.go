@@ -382,3 +382,84 @@ func TestGiteaEndToEndApprovalOfOldHead(t *testing.T) {
 		t.Errorf("%d comments on the violation, want 1: %+v", said, e.r.Comments(number))
 	}
 }
+
+// TestGiteaEndToEndSupersedeAndDelete: the image pinner's spec and the
+// digests it pins change on main, so its next run proposes another change:
+// the new pull request supersedes the old, which is closed on Gitea with a
+// comment naming the new run and branch, and never re-opened. Then Sam
+// deletes the env normaliser's branch: its pull request is a rejection.
+func TestGiteaEndToEndSupersedeAndDelete(t *testing.T) {
+	e := newE2E(t)
+	r := e.reconciler()
+	e.pass(r)
+	first, ok := findEntry(e.entries(), ledger.ProposalOpened, "image-pinner")
+	if !ok {
+		t.Fatal("no proposal for image-pinner")
+	}
+	envn, _ := findEntry(e.entries(), ledger.ProposalOpened, "env-normaliser")
+	var oldNumber int64
+	for _, pr := range e.r.PullRequests() {
+		if pr.Head.Ref == first.Proposal.Branch {
+			oldNumber = pr.Number
+		}
+	}
+	work := e.r.Clone(e.s.Sam)
+	lock := filepath.Join(work, "deploy/images.lock")
+	b, err := os.ReadFile(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(lock, []byte(strings.Replace(string(b), "sha256:5b0c2a8e", "sha256:6b0c2a8e", 1)), 0o644)
+	hcl := filepath.Join(work, "agents/image-pinner.hcl")
+	b, _ = os.ReadFile(hcl)
+	os.WriteFile(hcl, []byte(strings.Replace(string(b), "Pin container images", "Pin the container images", 1)), 0o644)
+	e.r.Git(work, "commit", "--quiet", "-am", "new payments-api digest")
+	e.r.Push(e.s.Sam, work, "main")
+	e.pass(r)
+	es := e.entries()
+	var second ledger.Entry
+	for _, en := range es {
+		if en.Type == ledger.ProposalOpened && en.Agent == "image-pinner" && en.RunID != first.RunID {
+			second = en
+		}
+	}
+	if second.RunID == "" {
+		t.Fatalf("no second proposal: %v", types(es))
+	}
+	if _, ok := findEntry(es, ledger.ProposalSuperseded, "image-pinner"); !ok {
+		t.Fatalf("the first proposal was not superseded: %v", types(es))
+	}
+	old := e.r.Pull(oldNumber)
+	if oldNumber == 0 || old.State != "closed" || old.Merged {
+		t.Fatalf("the superseded pull request is %+v, want closed unmerged", old)
+	}
+	linked := false
+	for _, c := range e.r.Comments(old.Number) {
+		if strings.Contains(c.Body, second.RunID) && strings.Contains(c.Body, second.Proposal.Branch) {
+			linked = true
+		}
+	}
+	if !linked {
+		t.Errorf("no comment on #%d names the new run %s and branch %s: %+v", old.Number, second.RunID, second.Proposal.Branch, e.r.Comments(old.Number))
+	}
+
+	e.r.DeleteBranch(e.s.Sam, envn.Proposal.Branch)
+	e.pass(r)
+	if _, ok := findEntry(e.entries(), ledger.ProposalRejected, "env-normaliser"); !ok {
+		t.Errorf("a deleted branch is not a rejection: %v", types(e.entries()))
+	}
+	n := len(e.entries())
+	e.pass(r)
+	if got := e.entries(); len(got) != n {
+		t.Errorf("a quiet pass wrote %v", types(got[n:]))
+	}
+	open := 0
+	for _, pr := range e.r.PullRequests() {
+		if pr.State == "open" {
+			open++
+		}
+	}
+	if open != 1 {
+		t.Errorf("%d open pull requests, want only the new proposal's", open)
+	}
+}
