@@ -5,8 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing"
 
 	"github.com/agentgitops/reconciler/forge"
 	"github.com/agentgitops/reconciler/gitstore"
@@ -172,5 +175,58 @@ func TestUpdatedProposalIsPublishedAgain(t *testing.T) {
 	again := rec.opened[n]
 	if again.Head.String() != upd.Proposal.Head || again.LedgerEntry != upd.Seq || again.Summary != first.Summary || again.Body != first.Body || again.Risk != first.Risk {
 		t.Fatalf("published again as %+v, want head %s, entry %d and the words of %+v", again, upd.Proposal.Head, upd.Seq, first)
+	}
+}
+
+// checkingForge is the git-native forge with required status checks that
+// the merged head had not passed.
+type checkingForge struct {
+	*forge.Git
+	failing []string
+	err     error
+}
+
+func (c *checkingForge) RequiredChecks(context.Context, plumbing.Hash) ([]string, error) {
+	return c.failing, c.err
+}
+
+// A reviewed merge that bypassed the protected branch's required status
+// checks is a violation naming them; checks that cannot be read fail
+// closed.
+func TestRequiredChecksAreHonoured(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		failing []string
+		err     error
+		want    string
+	}{
+		{"failing", []string{"ci/build: failure"}, nil, "required status check not passed: ci/build: failure"},
+		{"unreadable", nil, errors.New("403 Resource not accessible by integration"), "required status checks could not be read: 403"},
+		{"passed", nil, nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, false, nil)
+			cf := &checkingForge{failing: tt.failing, err: tt.err}
+			r := e.reconcilerConfig(nil, func(c *reconcile.Config) {
+				c.Forge = func(repo *gitstore.Repo) reconcile.Forge { cf.Git = forge.NewGit(repo); return cf }
+			})
+			e.pass(r)
+			opened, ok := find(e.entries(), ledger.ProposalOpened, "env-normaliser")
+			if !ok {
+				t.Fatalf("no proposal: %q", e.events())
+			}
+			e.mergeAs("Rita Reviewer", "rita@example.com", opened.Proposal.Branch, "--no-ff")
+			e.pass(r)
+			v, violated := find(e.entries(), ledger.PolicyViolation, "env-normaliser")
+			if tt.want == "" {
+				if violated {
+					t.Fatalf("violation without failing checks: %s", v.Error)
+				}
+				return
+			}
+			if !violated || !strings.Contains(v.Error, tt.want) {
+				t.Fatalf("violation %q, want %q", v.Error, tt.want)
+			}
+		})
 	}
 }

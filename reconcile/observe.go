@@ -187,6 +187,7 @@ func (r *Reconciler) observeProposal(ctx context.Context, p *pass, rn *ledger.Ru
 		unmet = append(unmet, "the spec before the merge did not load, so no reviewer could be verified")
 	} else {
 		unmet = append(unmet, policy.Check(reviewers, d, approvers)...)
+		unmet = append(unmet, r.requiredChecks(ctx, merged)...)
 		// Trailers as git reads them: any key case, "Key : value". The
 		// override is the merger's: it counts as their approval does.
 		named := gitstore.TrailerValues(o.Merge.Message, policy.OverrideTrailer)
@@ -445,4 +446,32 @@ func (r *Reconciler) commentViolations(ctx context.Context, events []ledger.Even
 		}
 	}
 	return errs
+}
+
+// RequiredChecker is a forge whose protected branch can require status
+// checks (GitHub's branch protection): a merge of a head that had not
+// passed them, by an administrator's bypass, is not the merge the team
+// set up.
+type RequiredChecker interface {
+	RequiredChecks(ctx context.Context, head plumbing.Hash) ([]string, error)
+}
+
+// requiredChecks are the protected branch's required checks the merged
+// head had not passed, as unmet requirements. Checks that cannot be read
+// are unmet too: failing closed, since the merge cannot be shown to have
+// honoured them.
+func (r *Reconciler) requiredChecks(ctx context.Context, head plumbing.Hash) []string {
+	rc, ok := r.forge.(RequiredChecker)
+	if !ok {
+		return nil
+	}
+	failing, err := rc.RequiredChecks(ctx, head)
+	if err != nil {
+		return []string{"the protected branch's required status checks could not be read: " + err.Error()}
+	}
+	out := make([]string, 0, len(failing))
+	for _, f := range failing {
+		out = append(out, "required status check not passed: "+f)
+	}
+	return out
 }
