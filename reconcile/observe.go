@@ -54,6 +54,7 @@ func (r *Reconciler) observe(ctx context.Context, p *pass) error {
 		errs = append(errs, r.reopenUpdated(ctx, p, events)...)
 		errs = append(errs, r.commentViolations(ctx, events)...)
 	}
+	errs = append(errs, r.rebaseStale(ctx, p)...)
 	// The pass goes on (runs, other proposals) and fails at its end.
 	p.failed = append(p.failed, errs...)
 	return nil
