@@ -361,9 +361,13 @@ func (r *Reconciler) proposalWords(rn *ledger.Run) (summary, body, risk string) 
 	if rn.Opened == nil || rn.Opened.Proposal == nil {
 		return "", "", ""
 	}
+	// The opened commit, or (a fresh mirror after a rebase no longer has
+	// it) the decided head, which a rebase made with the same message.
 	c, err := r.repo.Commit(plumbing.NewHash(rn.Opened.Proposal.Head))
 	if err != nil {
-		return "", "", ""
+		if c, err = r.repo.Commit(plumbing.NewHash(rn.DecidedHead())); err != nil {
+			return "", "", ""
+		}
 	}
 	paras := strings.Split(strings.TrimSpace(c.Message), "\n\n")
 	summary = paras[0]
