@@ -68,6 +68,10 @@ const (
 	EventPolicyViolation  = "PolicyViolation"
 	EventStalled          = "Stalled"
 	EventReconcileFailed  = "ReconcileFailed"
+	// EventOverlapping: runs of the repository were claimed by another
+	// reconciler (another shard whose selector matches the object, or a
+	// daemon): harmless thanks to the ledger's claims, but a mistake.
+	EventOverlapping = "OverlappingReconcilers"
 )
 
 // FieldOwner is the field manager of the controller's status patches.
@@ -104,6 +108,10 @@ type Options struct {
 	// MaxConcurrentReconciles is how many objects are reconciled at once
 	// (one pass per object at a time in any case); 0 means 1.
 	MaxConcurrentReconciles int
+	// Instance names this controller process in the claims its runs make
+	// in the ledger, as <instance>/<namespace>/<name>; "" means the host
+	// name (the pod's name). Two live processes must not share one.
+	Instance string
 	// SkipNameValidation lets several managers in one process (tests)
 	// each run the controller, whose name is otherwise unique per process.
 	SkipNameValidation bool
@@ -130,6 +138,10 @@ type AgentRepositoryReconciler struct {
 type repoEntry struct {
 	key string
 	r   *reconcile.Reconciler
+	// claimant names this process in the runs' claims; overlap is the
+	// other claimants last reported.
+	claimant string
+	overlap  string
 }
 
 // New returns a reconciler of AgentRepository objects; SetupWithManager
@@ -146,6 +158,13 @@ func New(c client.Client, apiReader client.Reader, rec events.EventRecorder, opt
 	}
 	if apiReader == nil {
 		apiReader = c
+	}
+	if opts.Instance == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("controller: no instance name given and no host name: %v", err)
+		}
+		opts.Instance = host
 	}
 	return &AgentRepositoryReconciler{Client: c, APIReader: apiReader, EventRecorder: rec, opts: opts,
 		log: opts.Logger, repos: map[types.NamespacedName]*repoEntry{}}, nil
@@ -249,7 +268,7 @@ func (c *AgentRepositoryReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 	reqAt, hasReq := meta.ReconcileAnnotationValue(obj.GetAnnotations())
 
-	r, err := c.reconcilerFor(ctx, obj)
+	e, err := c.reconcilerFor(ctx, obj)
 	if err != nil {
 		var ce *configError
 		if errors.As(err, &ce) && ce.stalled {
@@ -273,12 +292,14 @@ func (c *AgentRepositoryReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return ctrl.Result{}, err
 	}
 
+	r := e.r
 	before := snapshot(r.Ledger().State())
 	passCtx, cancel := context.WithTimeout(ctx, obj.GetTimeout())
 	res, perr := r.Pass(passCtx, nil)
 	cancel()
 	st := r.Status()
 	c.recordEvents(obj, before, r.Ledger().State())
+	c.reportOverlap(obj, e, r.Ledger().State())
 
 	obj.Status.LastAppliedRevision = st.LastAppliedRevision
 	obj.Status.LastAttemptedRevision = st.LastAttemptedRevision
@@ -440,7 +461,7 @@ func (e *configError) Unwrap() error { return e.err }
 
 // reconcilerFor returns the object's reconciler, building it when there is
 // none for its generation and its Secrets' versions.
-func (c *AgentRepositoryReconciler) reconcilerFor(ctx context.Context, obj *agentsv1.AgentRepository) (*reconcile.Reconciler, error) {
+func (c *AgentRepositoryReconciler) reconcilerFor(ctx context.Context, obj *agentsv1.AgentRepository) (*repoEntry, error) {
 	nn := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
 	secrets := map[string]*corev1.Secret{}
 	value := func(ref agentsv1.SecretKeyRef, what string) ([]byte, error) {
@@ -493,7 +514,7 @@ func (c *AgentRepositoryReconciler) reconcilerFor(ctx context.Context, obj *agen
 	e := c.repos[nn]
 	c.mu.Unlock()
 	if e != nil && e.key == key {
-		return e.r, nil
+		return e, nil
 	}
 	if e != nil {
 		c.forget(nn)
@@ -526,6 +547,7 @@ func (c *AgentRepositoryReconciler) reconcilerFor(ctx context.Context, obj *agen
 		Repo: obj.Spec.URL, Branch: obj.GetBranch(), Identity: identity, Signer: signer,
 		LookupEnv: lookup, Logger: c.log.With("object", nn.String()),
 		CacheDir: filepath.Join(c.opts.CacheDir, sub), WorkDir: c.opts.WorkDir, Now: c.opts.Now,
+		Claimant: c.opts.Instance + "/" + nn.Namespace + "/" + nn.Name,
 	}
 	if c.opts.Configure != nil {
 		c.opts.Configure(&cfg, lookup)
@@ -534,10 +556,44 @@ func (c *AgentRepositoryReconciler) reconcilerFor(ctx context.Context, obj *agen
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", obj.Spec.URL, err)
 	}
+	e = &repoEntry{key: key, r: r, claimant: cfg.Claimant}
 	c.mu.Lock()
-	c.repos[nn] = &repoEntry{key: key, r: r}
+	c.repos[nn] = e
 	c.mu.Unlock()
-	return r, nil
+	return e, nil
+}
+
+// reportOverlap records a Warning event when runs of the repository that
+// started within the last interval were claimed by other reconcilers: two
+// shards whose selectors both match the object, or a daemon on the same
+// repository. The ledger's claims keep them from running anything twice;
+// the event says the labels are wrong. It is recorded again only when the
+// set of others changes.
+func (c *AgentRepositoryReconciler) reportOverlap(obj *agentsv1.AgentRepository, e *repoEntry, st *ledger.State) {
+	now := time.Now
+	if c.opts.Now != nil {
+		now = c.opts.Now
+	}
+	since := now().Add(-obj.GetRequeueAfter())
+	others := map[string]bool{}
+	for _, rn := range st.Runs {
+		if rn.Claimant != "" && rn.Claimant != e.claimant && rn.Started.After(since) {
+			others[rn.Claimant] = true
+		}
+	}
+	names := make([]string, 0, len(others))
+	for n := range others {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	list := strings.Join(names, ", ")
+	if list == e.overlap {
+		return
+	}
+	e.overlap = list
+	if list != "" {
+		c.event(obj, corev1.EventTypeWarning, EventOverlapping, "runs of this repository were claimed by other reconcilers within the last %s: %s; the ledger's claims keep them from running twice, but check the shards' %s selectors", obj.GetRequeueAfter(), list, ShardKeyLabel)
+	}
 }
 
 // loadSigner loads the signing key in data through signing.LoadSigner,
