@@ -41,6 +41,7 @@ import (
 // envtest), built by .ci/kube-tools into the directory KUBEBUILDER_ASSETS
 // names. Without it they skip, except under CI=true, where they fail.
 var (
+	testEnv   *envtest.Environment
 	cfg       *rest.Config
 	k8s       client.Client
 	envReason string
@@ -71,7 +72,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "envtest: control plane up in %s\n", time.Since(start).Round(time.Millisecond))
-	cfg = c
+	cfg, testEnv = c, env
 	scheme, err := controller.Scheme()
 	if err == nil {
 		k8s, err = client.New(cfg, client.Options{Scheme: scheme})
