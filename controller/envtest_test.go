@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -111,9 +112,19 @@ type repo struct {
 
 func newRepo(t *testing.T) *repo {
 	t.Helper()
+	return newRepoEdit(t, nil)
+}
+
+// newRepoEdit is newRepo with the example changed by edit before its first
+// commit.
+func newRepoEdit(t *testing.T, edit func(dir string)) *repo {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.CopyFS(dir, os.DirFS("../examples/repo-layout")); err != nil {
 		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(dir)
 	}
 	for _, s := range []string{"tools/pin-images.sh", "tools/normalise-env.sh"} {
 		if err := os.Chmod(filepath.Join(dir, s), 0o755); err != nil {
@@ -807,4 +818,99 @@ func grepLines(body, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestSignedMergeRecorded: a reviewer's merge of a proposal, signed with the
+// SSH key reviewers.hcl gives her (unsigned merges not accepted), is
+// recorded by the controller's next pass as the approval, the proposal is
+// no longer open, and a ProposalMerged event is recorded.
+func TestSignedMergeRecorded(t *testing.T) {
+	requireEnv(t)
+	keyFile := filepath.Join(t.TempDir(), "rita")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rita", "-f", keyFile).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("ssh-keygen: %v: %s", err, out)
+		}
+		t.Skipf("ssh-keygen: %v: %s", err, out)
+	}
+	pub, err := os.ReadFile(keyFile + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRepoEdit(t, func(dir string) {
+		p := filepath.Join(dir, "reviewers.hcl")
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.ReplaceAll(string(b), "accept_unsigned = true", "accept_unsigned = false")
+		s = strings.Replace(s, `member "rita" {`, `member "rita" {
+    signing_key = "`+strings.TrimSpace(string(pub))+`"`, 1)
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ns := namespace(t)
+	keySecret(t, ns, "ledger-key", r.keyPEM)
+	startManager(t, ns, controller.ManagerOptions{})
+	if err := k8s.Create(context.Background(), newObject(ns, "example", r.url, "ledger-key")); err != nil {
+		t.Fatal(err)
+	}
+	obj := waitFor(t, ns, "example", 2*time.Minute, "Ready", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.ReadyCondition) })
+	var branch string
+	for _, p := range obj.Status.OpenProposals {
+		if b, ok := strings.CutPrefix(p, "image-pinner:"); ok {
+			branch = b
+		}
+	}
+	if branch == "" {
+		t.Fatalf("no open proposal of image-pinner: %v", obj.Status.OpenProposals)
+	}
+
+	work := gittest.Clone(t, r.bare)
+	merge := exec.Command("git", "-c", "gpg.format=ssh", "-c", "user.signingKey="+keyFile,
+		"merge", "-S", "-q", "--no-ff", "-m", "Merge "+branch, "origin/"+branch)
+	merge.Dir = work
+	merge.Env = gittest.Env("Rita Reviewer", "rita@example.com")
+	if out, err := merge.CombinedOutput(); err != nil {
+		t.Fatalf("signed merge: %v\n%s", err, out)
+	}
+	gittest.Git(t, work, "push", "--quiet", "origin", "main")
+	requestReconcile(t, ns, "example", "after-merge")
+	obj = waitFor(t, ns, "example", time.Minute, "merge observed", func(o *agentsv1.AgentRepository) bool {
+		return o.Status.LastHandledReconcileAt == "after-merge" && isTrue(o, meta.ReadyCondition)
+	})
+	for _, p := range obj.Status.OpenProposals {
+		if strings.HasPrefix(p, "image-pinner:") {
+			t.Errorf("merged proposal still open: %v", obj.Status.OpenProposals)
+		}
+	}
+	g, err := gitstore.Open(context.Background(), r.url, gitstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	es, err := ledger.New(g, ledger.Options{}).Entries(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var approved, merged bool
+	for _, e := range es {
+		if e.Agent != "image-pinner" {
+			continue
+		}
+		switch e.Type {
+		case ledger.ProposalApproved:
+			a := e.Approval
+			approved = a != nil && a.Method == ledger.ApprovalSSH && a.Member == "rita" && a.Via == "merge"
+		case ledger.ProposalMerged:
+			merged = true
+		case ledger.PolicyViolation:
+			t.Errorf("violation recorded for a signed, approved merge: %s", e.Error)
+		}
+	}
+	if !approved || !merged {
+		t.Errorf("ledger: approved by rita's SSH-signed merge %v, merged %v; want both", approved, merged)
+	}
+	waitEvent(t, ns, "example", controller.EventProposalMerged, 1)
 }
