@@ -373,7 +373,7 @@ func TestReadyRequestSuspend(t *testing.T) {
 	ns := namespace(t)
 	r := newRepo(t)
 	keySecret(t, ns, "ledger-key", r.keyPEM)
-	startManager(t, ns, controller.ManagerOptions{})
+	m := startManager(t, ns, controller.ManagerOptions{})
 	ctx := context.Background()
 	if err := k8s.Create(ctx, newObject(ns, "example", r.url, "ledger-key")); err != nil {
 		t.Fatal(err)
@@ -442,18 +442,34 @@ func TestReadyRequestSuspend(t *testing.T) {
 	})
 	noDuplicateRuns(t, r.runs(t))
 
-	// Deleted: its reconciler is closed; the repository and the ledger
-	// stay as they are.
+	// Deleted: its reconciler is closed (the cache's lock is released);
+	// the repository and the ledger stay as they are.
+	cache := filepath.Join(m.cacheDir, ns, "example")
+	open := func() error {
+		g, err := gitstore.Open(ctx, r.url, gitstore.Options{CacheDir: cache, NoFetch: true, LockTimeout: 100 * time.Millisecond})
+		if err == nil {
+			g.Close()
+		}
+		return err
+	}
+	if err := open(); err == nil {
+		t.Fatal("the cache of a live object opened in another reconciler: its lock is not held")
+	}
 	seq := ledgerSeq(t, r)
 	if err := k8s.Delete(ctx, get(t, ns, "example")); err != nil {
 		t.Fatal(err)
 	}
-	head4 := r.push(t, "after the delete")
-	time.Sleep(2 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for open() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the deleted object's reconciler still holds its cache: %v", open())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if got := ledgerSeq(t, r); got != seq {
 		t.Errorf("ledger moved from %d to %d after the object was deleted", seq, got)
 	}
-	if r.head(t) != head4 {
+	if r.head(t) != head3 {
 		t.Errorf("main moved after the object was deleted")
 	}
 }
