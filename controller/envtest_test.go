@@ -1,7 +1,11 @@
 package controller_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +39,7 @@ import (
 	"github.com/agentgitops/reconciler/gitstore/gittest"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/sandbox"
+	"github.com/agentgitops/reconciler/server"
 	"github.com/agentgitops/reconciler/signing"
 )
 
@@ -929,4 +934,72 @@ func TestSignedMergeRecorded(t *testing.T) {
 		t.Errorf("ledger: approved by rita's SSH-signed merge %v, merged %v; want both", approved, merged)
 	}
 	waitEvent(t, ns, "example", controller.EventProposalMerged, 1)
+}
+
+// TestGitHookRoutes: a signed push event at /hooks/git sets the
+// requestedAt annotation of the objects of the pushed repository only, and
+// the pass it starts fetches the new head; a bad signature is refused and
+// routes nothing.
+func TestGitHookRoutes(t *testing.T) {
+	requireEnv(t)
+	ns := namespace(t)
+	r := newRepo(t)
+	keySecret(t, ns, "ledger-key", r.keyPEM)
+	hookAddr := freeAddr(t)
+	startManager(t, ns, controller.ManagerOptions{WebhookAddr: hookAddr, WebhookSecret: server.NewSecret("hook-secret")})
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newObject(ns, "pushed", r.url, "ledger-key")); err != nil {
+		t.Fatal(err)
+	}
+	other := newObject(ns, "other", "https://git.example.com/platform/other.git", "ledger-key")
+	other.Spec.Suspend = true
+	if err := k8s.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ns, "pushed", 2*time.Minute, "Ready", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.ReadyCondition) })
+	head := r.push(t, "pushed through the hook")
+	body := []byte(`{"ref":"refs/heads/main","repository":{"clone_url":"` + r.url + `/"}}`)
+	post := func(sig string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, "http://"+hookAddr+"/hooks/git", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Hub-Signature-256", "sha256="+sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	mac := hmac.New(sha256.New, []byte("hook-secret"))
+	mac.Write(body)
+	good := hex.EncodeToString(mac.Sum(nil))
+	if code, msg := post(strings.Repeat("0", len(good))); code != http.StatusUnauthorized {
+		t.Errorf("bad signature: %d %s, want 401", code, msg)
+	}
+	if _, ok := get(t, ns, "pushed").Annotations[meta.ReconcileRequestAnnotation]; ok {
+		t.Fatal("a push with a bad signature requested a reconcile")
+	}
+	var code int
+	var msg string
+	deadline := time.Now().Add(20 * time.Second)
+	for code, msg = post(good); code != http.StatusOK && time.Now().Before(deadline); code, msg = post(good) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != http.StatusOK || !strings.Contains(msg, `"requested":1`) {
+		t.Fatalf("push: %d %s, want 200 with one object requested", code, msg)
+	}
+	obj := waitFor(t, ns, "pushed", time.Minute, "pass after the push", func(o *agentsv1.AgentRepository) bool {
+		tok := o.Annotations[meta.ReconcileRequestAnnotation]
+		return tok != "" && o.Status.LastHandledReconcileAt == tok
+	})
+	if obj.Status.LastAttemptedRevision != "main@sha1:"+head {
+		t.Errorf("after the hook: attempted %q, want %s", obj.Status.LastAttemptedRevision, head)
+	}
+	if _, ok := get(t, ns, "other").Annotations[meta.ReconcileRequestAnnotation]; ok {
+		t.Error("the push was routed to an object of another repository")
+	}
 }

@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/fluxcd/pkg/runtime/leaderelection"
@@ -14,9 +15,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	agentsv1 "github.com/agentgitops/reconciler/api/v1"
+	"github.com/agentgitops/reconciler/server"
 )
 
 // ShardKeyLabel is the label that assigns an object to a shard, as Flux's
@@ -50,6 +53,13 @@ type ManagerOptions struct {
 	WatchLabelSelector string
 	// Namespace limits the controller to one namespace; "" watches all.
 	Namespace string
+	// WebhookAddr is the address of /hooks/git (push events of GitHub,
+	// Gitea and GitLab, routed to the objects of the pushed repository);
+	// "" or "0" turns it off. Served by every replica, leader or not.
+	WebhookAddr string
+	// WebhookSecret is the hooks' shared secret; without one they answer
+	// 403.
+	WebhookSecret server.Secret
 	// Controller configures the AgentRepository reconciler.
 	Controller Options
 }
@@ -121,6 +131,15 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (ctrl.Manager, *AgentReposit
 			return nil, nil, err
 		}
 		if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+			return nil, nil, err
+		}
+	}
+	if o.WebhookAddr != "" && o.WebhookAddr != "0" {
+		mux := http.NewServeMux()
+		mux.Handle("/hooks/git", &GitHook{Client: mgr.GetClient(), Secret: o.WebhookSecret, Logger: o.Controller.Logger})
+		if err := mgr.Add(&manager.Server{Name: "webhooks", Server: &http.Server{
+			Addr: o.WebhookAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		}}); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -217,8 +217,9 @@ func (c *AgentRepositoryReconciler) forget(nn types.NamespacedName) {
 // The controller's permissions (config/rbac/role.yaml, generated with
 // controller-gen rbac from these markers). Secrets are read only with get,
 // in the namespaces an operator grants (config/rbac/secrets_role.yaml).
+// Patch on the objects is for the git webhook's requestedAt annotation.
 //
-// +kubebuilder:rbac:groups=agents.reconciler.dev,resources=agentrepositories,verbs=get;list;watch
+// +kubebuilder:rbac:groups=agents.reconciler.dev,resources=agentrepositories,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=agents.reconciler.dev,resources=agentrepositories/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch

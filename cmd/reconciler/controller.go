@@ -20,6 +20,7 @@ import (
 	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/reconcile"
 	"github.com/agentgitops/reconciler/sandbox"
+	"github.com/agentgitops/reconciler/server"
 )
 
 // cmdController runs the Kubernetes controller: AgentRepository objects,
@@ -45,6 +46,8 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	parallel := fs.Int("concurrency", runtime.NumCPU(), "how many agents of one repository run at once")
 	logFormat := fs.String("log-format", "json", "log format: text or json")
 	instance := fs.String("instance", "", "names this controller in pull requests' commit status contexts (default: the host name)")
+	webhookAddr := fs.String("webhook-addr", "0", "address of /hooks/git (GitHub, Gitea and GitLab push events, routed to the objects of the pushed repository; \"0\" turns it off)")
+	secretFile := fs.String("webhook-secret-file", "", "file holding the shared secret of /hooks/git (GitHub and Gitea HMAC, GitLab token); without it the hook answers 403")
 	var forgeAllow multiFlag
 	fs.Var(&forgeAllow, "forge-allow", "base URL a forge block of providers.hcl may name (repeatable): the forge's token is sent only to one of these")
 	if code, ok := parseNoArgs(fs, args); !ok {
@@ -67,6 +70,12 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *instance == "" {
 		*instance, _ = os.Hostname()
 	}
+	var secret server.Secret
+	if *secretFile != "" {
+		if secret, err = server.LoadSecret(*secretFile); err != nil {
+			return fail(stderr, err)
+		}
+	}
 	ctrl.SetLogger(logr.FromSlogHandler(logger.Handler()))
 	cfg, err := restConfig(*kubeconfig)
 	if err != nil {
@@ -78,6 +87,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 			LeaseDuration: *leaseDuration, RenewDeadline: *renewDeadline, RetryPeriod: *retryPeriod},
 		LeaderElectionID: *leaderID, LeaderElectionNamespace: *leaderNS,
 		WatchLabelSelector: *selector, Namespace: *namespace,
+		WebhookAddr: *webhookAddr, WebhookSecret: secret,
 		Controller: controller.Options{
 			CacheDir: *cacheDir, WorkDir: *workDir, Logger: logger, MaxConcurrentReconciles: *concurrent,
 			Configure: func(c *reconcile.Config, env func(string) (string, bool)) {
