@@ -31,13 +31,9 @@ func cmdHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *timeout <= 0 {
 		return usageError(stderr, "--timeout %s: use a positive duration", *timeout)
 	}
-	base := *addr
-	if base == "" {
-		base = listenURL(defaultListen())
-	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usageError(stderr, "--addr %q: want a URL such as http://127.0.0.1:8080", base)
+	u, err := daemonURL(*addr)
+	if err != nil {
+		return usageError(stderr, "%s", err)
 	}
 	path := "/healthz"
 	if *ready {
@@ -66,6 +62,19 @@ func cmdHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 // listenURL is the URL a client on this host reaches a server listening
 // on addr at: an address on all interfaces (":8080", "0.0.0.0:8080",
 // "[::]:8080") is reached on loopback.
+// daemonURL is the daemon's base URL: --addr, or the address the daemon
+// listens on by default (defaultListen).
+func daemonURL(addr string) (*url.URL, error) {
+	if addr == "" {
+		addr = listenURL(defaultListen())
+	}
+	u, err := url.Parse(addr)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--addr %q: want a URL such as http://127.0.0.1:8080", addr)
+	}
+	return u, nil
+}
+
 func listenURL(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

@@ -52,13 +52,9 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if *timeout <= 0 {
 		return usageError(stderr, "--timeout %s: use a positive duration", *timeout)
 	}
-	base := *addr
-	if base == "" {
-		base = listenURL(defaultListen())
-	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usageError(stderr, "--addr %q: want a URL such as http://127.0.0.1:8080", base)
+	u, err := daemonURL(*addr)
+	if err != nil {
+		return usageError(stderr, "%s", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

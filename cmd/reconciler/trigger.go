@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -72,13 +71,9 @@ func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if *timeout <= 0 {
 		return usageError(stderr, "--timeout %s: use a positive duration", *timeout)
 	}
-	base := *addr
-	if base == "" {
-		base = listenURL(defaultListen())
-	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usageError(stderr, "--addr %q: want a URL such as http://127.0.0.1:8080", base)
+	u, err := daemonURL(*addr)
+	if err != nil {
+		return usageError(stderr, "%s", err)
 	}
 	secret, err := server.LoadSecret(*secretFile)
 	if err != nil {
