@@ -681,6 +681,25 @@ func TestOverlappingShards(t *testing.T) {
 		t.Fatal("no runs in the ledger")
 	}
 	noDuplicateRuns(t, runs)
+	// One proposal per agent, and one branch per proposal.
+	proposals := map[string]int{}
+	for _, rn := range runs {
+		if rn.Opened != nil {
+			proposals[rn.Agent]++
+		}
+	}
+	for agent, n := range proposals {
+		if n != 1 {
+			t.Errorf("agent %s opened %d proposals, want 1", agent, n)
+		}
+	}
+	if len(proposals) == 0 {
+		t.Error("no proposal opened")
+	}
+	branches := gittest.Git(t, r.bare, "for-each-ref", "--format=%(refname)", "refs/heads/agents/")
+	if got := len(strings.Fields(branches)); got != len(proposals) {
+		t.Errorf("%d proposal branches for %d proposals:\n%s", got, len(proposals), branches)
+	}
 }
 
 // TestSchemaRejects: the CRD's schema (generated from the Go types)
