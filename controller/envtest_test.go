@@ -848,6 +848,14 @@ func TestManagerEndpoints(t *testing.T) {
 	if !found {
 		t.Errorf("/metrics has no non-zero %s:\n%s", want, grepLines(body, "controller_runtime_reconcile_total"))
 	}
+	// The daemon's series, per repository.
+	repo := `repository="` + ns + `/example"`
+	for _, series := range []string{"reconciler_ledger_entries_total{" + repo + "}", "reconciler_spec_load_success{" + repo + "} 1",
+		`reconciler_proposals_open{agent="image-pinner",` + repo + `} 1`} {
+		if !strings.Contains(body, series) {
+			t.Errorf("/metrics lacks %s:\n%s", series, grepLines(body, repo))
+		}
+	}
 }
 
 func grepLines(body, s string) string {

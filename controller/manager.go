@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	agentsv1 "github.com/agentgitops/reconciler/api/v1"
@@ -143,7 +144,11 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (ctrl.Manager, *AgentReposit
 			return nil, nil, err
 		}
 	}
-	rec, err := New(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder(FieldOwner), o.Controller)
+	copts := o.Controller
+	if copts.Registerer == nil {
+		copts.Registerer = ctrlmetrics.Registry
+	}
+	rec, err := New(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder(FieldOwner), copts)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/fluxcd/pkg/runtime/patch"
 	"github.com/fluxcd/pkg/runtime/predicates"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,6 +43,7 @@ import (
 
 	agentsv1 "github.com/agentgitops/reconciler/api/v1"
 	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/metrics"
 	"github.com/agentgitops/reconciler/reconcile"
 	"github.com/agentgitops/reconciler/signing"
 )
@@ -108,6 +110,13 @@ type Options struct {
 	// MaxConcurrentReconciles is how many objects are reconciled at once
 	// (one pass per object at a time in any case); 0 means 1.
 	MaxConcurrentReconciles int
+	// Registerer, when set, gets the daemon's reconciler_* series of every
+	// object this process reconciles, with a repository label
+	// (<namespace>/<name>): NewManager sets the manager's registry.
+	Registerer prometheus.Registerer
+	// HumanHourlyUSD values an hour of human work, for the work-unit value
+	// and ROI series.
+	HumanHourlyUSD float64
 	// Instance names this controller process in the claims its runs make
 	// in the ledger, as <instance>/<namespace>/<name>; "" means the host
 	// name (the pod's name). Two live processes must not share one.
@@ -128,6 +137,8 @@ type AgentRepositoryReconciler struct {
 
 	opts Options
 	log  *slog.Logger
+
+	metrics *repoMetrics
 
 	mu    sync.Mutex
 	repos map[types.NamespacedName]*repoEntry
@@ -166,8 +177,15 @@ func New(c client.Client, apiReader client.Reader, rec events.EventRecorder, opt
 		}
 		opts.Instance = host
 	}
-	return &AgentRepositoryReconciler{Client: c, APIReader: apiReader, EventRecorder: rec, opts: opts,
-		log: opts.Logger, repos: map[types.NamespacedName]*repoEntry{}}, nil
+	ar := &AgentRepositoryReconciler{Client: c, APIReader: apiReader, EventRecorder: rec, opts: opts,
+		log: opts.Logger, repos: map[types.NamespacedName]*repoEntry{}}
+	if opts.Registerer != nil {
+		ar.metrics = newRepoMetrics()
+		if err := opts.Registerer.Register(ar.metrics); err != nil {
+			return nil, fmt.Errorf("controller: register the repositories' metrics: %w", err)
+		}
+	}
+	return ar, nil
 }
 
 // SetupWithManager registers the reconciler with mgr: it reconciles on a
@@ -196,6 +214,9 @@ func (c *AgentRepositoryReconciler) Close() error {
 	for nn, e := range c.repos {
 		errs = append(errs, e.r.Close())
 		delete(c.repos, nn)
+		if c.metrics != nil {
+			c.metrics.set(nn.String(), nil)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -207,6 +228,9 @@ func (c *AgentRepositoryReconciler) forget(nn types.NamespacedName) {
 	e := c.repos[nn]
 	delete(c.repos, nn)
 	c.mu.Unlock()
+	if c.metrics != nil {
+		c.metrics.set(nn.String(), nil)
+	}
 	if e != nil {
 		if err := e.r.Close(); err != nil {
 			c.log.Warn("close reconciler", "object", nn.String(), "err", err)
@@ -550,6 +574,11 @@ func (c *AgentRepositoryReconciler) reconcilerFor(ctx context.Context, obj *agen
 		CacheDir: filepath.Join(c.opts.CacheDir, sub), WorkDir: c.opts.WorkDir, Now: c.opts.Now,
 		Claimant: c.opts.Instance + "/" + nn.Namespace + "/" + nn.Name,
 	}
+	var m *metrics.Metrics
+	if c.metrics != nil {
+		m = metrics.New(c.opts.HumanHourlyUSD)
+		cfg.Recorder = m
+	}
 	if c.opts.Configure != nil {
 		c.opts.Configure(&cfg, lookup)
 	}
@@ -561,6 +590,9 @@ func (c *AgentRepositoryReconciler) reconcilerFor(ctx context.Context, obj *agen
 	c.mu.Lock()
 	c.repos[nn] = e
 	c.mu.Unlock()
+	if m != nil {
+		c.metrics.set(nn.String(), m.Registry())
+	}
 	return e, nil
 }
 

@@ -48,6 +48,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	instance := fs.String("instance", "", "names this controller in pull requests' commit status contexts (default: the host name)")
 	webhookAddr := fs.String("webhook-addr", "0", "address of /hooks/git (GitHub, Gitea and GitLab push events, routed to the objects of the pushed repository; \"0\" turns it off)")
 	secretFile := fs.String("webhook-secret-file", "", "file holding the shared secret of /hooks/git (GitHub and Gitea HMAC, GitLab token); without it the hook answers 403")
+	hourlyUSD := fs.Float64("human-hourly-usd", 100, "value of one hour of human work, for work-unit value and ROI")
 	var forgeAllow multiFlag
 	fs.Var(&forgeAllow, "forge-allow", "base URL a forge block of providers.hcl may name (repeatable): the forge's token is sent only to one of these")
 	if code, ok := parseNoArgs(fs, args); !ok {
@@ -90,6 +91,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 		WebhookAddr: *webhookAddr, WebhookSecret: secret,
 		Controller: controller.Options{
 			CacheDir: *cacheDir, WorkDir: *workDir, Logger: logger, MaxConcurrentReconciles: *concurrent,
+			HumanHourlyUSD: *hourlyUSD, Instance: *instance,
 			Configure: func(c *reconcile.Config, env func(string) (string, bool)) {
 				c.Concurrency = *parallel
 				// Exec agents never see the cache (and the signing key,
