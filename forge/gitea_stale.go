@@ -40,9 +40,12 @@ func (g *Gitea) MarkStale(ctx context.Context, p Proposal, why string) error {
 		pr.Labels = ls
 	}
 	marker := staleMarker(p.Head)
-	body := marker + "\nStale: " + oneLineTitle(why) + ".\n\nThe reconciler does not rebase this pull request; bring it up to date by hand. Approvals count only for the head the reconciler decides on, so the new head needs them again."
+	body := marker + "\nStale: " + oneLineTitle(why) + ".\n\n" + staleAdvice
 	return g.commentOnce(pr.Index, marker, body)
 }
+
+// staleAdvice ends the comment on a stale pull request, on either forge.
+const staleAdvice = "The reconciler does not rebase this pull request; bring it up to date by hand. Approvals count only for the head the reconciler decides on, so the new head needs them again."
 
 func staleMarker(head plumbing.Hash) string {
 	return "<!-- reconciler:stale head=" + head.String() + " -->"

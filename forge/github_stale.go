@@ -48,7 +48,7 @@ func (g *GitHub) MarkStale(ctx context.Context, p Proposal, why string) error {
 		}
 		opts.Page = resp.NextPage
 	}
-	body := marker + "\nStale: " + ghLine(why) + ".\n\nThe reconciler does not rebase this pull request; bring it up to date by hand. Approvals count only for the head the reconciler decides on, so the new head needs them again."
+	body := marker + "\nStale: " + ghLine(why) + ".\n\n" + staleAdvice
 	if _, _, err := g.client.Issues.CreateComment(ctx, g.owner, g.name, n, &github.IssueComment{Body: github.Ptr(body)}); err != nil {
 		return ghError(fmt.Sprintf("comment on #%d", n), err)
 	}

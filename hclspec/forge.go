@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -104,7 +105,7 @@ func (l *loader) decodeForge(_ *hcl.File, b *hcl.Block) {
 		if !repoName.MatchString(repo) {
 			l.errorf(c.Attributes["repository"].Expr.Range(), "Invalid repository", "repository %q must be \"owner/name\".", repo)
 		} else {
-			f.Owner, f.Name = splitRepo(repo)
+			f.Owner, f.Name, _ = strings.Cut(repo, "/")
 		}
 	}
 	n := 0
@@ -176,13 +177,4 @@ func (l *loader) forgeURL(s string, rng hcl.Range) string {
 		u.Path += "/"
 	}
 	return u.String()
-}
-
-func splitRepo(s string) (string, string) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '/' {
-			return s[:i], s[i+1:]
-		}
-	}
-	return s, ""
 }
