@@ -66,6 +66,10 @@ type Event struct {
 	Alert *Alert `json:"alert,omitempty"`
 	// Request is set on run.started of a manual run: who asked, and why.
 	Request *Request `json:"request,omitempty"`
+	// Reverts is set on the entries of a revert run (run.started,
+	// run.finished or run.failed, policy.decision, proposal.opened): the
+	// id of the run whose merged change it reverts.
+	Reverts string `json:"reverts,omitempty"`
 	// Hold is set on run.held and budget.exceeded.
 	Hold     *Hold     `json:"hold,omitempty"`
 	WorkUnit *WorkUnit `json:"work_unit,omitempty"`

@@ -169,6 +169,9 @@ func (e *Event) Validate() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: %s needs %s", ErrEventInvalid, e.Type, strings.Join(missing, ", "))
 	}
+	if e.Reverts != "" && !validRunID(e.Reverts) {
+		return fmt.Errorf("%w: %s: reverts %q is not a run id", ErrEventInvalid, e.Type, e.Reverts)
+	}
 	for _, k := range e.Keys {
 		if k.ID == "" || k.PEM == "" {
 			return fmt.Errorf("%w: %s: every key needs an id and a pem", ErrEventInvalid, e.Type)

@@ -52,6 +52,9 @@ type RunStartedEvent struct {
 	ReservedUSD float64
 	Claimant    string
 	LeaseUntil  time.Time
+	// Reverts is the run whose merged change this run reverts, for a
+	// revert run.
+	Reverts string
 }
 
 // RunAbandonedEvent takes over the claim of a run whose lease expired
@@ -218,7 +221,7 @@ func (e *Event) Typed() (TypedEvent, error) {
 		return SpecInvalidEvent{SpecCommit: e.SpecCommit, Diagnostics: e.Diagnostics}, nil
 	case RunStarted:
 		return RunStartedEvent{RunRef: ref, Trigger: e.Trigger, SpecCommit: e.SpecCommit, SpecDigest: e.SpecDigest, ReservedUSD: e.ReservedUSD,
-			Claimant: e.Claimant, LeaseUntil: e.LeaseUntil, Alert: e.Alert, Request: e.Request}, nil
+			Claimant: e.Claimant, LeaseUntil: e.LeaseUntil, Alert: e.Alert, Request: e.Request, Reverts: e.Reverts}, nil
 	case RunAbandoned:
 		return RunAbandonedEvent{RunRef: ref, Error: e.Error, Claimant: e.Claimant, LeaseUntil: e.LeaseUntil}, nil
 	case RunFinished:

@@ -608,6 +608,7 @@ func TestSchemaRejectsWhatValidateRejects(t *testing.T) {
 		{"no diagnostics", SpecInvalid, func(m map[string]any) { m["diagnostics"] = []any{} }},
 		{"empty reviewer", ProposalApproved, func(m map[string]any) { m["reviewer"] = "" }},
 		{"retry of the first attempt", RunRetried, func(m map[string]any) { m["attempt"] = 1 }},
+		{"reverts that is not a run id", RunStarted, func(m map[string]any) { m["reverts"] = "../7c4a1f0e2b9d" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, ok := byType[tc.typ]

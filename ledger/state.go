@@ -63,6 +63,9 @@ type Run struct {
 	// and manual triggers; the run's agent sees it as its trigger input.
 	Alert   *Alert
 	Request *Request
+	// Reverts is the run whose merged change this run reverts
+	// (run.started of a revert run); "" for any other run.
+	Reverts string
 }
 
 // Attempt is one attempt of a run, claimed by run.started or run.retried
@@ -491,7 +494,7 @@ func (s *State) Apply(e Entry) error {
 	case AlertResolvedEvent:
 		s.Resolved[triggerKey(ev.Agent, ev.Trigger)] = ep
 	case RunStartedEvent:
-		r.Alert, r.Request = ev.Alert, ev.Request
+		r.Alert, r.Request, r.Reverts = ev.Alert, ev.Request, ev.Reverts
 		r.ReservedUSD = ev.ReservedUSD
 		r.Claimant, r.LeaseUntil = ev.Claimant, ev.LeaseUntil
 		r.Attempt = 1
