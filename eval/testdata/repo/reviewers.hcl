@@ -1,0 +1,6 @@
+group "sre" {
+  accept_unsigned = true
+  member "rita" {
+    email = "rita@example.com"
+  }
+}
