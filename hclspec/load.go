@@ -482,8 +482,11 @@ var agentSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "description"}, {Name: "provider", Required: true}, {Name: "model"}, {Name: "prompt"},
 		{Name: "command"}, {Name: "network"}, {Name: "env"}, {Name: "tools"}, {Name: "suspend"},
+		{Name: "models"}, {Name: "cache"}, // llmops.go
 	},
-	Blocks: []hcl.BlockHeaderSchema{{Type: "trigger"}, {Type: "scope"}, {Type: "limits"}, {Type: "work_unit"}},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "trigger"}, {Type: "scope"}, {Type: "limits"}, {Type: "work_unit"},
+		{Type: "escalate"}, // llmops.go
+	},
 }
 
 var triggerSchema = &hcl.BodySchema{
@@ -640,6 +643,7 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 	if _, ok := seen["scope"]; !ok {
 		l.errorf(b.DefRange, "Missing scope block", "Agent %q has no scope: add scope { paths = [\"deploy/**\"] } naming what it may read and write.", a.Name)
 	}
+	l.decodeLLMOps(c, a, ctx)
 	if triggers == 0 {
 		l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Agent never runs", Detail: fmt.Sprintf("Agent %q has no trigger block, so it only runs when asked manually. Add trigger { schedule = \"@every 6h\" } or trigger { on_spec_change = true }.", a.Name), Subject: &a.DeclRange})
 	}
@@ -652,7 +656,7 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 		case ProviderOpenAI:
 			if a.Model == "" && modelOK {
 				l.errorf(a.ProviderRange, "Missing model", "Agent %q uses openai provider %q: add model = \"gpt-4o-mini\" (or the model your endpoint serves).", a.Name, a.Provider.Name)
-			} else if _, priced := a.Provider.Prices[a.Model]; !priced && a.Model != "" {
+			} else if _, priced := a.Provider.Prices[a.Model]; !priced && a.Model != "" && hasModel {
 				rng := c.Attributes["model"].Expr.Range()
 				l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Model has no price",
 					Detail: fmt.Sprintf("Provider %q declares no price for %q, so this agent's cost counts as zero and money budgets cannot hold it back. Add price %q { input_per_mtok = ..., output_per_mtok = ... } to the provider.", a.Provider.Name, a.Model, a.Model), Subject: &rng})

@@ -86,6 +86,15 @@ type Agent struct {
 	WorkUnit WorkUnit
 	Suspend  bool
 
+	// Model tiers and the response cache (llmops.go). Models are the
+	// models a run may use, in order (Model is the first); Escalate says
+	// when the next takes over, nil for never; Cache answers identical
+	// model requests from the reconciler's response cache.
+	Models      []string
+	ModelsRange hcl.Range
+	Escalate    *Escalate
+	Cache       bool
+
 	// Digest is the hex sha256 of what defines the agent's runs: its block,
 	// prompt, provider block, command files and the policies that apply to
 	// it. Unrelated edits to the repository leave it unchanged.
