@@ -49,6 +49,7 @@ func commands() []command {
 		{"demo", "run the embedded example end to end", cmdDemo},
 		{"validate", "check a desired-state checkout", cmdValidate},
 		{"policy", "test policies against example changes (policy test)", cmdPolicy},
+		{"eval", "run the prompt regression evals of evals/<agent>/*.hcl", cmdEval},
 		{"keygen", "create a ledger signing key", cmdKeygen},
 		{"ledger", "verify or list the evidence ledger", cmdLedger},
 		{"plan", "show what a pass would do, and decisions on a change", cmdPlan},
