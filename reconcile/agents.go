@@ -403,10 +403,7 @@ func (r *Reconciler) recordOpened(ctx context.Context, p *pass, a *hclspec.Agent
 		events := []ledger.Event{ev}
 		var closes []forge.Proposal
 		superseded := map[string]bool{}
-		for _, old := range p.state.OpenRuns(a.Name) {
-			if old.ID == rn.ID {
-				continue
-			}
+		for _, old := range supersedable(p.state, a.Name, rn) {
 			superseded[old.ID] = true
 			oldHead := plumbing.NewHash(old.DecidedHead())
 			if cur, err := r.repo.Branch(old.Opened.Proposal.Branch); err == nil {
@@ -424,7 +421,7 @@ func (r *Reconciler) recordOpened(ctx context.Context, p *pass, a *hclspec.Agent
 			if cur := st.Run(rn.ID); cur == nil || cur.Opened != nil || cur.Violation {
 				return errRecorded
 			}
-			open := st.OpenRuns(a.Name)
+			open := supersedable(st, a.Name, rn)
 			if len(open) != len(superseded) {
 				return errStale
 			}
@@ -550,6 +547,9 @@ func (r *Reconciler) classify(p *pass, a *hclspec.Agent, runID string, changes [
 // the model again: the change is rebuilt for free, and equals the one
 // recorded, so the deterministic proposal commit is the same.
 func (r *Reconciler) runInWorkspace(ctx context.Context, p *pass, a *hclspec.Agent, runID, trigger string, commit plumbing.Hash, prior *ledger.Run) (agent.Result, []gitstore.FileChange, error) {
+	if prior != nil && prior.Reverts != "" {
+		return r.revertWork(ctx, p, a, prior, commit) // a revert run inverts a merged change (revert.go)
+	}
 	input, err := triggerInput(prior)
 	if err != nil {
 		return agent.Result{}, nil, err

@@ -104,6 +104,7 @@ func (r *Reconciler) newRunOf(a *hclspec.Agent, runID string, d due, prior *ledg
 	}
 	rc.base = ledger.Event{Agent: a.Name, RunID: runID, Trigger: d.id, SpecDigest: a.Digest,
 		Subject: rc.specCommit.String(), SubjectName: r.cfg.Branch, SpecCommit: rc.specCommit.String()}
+	rc.base.Reverts = revertedBy(d.id) // a revert run's entries link the run it reverts
 	return rc
 }
 

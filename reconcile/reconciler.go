@@ -123,6 +123,9 @@ type Reconciler struct {
 
 	mu     sync.Mutex
 	status Status
+	// revertView is the ledger's runs as the last pass saw them, for
+	// RevertTarget (revert.go); guarded by mu.
+	revertView *revertFacts
 }
 
 // New opens the repository's mirror (on disk under CacheDir, when set)

@@ -31,6 +31,10 @@ type Request struct {
 	By, Reason string
 	// Alert is an Alertmanager notification (nil for a manual run).
 	Alert *ledger.Alert
+	// Revert names the run whose merged change the request reverts
+	// (revert.go); Agent is then that run's agent, set by the pass. Its
+	// trigger is RevertTrigger(Revert, ID).
+	Revert string
 	// Received is when the request arrived.
 	Received time.Time
 }
@@ -101,6 +105,9 @@ func (r *Reconciler) Targets(req Request) ([]string, error) {
 }
 
 func targets(spec *hclspec.Spec, req Request) ([]string, error) {
+	if req.Revert != "" {
+		return revertTargets(spec, req)
+	}
 	if req.Alert == nil {
 		a := spec.Agent(req.Agent)
 		switch {
@@ -303,6 +310,9 @@ func requestTrigger(req Request) string {
 	if req.Alert != nil {
 		return req.Alert.Trigger()
 	}
+	if req.Revert != "" {
+		return RevertTrigger(req.Revert, req.ID)
+	}
 	return "manual:" + req.ID
 }
 
@@ -310,6 +320,9 @@ func requestTrigger(req Request) string {
 func forAgent(req Request, a *hclspec.Agent) bool {
 	if req.Alert != nil {
 		return alertMatches(a, req.Alert)
+	}
+	if req.Revert != "" {
+		return req.Agent == a.Name
 	}
 	return req.Agent == a.Name && hasManual(a)
 }
@@ -319,6 +332,7 @@ func forAgent(req Request, a *hclspec.Agent) bool {
 // notification no on_alert trigger matches. With no spec, every request
 // waits.
 func (r *Reconciler) dropUnmatched(p *pass) {
+	r.resolveReverts(p)
 	for _, req := range p.requests {
 		if r.spec == nil {
 			p.answer(req.ID, "", "", "", RequestPending, ErrNoSpec.Error())
@@ -355,6 +369,12 @@ func (r *Reconciler) requested(ctx context.Context, p *pass, a *hclspec.Agent) (
 		if rn := p.state.Triggered(a.Name, trigger); rn != nil {
 			p.answer(req.ID, a.Name, trigger, rn.ID, RequestStarted, "")
 			continue
+		}
+		if req.Revert != "" {
+			if err := r.revertable(ctx, p, a, req); err != nil {
+				p.answer(req.ID, a.Name, trigger, "", RequestDropped, err.Error())
+				continue
+			}
 		}
 		if take != nil {
 			p.answer(req.ID, a.Name, trigger, "", RequestPending, "the agent takes one run per pass")
