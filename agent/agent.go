@@ -51,6 +51,12 @@ type Result struct {
 	// Sandbox names the OS sandbox's mechanisms that were in force for
 	// the run (see package sandbox), set by the exec runner.
 	Sandbox []string
+
+	// Attempts are, for an agent with model tiers (tiers.go), each
+	// model's attempt in order, the last the one that produced the
+	// result; Model and Usage are then the last model and the sum of all.
+	// Nil for other runs.
+	Attempts []Attempt
 }
 
 // Usage is what a run consumed from a model provider.

@@ -180,6 +180,9 @@ type OpenAI struct {
 	// conversation's estimate passes 75% of it, old tool results are
 	// elided. Zero means 128000.
 	ContextTokens int
+	// Cache answers the identical requests of agents with cache = true;
+	// nil caches nothing. See ResponseCache.
+	Cache *ResponseCache
 }
 
 var _ Runner = (*OpenAI)(nil)
@@ -193,6 +196,12 @@ var _ Runner = (*OpenAI)(nil)
 // that can pass on retry (HTTP 5xx or 429, a request timeout, a failed
 // connection; see Retryable) ends the run with a *TransientError; every
 // other error is final. Error messages are redacted.
+//
+// An agent with models and an escalate block runs as tiers (see
+// runTiers): each attempt a model's, from the spec commit's tree,
+// escalating to the next model as the block says; the token limit and
+// the timeout span the attempts. With cache = true and a Cache, identical
+// requests are answered from it and recorded as cached, at no cost.
 func (o *OpenAI) Run(ctx context.Context, t Task) (Result, error) {
 	if err := checkTask(t); err != nil {
 		return Result{}, err
@@ -209,6 +218,12 @@ func (o *OpenAI) Run(ctx context.Context, t Task) (Result, error) {
 		}
 	}
 	opts := taskOptions(t, o.Now, o.ContextTokens)
+	if a.Cache && o.Cache != nil {
+		opts.cache, opts.secrets = o.Cache, secrets
+	}
+	if tiered(a) {
+		return o.runTiers(ctx, t, opts, newRedactor(secrets...))
+	}
 	l, err := newLoop(t, opts, newRedactor(secrets...))
 	if err != nil {
 		return Result{Model: a.Model}, err
@@ -241,6 +256,16 @@ func checkTask(t Task) error {
 
 // loopOptions are the limits and knobs of one loop.
 type loopOptions struct {
+	// model is the model the loop asks; "" means the agent's.
+	model string
+	// spent are the tokens earlier attempts of the run used, which count
+	// against maxTokens too.
+	spent int64
+	// cache answers identical requests when set; secrets are what it
+	// must never store.
+	cache   *ResponseCache
+	secrets []string
+
 	now            func() time.Time
 	maxSteps       int
 	maxTokens      int
@@ -355,6 +380,9 @@ func newLoop(t Task, opts loopOptions, red *redactor) (*loop, error) {
 	ws.meter = newMeter(opts.maxFiles, opts.maxWritten, opts.maxRead)
 	tb := newToolbox(ws, t.Agent.Tools)
 	tb.readLines, tb.maxResultBytes = opts.readLines, opts.maxResultBytes
+	if opts.model == "" {
+		opts.model = t.Agent.Model
+	}
 	l := &loop{task: t, opts: opts, ws: ws, tb: tb, red: red, tools: tb.definitions(), meter: ws.meter}
 	if b, err := json.Marshal(l.tools); err == nil {
 		l.toolChars = len(b)
@@ -370,7 +398,7 @@ func newLoop(t Task, opts loopOptions, red *redactor) (*loop, error) {
 		SpecCommit: t.SpecCommit,
 		Trigger:    red.String(t.Trigger),
 		Provider:   provider,
-		Model:      t.Agent.Model,
+		Model:      opts.model,
 		Limits: TranscriptLimits{
 			MaxSteps:       opts.maxSteps,
 			MaxTokens:      opts.maxTokens,
@@ -413,7 +441,7 @@ func (l *loop) run(ctx context.Context, model Model) (Result, error) {
 // end completes the transcript with the run's outcome.
 func (l *loop) end(fin *finishArgs, err error) (Result, error) {
 	a := l.task.Agent
-	res := Result{Model: a.Model, Usage: l.usage}
+	res := Result{Model: l.opts.model, Usage: l.usage}
 	if err != nil {
 		err = l.red.Error(fmt.Errorf("run %s: %w", a.Name, err))
 		l.tr.Error = err.Error()
@@ -481,7 +509,12 @@ func (l *loop) ctxErr(ctx context.Context) error {
 
 func (l *loop) tokenLimitErr() error {
 	return fmt.Errorf("%w: %d tokens used, the limit is %d (limits.max_tokens, lowered by policy budgets)",
-		ErrTokenLimit, l.usage.InputTokens+l.usage.OutputTokens, l.opts.maxTokens)
+		ErrTokenLimit, l.tokens(), l.opts.maxTokens)
+}
+
+// tokens are the tokens the run used, earlier attempts' included.
+func (l *loop) tokens() int64 {
+	return l.opts.spent + l.usage.InputTokens + l.usage.OutputTokens
 }
 
 // steps is the loop proper. It returns the finish arguments when the
@@ -489,7 +522,6 @@ func (l *loop) tokenLimitErr() error {
 func (l *loop) steps(ctx context.Context, model Model) (*finishArgs, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, l.opts.timeout, errRunTimeout)
 	defer cancel()
-	a := l.task.Agent
 	l.append(openai.ChatCompletionMessage{Role: openai.ChatMessageRoleSystem, Content: systemPrompt(l.task, l.tb)}, msgMeta{})
 	l.append(openai.ChatCompletionMessage{Role: openai.ChatMessageRoleUser, Content: kickoffMessage(l.task)}, msgMeta{})
 	for step := 1; ; step++ {
@@ -499,7 +531,7 @@ func (l *loop) steps(ctx context.Context, model Model) (*finishArgs, error) {
 		if step > l.opts.maxSteps {
 			return nil, fmt.Errorf("%w: %d model calls without finish (limits.max_steps)", ErrStepLimit, l.opts.maxSteps)
 		}
-		if l.usage.InputTokens+l.usage.OutputTokens >= int64(l.opts.maxTokens) {
+		if l.tokens() >= int64(l.opts.maxTokens) {
 			return nil, l.tokenLimitErr()
 		}
 		l.manageContext()
@@ -517,9 +549,9 @@ func (l *loop) steps(ctx context.Context, model Model) (*finishArgs, error) {
 			return nil, l.stepLimit(&rec, err)
 		}
 		promptChars := l.chars + l.toolChars
-		req := openai.ChatCompletionRequest{Model: a.Model, Messages: slices.Clone(l.msgs), Tools: l.tools}
+		req := openai.ChatCompletionRequest{Model: l.opts.model, Messages: slices.Clone(l.msgs), Tools: l.tools}
 		t0 := l.opts.now()
-		resp, err := model.CreateChatCompletion(ctx, req)
+		resp, err := l.complete(ctx, model, req, &rec)
 		rec.Start, rec.DurationMS = stamp(t0), millis(l.opts.now().Sub(t0))
 		if err != nil {
 			if cerr := l.ctxErr(ctx); cerr != nil {
@@ -547,10 +579,13 @@ func (l *loop) steps(ctx context.Context, model Model) (*finishArgs, error) {
 		rec.Response = l.responseRecord(resp, choice, keep, clip)
 		rec.Response.ToolCallsOmitted = len(msg.ToolCalls) - keep
 		l.size.step += replyRecordLen(choice.Message, keep, clip)
-		rec.Usage = stepUsage(resp.Usage, promptChars, msgChars(msg))
+		if !rec.Cached {
+			// A cached reply is charged nothing: no tokens, no cost.
+			rec.Usage = stepUsage(resp.Usage, promptChars, msgChars(msg))
+		}
 		l.usage.InputTokens += rec.Usage.InputTokens
 		l.usage.OutputTokens += rec.Usage.OutputTokens
-		if l.usage.InputTokens+l.usage.OutputTokens > int64(l.opts.maxTokens) {
+		if l.tokens() > int64(l.opts.maxTokens) {
 			l.finishStep(rec)
 			return nil, l.tokenLimitErr()
 		}

@@ -61,6 +61,9 @@ func Replay(ctx context.Context, t Task, transcript []byte) (Result, error) {
 	if d, err := time.ParseDuration(lim.Timeout); err == nil && d > 0 {
 		opts.timeout = d
 	}
+	if len(tr.Attempts) > 0 {
+		return replayTiers(ctx, t, tr, opts)
+	}
 	l, err := newLoop(t, opts, newRedactor())
 	if err != nil {
 		return Result{Model: t.Agent.Model}, err

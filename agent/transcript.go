@@ -42,7 +42,12 @@ type Transcript struct {
 	Limits     TranscriptLimits `json:"limits"`
 	Tools      []TranscriptTool `json:"tools"`
 	Start      string           `json:"start"`
-	Steps      []TranscriptStep `json:"steps"`
+	// Attempts are, for a run of an agent with model tiers that
+	// escalated, the attempts before the last, each with its model and
+	// steps (tiers.go); the rest of the transcript is the last attempt's,
+	// but Usage, which is the whole run's.
+	Attempts []TranscriptAttempt `json:"attempts,omitempty"`
+	Steps    []TranscriptStep    `json:"steps"`
 	// Result is set when the run finished; Error when it failed.
 	Result     *TranscriptResult `json:"result,omitempty"`
 	Error      string            `json:"error,omitempty"`
@@ -95,6 +100,11 @@ type TranscriptStep struct {
 	// run before any of its calls ran; Error says how. Replay ends the
 	// run here too.
 	Limit string `json:"limit,omitempty"`
+	// Cached is set when the reply came from the response cache
+	// (cache.go), whose entry CacheKey names; the step's Usage is then
+	// zero: it was charged nothing.
+	Cached   bool   `json:"cached,omitempty"`
+	CacheKey string `json:"cache_key,omitempty"`
 }
 
 // TranscriptRequest is what a step sent, as a delta (see Transcript).
