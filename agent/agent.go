@@ -33,6 +33,12 @@ type Task struct {
 	// MaxTokens is the run's token limit: the agent's, lowered by policy
 	// budgets. A runner that reaches it fails the run.
 	MaxTokens int
+
+	// Memory is what the recall tool serves (recall.go): the outcomes of
+	// the agent's own past proposals, from the ledger. The reconciler
+	// fills it only for agents that list recall, and never with another
+	// agent's runs.
+	Memory []Outcome
 }
 
 // Result is what a run reports besides the files it changed.

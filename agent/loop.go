@@ -380,6 +380,7 @@ func newLoop(t Task, opts loopOptions, red *redactor) (*loop, error) {
 	ws.meter = newMeter(opts.maxFiles, opts.maxWritten, opts.maxRead)
 	tb := newToolbox(ws, t.Agent.Tools)
 	tb.readLines, tb.maxResultBytes = opts.readLines, opts.maxResultBytes
+	tb.bindTask(t, red) // perception tools and recall (perception.go)
 	if opts.model == "" {
 		opts.model = t.Agent.Model
 	}
@@ -766,7 +767,9 @@ func (l *loop) recordedCall(step, j int, call openai.ToolCall) (*TranscriptToolC
 		return nil, nil
 	}
 	rc := &l.replayed[step-1].ToolCalls[j]
-	if !rc.truncated() && rc.Limit == "" {
+	// The perception tools and recall read what is outside the
+	// workspace: a replay takes what they returned (perception.go).
+	if !rc.truncated() && rc.Limit == "" && !recordedTool(rc.Name) {
 		return nil, nil
 	}
 	if rc.ID != call.ID {

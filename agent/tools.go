@@ -86,6 +86,32 @@ var toolDefs = []toolDef{
 		params: `{"type":"object","properties":{"summary":{"type":"string","description":"One line, at most 200 characters."},"rationale":{"type":"string","description":"Why this change, for reviewers."},"risk":{"type":"string","enum":["low","medium","high"]}},"required":["summary","rationale","risk"],"additionalProperties":false}`,
 		hint:   `{"summary": "Bump api to v1.2.3", "rationale": "...", "risk": "low"}`,
 	},
+	// The perception tools and recall (perception.go, recall.go): they
+	// read what is outside the workspace, never change it.
+	{
+		name:   "prometheus_query",
+		desc:   "Run a PromQL query (read-only) against the Prometheus you may read. Instant query: query, and time (RFC 3339, Unix seconds, \"now\" or \"now-15m\"; default now). Range query: query, start, end, and step (such as 30s or 5m; default a sixtieth of the range). Returns one line per series.",
+		params: `{"type":"object","properties":{"query":{"type":"string","description":"PromQL expression."},"time":{"type":"string","description":"Instant query: evaluation time; default now."},"start":{"type":"string","description":"Range query: start time."},"end":{"type":"string","description":"Range query: end time."},"step":{"type":"string","description":"Range query: resolution, such as 30s or 5m."}},"required":["query"],"additionalProperties":false}`,
+		hint:   `{"query": "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))"}`,
+	},
+	{
+		name:   "kubernetes_get",
+		desc:   "Read the Kubernetes cluster you may read (read-only: only the kinds and namespaces allowed to you, never Secrets). action \"get\": one object by kind, namespace and name, as JSON. action \"list\": the objects of a kind in a namespace (label_selector narrows it; limit, default 50), one JSON object per line. action \"events\": the events of a kind in a namespace, of one object when name is given.",
+		params: `{"type":"object","properties":{"action":{"type":"string","enum":["get","list","events"]},"kind":{"type":"string","description":"Kind, or Kind.group, such as Pod or Deployment.apps."},"namespace":{"type":"string","description":"Namespace; leave it out for cluster-scoped kinds."},"name":{"type":"string","description":"Object name: required for get, optional for events."},"label_selector":{"type":"string","description":"list: a label selector such as app=api."},"limit":{"type":"integer","minimum":1,"maximum":500,"description":"list and events: at most this many; default 50."}},"required":["action","kind"],"additionalProperties":false}`,
+		hint:   `{"action": "get", "kind": "Deployment.apps", "namespace": "payments-staging", "name": "payments-api"}`,
+	},
+	{
+		name:   "http_get",
+		desc:   "Fetch a URL with GET (read-only), only under the URL prefixes allowed to you; redirects are followed only within them. Returns the status, the content type and the body (text only, bounded).",
+		params: `{"type":"object","properties":{"url":{"type":"string","description":"Absolute http(s) URL under an allowed prefix."}},"required":["url"],"additionalProperties":false}`,
+		hint:   `{"url": "https://status.example.com/api/v2/status.json"}`,
+	},
+	{
+		name:   "recall",
+		desc:   "Recall the outcomes of your own past proposals, newest first: merged, rejected (closed without merge), superseded, denied by policy or a policy violation, with their summaries and why. A rejected or denied idea should not be proposed again in other words. query keeps those whose text has all its words; limit (default 10, at most 50).",
+		params: `{"type":"object","properties":{"query":{"type":"string","description":"Words that must all occur in a past proposal's summary, rationale, files or outcome; default all."},"limit":{"type":"integer","minimum":1,"maximum":50,"description":"At most this many, newest first; default 10."}},"additionalProperties":false}`,
+		hint:   `{"query": "CACHE_TTL", "limit": 5}`,
+	},
 }
 
 // finishTool is the tool that ends a run; it is always offered.
@@ -100,6 +126,9 @@ type toolbox struct {
 	offered        []toolDef
 	readLines      int
 	maxResultBytes int
+	// senses serves the perception tools and recall (bindTask); nil in a
+	// toolbox without a task, where they fail.
+	senses *senses
 }
 
 // newToolbox offers the tools named in names (in hclspec.Tools order;
@@ -192,6 +221,14 @@ func (tb *toolbox) run(ctx context.Context, name, args string) (toolResult, erro
 		res, err = tb.deleteFile(def, args)
 	case finishTool:
 		res, err = tb.finish(def, args)
+	case "prometheus_query":
+		res, err = tb.prometheusQuery(ctx, def, args)
+	case "kubernetes_get":
+		res, err = tb.kubernetesGet(ctx, def, args)
+	case "http_get":
+		res, err = tb.httpGet(ctx, def, args)
+	case "recall":
+		res, err = tb.recall(def, args)
 	}
 	if err != nil {
 		if ctx.Err() != nil {

@@ -83,7 +83,8 @@ func (f *Freeze) Active(now time.Time) (bool, time.Time) {
 }
 
 // Tools are the tool names an OpenAI-compatible agent may be given.
-var Tools = []string{"list_files", "read_file", "search", "write_file", "edit_file", "delete_file", "finish"}
+var Tools = []string{"list_files", "read_file", "search", "write_file", "edit_file", "delete_file", "finish",
+	ToolPrometheusQuery, ToolKubernetesGet, ToolHTTPGet, ToolRecall} // perception.go
 
 var alertSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "match"}, {Name: "match_re"}}}
 

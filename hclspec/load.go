@@ -93,7 +93,7 @@ type loader struct {
 // contexts, time zones) and collects its own diagnostics and agents.
 func (l *loader) fork() *loader {
 	return &loader{fsys: l.fsys, opts: l.opts, ctx: l.ctx, locMu: l.locMu, locations: l.locations, read: l.read,
-		agents: map[string]*Agent{}, spec: Spec{Providers: l.spec.Providers}}
+		agents: map[string]*Agent{}, spec: Spec{Providers: l.spec.Providers, Prometheus: l.spec.Prometheus, Kubernetes: l.spec.Kubernetes}}
 }
 
 // job is one file to load: parsed concurrently, decoded in order.
@@ -239,6 +239,7 @@ func (l *loader) decodeFile(f *hcl.File, blockType string, labels []string, deco
 	if blockType == "provider" {
 		// providers.hcl also holds the forge proposals are reviewed on.
 		schema.Blocks = append(schema.Blocks, hcl.BlockHeaderSchema{Type: "forge", LabelNames: []string{"kind"}})
+		schema.Blocks = append(schema.Blocks, perceptionBlocks...) // perception.go
 	}
 	content, diags := f.Body.Content(schema)
 	l.diags = append(l.diags, diags...)
@@ -248,6 +249,9 @@ func (l *loader) decodeFile(f *hcl.File, blockType string, labels []string, deco
 	for _, b := range content.Blocks {
 		if b.Type == "forge" {
 			l.decodeForge(f, b)
+			continue
+		}
+		if l.decodePerceptionBlock(f, b) {
 			continue
 		}
 		decode(f, b)
@@ -482,6 +486,7 @@ var agentSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "description"}, {Name: "provider", Required: true}, {Name: "model"}, {Name: "prompt"},
 		{Name: "command"}, {Name: "network"}, {Name: "env"}, {Name: "tools"}, {Name: "suspend"},
+		{Name: "prometheus"}, {Name: "kubernetes"}, {Name: "http_allow"}, // perception.go
 		{Name: "models"}, {Name: "cache"}, // llmops.go
 	},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "trigger"}, {Type: "scope"}, {Type: "limits"}, {Type: "work_unit"},
@@ -644,6 +649,7 @@ func (l *loader) decodeAgent(f *hcl.File, b *hcl.Block) {
 		l.errorf(b.DefRange, "Missing scope block", "Agent %q has no scope: add scope { paths = [\"deploy/**\"] } naming what it may read and write.", a.Name)
 	}
 	l.decodeLLMOps(c, a, ctx)
+	l.decodePerception(c, a, ctx)
 	if triggers == 0 {
 		l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Agent never runs", Detail: fmt.Sprintf("Agent %q has no trigger block, so it only runs when asked manually. Add trigger { schedule = \"@every 6h\" } or trigger { on_spec_change = true }.", a.Name), Subject: &a.DeclRange})
 	}
@@ -913,6 +919,7 @@ func (l *loader) digests() {
 		if a.Provider != nil {
 			part("provider", a.Provider.Source)
 		}
+		a.perceptionDigest(part)
 		for _, arg := range a.Command {
 			if clean, err := repoPath(arg); err == nil && path.Ext(clean) != "" {
 				if b, err := fs.ReadFile(l.fsys, clean); err == nil {

@@ -17,6 +17,11 @@ type Spec struct {
 	Policies []*Policy
 	Groups   []*Group
 
+	// What the perception tools read (perception.go): the prometheus and
+	// kubernetes blocks of providers.hcl.
+	Prometheus []*Prometheus
+	Kubernetes []*Kubernetes
+
 	// PolicyDigest is the sha256 of the policy files (policies/*.hcl in
 	// name order), computed at load.
 	PolicyDigest string
@@ -85,6 +90,9 @@ type Agent struct {
 	Limits   Limits
 	WorkUnit WorkUnit
 	Suspend  bool
+
+	// Perception is what its perception tools may read (perception.go).
+	Perception Perception
 
 	// Model tiers and the response cache (llmops.go). Models are the
 	// models a run may use, in order (Model is the first); Escalate says

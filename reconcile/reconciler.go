@@ -254,6 +254,9 @@ func (r *Reconciler) reconcile(ctx context.Context, p *pass) (err error) {
 			}
 		}
 		r.summarize(p, err)
+		if p.state != nil {
+			r.refreshRevertView(p.state) // what the daemon's revert API checks against (revert.go)
+		}
 		if r.cfg.Recorder != nil {
 			r.cfg.Recorder.Pass(time.Since(start), err)
 		}

@@ -51,6 +51,7 @@ func (s *Server) Handler() http.Handler {
 	handle("POST", "/hooks/git", s.guard(routeGit, false, s.gitHook))
 	handle("POST", "/hooks/forge", s.guard(routeForge, false, s.forgeHook))
 	handle("POST", "/api/v1/agents/{name}/runs", s.guard(routeRuns, true, s.manualRun))
+	handle("POST", "/api/v1/runs/{run_id}/revert", s.guard(routeRuns, true, s.revertRun)) // revert.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route %s", r.URL.Path)
 	})

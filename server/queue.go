@@ -50,6 +50,8 @@ type storedRequest struct {
 	Reason   string        `json:"reason,omitempty"`
 	Alert    *ledger.Alert `json:"alert,omitempty"`
 	Received time.Time     `json:"received"`
+	// Revert is the run a revert request reverts (reconcile.Request).
+	Revert string `json:"revert,omitempty"`
 }
 
 const queueVersion = 1
@@ -80,7 +82,7 @@ func openQueue(path string, max int) (*queue, error) {
 		if s.ID == "" || (s.Agent == "") == (s.Alert == nil) {
 			return q, fmt.Errorf("trigger queue %s: request %q is neither a manual run nor a notification", path, s.ID)
 		}
-		q.reqs = append(q.reqs, reconcile.Request{ID: s.ID, Agent: s.Agent, By: s.By, Reason: s.Reason, Alert: s.Alert, Received: s.Received})
+		q.reqs = append(q.reqs, reconcile.Request{ID: s.ID, Agent: s.Agent, By: s.By, Reason: s.Reason, Alert: s.Alert, Received: s.Received, Revert: s.Revert})
 	}
 	return q, nil
 }
@@ -95,7 +97,7 @@ func (q *queue) add(req reconcile.Request) (bool, error) {
 	defer q.mu.Unlock()
 	for _, r := range q.reqs {
 		if r.ID == req.ID {
-			if r.Agent != req.Agent || (r.Alert == nil) != (req.Alert == nil) {
+			if r.Agent != req.Agent || (r.Alert == nil) != (req.Alert == nil) || r.Revert != req.Revert {
 				return false, fmt.Errorf("%w: %q", ErrRequestConflict, req.ID)
 			}
 			return false, nil
@@ -160,7 +162,7 @@ func (q *queue) save() error {
 	}
 	f := queueFile{Version: queueVersion, Requests: make([]storedRequest, 0, len(q.reqs))}
 	for _, r := range q.reqs {
-		f.Requests = append(f.Requests, storedRequest{ID: r.ID, Agent: r.Agent, By: r.By, Reason: r.Reason, Alert: r.Alert, Received: r.Received})
+		f.Requests = append(f.Requests, storedRequest{ID: r.ID, Agent: r.Agent, By: r.By, Reason: r.Reason, Alert: r.Alert, Received: r.Received, Revert: r.Revert})
 	}
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
