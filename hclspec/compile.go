@@ -185,6 +185,15 @@ func compileTraversal(t hcl.Traversal, scope map[string]slot) (compiled, kind) {
 		}
 		return nil, 0
 	}
+	if len(t) == 3 && root == "change" && attr(1) == "evals" {
+		switch attr(2) {
+		case "passed":
+			return func(e *env) (value, bool) { return value{k: kNumber, n: float64(e.in.Evals.Passed)}, true }, kNumber
+		case "failed":
+			return func(e *env) (value, bool) { return value{k: kNumber, n: float64(e.in.Evals.Failed)}, true }, kNumber
+		}
+		return nil, 0
+	}
 	if len(t) != 2 {
 		return nil, 0
 	}

@@ -28,12 +28,16 @@ func TestCompiledMatchesHCL(t *testing.T) {
 		`true`,
 		`(change.count == 0)`,
 		`anytrue([for f in change.files : f.removed > 0 && glob(f.path, "**/*.{yaml,yml}")])`,
+		`change.evals.failed > 0`,
+		`change.evals.passed + change.evals.failed == 0 && anytrue([for f in change.files : glob(f.path, "agents/**")])`,
+		`change.evals.failed > 0 || change.evals.passed < 1`,
 	}
 	falls := []string{
 		`length(regexall("(?m)^deploy/prod/", join("\n", change.paths))) > 0`,
 		`anytrue([for i, f in change.files : i > 2])`,
 		`contains(change.paths, "x")`,
 		`anytrue([for f in change.files : f.path if f.added > 0])`,
+		`change.evals == null`,
 	}
 	paths := []string{"deploy/prod/a.yaml", "deploy/staging/b.yml", "config/x.env", "agents/new.hcl", "policies/p.hcl",
 		"providers.hcl", ".reconciler/keys/k.pub", "secrets/db.pem", "x/secrets/y", "README.md", "", "é/ü.yaml", "a", "b"}
@@ -52,6 +56,7 @@ func TestCompiledMatchesHCL(t *testing.T) {
 			Agent:  &Agent{Name: []string{"image-pinner", "env-normaliser"}[rng.IntN(2)], Provider: provider, Model: []string{"", "gpt-4o-mini"}[rng.IntN(2)], WorkUnit: WorkUnit{Kind: "image-pin"}},
 			Run:    RunInfo{ID: []string{"", "r1"}[rng.IntN(2)], Trigger: []string{"spec", "manual"}[rng.IntN(2)], SpecCommit: "abc"},
 			Change: files,
+			Evals:  EvalCounts{Passed: rng.IntN(3), Failed: rng.IntN(3)},
 		}
 	}
 	parse := func(src string) hcl.Expression {

@@ -19,9 +19,13 @@ var (
 		"path": cty.String, "status": cty.String, "added": cty.Number, "removed": cty.Number,
 		"bytes": cty.Number, "mode": cty.String,
 	})
+	// evalsType is change.evals: the outcome of the evals the decision
+	// ran (see EvalCounts).
+	evalsType  = cty.Object(map[string]cty.Type{"passed": cty.Number, "failed": cty.Number})
 	changeType = cty.Object(map[string]cty.Type{
 		"files": cty.List(fileType), "paths": cty.List(cty.String),
 		"added": cty.Number, "removed": cty.Number, "count": cty.Number, "bytes": cty.Number,
+		"evals": evalsType,
 	})
 	agentType = cty.Object(map[string]cty.Type{
 		"name": cty.String, "provider": cty.String, "model": cty.String,
@@ -68,6 +72,17 @@ type ConditionInput struct {
 	Agent  *Agent
 	Run    RunInfo
 	Change []ChangeFile
+
+	// Evals is change.evals: the outcome of the prompt regression evals
+	// run for the change (package eval, docs/evals.md); zero when none ran.
+	Evals EvalCounts
+}
+
+// EvalCounts counts the eval scenarios run for a change: those of every
+// agent whose definition (its Digest) the change alters.
+type EvalCounts struct {
+	Passed int
+	Failed int
 }
 
 func (in ConditionInput) vars() map[string]cty.Value {
@@ -115,6 +130,9 @@ func (in ConditionInput) vars() map[string]cty.Value {
 			"files": fileList, "paths": pathList,
 			"added": cty.NumberIntVal(int64(added)), "removed": cty.NumberIntVal(int64(removed)),
 			"count": cty.NumberIntVal(int64(len(in.Change))), "bytes": cty.NumberIntVal(size),
+			"evals": cty.ObjectVal(map[string]cty.Value{
+				"passed": cty.NumberIntVal(int64(in.Evals.Passed)), "failed": cty.NumberIntVal(int64(in.Evals.Failed)),
+			}),
 		}),
 	}
 }

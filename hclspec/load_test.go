@@ -517,7 +517,7 @@ func TestLoadDiagnostics(t *testing.T) {
 		{"condition-unsupported-attribute", []diag{
 			// As hcl's own traversal diagnostics, the range starts at the
 			// dot before the attribute name.
-			{"policies/typo.hcl:5:30-5:36", "Unsupported attribute", `change has no attribute "fiels"; it has added, bytes, count, files, paths, removed. Did you mean "files"?`},
+			{"policies/typo.hcl:5:30-5:36", "Unsupported attribute", `change has no attribute "fiels"; it has added, bytes, count, evals, files, paths, removed. Did you mean "files"?`},
 		}},
 		{"condition-iterator-attribute", []diag{
 			{"policies/typo.hcl:5:60-5:64", "Unsupported attribute", `f has no attribute "pth"; it has added, bytes, mode, path, removed, status. Did you mean "path"?`},
