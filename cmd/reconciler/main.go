@@ -55,6 +55,7 @@ func commands() []command {
 		{"plan", "show what a pass would do, and decisions on a change", cmdPlan},
 		{"replay", "re-execute a recorded model run and compare its tree", cmdReplay},
 		{"trigger", "start a manual run of an agent", cmdTrigger},
+		{"revert", "open a proposal reverting a merged agent change", cmdRevert},
 		{"status", "show the reconciler's status", cmdStatus},
 		{"roi", "report work-unit value against cost, from the ledger", cmdROI},
 		{"version", "print the version, the source revision and the Go version", cmdVersion},

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/agentgitops/reconciler/reconcile"
+	"github.com/agentgitops/reconciler/server"
+)
+
+const revertHelp = `Revert opens a proposal that reverts the merged change of run RUN_ID: the
+files its merged proposal changed, as they were before the merge, on the
+protected branch as it is now. It is a proposal of the run's agent, confined
+to the agent's scope and decided, approved and recorded as the agent's own
+proposals are; its ledger entries carry reverts: RUN_ID. A file changed on
+the protected branch since the merge is a conflict: the revert is refused,
+naming the file and the commit (there is no three-way merge).
+
+With --addr (the default: the daemon's default --listen address,
+$RECONCILER_LISTEN, else 127.0.0.1:8080) it asks a running 'reconciler run'
+(POST /api/v1/runs/RUN_ID/revert, authenticated with the secret in
+--webhook-secret-file) and prints the request id once the daemon has queued
+it; the daemon's next pass opens the proposal. With --repo URL it runs one
+pass here with the request (as 'once' does, with once's flags) and prints
+what the pass made of it.
+
+--id names the request (default: a random id): the revert run's trigger is
+revert:RUN_ID:ID, so a request repeated with the same id runs once. --by and
+--reason are recorded with the run and in the proposal's message, as given.
+
+It exits 0 when the request was queued (or, with --repo, answered by a
+run), 1 when it was refused (no such run, not merged, already reverted, the
+agent no longer in the spec, a conflicting later change, a wrong secret: one
+line says which) or the pass failed, and 2 on a usage error.`
+
+func cmdRevert(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("revert", "revert RUN_ID [--addr URL --webhook-secret-file FILE | --repo URL [once flags]] [--id ID] [--by NAME] [--reason TEXT] [--format text|json]", stderr)
+	addr := fs.String("addr", "", "base `URL` of the daemon (default: from $RECONCILER_LISTEN, else http://127.0.0.1:8080)")
+	secretFile := fs.String("webhook-secret-file", "", "`file` holding the daemon's shared secret (its --webhook-secret-file)")
+	id := fs.String("id", "", "request id (default: random); the same id again is the same request")
+	by := fs.String("by", "", "who asks, recorded with the revert")
+	reason := fs.String("reason", "", "why, recorded with the revert")
+	format := fs.String("format", "text", "output `format`: text or json")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up on the daemon after this long")
+	var f repoFlags
+	f.register(fs)
+	usage := fs.Usage
+	fs.Usage = func() { usage(); fmt.Fprintf(stderr, "\n%s\n", revertHelp) }
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		return usageError(stderr, "revert takes one run id, got %d arguments %q", fs.NArg(), fs.Args())
+	}
+	runID := fs.Arg(0)
+	if *format != "text" && *format != "json" {
+		return usageError(stderr, "--format %q: use text or json", *format)
+	}
+	if f.repo != "" {
+		if *addr != "" || *secretFile != "" {
+			return usageError(stderr, "--repo runs the pass here: it takes neither --addr nor --webhook-secret-file")
+		}
+		f.fs = nil // the run id is revert's own argument
+		return revertLocal(ctx, &f, reconcile.Request{ID: *id, Revert: runID, By: *by, Reason: *reason}, *format, stdout, stderr)
+	}
+	if *secretFile == "" {
+		return usageError(stderr, "--webhook-secret-file is required: the daemon accepts reverts only with its shared secret (or use --repo URL to run a pass here)")
+	}
+	if *timeout <= 0 {
+		return usageError(stderr, "--timeout %s: use a positive duration", *timeout)
+	}
+	u, err := daemonURL(*addr)
+	if err != nil {
+		return usageError(stderr, "%s", err)
+	}
+	secret, err := server.LoadSecret(*secretFile)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	body, _ := json.Marshal(map[string]string{"id": *id, "by": *by, "reason": *reason})
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	target := u.JoinPath("api", "v1", "runs", runID, "revert")
+	acc, raw, err := postRun(ctx, target.String(), secret, body)
+	if err != nil {
+		return fail(stderr, fmt.Errorf("revert %s: %w", runID, err))
+	}
+	if *format == "json" {
+		stdout.Write(raw)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "%s\n", acc.Request)
+	fmt.Fprintf(stderr, "reconciler: revert of run %s queued as request %s for agent %s; the daemon's next pass opens the proposal\n", runID, acc.Request, acc.Agent)
+	return exitOK
+}
+
+// revertLocal runs one pass with the revert request and prints its
+// outcome.
+func revertLocal(ctx context.Context, f *repoFlags, req reconcile.Request, format string, stdout, stderr io.Writer) int {
+	r, err := f.reconciler(ctx, stderr, nil)
+	var ue usageErr
+	if errors.As(err, &ue) {
+		return usageError(stderr, "%s", ue)
+	}
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer r.Close()
+	if req.ID == "" {
+		req.ID = "cli-" + time.Now().UTC().Format("20060102T150405.000Z")
+	}
+	req.Received = time.Now().UTC()
+	res, err := r.Pass(ctx, []reconcile.Request{req})
+	var out *reconcile.RequestOutcome
+	for i, o := range res.Requests {
+		if o.Request == req.ID {
+			out = &res.Requests[i]
+			break
+		}
+	}
+	if format == "json" {
+		b, _ := json.MarshalIndent(map[string]any{"request": req.ID, "reverts": req.Revert, "outcome": out}, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", b)
+	} else {
+		fmt.Fprintf(stdout, "%s\n", req.ID)
+	}
+	if err != nil {
+		return fail(stderr, err)
+	}
+	switch {
+	case out == nil:
+		return fail(stderr, fmt.Errorf("the pass did not answer request %s", req.ID))
+	case out.State == reconcile.RequestDropped:
+		return fail(stderr, errors.New(out.Reason))
+	case out.State != reconcile.RequestStarted:
+		return fail(stderr, fmt.Errorf("revert run %s %s: %s", req.Revert, out.State, out.Reason))
+	}
+	if format == "text" {
+		fmt.Fprintf(stderr, "reconciler: revert of run %s: agent %s, run %s (branch %s)\n", req.Revert, out.Agent, out.RunID, reconcile.ProposalBranch(out.Agent, out.RunID))
+	}
+	return exitOK
+}
