@@ -311,7 +311,7 @@ func formatPromValue(b *strings.Builder, v model.Value) {
 	switch v := v.(type) {
 	case model.Vector:
 		slices.SortFunc(v, func(x, y *model.Sample) int { return strings.Compare(x.Metric.String(), y.Metric.String()) })
-		fmt.Fprintf(b, "vector, %s:\n", plural(len(v), "series"))
+		fmt.Fprintf(b, "vector, %d series:\n", len(v))
 		for i, s := range v {
 			if i == maxSeries {
 				fmt.Fprintf(b, "[only the first %d series are shown; narrow the query, e.g. with sum by (...) or topk]\n", maxSeries)
@@ -321,7 +321,7 @@ func formatPromValue(b *strings.Builder, v model.Value) {
 		}
 	case model.Matrix:
 		slices.SortFunc(v, func(x, y *model.SampleStream) int { return strings.Compare(x.Metric.String(), y.Metric.String()) })
-		fmt.Fprintf(b, "matrix, %s:\n", plural(len(v), "series"))
+		fmt.Fprintf(b, "matrix, %d series:\n", len(v))
 		for i, s := range v {
 			if i == maxSeries {
 				fmt.Fprintf(b, "[only the first %d series are shown; narrow the query, e.g. with sum by (...) or topk]\n", maxSeries)

@@ -1,0 +1,188 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentgitops/reconciler/hclspec"
+)
+
+// lockedBuffer collects a process's output.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startTestPrometheus starts Debian's prometheus on 127.0.0.1 scraping
+// target every second and returns its base URL once it holds a sample of
+// metric. Without the binary the test skips, except in CI (.ci/run
+// installs it), where it fails.
+func startTestPrometheus(t *testing.T, target, metric string) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("prometheus is not installed, and CI must run this test: .ci/run installs Debian's prometheus package (%v)", err)
+		}
+		t.Skipf("prometheus is not installed (apt-get install --no-install-recommends prometheus): the real Prometheus test is skipped")
+	}
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: payments\n    static_configs:\n      - targets: [%q]\n", target)
+	cfgFile := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	log := &lockedBuffer{}
+	cmd := exec.Command(bin, "--config.file="+cfgFile, "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr, "--log.level=warn")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus log:\n%s", log.String())
+		}
+	})
+	base := "http://" + addr
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(metric))
+		if err == nil {
+			var b bytes.Buffer
+			b.ReadFrom(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(b.String(), `"__name__":"`+metric+`"`) {
+				return base
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("prometheus has no sample of %s after 60s: %s", metric, log.String())
+	return ""
+}
+
+// latencyExporter serves the payments API's p99 latency as a test
+// exporter would.
+func latencyExporter(t *testing.T) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		fmt.Fprint(w, "# HELP payments_latency_p99_seconds p99 request latency.\n# TYPE payments_latency_p99_seconds gauge\n"+
+			"payments_latency_p99_seconds{service=\"payments-api\",namespace=\"payments-staging\"} 2.5\n"+
+			"payments_latency_p99_seconds{service=\"ledger-api\",namespace=\"payments-staging\"} 0.12\n")
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// prometheus_query against a real Prometheus that scraped a test
+// exporter: instant and range queries, errors from the server, and a
+// bearer token sent through a proxy that requires it.
+func TestPrometheusQuery(t *testing.T) {
+	exp := latencyExporter(t)
+	base := startTestPrometheus(t, strings.TrimPrefix(exp.URL, "http://"), "payments_latency_p99_seconds")
+
+	const token = "prom-token-0123456789abcdef"
+	upstream, _ := url.Parse(base)
+	var sawToken bool
+	var mu sync.Mutex
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		mu.Lock()
+		sawToken = true
+		mu.Unlock()
+		httputil.NewSingleHostReverseProxy(upstream).ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+
+	agentFor := func(url, tokenEnv string) *hclspec.Agent {
+		a := loopAgent(hclspec.ToolPrometheusQuery)
+		a.Perception.Prometheus = &hclspec.Prometheus{Name: "main", URL: url, BearerTokenEnv: tokenEnv}
+		return a
+	}
+	t.Setenv("RECONCILER_TEST_PROM_TOKEN", token)
+	tests := []struct {
+		name, url, tokenEnv, args string
+		want                      []string // substrings, in order
+		wantErr                   bool
+	}{
+		{name: "instant", url: base, args: `{"query":"payments_latency_p99_seconds{service=\"payments-api\"}"}`,
+			want: []string{"prometheus main, instant query at ", "vector, 1 series:\n", `payments_latency_p99_seconds{instance="` + strings.TrimPrefix(exp.URL, "http://") + `", job="payments", namespace="payments-staging", service="payments-api"} => 2.5 @ `}},
+		{name: "instant sorted", url: base, args: `{"query":"sort_desc(payments_latency_p99_seconds)","time":"now"}`,
+			want: []string{"vector, 2 series:\n", `service="ledger-api"} => 0.12`, `service="payments-api"} => 2.5`}},
+		{name: "scalar", url: base, args: `{"query":"max(payments_latency_p99_seconds) > bool 1"}`, want: []string{`{} => 1 @ `}},
+		{name: "range", url: base, args: `{"query":"max(payments_latency_p99_seconds)","start":"now-10s","end":"now","step":"2s"}`,
+			want: []string{"range query from ", ", step 2s\nmatrix, 1 series:\n{}: 2.5@"}},
+		{name: "bad promql", url: base, args: `{"query":"rate(payments_latency_p99_seconds"}`, want: []string{"error: prometheus main: bad_data: invalid parameter \"query\": "}, wantErr: true},
+		{name: "range too fine", url: base, args: `{"query":"up","start":"now-1d","end":"now","step":"1s"}`, want: []string{"error: the range has 86400 points of step 1s; at most 1100 are allowed"}, wantErr: true},
+		{name: "time and range", url: base, args: `{"query":"up","time":"now","start":"now-1m","end":"now"}`, want: []string{"error: give either time"}, wantErr: true},
+		{name: "bad time", url: base, args: `{"query":"up","time":"yesterday"}`, want: []string{`error: time: "yesterday" is not a time`}, wantErr: true},
+		{name: "token", url: proxy.URL, tokenEnv: "RECONCILER_TEST_PROM_TOKEN", args: `{"query":"count(payments_latency_p99_seconds)"}`, want: []string{"{} => 2 @ "}},
+		{name: "no token", url: proxy.URL, args: `{"query":"up"}`, want: []string{"error: prometheus main: "}, wantErr: true},
+		{name: "token unset", url: proxy.URL, tokenEnv: "RECONCILER_TEST_PROM_UNSET", args: `{"query":"up"}`, want: []string{"error: prometheus \"main\": the variable RECONCILER_TEST_PROM_UNSET (bearer_token_env) is not set"}, wantErr: true},
+		{name: "down", url: "http://127.0.0.1:1", args: `{"query":"up"}`, want: []string{"error: prometheus main: Post http://127.0.0.1:1/api/v1/query: dial tcp 127.0.0.1:1: connect: connection refused"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := senseToolbox(t, agentFor(tt.url, tt.tokenEnv))
+			res, err := tb.run(context.Background(), hclspec.ToolPrometheusQuery, tt.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rest := res.Text
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("result %q lacks %q (in order)", res.Text, w)
+				}
+				rest = rest[i+len(w):]
+			}
+			if res.IsErr != tt.wantErr {
+				t.Errorf("IsErr = %v, want %v: %q", res.IsErr, tt.wantErr, res.Text)
+			}
+			if strings.Contains(res.Text, token) {
+				t.Errorf("the token is in the result: %q", res.Text)
+			}
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !sawToken {
+		t.Error("the proxy never saw the bearer token")
+	}
+}
