@@ -781,6 +781,7 @@ var policySchema = &hcl.BodySchema{
 		{Type: "require_approval", LabelNames: []string{"name"}},
 		{Type: "budget"},
 		{Type: "freeze", LabelNames: []string{"name"}},
+		{Type: "require_review", LabelNames: []string{"name"}}, // review.go
 	},
 }
 
@@ -868,6 +869,10 @@ func (l *loader) decodePolicy(f *hcl.File, b *hcl.Block) {
 		case "freeze":
 			if fr := l.decodeFreeze(blk, ctx); fr != nil {
 				p.Freezes = append(p.Freezes, fr)
+			}
+		case "require_review":
+			if rr := l.decodeReview(blk, ctx, p); rr != nil {
+				p.Reviews = append(p.Reviews, rr)
 			}
 		}
 	}

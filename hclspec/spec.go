@@ -226,6 +226,9 @@ type Policy struct {
 	Budget      *Budget
 	Freezes     []*Freeze
 
+	// Second-model review (review.go): the require_review rules.
+	Reviews []*ReviewRule
+
 	DeclRange hcl.Range
 	Source    []byte
 }

@@ -57,8 +57,13 @@ func TestRevertAPI(t *testing.T) {
 	orig := opened.RunID
 	revert := s.url + "/api/v1/runs/" + orig + "/revert"
 
-	// Not merged yet.
-	res := post(t, revert, []byte(`{"id":"early"}`), bearer...)
+	// Not merged yet. (The API checks against the ledger as the last pass
+	// left it, which the pass that opened the proposal sets as it ends.)
+	var res response
+	eventually(t, 20*time.Second, "the API's view of the pass", func() bool {
+		res = post(t, revert, []byte(`{"id":"early"}`), bearer...)
+		return res.code != http.StatusNotFound
+	})
 	if res.code != http.StatusConflict || !strings.Contains(res.jsonError(t), "still open") {
 		t.Errorf("revert of an open proposal: %d %s, want 409 saying it is open", res.code, res.body)
 	}
@@ -96,7 +101,10 @@ func TestRevertAPI(t *testing.T) {
 		t.Fatal("a refused request started a revert")
 	}
 
-	res = post(t, revert, []byte(`{"id":"rb-1","by":"oncall","reason":"notes regressed"}`), bearer...)
+	eventually(t, 20*time.Second, "the API's view of the merge", func() bool {
+		res = post(t, revert, []byte(`{"id":"rb-1","by":"oncall","reason":"notes regressed"}`), bearer...)
+		return res.code != http.StatusConflict
+	})
 	var acc server.RevertAccepted
 	res.decode(t, &acc)
 	if res.code != http.StatusAccepted || acc.Request != "rb-1" || acc.Agent != "steady" || acc.Reverts != orig {
