@@ -569,6 +569,7 @@ func (r *Reconciler) runInWorkspace(ctx context.Context, p *pass, a *hclspec.Age
 		run = func(ctx context.Context, t agent.Task) (agent.Result, error) { return agent.Replay(ctx, t, transcript) }
 	}
 	task := agent.Task{Agent: a, RunID: runID, SpecCommit: commit.String(), Trigger: trigger, Input: input, MaxTokens: policy.TokenLimit(r.spec, a)}
+	task.Memory = r.memory(p, a, runID) // recall.go
 	view := r.agentView(a, commit)
 
 	if p.batch != nil {

@@ -1,0 +1,176 @@
+package reconcile
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/policy"
+)
+
+// maxMemory is how many past proposals an agent's memory holds: what
+// recall shows at most.
+const maxMemory = 50
+
+// memory is what the recall tool of agent a serves in the run runID:
+// the outcomes of a's own past proposals, from the ledger state of the
+// pass, newest first, at most maxMemory. Runs of other agents are never
+// in it, nor the run itself. Nil for an agent that does not list recall.
+//
+// Summaries and rationales are read from the runs' transcripts, checked
+// against the digest their entries signed; a run without one (an exec
+// agent's) is summarized by its ledger entry.
+func (r *Reconciler) memory(p *pass, a *hclspec.Agent, runID string) []agent.Outcome {
+	if !slices.Contains(a.Tools, hclspec.ToolRecall) {
+		return nil
+	}
+	var out []agent.Outcome
+	for _, rn := range p.state.AgentRuns(a.Name) {
+		if rn.Agent != a.Name || rn.ID == runID {
+			continue
+		}
+		if o, ok := outcomeOf(rn); ok {
+			out = append(out, o)
+		}
+	}
+	slices.SortStableFunc(out, func(x, y agent.Outcome) int {
+		return cmp.Or(y.Time.Compare(x.Time), strings.Compare(x.RunID, y.RunID))
+	})
+	if len(out) > maxMemory {
+		out = out[:maxMemory]
+	}
+	for i := range out {
+		r.recallSummary(p.state.Run(out[i].RunID), &out[i])
+	}
+	return out
+}
+
+// outcomeOf says what became of a run's change, and whether it had one
+// that reached a decision.
+func outcomeOf(rn *ledger.Run) (agent.Outcome, bool) {
+	fin := rn.Finished
+	if fin == nil || (fin.Outcome != OutcomeChanged && fin.Outcome != OutcomeDuplicateRejected) {
+		return agent.Outcome{}, false
+	}
+	o := agent.Outcome{RunID: rn.ID, Time: fin.Time, Summary: fin.Summary}
+	if fin.Change != nil {
+		o.Files = slices.Clone(fin.Change.Files)
+	}
+	var d policy.Decision
+	decided := false
+	if rn.Decision != nil {
+		decided = parseDecision(rn.Decision, &d)
+	}
+	switch {
+	case rn.Violation:
+		o.Outcome = agent.OutcomeViolation
+		o.Detail = "a policy violation is recorded on it: a merge or squash that did not satisfy its decision, or a foreign branch on its name"
+		if rn.Closed != nil {
+			o.Time = rn.Closed.Time
+			o.Detail += "; the proposal was then " + closedAs(rn.Closed)
+		}
+	case rn.Closed != nil:
+		o.Time = rn.Closed.Time
+		switch rn.Closed.Type {
+		case ledger.ProposalMerged:
+			o.Outcome = agent.OutcomeMerged
+			o.Detail = "merged by a reviewer"
+			if pr := rn.Closed.Proposal; pr != nil && len(pr.MergeCommit) >= 12 {
+				o.Detail += " in " + pr.MergeCommit[:12]
+			}
+		case ledger.ProposalRejected:
+			o.Outcome = agent.OutcomeRejected
+			o.Detail = "closed without merge: a reviewer rejected it (its branch was deleted); it is never proposed again"
+		case ledger.ProposalSuperseded:
+			o.Outcome = agent.OutcomeSuperseded
+			o.Detail = "superseded: " + strings.TrimPrefix(rn.Closed.Summary, "proposal.superseded ")
+		default:
+			return agent.Outcome{}, false
+		}
+	case fin.Outcome == OutcomeDuplicateRejected:
+		o.Outcome = agent.OutcomeRepeated
+		o.Detail = afterColon(fin.Summary)
+	case decided && d.Outcome == policy.Deny:
+		o.Time = rn.Decision.Time
+		o.Outcome = agent.OutcomeDenied
+		o.Detail = "denied by policy, never proposed: " + decisionReasons(d)
+	case rn.Opened != nil:
+		o.Time = rn.Opened.Time
+		o.Outcome = agent.OutcomeOpen
+		o.Detail = "awaiting review"
+		if decided && d.Summary != "" {
+			o.Detail += ": " + d.Summary
+		}
+	default:
+		return agent.Outcome{}, false
+	}
+	return o, true
+}
+
+func parseDecision(e *ledger.Entry, d *policy.Decision) bool {
+	return len(e.Decision) > 0 && json.Unmarshal(e.Decision, d) == nil
+}
+
+// decisionReasons are the decision's summary and the messages of the
+// rules that fired.
+func decisionReasons(d policy.Decision) string {
+	parts := []string{d.Summary}
+	for _, rule := range d.Rules {
+		if rule.Message != "" {
+			parts = append(parts, fmt.Sprintf("%s/%s: %s", rule.Policy, rule.Rule, rule.Message))
+		}
+	}
+	return strings.Join(slices.DeleteFunc(parts, func(s string) bool { return s == "" }), "; ")
+}
+
+func closedAs(e *ledger.Entry) string {
+	switch e.Type {
+	case ledger.ProposalMerged:
+		return "merged"
+	case ledger.ProposalRejected:
+		return "closed without merge"
+	case ledger.ProposalSuperseded:
+		return "superseded"
+	}
+	return e.Type
+}
+
+// afterColon is a ledger summary without its "event agent run: " head.
+func afterColon(s string) string {
+	if _, rest, ok := strings.Cut(s, ": "); ok {
+		return rest
+	}
+	return s
+}
+
+// recallSummary puts the run's own summary and rationale, from its
+// transcript, in place of the ledger's summary. A transcript that cannot
+// be read, or whose digest differs from the one its entry signed, is not
+// used: the ledger's summary stays.
+func (r *Reconciler) recallSummary(rn *ledger.Run, o *agent.Outcome) {
+	if rn == nil || rn.Transcript == nil || rn.Transcript.TranscriptDigest == "" {
+		return
+	}
+	e := rn.Transcript
+	b, err := r.repo.ReadFile(e.Commit, ledger.AttemptTranscriptPath(rn.ID, e.Attempt))
+	if err != nil {
+		r.log.Warn("recall: read transcript", "agent", rn.Agent, "run", rn.ID, "err", err)
+		return
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != e.TranscriptDigest {
+		r.log.Warn("recall: transcript digest differs from its entry's", "agent", rn.Agent, "run", rn.ID, "entry", e.Seq)
+		return
+	}
+	tr, err := agent.ParseTranscript(b)
+	if err != nil || tr.Result == nil {
+		return
+	}
+	o.Summary, o.Rationale = tr.Result.Summary, tr.Result.Rationale
+}
