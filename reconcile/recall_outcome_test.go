@@ -43,7 +43,9 @@ func TestOutcomeOf(t *testing.T) {
 		skip    bool
 	}{
 		{name: "merged", run: ledger.Run{Finished: finished(OutcomeChanged), Opened: opened,
-			Closed: entry(ledger.ProposalMerged, 9, func(e *ledger.Entry) { e.Proposal = &ledger.Proposal{MergeCommit: "0123456789abcdef0123456789abcdef01234567"} })},
+			Closed: entry(ledger.ProposalMerged, 9, func(e *ledger.Entry) {
+				e.Proposal = &ledger.Proposal{MergeCommit: "0123456789abcdef0123456789abcdef01234567"}
+			})},
 			outcome: agent.OutcomeMerged, detail: "merged by a reviewer in 0123456789ab", when: at(9)},
 		{name: "rejected", run: ledger.Run{Finished: finished(OutcomeChanged), Opened: opened, Closed: entry(ledger.ProposalRejected, 8, nil)},
 			outcome: agent.OutcomeRejected, detail: "closed without merge: a reviewer rejected it (its branch was deleted); it is never proposed again", when: at(8)},
