@@ -149,6 +149,9 @@ func (s *senses) promAPI() (promv1.API, *hclspec.Prometheus, error) {
 	if p == nil {
 		return nil, nil, fmt.Errorf("agent %q names no prometheus; its agent block needs prometheus = \"<name>\"", s.task.Agent.Name)
 	}
+	if p.URL == "" {
+		return nil, p, fmt.Errorf("prometheus %q has an empty url: its url attribute in %s evaluated to \"\" (is the variable its env() reads set in the reconciler's environment?)", p.Name, hclspec.ProvidersFile)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.prom != nil {

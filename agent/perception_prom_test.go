@@ -155,6 +155,7 @@ func TestPrometheusQuery(t *testing.T) {
 		{name: "token", url: proxy.URL, tokenEnv: "RECONCILER_TEST_PROM_TOKEN", args: `{"query":"count(payments_latency_p99_seconds)"}`, want: []string{"{} => 2 @ "}},
 		{name: "no token", url: proxy.URL, args: `{"query":"up"}`, want: []string{"error: prometheus main: "}, wantErr: true},
 		{name: "token unset", url: proxy.URL, tokenEnv: "RECONCILER_TEST_PROM_UNSET", args: `{"query":"up"}`, want: []string{"error: prometheus \"main\": the variable RECONCILER_TEST_PROM_UNSET (bearer_token_env) is not set"}, wantErr: true},
+		{name: "no url", url: "", args: `{"query":"up"}`, want: []string{`error: prometheus "main" has an empty url: its url attribute in providers.hcl evaluated to ""`}, wantErr: true},
 		{name: "down", url: "http://127.0.0.1:1", args: `{"query":"up"}`, want: []string{"error: prometheus main: Post http://127.0.0.1:1/api/v1/query: dial tcp 127.0.0.1:1: connect: connection refused"}, wantErr: true},
 	}
 	for _, tt := range tests {

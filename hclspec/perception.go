@@ -126,7 +126,9 @@ func (l *loader) decodePrometheus(f *hcl.File, b *hcl.Block) {
 		return
 	}
 	ctx := l.evalCtx(true)
-	if l.decodeAttr(c.Attributes, "url", ctx, &p.URL) {
+	// An empty url (env() of an unset variable) loads, as an empty
+	// base_url does: prometheus_query then fails, saying so.
+	if l.decodeAttr(c.Attributes, "url", ctx, &p.URL) && p.URL != "" {
 		rng := c.Attributes["url"].Expr.Range()
 		u, err := url.Parse(p.URL)
 		switch {

@@ -70,6 +70,13 @@ func TestLoadPerception(t *testing.T) {
 		t.Errorf("spec has %d prometheus and %d kubernetes blocks, want 1 and 1", len(spec.Prometheus), len(spec.Kubernetes))
 	}
 
+	// url = env() of an unset variable loads, as base_url does; the tool
+	// says so when called.
+	unset, diags := Load(perceptionFS(t, perceptionBlocksHCL, body), Options{})
+	if diags.HasErrors() || unset.Agent("watcher").Perception.Prometheus.URL != "" {
+		t.Errorf("with PROM_URL unset: %v", diags)
+	}
+
 	// The blocks an agent uses are part of its digest; others are not.
 	digest := func(blocks string) string {
 		t.Helper()

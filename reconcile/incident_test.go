@@ -185,6 +185,10 @@ func TestIncidentFlow(t *testing.T) {
 	})
 	conversation := filepath.Join(incidentExample, "conversation.json")
 	model := newChatServer(t, conversation)
+	// A real Prometheus scraping the service's cache counters: the
+	// model's prometheus_query confirms the diagnosis against it.
+	exporter := cacheExporter(t)
+	promURL, stopPrometheus := startPrometheus(t, strings.TrimPrefix(exporter.URL, "http://"), conversationQuery(t, conversation))
 	const apiKey = "sk-test-incident-0123456789abcdefghijklmnop"
 	// providers.hcl reads its base_url from OPENAI_BASE_URL and the key
 	// from OPENAI_API_KEY: the environment the daemon would have.
@@ -194,6 +198,8 @@ func TestIncidentFlow(t *testing.T) {
 			return model.URL + "/v1", true
 		case "OPENAI_API_KEY":
 			return apiKey, true
+		case "PROMETHEUS_URL":
+			return promURL, true
 		}
 		return "", false
 	}
@@ -313,7 +319,7 @@ func TestIncidentFlow(t *testing.T) {
 	for _, tl := range first.Tools {
 		offered = append(offered, tl.Function.Name)
 	}
-	if !slices.Contains(offered, "write_file") || !slices.Contains(offered, "edit_file") {
+	if !slices.Contains(offered, "write_file") || !slices.Contains(offered, "edit_file") || !slices.Contains(offered, "prometheus_query") {
 		t.Errorf("tools offered = %q", offered)
 	}
 	toolResults := func(req openai.ChatCompletionRequest) string {
@@ -327,6 +333,10 @@ func TestIncidentFlow(t *testing.T) {
 	}
 	if tr := toolResults(reqs[1]); !strings.Contains(tr, "CACHE_TTL=30s") || !strings.Contains(tr, "deploy/staging/payments-api.yaml") {
 		t.Errorf("second request's tool results lack the config and the listing:\n%s", tr)
+	}
+	// Prometheus confirmed the alert's 38% hit ratio.
+	if tr := toolResults(reqs[1]); !strings.Contains(tr, "prometheus main, instant query at ") || !strings.Contains(tr, "vector, 1 series:\n{} => 0.38 @ ") {
+		t.Errorf("second request's tool results lack Prometheus's answer:\n%s", tr)
 	}
 	if tr := toolResults(reqs[2]); !strings.Contains(tr, "replicas: 1") || !strings.Contains(tr, "configMapRef") {
 		t.Errorf("third request's tool results lack the staging manifest:\n%s", tr)
@@ -392,6 +402,9 @@ func TestIncidentFlow(t *testing.T) {
 	}
 	if strings.Contains(string(transcript), apiKey) || !strings.Contains(string(transcript), fingerprint) {
 		t.Error("the transcript holds the API key, or lacks the alert")
+	}
+	if calls := tr.Steps[0].ToolCalls; len(calls) != 3 || calls[2].Name != "prometheus_query" || calls[2].Error || !strings.Contains(calls[2].Result, "{} => 0.38 @ ") {
+		t.Errorf("the transcript does not record Prometheus's answer: %+v", calls)
 	}
 
 	// Alertmanager repeats the notification while the proposal is open
@@ -472,7 +485,9 @@ func TestIncidentFlow(t *testing.T) {
 
 	// Replay feeds the recorded responses through the same tool loop at
 	// the recorded spec commit, asks the model nothing, and gets the
-	// proposal's tree.
+	// proposal's tree. Prometheus is gone: the replay takes what the
+	// query returned from the transcript.
+	stopPrometheus()
 	rep, err := r.Replay(ctx, runID, agent.Replay)
 	if err != nil {
 		t.Fatal(err)

@@ -259,7 +259,7 @@ func TestExampleEvals(t *testing.T) {
 	for _, line := range []string{
 		"PASS evals/env-normaliser/normalise.hcl:1:1 env-normaliser/a repeated key keeps its last value (exec)",
 		"PASS evals/image-pinner/pin.hcl:6:1 image-pinner/tags are pinned to the approved digests (exec)",
-		"PASS evals/incident-responder/latency.hcl:7:1 incident-responder/latency alert raises the cache TTL (recording, 4 steps, $0.001572)",
+		"PASS evals/incident-responder/latency.hcl:7:1 incident-responder/latency alert raises the cache TTL (recording, 4 steps, $0.001764)",
 		"5 passed, 0 failed",
 	} {
 		if !strings.Contains(out, line+"\n") {

@@ -18,3 +18,10 @@ provider "openai" "default" {
     output_per_mtok = 0.60
   }
 }
+
+# The Prometheus the incident-responder's prometheus_query reads (read-only:
+# PromQL queries, nothing else). The URL comes from the reconciler's
+# environment; a bearer token would be named by bearer_token_env.
+prometheus "main" {
+  url = env("PROMETHEUS_URL")
+}

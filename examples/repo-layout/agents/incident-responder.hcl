@@ -9,7 +9,8 @@ agent "incident-responder" {
   provider    = provider.openai.default
   model       = "gpt-4o-mini"
   prompt      = templatefile("prompts/incident-responder.md", { service = "payments-api" })
-  tools       = ["list_files", "read_file", "search", "edit_file", "write_file", "finish"]
+  tools       = ["list_files", "read_file", "search", "edit_file", "write_file", "prometheus_query", "finish"]
+  prometheus  = "main" # prometheus_query confirms the diagnosis against the metrics (providers.hcl)
 
   trigger {
     on_alert {
