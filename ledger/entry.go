@@ -91,6 +91,9 @@ type Event struct {
 	Approval *Approval `json:"approval,omitempty"`
 	// Overrides are the soft rules a reviewer overrode on the merge.
 	Overrides []string `json:"overrides,omitempty"`
+	// Evals is set on policy.decision of a change that alters agents'
+	// definitions: the outcome of their evals (see Evals).
+	Evals *Evals `json:"evals,omitempty"`
 
 	// Transcript is a model run's transcript, stored beside the entry at
 	// AttemptTranscriptPath(RunID, Attempt) in the same commit; the signed

@@ -677,6 +677,7 @@ func TestSchemaDocumentsEveryField(t *testing.T) {
 		{[]string{"hold"}, reflect.TypeFor[Hold]()},
 		{[]string{"work_unit"}, reflect.TypeFor[WorkUnit]()},
 		{[]string{"change"}, reflect.TypeFor[Change]()},
+		{[]string{"evals"}, reflect.TypeFor[Evals]()},
 		{[]string{"proposal"}, reflect.TypeFor[Proposal]()},
 		{[]string{"keys", "[]"}, reflect.TypeFor[Key]()},
 		{[]string{"decision"}, reflect.TypeFor[policy.Decision]()},

@@ -349,6 +349,7 @@ func (r *Reconciler) redecide(ctx context.Context, p *pass, a *hclspec.Agent, ba
 			Agent:  a,
 			Run:    hclspec.RunInfo{ID: open.ID, Trigger: trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
 			Change: conditionChanges(changes),
+			Evals:  recordedEvals(open), // evals.go
 		})
 		if d, err = r.denySecrets(d, changes); err != nil {
 			return err

@@ -281,6 +281,7 @@ func (r *Reconciler) decideHead(ctx context.Context, p *pass, rn *ledger.Run, he
 		Agent:  a,
 		Run:    hclspec.RunInfo{ID: rn.ID, Trigger: rn.Trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
 		Change: conditionChanges(changes),
+		Evals:  recordedEvals(rn), // evals.go
 	})
 	d, err = r.denySecrets(d, changes)
 	return d, changes, err

@@ -179,7 +179,7 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 		ev.Error = runErr.Error()
 		ev.Transcript = res.Transcript
 		ev.Sandbox = res.Sandbox
-		ev.Model, ev.CostUSD = res.Model, a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
+		ev.Model, ev.CostUSD = res.Model, res.Cost(a) // each model tier's attempt at its price
 		if res.Usage != (agent.Usage{}) {
 			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
 		}
@@ -206,7 +206,7 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 	ev.Type = ledger.RunFinished
 	ev.Sandbox = res.Sandbox
 	ev.Model = res.Model
-	ev.CostUSD = a.Cost(res.Usage.InputTokens, res.Usage.OutputTokens)
+	ev.CostUSD = res.Cost(a) // each model tier's attempt at its price
 	ev.Transcript = res.Transcript
 	ev.WorkUnit = workUnit(a)
 	if res.Usage != (agent.Usage{}) {
@@ -236,10 +236,15 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 // (PhaseDecide). More is false when the change is denied.
 func (r *Reconciler) decide(ctx context.Context, p *pass, rc *runOf) (more bool, err error) {
 	if rc.rn.Decision == nil {
+		evals, err := r.changeEvals(ctx, p, rc) // the evals of agents the change redefines (evals.go)
+		if err != nil {
+			return false, fmt.Errorf("run %s: %w", rc.id, err)
+		}
 		d := policy.Decide(r.spec, hclspec.ConditionInput{
 			Agent:  rc.a,
 			Run:    hclspec.RunInfo{ID: rc.id, Trigger: rc.trigger, Model: rc.a.Model, SpecCommit: rc.specCommit.String()},
 			Change: conditionChanges(rc.changes),
+			Evals:  evalCounts(evals),
 		})
 		if d, err = r.denySecrets(d, rc.changes); err != nil {
 			return false, fmt.Errorf("run %s: %w", rc.id, err)
@@ -252,6 +257,9 @@ func (r *Reconciler) decide(ctx context.Context, p *pass, rc *runOf) (more bool,
 		ev.Type = ledger.PolicyDecision
 		ev.Decision = raw
 		ev.Summary = oneLine(fmt.Sprintf("policy.decision %s %s: %s", rc.a.Name, rc.id, d.Summary))
+		if ev.Evals = evals; evals != nil {
+			ev.CostUSD += evals.SpentUSD
+		}
 		_, err = r.appendIf(ctx, p, r.holds(rc.id, func(cur *ledger.Run) bool { return cur.Decision == nil }), ev)
 		if errors.Is(err, errRecorded) {
 			p.state = r.ledger.State()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -103,7 +104,7 @@ func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics
 	cfg := reconcile.Config{
 		Concurrency: f.parallel,
 		Repo:        f.repo, Branch: f.branch, Identity: id, Signer: signer,
-		LookupEnv: os.LookupEnv, Logger: logger, Runners: runners(f.sandboxConfig(mode)),
+		LookupEnv: os.LookupEnv, Logger: logger, Runners: cachedRunners(f.sandboxConfig(mode), f.cacheDir),
 		CacheDir: f.cacheDir, TrustedKeys: pins, StartNewLedger: f.newLedger,
 		ForgeFactory: forgeFactory(os.LookupEnv, f.instance, f.branch), ForgeAllowed: f.forgeAllow,
 	}
@@ -168,7 +169,16 @@ func (f *repoFlags) sandboxConfig(mode sandbox.Mode) sandbox.Config {
 // runners are the agent runners of a production reconciler: exec agents,
 // in sb, and model-backed agents on their provider's OpenAI-compatible
 // endpoint with the key from the variable the provider names.
-func runners(sb sandbox.Config) map[string]agent.Runner {
+func runners(sb sandbox.Config) map[string]agent.Runner { return cachedRunners(sb, "") }
+
+// cachedRunners are runners whose model agents with cache = true share
+// the response cache in <cacheDir>/responses; "" caches nothing. Exec
+// agents never see it: the sandbox hides the cache directory.
+func cachedRunners(sb sandbox.Config, cacheDir string) map[string]agent.Runner {
+	var cache *agent.ResponseCache
+	if cacheDir != "" {
+		cache = agent.NewResponseCache(filepath.Join(cacheDir, "responses"), 0)
+	}
 	return map[string]agent.Runner{
 		hclspec.ProviderExec: agent.Exec{Sandbox: sb},
 		hclspec.ProviderOpenAI: &agent.OpenAI{
@@ -176,6 +186,7 @@ func runners(sb sandbox.Config) map[string]agent.Runner {
 				return agent.NewProvider(p, agent.ProviderOptions{LookupEnv: os.LookupEnv})
 			},
 			LookupEnv: os.LookupEnv,
+			Cache:     cache,
 		},
 	}
 }
