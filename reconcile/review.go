@@ -65,7 +65,7 @@ const (
 	maxReasons     = 10
 	maxReasonBytes = 500
 	// reviewTimeout bounds one reviewer's answer, its retries included.
-	reviewTimeout = 5 * time.Minute
+	reviewTimeout = 2 * time.Minute
 )
 
 // verdictTool is the function a reviewer answers with.
@@ -488,8 +488,8 @@ func (r *Reconciler) reviewModel(p *hclspec.Provider) (agent.Model, error) {
 	return o.NewModel(p)
 }
 
-// spendReviews sets the usage and cost of the reviews asked for a
-// decision entry (those it does not reuse) on ev, so they count against
+// spendReviews adds the usage and cost of the reviews asked for a
+// decision entry (those it does not reuse) to ev's, so they count against
 // the agent's budget like its runs.
 func spendReviews(ev *ledger.Event, reviews []policy.Review) {
 	var u ledger.Usage
@@ -503,9 +503,13 @@ func spendReviews(ev *ledger.Event, reviews []policy.Review) {
 		cost += rv.CostUSD
 	}
 	if u != (ledger.Usage{}) {
+		if ev.Usage != nil {
+			u.InputTokens += ev.Usage.InputTokens
+			u.OutputTokens += ev.Usage.OutputTokens
+		}
 		ev.Usage = &u
 	}
-	ev.CostUSD = cost
+	ev.CostUSD += cost
 }
 
 // priorReviews returns the reviews the decision in force on run rn
