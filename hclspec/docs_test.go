@@ -38,8 +38,8 @@ func TestLanguageDocs(t *testing.T) {
 		"agent": agentSchema, "trigger": triggerSchema, "on_alert": alertSchema, "scope": scopeSchema,
 		"limits": limitsSchema, "work_unit": workUnitSchema, "policy": policySchema, "deny": denySchema,
 		"require_approval": approvalSchema, "budget": budgetSchema, "freeze": freezeSchema,
-		"require_review": reviewSchema, // review.go
-		"escalate": escalateSchema, // llmops.go
+		"require_review": reviewSchema,   // review.go
+		"escalate":       escalateSchema, // llmops.go
 	}
 	for block, s := range schemas {
 		if !regexp.MustCompile(`(?m)^\s*` + block + `\b[^=\n]*\{`).MatchString(code.String()) {
