@@ -225,8 +225,8 @@ func (tb *toolbox) prometheusQuery(ctx context.Context, def *toolDef, args strin
 	case a.Start == "" || a.End == "":
 		return res, errors.New("a range query needs start and end, such as {\"start\": \"now-1h\", \"end\": \"now\", \"step\": \"1m\"}; leave all three out for an instant query")
 	default:
-		r, err := promRange(a, now)
-		if err != nil {
+		var r promv1.Range
+		if r, err = promRange(a, now); err != nil {
 			return res, err
 		}
 		header = fmt.Sprintf("prometheus %s, range query from %s to %s, step %s", p.Name, r.Start.UTC().Format(time.RFC3339), r.End.UTC().Format(time.RFC3339), r.Step)

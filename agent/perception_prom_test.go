@@ -149,6 +149,7 @@ func TestPrometheusQuery(t *testing.T) {
 		{name: "range", url: base, args: `{"query":"max(payments_latency_p99_seconds)","start":"now-10s","end":"now","step":"2s"}`,
 			want: []string{"range query from ", ", step 2s\nmatrix, 1 series:\n{}: 2.5@"}},
 		{name: "bad promql", url: base, args: `{"query":"rate(payments_latency_p99_seconds"}`, want: []string{"error: prometheus main: bad_data: invalid parameter \"query\": "}, wantErr: true},
+		{name: "bad range promql", url: base, args: `{"query":"sum(","start":"now-10s","end":"now"}`, want: []string{"error: prometheus main: bad_data: ", "parse error"}, wantErr: true},
 		{name: "range too fine", url: base, args: `{"query":"up","start":"now-1d","end":"now","step":"1s"}`, want: []string{"error: the range has 86400 points of step 1s; at most 1100 are allowed"}, wantErr: true},
 		{name: "time and range", url: base, args: `{"query":"up","time":"now","start":"now-1m","end":"now"}`, want: []string{"error: give either time"}, wantErr: true},
 		{name: "bad time", url: base, args: `{"query":"up","time":"yesterday"}`, want: []string{`error: time: "yesterday" is not a time`}, wantErr: true},
