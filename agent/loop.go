@@ -370,6 +370,7 @@ type loop struct {
 	// they name a limit, or cut a call's arguments, the replay takes what
 	// they record. Nil for a run.
 	replayed []TranscriptStep
+	spans    stepSpans // of the model call and tool call in flight (trace.go)
 }
 
 func newLoop(t Task, opts loopOptions, red *redactor) (*loop, error) {
@@ -552,7 +553,9 @@ func (l *loop) steps(ctx context.Context, model Model) (*finishArgs, error) {
 		promptChars := l.chars + l.toolChars
 		req := openai.ChatCompletionRequest{Model: l.opts.model, Messages: slices.Clone(l.msgs), Tools: l.tools}
 		t0 := l.opts.now()
+		l.spans.startModel(ctx, l, step)
 		resp, err := l.complete(ctx, model, req, &rec)
+		l.spans.stopModel()
 		rec.Start, rec.DurationMS = stamp(t0), millis(l.opts.now().Sub(t0))
 		if err != nil {
 			if cerr := l.ctxErr(ctx); cerr != nil {
@@ -706,6 +709,7 @@ func (l *loop) callTools(ctx context.Context, step, msgIdx int, calls []openai.T
 		tc := TranscriptToolCall{ID: call.ID, Name: l.red.String(call.Function.Name)}
 		t0 := l.opts.now()
 		tc.Start = stamp(t0)
+		l.spans.startTool(ctx, l, step, &tc)
 		if fin != nil {
 			tc.Skipped, tc.Result = true, "not run: the run already finished"
 			l.recordCall(rec, j, &tc, args, false)
@@ -820,6 +824,7 @@ func (l *loop) recordCall(rec *TranscriptStep, j int, tc *TranscriptToolCall, ar
 	}
 	l.size.step += callOverhead + jsonLen(tc.ID) + jsonLen(tc.Name) + jsonLen(tc.Arguments) + jsonLen(tc.Result)
 	rec.ToolCalls = append(rec.ToolCalls, *tc)
+	l.spans.endTool(tc)
 }
 
 // dropArguments replaces, in the conversation, the arguments of a call
@@ -893,6 +898,7 @@ func (l *loop) responseRecord(resp openai.ChatCompletionResponse, choice openai.
 
 // finishStep adds a finished step to the transcript, with its exact size.
 func (l *loop) finishStep(rec TranscriptStep) {
+	l.spans.endModel(l, &rec)
 	l.tr.Steps = append(l.tr.Steps, rec)
 	l.size.done += encodedLen(rec) + stepFraming
 	l.size.step = 0

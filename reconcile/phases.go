@@ -110,7 +110,9 @@ func (r *Reconciler) newRunOf(a *hclspec.Agent, runID string, d due, prior *ledg
 
 // execute drives one run from wherever the ledger says it is through the
 // phases, stopping after p.until when set. prior is nil for a new run.
-func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID string, d due, prior *ledger.Run, adm policy.Admission) error {
+func (r *Reconciler) execute(ctx context.Context, p *pass, a *hclspec.Agent, runID string, d due, prior *ledger.Run, adm policy.Admission) (err error) {
+	ctx, endSpan := r.startRun(ctx, p, a, runID, d.id) // trace.go
+	defer func() { endSpan(err) }()
 	rc := r.newRunOf(a, runID, d, prior)
 	if rc.rn == nil {
 		claimed, err := r.start(ctx, p, rc, adm)

@@ -18,6 +18,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/hashicorp/hcl/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentgitops/reconciler/agent"
 	"github.com/agentgitops/reconciler/gitstore"
@@ -95,6 +96,10 @@ type Config struct {
 	// ForgeAllowed are the base URLs the operator allows a forge block to
 	// name (--forge-allow): the forge's token is sent only to one of them.
 	ForgeAllowed []string
+	// TracerProvider makes the spans of passes, runs, model calls and
+	// tool calls (trace.go); nil means OpenTelemetry's global provider,
+	// a no-op one unless tracing.Setup installed another.
+	TracerProvider trace.TracerProvider
 }
 
 // Reconciler reconciles one repository.
@@ -236,6 +241,8 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 
 func (r *Reconciler) reconcile(ctx context.Context, p *pass) (err error) {
 	start := r.cfg.Now()
+	ctx, span := r.startPass(ctx, p) // trace.go
+	defer func() { r.endPass(span, p, err) }()
 	r.beginPass()
 	defer func() {
 		// The caller reports a failed pass (the daemon once per distinct
