@@ -49,6 +49,8 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	webhookAddr := fs.String("webhook-addr", "0", "address of /hooks/git (GitHub, Gitea and GitLab push events, routed to the objects of the pushed repository; \"0\" turns it off)")
 	secretFile := fs.String("webhook-secret-file", "", "file holding the shared secret of /hooks/git (GitHub and Gitea HMAC, GitLab token); without it the hook answers 403")
 	hourlyUSD := fs.Float64("human-hourly-usd", 100, "value of one hour of human work, for work-unit value and ROI")
+	var otlpEndpoint string
+	otlpFlag(fs, &otlpEndpoint)
 	var forgeAllow multiFlag
 	fs.Var(&forgeAllow, "forge-allow", "base URL a forge block of providers.hcl may name (repeatable): the forge's token is sent only to one of these")
 	if code, ok := parseNoArgs(fs, args); !ok {
@@ -71,6 +73,11 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *instance == "" {
 		*instance, _ = os.Hostname()
 	}
+	stopTracing, err := startTracing(ctx, otlpEndpoint, stderr) // tracing.go
+	if err != nil {
+		return usageError(stderr, "%s", err)
+	}
+	defer stopTracing()
 	var secret server.Secret
 	if *secretFile != "" {
 		if secret, err = server.LoadSecret(*secretFile); err != nil {

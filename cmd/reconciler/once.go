@@ -28,6 +28,11 @@ func cmdOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseNoArgs(fs, args); !ok {
 		return code
 	}
+	stopTracing, err := startTracing(ctx, f.otlpEndpoint, stderr) // tracing.go
+	if err != nil {
+		return usageError(stderr, "%s", err)
+	}
+	defer stopTracing()
 	r, err := f.reconciler(ctx, stderr, nil)
 	var ue usageErr
 	if errors.As(err, &ue) {

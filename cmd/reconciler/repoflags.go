@@ -40,6 +40,8 @@ type repoFlags struct {
 	// forge's token is sent to no other.
 	forgeAllow multiFlag
 	instance   string
+	// otlpEndpoint turns on trace export (tracing.go).
+	otlpEndpoint string
 	// fs is the FlagSet the flags were registered on: its positional
 	// arguments, which once and run do not take, are a usage error.
 	fs *flag.FlagSet
@@ -61,6 +63,7 @@ func (f *repoFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.forgeAllow, "forge-allow", "base URL a forge block of providers.hcl may name, such as https://gitea.example.com/ (repeatable): the forge's token is sent only to one of these, since anyone who can push can edit the block")
 	host, _ := os.Hostname()
 	fs.StringVar(&f.instance, "instance", host, "names this reconciler in its pull requests' commit status context (reconciler/<instance>), so two instances never overwrite each other's status")
+	otlpFlag(fs, &f.otlpEndpoint)
 	fs.BoolVar(&f.newLedger, "start-new-ledger", false, "start a new ledger although commits reference entries of a missing one (deleted, or archived after an upgrade); the genesis entry records it")
 }
 

@@ -47,6 +47,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return fail(stderr, fmt.Errorf("--notify-url-file %q is empty: write the webhook URL into it", *notifyFile))
 		}
 	}
+	stopTracing, err := startTracing(ctx, f.otlpEndpoint, stderr) // tracing.go
+	if err != nil {
+		return usageError(stderr, "%s", err)
+	}
+	defer stopTracing()
 	m := metrics.New(f.hourlyUSD)
 	r, err := f.reconciler(ctx, stderr, m)
 	var ue usageErr

@@ -134,6 +134,11 @@ func postRun(ctx context.Context, target string, secret server.Secret, body []by
 
 // triggerLocal runs one pass with the request and prints its outcome.
 func triggerLocal(ctx context.Context, f *repoFlags, req reconcile.Request, format string, stdout, stderr io.Writer) int {
+	stopTracing, err := startTracing(ctx, f.otlpEndpoint, stderr) // tracing.go
+	if err != nil {
+		return usageError(stderr, "%s", err)
+	}
+	defer stopTracing()
 	r, err := f.reconciler(ctx, stderr, nil)
 	var ue usageErr
 	if errors.As(err, &ue) {
