@@ -680,7 +680,8 @@ func TestSchemaDocumentsEveryField(t *testing.T) {
 		{[]string{"evals"}, reflect.TypeFor[Evals]()},
 		{[]string{"proposal"}, reflect.TypeFor[Proposal]()},
 		{[]string{"keys", "[]"}, reflect.TypeFor[Key]()},
-		{[]string{"decision"}, reflect.TypeFor[policy.Decision]()},
+		{[]string{"decision"}, reflect.TypeFor[policy.Reviewed]()},
+		{[]string{"decision", "reviews", "[]"}, reflect.TypeFor[policy.Review]()},
 		{[]string{"decision", "rules", "[]"}, reflect.TypeFor[policy.Rule]()},
 		{[]string{"decision", "requirements", "[]"}, reflect.TypeFor[policy.Requirement]()},
 	} {

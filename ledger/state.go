@@ -467,6 +467,42 @@ func (s *State) Apply(e Entry) error {
 			r.Settled = true
 		}
 	}
+	// spendDecision counts what a decision entry spent (second-model
+	// reviews, evals) in the run's current attempt, which money budgets
+	// read, and the reviews it asked for (not those it reused) in the
+	// agent's totals, by reviewer model.
+	spendDecision := func(agent string, cost float64, decision json.RawMessage) {
+		if r == nil {
+			return
+		}
+		r.current().CostUSD += cost
+		r.CostUSD += cost
+		var d struct {
+			Reviews []struct {
+				Model        string  `json:"model"`
+				InputTokens  int64   `json:"input_tokens"`
+				OutputTokens int64   `json:"output_tokens"`
+				CostUSD      float64 `json:"cost_usd"`
+				Reused       bool    `json:"reused"`
+			} `json:"reviews"`
+		}
+		if json.Unmarshal(decision, &d) != nil {
+			return
+		}
+		for _, rv := range d.Reviews {
+			if rv.Reused {
+				continue
+			}
+			m := inner(t.Tokens, agent)
+			u := m[rv.Model]
+			u[0] += rv.InputTokens
+			u[1] += rv.OutputTokens
+			m[rv.Model] = u
+			if rv.CostUSD > 0 {
+				inner(t.CostUSD, agent)[rv.Model] += rv.CostUSD
+			}
+		}
+	}
 	closeProposal := func(agent, outcome string, wu *WorkUnit) {
 		r.Closed = ep
 		kind := ""
@@ -519,6 +555,7 @@ func (s *State) Apply(e Entry) error {
 		settle(ev.Agent, "failed", ev.Model, ev.Usage, ev.CostUSD)
 	case PolicyDecisionEvent:
 		r.Decision = ep
+		spendDecision(ev.Agent, e.CostUSD, ev.Decision)
 		var d struct {
 			Outcome string `json:"outcome"`
 			Rules   []struct {
@@ -538,6 +575,7 @@ func (s *State) Apply(e Entry) error {
 		s.opened[r.ID] = e.Time
 	case ProposalUpdatedEvent:
 		r.Updated, r.Decision = ep, ep
+		spendDecision(ev.Agent, e.CostUSD, ev.Decision)
 		r.Heads = append(r.Heads, ev.Proposal.Head)
 	case ProposalApprovedEvent:
 		// Recorded for the audit trail; the merge that follows closes

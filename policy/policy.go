@@ -307,7 +307,7 @@ func Counts(spec *hclspec.Spec, d Decision, a Approver) []Counted {
 		for _, r := range d.Rules {
 			// The rules with this requirement's groups (none: the
 			// default review, or a rule naming no group).
-			if r.Kind == KindDefault || (r.Kind == KindApproval && r.Blocking && sameSet(r.Reviewers, req.Groups)) {
+			if r.Kind == KindDefault || ((r.Kind == KindApproval || r.Kind == KindReview && r.Min > 0) && r.Blocking && sameSet(r.Reviewers, req.Groups)) {
 				c.Rules = append(c.Rules, r.Name())
 			}
 		}

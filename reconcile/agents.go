@@ -345,26 +345,32 @@ func (r *Reconciler) redecide(ctx context.Context, p *pass, a *hclspec.Agent, ba
 		if err != nil {
 			return err
 		}
-		d := policy.Decide(r.spec, hclspec.ConditionInput{
+		in := hclspec.ConditionInput{
 			Agent:  a,
 			Run:    hclspec.RunInfo{ID: open.ID, Trigger: trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
 			Change: conditionChanges(changes),
 			Evals:  recordedEvals(open), // evals.go
-		})
-		if d, err = r.denySecrets(d, changes); err != nil {
+		}
+		d, err := r.denySecrets(policy.Decide(r.spec, in), changes)
+		if err != nil {
 			return err
 		}
+		var rv policy.Reviewed
 		if open.Updated != nil {
 			// A person moved the branch: its head's whole change is what
 			// a merge would bring in.
-			if d, _, err = r.decideHead(ctx, p, open, plumbing.NewHash(open.DecidedHead())); err != nil {
+			if rv, _, err = r.decideHead(ctx, p, open, plumbing.NewHash(open.DecidedHead())); err != nil {
 				return err
 			}
+		} else if rv, err = r.reviewHead(ctx, p, open, plumbing.NewHash(open.DecidedHead()), r.specCommit, in, changes, d); err != nil {
+			return err
 		}
-		if d.Summary == old.Summary && d.Outcome == old.Outcome {
+		// A review asked anew is recorded even when the decision stands.
+		if rv.Summary == old.Summary && rv.Outcome == old.Outcome && !reviewsAsked(rv.Reviews) {
 			return nil
 		}
-		raw, err := json.Marshal(d)
+		d = rv.Decision
+		raw, err := json.Marshal(rv)
 		if err != nil {
 			return fmt.Errorf("encode decision: %w", err)
 		}
@@ -372,6 +378,7 @@ func (r *Reconciler) redecide(ctx context.Context, p *pass, a *hclspec.Agent, ba
 		ev.RunID, ev.Trigger, ev.SpecDigest = open.ID, open.Trigger, open.SpecDigest
 		ev.Type = ledger.PolicyDecision
 		ev.Decision = raw
+		spendReviews(&ev, rv.Reviews)
 		ev.Summary = oneLine(fmt.Sprintf("policy.decision %s %s: %s (re-decided under spec %s)", a.Name, open.ID, d.Summary, r.specCommit.String()[:12]))
 		_, err = r.append(ctx, p, ev)
 		return err

@@ -251,13 +251,14 @@ func (r *Reconciler) updated(ctx context.Context, p *pass, rn *ledger.Run, fp fo
 		Change:   changeSummary(changes),
 		Proposal: &ledger.Proposal{Branch: fp.Branch, Head: head.String(), ChangeID: ChangeID(changes), PreviousHead: fp.Head.String()},
 	}
+	spendReviews(&ev, d.Reviews)
 	ev.Summary = oneLine(fmt.Sprintf("proposal.updated %s %s: %s moved to %s (by %s); %s", rn.Agent, rn.ID, fp.Branch, head.String()[:12], who, d.Summary))
 	return ev, nil
 }
 
 // decideHead decides a proposal head's whole change against its merge base
 // with the protected branch under the spec in force.
-func (r *Reconciler) decideHead(ctx context.Context, p *pass, rn *ledger.Run, head plumbing.Hash) (policy.Decision, []gitstore.FileChange, error) {
+func (r *Reconciler) decideHead(ctx context.Context, p *pass, rn *ledger.Run, head plumbing.Hash) (policy.Reviewed, []gitstore.FileChange, error) {
 	mb, err := r.repo.MergeBase(head, p.head)
 	if errors.Is(err, gitstore.ErrNotFound) {
 		// A head with no history in common with the protected branch:
@@ -265,11 +266,11 @@ func (r *Reconciler) decideHead(ctx context.Context, p *pass, rn *ledger.Run, he
 		mb, err = p.head, nil
 	}
 	if err != nil {
-		return policy.Decision{}, nil, fmt.Errorf("decide %s: %w", head, err)
+		return policy.Reviewed{}, nil, fmt.Errorf("decide %s: %w", head, err)
 	}
 	changes, err := r.repo.Diff(ctx, mb, head)
 	if err != nil {
-		return policy.Decision{}, nil, fmt.Errorf("decide %s: %w", head, err)
+		return policy.Reviewed{}, nil, fmt.Errorf("decide %s: %w", head, err)
 	}
 	a := r.spec.Agent(rn.Agent)
 	if a == nil {
@@ -277,14 +278,18 @@ func (r *Reconciler) decideHead(ctx context.Context, p *pass, rn *ledger.Run, he
 		// policies that apply to every agent.
 		a = &hclspec.Agent{Name: rn.Agent}
 	}
-	d := policy.Decide(r.spec, hclspec.ConditionInput{
+	in := hclspec.ConditionInput{
 		Agent:  a,
 		Run:    hclspec.RunInfo{ID: rn.ID, Trigger: rn.Trigger, Model: a.Model, SpecCommit: r.specCommit.String()},
 		Change: conditionChanges(changes),
 		Evals:  recordedEvals(rn), // evals.go
-	})
-	d, err = r.denySecrets(d, changes)
-	return d, changes, err
+	}
+	d, err := r.denySecrets(policy.Decide(r.spec, in), changes)
+	if err != nil {
+		return policy.Reviewed{}, nil, err
+	}
+	rv, err := r.reviewHead(ctx, p, rn, head, mb, in, changes, d) // second-model review (review.go)
+	return rv, changes, err
 }
 
 // commitChangeID is the content id of a commit's change against its first

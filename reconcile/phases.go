@@ -251,13 +251,19 @@ func (r *Reconciler) decide(ctx context.Context, p *pass, rc *runOf) (more bool,
 		if d, err = r.denySecrets(d, rc.changes); err != nil {
 			return false, fmt.Errorf("run %s: %w", rc.id, err)
 		}
-		raw, err := json.Marshal(d)
+		rv, err := r.reviewRun(ctx, p, rc, d) // second-model review (review.go)
+		if err != nil {
+			return false, fmt.Errorf("run %s: %w", rc.id, err)
+		}
+		d = rv.Decision
+		raw, err := json.Marshal(rv)
 		if err != nil {
 			return false, fmt.Errorf("encode decision: %w", err)
 		}
 		ev := rc.base
 		ev.Type = ledger.PolicyDecision
 		ev.Decision = raw
+		spendReviews(&ev, rv.Reviews)
 		ev.Summary = oneLine(fmt.Sprintf("policy.decision %s %s: %s", rc.a.Name, rc.id, d.Summary))
 		if ev.Evals = evals; evals != nil {
 			ev.CostUSD += evals.SpentUSD
