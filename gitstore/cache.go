@@ -59,7 +59,8 @@ type diskCache struct {
 	state  string // StateDir
 	lock   *os.File
 	st     *filesystem.Storage
-	loose  int // loose objects, counted at Open and by stored
+	ov     *overlay // st with the objects this process created, until flushed
+	loose  int      // loose objects on disk, counted at Open
 	closed bool
 }
 
@@ -148,7 +149,8 @@ func (r *Repo) openDisk(ctx context.Context, opts Options) (err error) {
 	}
 	d.st = filesystem.NewStorageWithOptions(osfs.New(d.mirror), cache.NewObjectLRU(objectCacheSize),
 		filesystem.Options{MaxOpenDescriptors: maxOpenPacks})
-	repo, err := git.Open(d.st, nil)
+	d.ov = newOverlay(d.st)
+	repo, err := git.Open(d.ov, nil)
 	if err != nil {
 		return d.corrupt(fmt.Errorf("open repository: %w", err))
 	}
@@ -373,8 +375,13 @@ func (d *diskCache) close() error {
 	}
 	d.closed = true
 	var err error
+	if d.ov != nil {
+		err = d.ov.flush()
+	}
 	if d.st != nil {
-		err = d.st.Close()
+		if cerr := d.st.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if d.lock != nil {
 		syscall.Flock(int(d.lock.Fd()), syscall.LOCK_UN)

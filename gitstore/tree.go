@@ -69,6 +69,9 @@ func (r *Repo) WriteTree(base plumbing.Hash, changes []FileChange) (plumbing.Has
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("write tree: %w", err)
 	}
+	if err := r.spill(); err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("write tree: %w", err)
+	}
 	return h, nil
 }
 
@@ -285,9 +288,16 @@ func (r *Repo) CreateCommit(c NewCommit) (plumbing.Hash, error) {
 // held exclusively.
 func (r *Repo) stored(h plumbing.Hash) {
 	r.pending[h] = struct{}{}
-	if r.disk != nil {
-		r.disk.loose++
+}
+
+// spill writes the objects created in memory to the mirror when they are
+// many (a large proposal), so that memory stays bounded between pushes;
+// r.mu must be held exclusively.
+func (r *Repo) spill() error {
+	if r.disk == nil || r.disk.ov.held() < maxHeldObjects {
+		return nil
 	}
+	return r.disk.ov.flush()
 }
 
 func validSignature(s object.Signature) error {
