@@ -629,22 +629,12 @@ func (c *AgentRepositoryReconciler) reportOverlap(obj *agentsv1.AgentRepository,
 	}
 }
 
-// loadSigner loads the signing key in data through signing.LoadSigner,
-// which reads a file: the key is written to a private temporary file that
-// is removed at once. Errors name source, never the key.
+// loadSigner parses the signing key in data (a Secret's value) in memory:
+// it is never written to disk. Errors name source, never the key.
 func loadSigner(data []byte, source string) (*signing.Signer, error) {
-	dir, err := os.MkdirTemp("", "reconciler-key-")
+	s, err := signing.ParseSigner(data, source)
 	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "ledger.key")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		return nil, err
-	}
-	s, err := signing.LoadSigner(path)
-	if err != nil {
-		return nil, fmt.Errorf("signingKeySecretRef %s: %s", source, strings.ReplaceAll(err.Error(), fmt.Sprintf("%q", path), "the key"))
+		return nil, fmt.Errorf("signingKeySecretRef %s: %w", source, err)
 	}
 	return s, nil
 }

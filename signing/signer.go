@@ -88,15 +88,22 @@ func LoadSigner(path string) (*Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
 	}
+	return ParseSigner(data, path)
+}
+
+// ParseSigner is LoadSigner for a key already in memory (a Kubernetes
+// Secret's value, for one): source names where it came from, in errors
+// and as the public key's Source. Errors never quote key material.
+func ParseSigner(data []byte, source string) (*Signer, error) {
 	priv, err := parsePrivateKeyPEM(data)
 	if err != nil {
-		return nil, fmt.Errorf("load signing key %q: %w", path, err)
+		return nil, fmt.Errorf("load signing key %q: %w", source, err)
 	}
 	s, err := newSigner(priv)
 	if err != nil {
-		return nil, fmt.Errorf("load signing key %q: %w", path, err)
+		return nil, fmt.Errorf("load signing key %q: %w", source, err)
 	}
-	s.pub.Source = path
+	s.pub.Source = source
 	return s, nil
 }
 

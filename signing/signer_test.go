@@ -289,6 +289,19 @@ func TestLoadSignerErrors(t *testing.T) {
 			if strings.Contains(msg, "BEGIN") || strings.Contains(msg, "MII") || strings.Contains(msg, "MFk") {
 				t.Errorf("error %q seems to quote key material", msg)
 			}
+			// The same bytes from memory (a Secret's value): the error
+			// names the source instead of a file.
+			data, rerr := os.ReadFile(tt.path)
+			if rerr != nil {
+				return
+			}
+			const source = "agents/ledger-key/key.pem"
+			if signer, err := ParseSigner(data, source); err == nil {
+				t.Fatalf("ParseSigner succeeded with key %s", signer.KeyID())
+			} else if msg := err.Error(); !strings.Contains(msg, source) || !strings.Contains(msg, tt.wantErr) ||
+				strings.Contains(msg, "BEGIN") || strings.Contains(msg, "MII") || strings.Contains(msg, "MFk") {
+				t.Errorf("ParseSigner error %q: want it to name %q, say %q and quote no key material", msg, source, tt.wantErr)
+			}
 		})
 	}
 }
@@ -331,6 +344,10 @@ func TestLoadSignerFormats(t *testing.T) {
 			}
 			if s.KeyID() != want {
 				t.Errorf("KeyID = %q, want %q", s.KeyID(), want)
+			}
+			m, err := ParseSigner(tt.data, "secret")
+			if err != nil || m.KeyID() != want || m.PublicKey().Source != "secret" {
+				t.Errorf("ParseSigner = %v, %v; want key %q from %q", m, err, want, "secret")
 			}
 		})
 	}
