@@ -178,11 +178,15 @@ func reservation(a *hclspec.Agent, maxTokens int) float64 {
 	if a.Provider == nil || a.Provider.Kind != hclspec.ProviderOpenAI {
 		return 0
 	}
-	price, ok := a.Provider.Prices[a.Model]
-	if !ok {
-		return 0
+	// A tiered agent's run may spend its whole token limit on its dearest
+	// model: reserve at that price.
+	dearest := 0.0
+	for _, m := range a.Tiers() {
+		if price, ok := a.Provider.Prices[m]; ok {
+			dearest = max(dearest, price.InputPerMTok, price.OutputPerMTok)
+		}
 	}
-	return float64(maxTokens) / 1e6 * max(price.InputPerMTok, price.OutputPerMTok)
+	return float64(maxTokens) / 1e6 * dearest
 }
 
 // agentsOf returns the agents a policy applies to.

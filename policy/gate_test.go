@@ -51,6 +51,25 @@ provider "openai" "default" {
     input_per_mtok  = 2
     output_per_mtok = 10
   }
+  price "big" {
+    input_per_mtok  = 5
+    output_per_mtok = 40
+  }
+}
+-- agents/tiered.hcl --
+agent "tiered" {
+  provider = provider.openai.default
+  models   = ["m", "big"]
+  prompt   = "p"
+  escalate {
+    on = ["failure"]
+  }
+  trigger {
+    manual = true
+  }
+  scope {
+    paths = ["**"]
+  }
 }
 -- agents/bot.hcl --
 agent "bot" {
@@ -221,5 +240,19 @@ policy "repository" {
 	adm = Gate(spec, other, now, starts)
 	if adm.Hold == nil || adm.Hold.Rule != "max_runs_per_hour_total" || !adm.Hold.Until.Equal(now.Add(10*time.Minute)) {
 		t.Fatalf("4 runs in the hour: hold %+v, want max_runs_per_hour_total until the oldest run is an hour old", adm.Hold)
+	}
+}
+
+// TestReservationTiers: a tiered agent's run is reserved at its dearest
+// model's price, since an escalation may spend the whole limit there.
+func TestReservationTiers(t *testing.T) {
+	spec := gateFixture(t)
+	for _, tt := range []struct {
+		agent string
+		want  float64
+	}{{"bot", 0.5}, {"tiered", 2}} {
+		if got := reservation(spec.Agent(tt.agent), 50000); got != tt.want {
+			t.Errorf("reservation(%s, 50000 tokens) = %v USD, want %v", tt.agent, got, tt.want)
+		}
 	}
 }
