@@ -3,8 +3,8 @@ package agent
 import (
 	"cmp"
 	"context"
-	"slices"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
