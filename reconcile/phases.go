@@ -210,7 +210,7 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 	ev.Model = res.Model
 	ev.CostUSD = res.Cost(a) // each model tier's attempt at its price
 	ev.Transcript = res.Transcript
-	ev.WorkUnit = workUnit(a)
+	ev.WorkUnit = workUnitOf(a, rc.base.Reverts)
 	if res.Usage != (agent.Usage{}) {
 		ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
 	}
@@ -364,7 +364,7 @@ func (r *Reconciler) failedAttempt(ev *ledger.Event, rc *runOf, err error) {
 	ev.Attempt = max(rc.rn.Attempt, 1)
 	// The work the run was for, so that ROI counts a failure against its
 	// kind.
-	ev.WorkUnit = workUnit(rc.a)
+	ev.WorkUnit = workUnitOf(rc.a, rc.base.Reverts)
 	ev.Summary = oneLine(fmt.Sprintf("run.failed %s %s: %s", rc.a.Name, rc.id, text))
 	if t, ok := retryAfter(rc.a, ev.Attempt, err, r.cfg.Now()); ok {
 		ev.RetryAfter = t
@@ -415,6 +415,16 @@ func (e *scrubbedError) Error() string { return e.text }
 func (e *scrubbedError) Unwrap() error { return e.err }
 
 // workUnit is the value the agent's task declares, as entries record it.
+// workUnitOf is the work unit a run of a is for: none for a revert run
+// (reverts non-empty), whose merge undoes work rather than adds it, so ROI
+// never counts a revert as value.
+func workUnitOf(a *hclspec.Agent, reverts string) *ledger.WorkUnit {
+	if reverts != "" {
+		return nil
+	}
+	return workUnit(a)
+}
+
 func workUnit(a *hclspec.Agent) *ledger.WorkUnit {
 	return &ledger.WorkUnit{Kind: a.WorkUnit.Kind, HumanMinutes: a.WorkUnit.HumanMinutes}
 }

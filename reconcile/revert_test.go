@@ -170,6 +170,13 @@ func TestRevertMergedProposal(t *testing.T) {
 			approved = en.Approval != nil && en.Approval.Method == ledger.ApprovalSSH && en.Approval.Member == "rita"
 		case ledger.ProposalMerged:
 			merged = true
+			if en.WorkUnit != nil {
+				t.Errorf("the revert's merge counts as a work unit %+v: ROI would count undoing work as value", en.WorkUnit)
+			}
+		case ledger.RunFinished:
+			if en.WorkUnit != nil {
+				t.Errorf("the revert run is for a work unit %+v", en.WorkUnit)
+			}
 		case ledger.PolicyViolation:
 			t.Errorf("the revert's merge is a violation: %s", en.Error)
 		}
