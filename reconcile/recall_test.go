@@ -28,7 +28,7 @@ func TestRecallSeesItsOwnRejectedProposal(t *testing.T) {
 		p := filepath.Join(dir, "agents/incident-responder.hcl")
 		b, _ := os.ReadFile(p)
 		src := strings.Replace(string(b), "trigger {\n    on_alert {", "trigger {\n    on_spec_change = true\n  }\n  trigger {\n    on_alert {", 1)
-		src = strings.Replace(src, `"write_file", "finish"]`, `"write_file", "recall", "finish"]`, 1)
+		src = strings.Replace(src, `"finish"]`, `"recall", "finish"]`, 1)
 		os.WriteFile(p, []byte(src), 0o644)
 	})
 	t.Setenv("OPENAI_API_KEY", "sk-test-abcdefghijklmnopqrstuvwxyz012345")
