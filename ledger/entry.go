@@ -44,6 +44,11 @@ type Event struct {
 	Model   string  `json:"model,omitempty"`
 	Usage   *Usage  `json:"usage,omitempty"`
 	CostUSD float64 `json:"cost_usd,omitempty"`
+	// ModelUsage splits Usage and CostUSD by model, on run.finished and
+	// run.failed of a run whose agent escalated through model tiers (set
+	// only when more than one model was asked): each model's tokens and
+	// cost at its own price.
+	ModelUsage []ModelUsage `json:"model_usage,omitempty"`
 	// ReservedUSD is set on run.started and run.retried: the most the
 	// attempt may cost, counted as spent until run.finished or run.failed
 	// settles it.
@@ -193,6 +198,14 @@ type Request struct {
 type Usage struct {
 	InputTokens  int64 `json:"input_tokens"`
 	OutputTokens int64 `json:"output_tokens"`
+}
+
+// ModelUsage is one model's part of a run's usage and cost.
+type ModelUsage struct {
+	Model        string  `json:"model"`
+	InputTokens  int64   `json:"input_tokens"`
+	OutputTokens int64   `json:"output_tokens"`
+	CostUSD      float64 `json:"cost_usd,omitempty"`
 }
 
 // WorkUnit is the value a run's task declares.

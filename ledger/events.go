@@ -75,6 +75,7 @@ type RunFinishedEvent struct {
 	Model               string
 	Usage               *Usage
 	CostUSD             float64
+	ModelUsage          []ModelUsage
 	WorkUnit            *WorkUnit
 	TranscriptDigest    string
 	Sandbox             []string
@@ -89,6 +90,7 @@ type RunFailedEvent struct {
 	Model            string
 	Usage            *Usage
 	CostUSD          float64
+	ModelUsage       []ModelUsage
 	TranscriptDigest string
 	Attempt          int
 	RetryAfter       time.Time
@@ -226,10 +228,10 @@ func (e *Event) Typed() (TypedEvent, error) {
 		return RunAbandonedEvent{RunRef: ref, Error: e.Error, Claimant: e.Claimant, LeaseUntil: e.LeaseUntil}, nil
 	case RunFinished:
 		return RunFinishedEvent{RunRef: ref, Trigger: e.Trigger, SpecDigest: e.SpecDigest, Outcome: e.Outcome, Change: e.Change,
-			Model: e.Model, Usage: e.Usage, CostUSD: e.CostUSD, WorkUnit: e.WorkUnit, TranscriptDigest: e.TranscriptDigest, Sandbox: e.Sandbox}, nil
+			Model: e.Model, Usage: e.Usage, CostUSD: e.CostUSD, ModelUsage: e.ModelUsage, WorkUnit: e.WorkUnit, TranscriptDigest: e.TranscriptDigest, Sandbox: e.Sandbox}, nil
 	case RunFailed:
 		return RunFailedEvent{RunRef: ref, SpecDigest: e.SpecDigest, Error: e.Error, Model: e.Model, Usage: e.Usage,
-			CostUSD: e.CostUSD, TranscriptDigest: e.TranscriptDigest, Attempt: e.Attempt, RetryAfter: e.RetryAfter, Sandbox: e.Sandbox}, nil
+			CostUSD: e.CostUSD, ModelUsage: e.ModelUsage, TranscriptDigest: e.TranscriptDigest, Attempt: e.Attempt, RetryAfter: e.RetryAfter, Sandbox: e.Sandbox}, nil
 	case RunRetried:
 		return RunRetriedEvent{RunRef: ref, Trigger: e.Trigger, SpecCommit: e.SpecCommit, SpecDigest: e.SpecDigest, Attempt: e.Attempt,
 			ReservedUSD: e.ReservedUSD, Claimant: e.Claimant, LeaseUntil: e.LeaseUntil}, nil

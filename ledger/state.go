@@ -439,13 +439,27 @@ func (s *State) Apply(e Entry) error {
 			r.Transcript = ep
 		}
 	}
-	settle := func(agent, outcome, model string, usage *Usage, cost float64) {
+	settle := func(agent, outcome, model string, usage *Usage, cost float64, split []ModelUsage) {
 		at := r.current()
 		at.CostUSD += cost
 		at.Settled = true
 		r.CostUSD += cost
 		r.Settled = true
 		inner(t.Runs, agent)[outcome]++
+		if len(split) > 0 {
+			// A tiered run: each model's tokens and cost under its name.
+			m := inner(t.Tokens, agent)
+			for _, mu := range split {
+				u := m[mu.Model]
+				u[0] += mu.InputTokens
+				u[1] += mu.OutputTokens
+				m[mu.Model] = u
+				if mu.CostUSD > 0 {
+					inner(t.CostUSD, agent)[mu.Model] += mu.CostUSD
+				}
+			}
+			return
+		}
 		if usage != nil {
 			m := inner(t.Tokens, agent)
 			u := m[model]
@@ -549,10 +563,10 @@ func (s *State) Apply(e Entry) error {
 		r.Abandoned++
 	case RunFinishedEvent:
 		r.Finished = ep
-		settle(ev.Agent, ev.Outcome, ev.Model, ev.Usage, ev.CostUSD)
+		settle(ev.Agent, ev.Outcome, ev.Model, ev.Usage, ev.CostUSD, ev.ModelUsage)
 	case RunFailedEvent:
 		r.Failed, r.RetryAfter = ep, ev.RetryAfter
-		settle(ev.Agent, "failed", ev.Model, ev.Usage, ev.CostUSD)
+		settle(ev.Agent, "failed", ev.Model, ev.Usage, ev.CostUSD, ev.ModelUsage)
 	case PolicyDecisionEvent:
 		r.Decision = ep
 		spendDecision(ev.Agent, e.CostUSD, ev.Decision)

@@ -116,6 +116,28 @@ func TestTieredAgentProposal(t *testing.T) {
 	if math.Abs(fin.CostUSD-want) > 1e-12 {
 		t.Errorf("cost %v, want %v (each attempt at its model's price)", fin.CostUSD, want)
 	}
+	// Each model's part, at its own price, for the per-model series.
+	wantSplit := []ledger.ModelUsage{
+		{Model: "gpt-4o-mini", InputTokens: 100, OutputTokens: 10, CostUSD: (100*0.15 + 10*0.60) / 1e6},
+		{Model: "gpt-4o", InputTokens: 3200, OutputTokens: 160, CostUSD: (3200*2.5 + 160*10) / 1e6},
+	}
+	if len(fin.ModelUsage) != 2 {
+		t.Errorf("run.finished model_usage %+v, want %+v", fin.ModelUsage, wantSplit)
+	} else {
+		for i, w := range wantSplit {
+			g := fin.ModelUsage[i]
+			if g.Model != w.Model || g.InputTokens != w.InputTokens || g.OutputTokens != w.OutputTokens || math.Abs(g.CostUSD-w.CostUSD) > 1e-12 {
+				t.Errorf("model_usage[%d] = %+v, want %+v", i, g, w)
+			}
+		}
+	}
+	tot := r.Ledger().State().Totals
+	if got := tot.Tokens["tiered"]; got["gpt-4o-mini"] != [2]int64{100, 10} || got["gpt-4o"] != [2]int64{3200, 160} {
+		t.Errorf("folded tokens by model %v, want each model's own", got)
+	}
+	if got := tot.CostUSD["tiered"]; math.Abs(got["gpt-4o-mini"]-wantSplit[0].CostUSD) > 1e-12 || math.Abs(got["gpt-4o"]-wantSplit[1].CostUSD) > 1e-12 {
+		t.Errorf("folded cost by model %v", got)
+	}
 	opened, ok := find(es, ledger.ProposalOpened, "tiered")
 	if !ok {
 		t.Fatalf("no proposal: %q", e.events())

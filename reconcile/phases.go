@@ -182,6 +182,7 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 		ev.Transcript = res.Transcript
 		ev.Sandbox = res.Sandbox
 		ev.Model, ev.CostUSD = res.Model, res.Cost(a) // each model tier's attempt at its price
+		ev.ModelUsage = modelUsage(a, res)
 		if res.Usage != (agent.Usage{}) {
 			ev.Usage = &ledger.Usage{InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens}
 		}
@@ -209,6 +210,7 @@ func (r *Reconciler) runPhase(ctx context.Context, p *pass, rc *runOf) (more boo
 	ev.Sandbox = res.Sandbox
 	ev.Model = res.Model
 	ev.CostUSD = res.Cost(a) // each model tier's attempt at its price
+	ev.ModelUsage = modelUsage(a, res)
 	ev.Transcript = res.Transcript
 	ev.WorkUnit = workUnitOf(a, rc.base.Reverts)
 	if res.Usage != (agent.Usage{}) {
@@ -415,6 +417,28 @@ func (e *scrubbedError) Error() string { return e.text }
 func (e *scrubbedError) Unwrap() error { return e.err }
 
 // workUnit is the value the agent's task declares, as entries record it.
+// modelUsage splits a tiered run's usage by model, each at its price; nil
+// when one model (or none) was asked, whose usage is the run's.
+func modelUsage(a *hclspec.Agent, res agent.Result) []ledger.ModelUsage {
+	var out []ledger.ModelUsage
+	idx := map[string]int{}
+	for _, at := range res.Attempts {
+		i, ok := idx[at.Model]
+		if !ok {
+			i = len(out)
+			idx[at.Model] = i
+			out = append(out, ledger.ModelUsage{Model: at.Model})
+		}
+		out[i].InputTokens += at.Usage.InputTokens
+		out[i].OutputTokens += at.Usage.OutputTokens
+		out[i].CostUSD += a.ModelCost(at.Model, at.Usage.InputTokens, at.Usage.OutputTokens)
+	}
+	if len(out) < 2 {
+		return nil
+	}
+	return out
+}
+
 // workUnitOf is the work unit a run of a is for: none for a revert run
 // (reverts non-empty), whose merge undoes work rather than adds it, so ROI
 // never counts a revert as value.
