@@ -1030,3 +1030,164 @@ func TestGitHookRoutes(t *testing.T) {
 		t.Error("the push was routed to an object of another repository")
 	}
 }
+
+// TestRequestRoutes: in controller mode, an Alertmanager notification at
+// /hooks/alertmanager/{namespace}/{name} and a manual run at
+// /api/v1/namespaces/{namespace}/agentrepositories/{name}/agents/{agent}/runs
+// are queued on the object (any replica may receive them) and run by the
+// next pass, once each, with the trigger ids the daemon gives them; the
+// answered requests leave the annotation. Without the bearer secret, or for
+// an object outside the shard, nothing is queued. The secret is read from a
+// file that appears after the manager started, as a Secret mounted with
+// optional: true does.
+func TestRequestRoutes(t *testing.T) {
+	requireEnv(t)
+	ns := namespace(t)
+	r := newRepoEdit(t, func(dir string) {
+		agent := `agent "disk-janitor" {
+  description = "Notes a disk alert or a person's request"
+  provider    = provider.exec.local
+  command     = ["sh", "-c", "echo \"$RECONCILER_TRIGGER\" >> notes/janitor.txt"]
+
+  trigger {
+    manual = true
+  }
+  trigger {
+    on_alert {
+      match = { alertname = "DiskFull" }
+    }
+  }
+
+  scope {
+    paths = ["notes/*.txt"]
+  }
+
+  work_unit {
+    kind          = "toil"
+    human_minutes = 5
+  }
+}
+`
+		if err := os.WriteFile(filepath.Join(dir, "agents/disk-janitor.hcl"), []byte(agent), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "notes"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "notes/janitor.txt"), []byte("notes\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	keySecret(t, ns, "ledger-key", r.keyPEM)
+	hookAddr := freeAddr(t)
+	secretFile := filepath.Join(t.TempDir(), "token")
+	startManager(t, ns, controller.ManagerOptions{WebhookAddr: hookAddr, WebhookSecretFile: secretFile})
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newObject(ns, "janitor", r.url, "ledger-key")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ns, "janitor", 2*time.Minute, "Ready", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.ReadyCondition) })
+
+	post := func(path, token, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, "http://"+hookAddr+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		var resp *http.Response
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			resp, err = http.DefaultClient.Do(req)
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+			req.Body = io.NopCloser(strings.NewReader(body))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	alertPath := "/hooks/alertmanager/" + ns + "/janitor"
+	runPath := "/api/v1/namespaces/" + ns + "/agentrepositories/janitor/agents/disk-janitor/runs"
+	alert := `{"version":"4","groupKey":"{}:{alertname=\"DiskFull\"}","status":"firing","receiver":"reconciler",
+"groupLabels":{"alertname":"DiskFull"},"commonLabels":{"alertname":"DiskFull","severity":"warning"},
+"alerts":[{"status":"firing","labels":{"alertname":"DiskFull","severity":"warning"},"startsAt":"2026-12-01T10:00:00Z","fingerprint":"d1sk"}]}`
+
+	// No secret file yet: every request is refused.
+	if code, msg := post(alertPath, "hook-token", alert); code != http.StatusForbidden {
+		t.Errorf("before the secret exists: %d %s, want 403", code, msg)
+	}
+	if err := os.WriteFile(secretFile, []byte("hook-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ what, path, token, body string }{
+		{"no token", alertPath, "", alert},
+		{"wrong token", alertPath, "not-the-token", alert},
+		{"wrong token, manual run", runPath, "not-the-token", `{"id":"x"}`},
+	} {
+		if code, msg := post(c.path, c.token, c.body); code != http.StatusUnauthorized {
+			t.Errorf("%s: %d %s, want 401", c.what, code, msg)
+		}
+	}
+	if code, msg := post("/hooks/alertmanager/"+ns+"/absent", "hook-token", alert); code != http.StatusNotFound {
+		t.Errorf("absent object: %d %s, want 404", code, msg)
+	}
+	if code, msg := post(runPath, "hook-token", `{"id":"x","extra":1}`); code != http.StatusBadRequest {
+		t.Errorf("unknown field: %d %s, want 400", code, msg)
+	}
+	if _, ok := get(t, ns, "janitor").Annotations[controller.RequestsAnnotation]; ok {
+		t.Fatal("a refused request was queued")
+	}
+
+	if code, msg := post(alertPath, "hook-token", alert); code != http.StatusAccepted || !strings.Contains(msg, `"queued":true`) {
+		t.Fatalf("alert: %d %s, want 202 queued", code, msg)
+	}
+	// The same notification again (Alertmanager repeats it) is the same
+	// request.
+	if code, msg := post(alertPath, "hook-token", alert); code != http.StatusAccepted {
+		t.Fatalf("repeated alert: %d %s, want 202", code, msg)
+	}
+	if code, msg := post(runPath, "hook-token", `{"id":"ops-42","by":"rita","reason":"disk at 91%"}`); code != http.StatusAccepted {
+		t.Fatalf("manual run: %d %s, want 202", code, msg)
+	}
+	waitFor(t, ns, "janitor", 2*time.Minute, "requests answered", func(o *agentsv1.AgentRepository) bool {
+		_, pending := o.Annotations[controller.RequestsAnnotation]
+		return !pending
+	})
+	triggers := map[string]int{}
+	for _, rn := range r.runs(t) {
+		if rn.Agent == "disk-janitor" {
+			triggers[rn.Trigger]++
+		}
+	}
+	var alertRuns, manualRuns int
+	for tr, n := range triggers {
+		switch {
+		case strings.HasPrefix(tr, "alert:"):
+			alertRuns += n
+		case tr == "manual:ops-42":
+			manualRuns += n
+		}
+	}
+	if alertRuns != 1 || manualRuns != 1 {
+		t.Errorf("disk-janitor runs by trigger %v: want one alert run and one manual:ops-42 run", triggers)
+	}
+	noDuplicateRuns(t, r.runs(t))
+
+	// A request no agent answers is dropped, with an event.
+	if code, msg := post("/api/v1/namespaces/"+ns+"/agentrepositories/janitor/agents/image-pinner/runs", "hook-token", `{"id":"nope"}`); code != http.StatusAccepted {
+		t.Fatalf("manual run of an agent without a manual trigger: %d %s, want 202 (only the pass knows the spec)", code, msg)
+	}
+	waitEvent(t, ns, "janitor", controller.EventRequestDropped, 1)
+	waitFor(t, ns, "janitor", time.Minute, "dropped request removed", func(o *agentsv1.AgentRepository) bool {
+		_, pending := o.Annotations[controller.RequestsAnnotation]
+		return !pending
+	})
+}

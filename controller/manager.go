@@ -61,6 +61,10 @@ type ManagerOptions struct {
 	// WebhookSecret is the hooks' shared secret; without one they answer
 	// 403.
 	WebhookSecret server.Secret
+	// WebhookSecretFile, when set, is read instead of WebhookSecret, and
+	// again whenever it changes (a Secret mounted with optional: true may
+	// appear after the controller started).
+	WebhookSecretFile string
 	// Controller configures the AgentRepository reconciler.
 	Controller Options
 }
@@ -137,7 +141,14 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (ctrl.Manager, *AgentReposit
 	}
 	if o.WebhookAddr != "" && o.WebhookAddr != "0" {
 		mux := http.NewServeMux()
-		mux.Handle("/hooks/git", &GitHook{Client: mgr.GetClient(), Secret: o.WebhookSecret, Logger: o.Controller.Logger})
+		secret := func() server.Secret { return o.WebhookSecret }
+		if o.WebhookSecretFile != "" {
+			sf := &SecretFile{Path: o.WebhookSecretFile, Logger: o.Controller.Logger}
+			sf.Get() // log its state at start
+			secret = sf.Get
+		}
+		mux.Handle("/hooks/git", &GitHook{Client: mgr.GetClient(), SecretFunc: secret, Logger: o.Controller.Logger})
+		(&RequestHook{Client: mgr.GetClient(), Secret: secret, Logger: o.Controller.Logger}).Register(mux)
 		if err := mgr.Add(&manager.Server{Name: "webhooks", Server: &http.Server{
 			Addr: o.WebhookAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		}}); err != nil {

@@ -192,6 +192,35 @@ func TestManifests(t *testing.T) {
 			t.Errorf("directory %q of the args is not a mounted volume (mounts %v)", dir, mounts)
 		}
 	}
+	// The webhooks listen on the port a Service exposes, with the secret
+	// from an optional Secret volume, read-only and private to the user.
+	if got, want := ":"+strconv.Itoa(int(ports["webhooks"])), arg("--webhook-addr"); got != want || want == ":0" {
+		t.Errorf("webhooks port %s, but --webhook-addr=%s", got, want)
+	}
+	secretDir := filepath.Dir(arg("--webhook-secret-file"))
+	var secretVol *corev1.Volume
+	for i, v := range pod.Volumes {
+		if v.Name == mounts[secretDir] {
+			secretVol = &pod.Volumes[i]
+		}
+	}
+	switch {
+	case secretVol == nil || secretVol.Secret == nil:
+		t.Errorf("--webhook-secret-file=%s is not on a Secret volume (mounts %v)", arg("--webhook-secret-file"), mounts)
+	case secretVol.Secret.Optional == nil || !*secretVol.Secret.Optional:
+		t.Error("the webhook Secret volume is not optional: pods would not start before the Secret exists")
+	case secretVol.Secret.DefaultMode == nil || *secretVol.Secret.DefaultMode&0o007 != 0:
+		t.Errorf("the webhook Secret volume's defaultMode lets other users read it (LoadSecret refuses that)")
+	}
+	exposed := false
+	for _, svc := range of[*corev1.Service](ms) {
+		for _, p := range svc.Spec.Ports {
+			exposed = exposed || p.TargetPort.StrVal == "webhooks"
+		}
+	}
+	if !exposed {
+		t.Error("no Service exposes the webhooks port")
+	}
 	for _, env := range c.Env {
 		if env.ValueFrom != nil && env.ValueFrom.SecretKeyRef != nil {
 			t.Errorf("the controller's own environment holds Secret %s: repositories' Secrets are read per object", env.ValueFrom.SecretKeyRef.Name)
@@ -261,7 +290,9 @@ func TestManifests(t *testing.T) {
 	// The ServiceMonitor scrapes the Service's port, which selects the pods.
 	var svc *corev1.Service
 	for _, s := range of[*corev1.Service](ms) {
-		svc = s
+		if s.Name == "reconciler-controller-metrics" {
+			svc = s
+		}
 	}
 	if svc == nil {
 		t.Fatal("no metrics Service")
@@ -289,6 +320,15 @@ func TestManifests(t *testing.T) {
 		for k, v := range sm.Spec.Selector.MatchLabels {
 			if svc.Labels[k] != v {
 				t.Errorf("ServiceMonitor selects %s=%s, the Service is labelled %v", k, v, svc.Labels)
+			}
+		}
+		for _, other := range of[*corev1.Service](ms) {
+			selected := other != svc
+			for k, v := range sm.Spec.Selector.MatchLabels {
+				selected = selected && other.Labels[k] == v
+			}
+			if selected {
+				t.Errorf("ServiceMonitor also selects Service %s", other.Name)
 			}
 		}
 		if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != svc.Spec.Ports[0].Name || sm.Spec.Endpoints[0].Path != "/metrics" {

@@ -70,6 +70,9 @@ const (
 	EventPolicyViolation  = "PolicyViolation"
 	EventStalled          = "Stalled"
 	EventReconcileFailed  = "ReconcileFailed"
+	// EventRequestDropped: a pending alert or manual-run request will not
+	// run (no agent matches it, or it does not decode).
+	EventRequestDropped = "RequestDropped"
 	// EventOverlapping: runs of the repository were claimed by another
 	// reconciler (another shard whose selector matches the object, or a
 	// daemon): harmless thanks to the ledger's claims, but a mistake.
@@ -320,8 +323,27 @@ func (c *AgentRepositoryReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	r := e.r
 	before := snapshot(r.Ledger().State())
 	passCtx, cancel := context.WithTimeout(ctx, obj.GetTimeout())
-	res, perr := r.Pass(passCtx, nil)
+	pending, qerr := pendingRequests(obj)
+	if qerr != nil {
+		log.Error("pending requests dropped", "err", qerr)
+		c.event(obj, corev1.EventTypeWarning, EventRequestDropped, "%s", qerr.Error())
+	}
+	reqs := make([]reconcile.Request, 0, len(pending))
+	for _, p := range pending {
+		reqs = append(reqs, p.request())
+	}
+	res, perr := r.Pass(passCtx, reqs)
 	cancel()
+	for _, o := range res.Requests {
+		if o.State == reconcile.RequestDropped {
+			c.event(obj, corev1.EventTypeWarning, EventRequestDropped, "request %s: %s", o.Request, o.Reason)
+		}
+	}
+	if len(res.Requests) > 0 || qerr != nil {
+		if err := answerRequests(ctx, c.Client, req.NamespacedName, res.Requests, qerr != nil); err != nil {
+			log.Error("remove answered requests", "err", err)
+		}
+	}
 	st := r.Status()
 	c.recordEvents(obj, before, r.Ledger().State())
 	c.reportOverlap(obj, e, r.Ledger().State())

@@ -33,7 +33,10 @@ const maxHookBody = 1 << 20
 type GitHook struct {
 	Client client.Client
 	Secret server.Secret
-	Logger *slog.Logger
+	// SecretFunc, when set, returns the secret instead of Secret (see
+	// SecretFile).
+	SecretFunc func() server.Secret
+	Logger     *slog.Logger
 	// Now is the clock of the annotation's value; nil means time.Now.
 	Now func() time.Time
 }
@@ -44,7 +47,11 @@ func (h *GitHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
 		return
 	}
-	if h.Secret.IsZero() {
+	secret := h.Secret
+	if h.SecretFunc != nil {
+		secret = h.SecretFunc()
+	}
+	if secret.IsZero() {
 		http.Error(w, "no webhook secret is configured (--webhook-secret-file)", http.StatusForbidden)
 		return
 	}
@@ -57,12 +64,12 @@ func (h *GitHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var ok bool
 	switch {
 	case hd.Get("X-Gitea-Signature") != "":
-		ok = h.Secret.VerifyHMAC(body, hd.Get("X-Gitea-Signature"))
+		ok = secret.VerifyHMAC(body, hd.Get("X-Gitea-Signature"))
 	case hd.Get("X-Hub-Signature-256") != "":
 		sig, found := strings.CutPrefix(hd.Get("X-Hub-Signature-256"), "sha256=")
-		ok = found && h.Secret.VerifyHMAC(body, sig)
+		ok = found && secret.VerifyHMAC(body, sig)
 	case hd.Get("X-Gitlab-Token") != "":
-		ok = h.Secret.Equal(hd.Get("X-Gitlab-Token"))
+		ok = secret.Equal(hd.Get("X-Gitlab-Token"))
 	default:
 		http.Error(w, "no X-Gitea-Signature, X-Hub-Signature-256 or X-Gitlab-Token header", http.StatusUnauthorized)
 		return

@@ -20,7 +20,6 @@ import (
 	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/reconcile"
 	"github.com/agentgitops/reconciler/sandbox"
-	"github.com/agentgitops/reconciler/server"
 )
 
 // cmdController runs the Kubernetes controller: AgentRepository objects,
@@ -46,8 +45,8 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	parallel := fs.Int("concurrency", runtime.NumCPU(), "how many agents of one repository run at once")
 	logFormat := fs.String("log-format", "json", "log format: text or json")
 	instance := fs.String("instance", "", "names this controller in pull requests' commit status contexts (default: the host name)")
-	webhookAddr := fs.String("webhook-addr", "0", "address of /hooks/git (GitHub, Gitea and GitLab push events, routed to the objects of the pushed repository; \"0\" turns it off)")
-	secretFile := fs.String("webhook-secret-file", "", "file holding the shared secret of /hooks/git (GitHub and Gitea HMAC, GitLab token); without it the hook answers 403")
+	webhookAddr := fs.String("webhook-addr", "0", "address of the webhooks: /hooks/git (push events, routed to the objects of the pushed repository), /hooks/alertmanager/NAMESPACE/NAME and POST /api/v1/namespaces/NAMESPACE/agentrepositories/NAME/agents/AGENT/runs; \"0\" turns them off")
+	secretFile := fs.String("webhook-secret-file", "", "file holding the webhooks' shared secret (GitHub and Gitea HMAC, GitLab token, bearer token of the others), read again when it changes; while it is missing or invalid they answer 403")
 	hourlyUSD := fs.Float64("human-hourly-usd", 100, "value of one hour of human work, for work-unit value and ROI")
 	var otlpEndpoint string
 	otlpFlag(fs, &otlpEndpoint)
@@ -78,12 +77,6 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return usageError(stderr, "%s", err)
 	}
 	defer stopTracing()
-	var secret server.Secret
-	if *secretFile != "" {
-		if secret, err = server.LoadSecret(*secretFile); err != nil {
-			return fail(stderr, err)
-		}
-	}
 	ctrl.SetLogger(logr.FromSlogHandler(logger.Handler()))
 	cfg, err := restConfig(*kubeconfig)
 	if err != nil {
@@ -95,7 +88,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 			LeaseDuration: *leaseDuration, RenewDeadline: *renewDeadline, RetryPeriod: *retryPeriod},
 		LeaderElectionID: *leaderID, LeaderElectionNamespace: *leaderNS,
 		WatchLabelSelector: *selector, Namespace: *namespace,
-		WebhookAddr: *webhookAddr, WebhookSecret: secret,
+		WebhookAddr: *webhookAddr, WebhookSecretFile: *secretFile,
 		Controller: controller.Options{
 			CacheDir: *cacheDir, WorkDir: *workDir, Logger: logger, MaxConcurrentReconciles: *concurrent,
 			HumanHourlyUSD: *hourlyUSD, Instance: *instance,
