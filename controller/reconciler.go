@@ -241,6 +241,8 @@ func (c *AgentRepositoryReconciler) forget(nn types.NamespacedName) {
 	}
 }
 
+//go:generate go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 rbac:roleName=reconciler-controller paths=./ output:rbac:artifacts:config=../config/rbac
+
 // The controller's permissions (config/rbac/role.yaml, generated with
 // controller-gen rbac from these markers). Secrets are read only with get,
 // in the namespaces an operator grants (config/rbac/secrets_role.yaml).
