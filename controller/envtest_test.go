@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -415,6 +416,38 @@ func TestReadyRequestSuspend(t *testing.T) {
 	}
 	if got, want := ledgerSeq(t, r), obj.Status.LedgerSeq; got != want {
 		t.Errorf("ledger seq %d, status says %d", got, want)
+	}
+	// Each agent of the example has its own part, with its last run as
+	// the ledger has it and a Ready condition.
+	agents := map[string]agentsv1.AgentState{}
+	for _, a := range obj.Status.Agents {
+		agents[a.Name] = a
+	}
+	lastRun := map[string]*ledger.Run{}
+	for _, rn := range runs {
+		if prev := lastRun[rn.Agent]; prev == nil || !rn.Started.Before(prev.Started) {
+			lastRun[rn.Agent] = rn
+		}
+	}
+	for _, name := range []string{"env-normaliser", "image-pinner", "incident-responder"} {
+		a, ok := agents[name]
+		if !ok {
+			t.Errorf("status.agents lacks %s: %+v", name, obj.Status.Agents)
+			continue
+		}
+		if !slices.ContainsFunc(a.Conditions, func(c metav1.Condition) bool { return c.Type == meta.ReadyCondition }) {
+			t.Errorf("agent %s has no Ready condition: %+v", name, a.Conditions)
+		}
+		if rn := lastRun[name]; rn != nil && a.LastRun != rn.ID {
+			t.Errorf("agent %s: status last run %q, the ledger's is %s", name, a.LastRun, rn.ID)
+		}
+	}
+	proposals := 0
+	for _, a := range obj.Status.Agents {
+		proposals += a.OpenProposals
+	}
+	if proposals != len(obj.Status.OpenProposals) {
+		t.Errorf("agents' open proposals add up to %d, the repository lists %d", proposals, len(obj.Status.OpenProposals))
 	}
 	// The events API folds events alike but for their note into a series:
 	// wait for the first.

@@ -355,6 +355,7 @@ func (c *AgentRepositoryReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	obj.Status.LedgerSeq = st.Ledger.Seq
 	obj.Status.LedgerHead = st.Ledger.Head
 	obj.Status.OpenProposals = openProposals(st)
+	obj.Status.Agents = agentStates(st)
 	if hasReq {
 		obj.Status.SetLastHandledReconcileRequest(reqAt)
 	}
@@ -441,6 +442,41 @@ func findCondition(conds []metav1.Condition, typ string) *metav1.Condition {
 
 // openProposals are the branches of the agents' open proposals, as
 // <agent>:<branch>, sorted.
+// agentStates are the agents' parts of the object's status, sorted by
+// name and at most agentsv1.MaxStatusAgents.
+func agentStates(st reconcile.Status) []agentsv1.AgentState {
+	names := make([]string, 0, len(st.Agents))
+	for name := range st.Agents {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	if len(names) > agentsv1.MaxStatusAgents {
+		names = names[:agentsv1.MaxStatusAgents]
+	}
+	out := make([]agentsv1.AgentState, 0, len(names))
+	for _, name := range names {
+		as := st.Agents[name]
+		a := agentsv1.AgentState{Name: name, OpenProposals: len(as.OpenProposals)}
+		for _, c := range as.Conditions {
+			if c.Type == meta.ReadyCondition || c.Type == meta.StalledCondition {
+				a.Conditions = append(a.Conditions, c)
+			}
+		}
+		if as.LastRun != nil {
+			a.LastRun, a.LastRunOutcome = as.LastRun.ID, as.LastRun.Outcome
+		}
+		if as.NextRun != nil {
+			at := as.NextRun.At
+			a.NextRun = &at
+		}
+		if as.Held != nil {
+			a.Held = as.Held.Reason
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
 func openProposals(st reconcile.Status) []string {
 	var out []string
 	for name, as := range st.Agents {

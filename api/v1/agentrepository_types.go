@@ -138,6 +138,49 @@ type AgentRepositoryStatus struct {
 	// <agent>:<branch>.
 	// +optional
 	OpenProposals []string `json:"openProposals,omitempty"`
+
+	// Agents is each agent's state after the last pass, by name (at most
+	// MaxStatusAgents; the daemon's /api/v1/status has all of them).
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=250
+	Agents []AgentState `json:"agents,omitempty"`
+}
+
+// MaxStatusAgents bounds status.agents, so that a repository of many
+// agents keeps its object well under etcd's size limit.
+const MaxStatusAgents = 250
+
+// AgentState is one agent's part of the status: its own Ready and Stalled
+// conditions (kstatus reads them as the repository's), its last run and
+// why its due run is held back.
+type AgentState struct {
+	// Name is the agent's name.
+	Name string `json:"name"`
+
+	// Conditions are the agent's Ready and Stalled.
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// LastRun is the id of its last run, and LastRunOutcome what became
+	// of it (running, failed, proposal_open, merged, rejected, ...).
+	// +optional
+	LastRun string `json:"lastRun,omitempty"`
+	// +optional
+	LastRunOutcome string `json:"lastRunOutcome,omitempty"`
+
+	// OpenProposals counts its proposals under review.
+	// +optional
+	OpenProposals int `json:"openProposals,omitempty"`
+
+	// NextRun is when it next has work of its own.
+	// +optional
+	NextRun *metav1.Time `json:"nextRun,omitempty"`
+
+	// Held is why its due run is held back, while that is so.
+	// +optional
+	Held string `json:"held,omitempty"`
 }
 
 // +kubebuilder:object:root=true
