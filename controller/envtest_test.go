@@ -64,6 +64,11 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	defer func() {
+		if binPath != "" {
+			os.RemoveAll(filepath.Dir(binPath))
+		}
+	}()
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		envReason = "KUBEBUILDER_ASSETS is unset: build kube-apiserver and etcd with .ci/kube-tools and set KUBEBUILDER_ASSETS to the directory it prints"
 		return m.Run()
