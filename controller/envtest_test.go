@@ -1024,13 +1024,14 @@ func TestGitHookRoutes(t *testing.T) {
 	waitFor(t, ns, "pushed", 2*time.Minute, "Ready", func(o *agentsv1.AgentRepository) bool { return isTrue(o, meta.ReadyCondition) })
 	head := r.push(t, "pushed through the hook")
 	body := []byte(`{"ref":"refs/heads/main","repository":{"clone_url":"` + r.url + `/"}}`)
-	post := func(sig string) (int, string) {
+	postTo := func(path, event, sig string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest(http.MethodPost, "http://"+hookAddr+"/hooks/git", bytes.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, "http://"+hookAddr+path, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		req.Header.Set("X-Hub-Signature-256", "sha256="+sig)
+		req.Header.Set("X-GitHub-Event", event)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -1039,9 +1040,23 @@ func TestGitHookRoutes(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	post := func(sig string) (int, string) { t.Helper(); return postTo("/hooks/git", "push", sig) }
 	mac := hmac.New(sha256.New, []byte("hook-secret"))
 	mac.Write(body)
 	good := hex.EncodeToString(mac.Sum(nil))
+	// A ping (or any event but a push) is answered and routes nothing.
+	var code0 int
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if code0, _ = postTo("/hooks/git", "ping", good); code0 != 0 {
+			break
+		}
+	}
+	if code, msg := postTo("/hooks/git", "ping", good); code != http.StatusOK || !strings.Contains(msg, `"requested":0`) {
+		t.Errorf("ping: %d %s, want 200 routing nothing", code, msg)
+	}
+	if _, ok := get(t, ns, "pushed").Annotations[meta.ReconcileRequestAnnotation]; ok {
+		t.Fatal("a ping requested a reconcile")
+	}
 	if code, msg := post(strings.Repeat("0", len(good))); code != http.StatusUnauthorized {
 		t.Errorf("bad signature: %d %s, want 401", code, msg)
 	}
@@ -1066,6 +1081,19 @@ func TestGitHookRoutes(t *testing.T) {
 	}
 	if _, ok := get(t, ns, "other").Annotations[meta.ReconcileRequestAnnotation]; ok {
 		t.Error("the push was routed to an object of another repository")
+	}
+
+	// A forge's review event at /hooks/forge routes the same way.
+	before := get(t, ns, "pushed").Annotations[meta.ReconcileRequestAnnotation]
+	time.Sleep(10 * time.Millisecond)
+	if code, msg := postTo("/hooks/forge", "pull_request_review", good); code != http.StatusOK || !strings.Contains(msg, `"requested":1`) {
+		t.Fatalf("review event: %d %s, want 200 with one object requested", code, msg)
+	}
+	if after := get(t, ns, "pushed").Annotations[meta.ReconcileRequestAnnotation]; after == before {
+		t.Error("the review event did not request a reconcile")
+	}
+	if code, msg := postTo("/hooks/forge", "pull_request_review", strings.Repeat("0", len(good))); code != http.StatusUnauthorized {
+		t.Errorf("review event with a bad signature: %d %s, want 401", code, msg)
 	}
 }
 

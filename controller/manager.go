@@ -148,6 +148,7 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (ctrl.Manager, *AgentReposit
 			secret = sf.Get
 		}
 		mux.Handle("/hooks/git", &GitHook{Client: mgr.GetClient(), SecretFunc: secret, Logger: o.Controller.Logger})
+		mux.Handle("/hooks/forge", &GitHook{Client: mgr.GetClient(), SecretFunc: secret, Logger: o.Controller.Logger, Forge: true})
 		(&RequestHook{Client: mgr.GetClient(), Secret: secret, Logger: o.Controller.Logger}).Register(mux)
 		if err := mgr.Add(&manager.Server{Name: "webhooks", Server: &http.Server{
 			Addr: o.WebhookAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,

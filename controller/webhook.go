@@ -36,6 +36,11 @@ type GitHook struct {
 	// SecretFunc, when set, returns the secret instead of Secret (see
 	// SecretFile).
 	SecretFunc func() server.Secret
+	// Forge makes it the /hooks/forge receiver: Gitea's and GitHub's pull
+	// request, review and push events (server.ForgeEventWakes), no GitLab;
+	// else it takes push events (server.GitEventWakes). Other events are
+	// answered 200 and route nothing.
+	Forge bool
 	Logger     *slog.Logger
 	// Now is the clock of the annotation's value; nil means time.Now.
 	Now func() time.Time
@@ -62,20 +67,36 @@ func (h *GitHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	hd := r.Header
 	var ok bool
+	var sender, event string
 	switch {
 	case hd.Get("X-Gitea-Signature") != "":
+		sender, event = "gitea", hd.Get("X-Gitea-Event")
 		ok = secret.VerifyHMAC(body, hd.Get("X-Gitea-Signature"))
 	case hd.Get("X-Hub-Signature-256") != "":
+		sender, event = "github", hd.Get("X-GitHub-Event")
 		sig, found := strings.CutPrefix(hd.Get("X-Hub-Signature-256"), "sha256=")
 		ok = found && secret.VerifyHMAC(body, sig)
-	case hd.Get("X-Gitlab-Token") != "":
+	case hd.Get("X-Gitlab-Token") != "" && !h.Forge:
+		sender, event = "gitlab", hd.Get("X-Gitlab-Event")
 		ok = secret.Equal(hd.Get("X-Gitlab-Token"))
+	case h.Forge:
+		http.Error(w, "no X-Gitea-Signature or X-Hub-Signature-256 header", http.StatusUnauthorized)
+		return
 	default:
 		http.Error(w, "no X-Gitea-Signature, X-Hub-Signature-256 or X-Gitlab-Token header", http.StatusUnauthorized)
 		return
 	}
 	if !ok {
 		http.Error(w, "the signature does not match the body: check the webhook's secret", http.StatusUnauthorized)
+		return
+	}
+	wakes := server.GitEventWakes(sender, event)
+	if h.Forge {
+		wakes = server.ForgeEventWakes(sender, event)
+	}
+	if !wakes {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"requested": 0, "event": event})
 		return
 	}
 	urls, err := pushedURLs(body)

@@ -21,8 +21,7 @@ func (s *Server) gitHook(w http.ResponseWriter, r *hookRequest) {
 	if !ok {
 		return
 	}
-	push := event == "push" || (sender == "gitlab" && (event == "Push Hook" || event == "Tag Push Hook"))
-	s.answerEvent(w, sender, event, push)
+	s.answerEvent(w, sender, event, GitEventWakes(sender, event))
 }
 
 // forgeEvents are the forge events that change what a proposal's review
@@ -46,7 +45,7 @@ func (s *Server) forgeHook(w http.ResponseWriter, r *hookRequest) {
 	if !ok {
 		return
 	}
-	s.answerEvent(w, sender, event, forgeEvents[sender][event])
+	s.answerEvent(w, sender, event, ForgeEventWakes(sender, event))
 }
 
 // answerEvent wakes the loop for an event that needs a pass (202), and
