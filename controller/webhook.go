@@ -40,8 +40,8 @@ type GitHook struct {
 	// request, review and push events (server.ForgeEventWakes), no GitLab;
 	// else it takes push events (server.GitEventWakes). Other events are
 	// answered 200 and route nothing.
-	Forge bool
-	Logger     *slog.Logger
+	Forge  bool
+	Logger *slog.Logger
 	// Now is the clock of the annotation's value; nil means time.Now.
 	Now func() time.Time
 }
