@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -283,4 +284,30 @@ func TestPerceptionReplay(t *testing.T) {
 	if got := snapshotTree(t, replayDir)["services/api/note.txt"]; got != "degraded" {
 		t.Errorf("replayed tree note = %q", got)
 	}
+}
+
+// Whatever URL the model sends, http_get fetches it only when it stays
+// under the prefix, also as a server that resolves "." and ".." and
+// decodes escapes would read its path.
+func FuzzHTTPAllow(f *testing.F) {
+	for _, s := range []string{"https://status.example.com/api/v2/status.json", "https://status.example.com/api/../admin", "https://status.example.com/api/%2e%2e/admin",
+		"https://status.example.com.evil.test/api/", "https://STATUS.example.com:443/api/x", "https://u@status.example.com/api/", "https://status.example.com//api/", "https://status.example.com/api/a/./b"} {
+		f.Add(s)
+	}
+	p, err := parsePrefix("https://status.example.com/api/")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := url.Parse(raw)
+		if err != nil || checkURL([]urlPrefix{p}, u) != nil {
+			return
+		}
+		if u.Scheme != "https" || !strings.EqualFold(u.Hostname(), "status.example.com") || (u.Port() != "" && u.Port() != "443") || u.User != nil {
+			t.Fatalf("%q allowed: another scheme, host, port or credentials", raw)
+		}
+		if !strings.HasPrefix(path.Clean(u.Path)+"/", "/api/") || !strings.HasPrefix(u.Path, "/api/") {
+			t.Fatalf("%q allowed: its path %q leaves /api/", raw, u.Path)
+		}
+	})
 }
