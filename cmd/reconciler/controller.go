@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -96,7 +97,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 				c.Concurrency = *parallel
 				// Exec agents never see the cache (and the signing key,
 				// which only ever lives in memory here).
-				c.Runners = controllerRunners(sandbox.Config{Mode: mode, Hide: []string{*cacheDir}}, env)
+				c.Runners = controllerRunners(sandbox.Config{Mode: mode, Hide: []string{*cacheDir}}, env, c.CacheDir)
 				c.ForgeFactory = forgeFactory(env, *instance, c.Branch)
 				c.ForgeAllowed = forgeAllow
 			},
@@ -133,7 +134,13 @@ func restConfig(path string) (*rest.Config, error) {
 // controllerRunners are the agent runners of one AgentRepository: as
 // runners, but the model providers' keys resolve from the object's
 // Secrets (env), never from the controller's own environment.
-func controllerRunners(sb sandbox.Config, env func(string) (string, bool)) map[string]agent.Runner {
+func controllerRunners(sb sandbox.Config, env func(string) (string, bool), cacheDir string) map[string]agent.Runner {
+	// Each object's model agents with cache = true share a response cache
+	// in its own cache directory: never another repository's.
+	var cache *agent.ResponseCache
+	if cacheDir != "" {
+		cache = agent.NewResponseCache(filepath.Join(cacheDir, "responses"), 0)
+	}
 	return map[string]agent.Runner{
 		hclspec.ProviderExec: agent.Exec{Sandbox: sb},
 		hclspec.ProviderOpenAI: &agent.OpenAI{
@@ -141,6 +148,7 @@ func controllerRunners(sb sandbox.Config, env func(string) (string, bool)) map[s
 				return agent.NewProvider(p, agent.ProviderOptions{LookupEnv: env})
 			},
 			LookupEnv: env,
+			Cache:     cache,
 		},
 	}
 }
