@@ -64,6 +64,17 @@ func NewResponseCache(dir string, maxBytes int64) *ResponseCache {
 // Dir is the cache's directory.
 func (c *ResponseCache) Dir() string { return c.dir }
 
+// ForEndpoint is the part of the cache for one provider endpoint (its base
+// URL; "" is the provider's default): the same model name at two endpoints
+// is two models, whose replies are never shared. Each part has its own cap.
+func (c *ResponseCache) ForEndpoint(baseURL string) *ResponseCache {
+	if c == nil || baseURL == "" {
+		return c
+	}
+	sum := sha256.Sum256([]byte(baseURL))
+	return &ResponseCache{dir: filepath.Join(c.dir, "endpoint-"+hex.EncodeToString(sum[:8])), maxBytes: c.maxBytes, now: c.now}
+}
+
 // cacheEntry is a cached exchange as stored.
 type cacheEntry struct {
 	Version int    `json:"version"`
@@ -211,6 +222,9 @@ func (l *loop) complete(ctx context.Context, model Model, req openai.ChatComplet
 	c := l.opts.cache
 	if c == nil {
 		return model.CreateChatCompletion(ctx, req)
+	}
+	if p := l.task.Agent.Provider; p != nil {
+		c = c.ForEndpoint(p.BaseURL)
 	}
 	body, key, err := CacheKey(req)
 	if err != nil {

@@ -420,3 +420,19 @@ func cacheChild(t *testing.T) {
 		}
 	}
 }
+
+// The same request to another endpoint (another base URL with a model of
+// the same name) is not answered from the first endpoint's replies.
+func TestCacheEndpointsApart(t *testing.T) {
+	a, b := newModelServer(t, twiceScript()), newModelServer(t, twiceScript())
+	cache := NewResponseCache(filepath.Join(t.TempDir(), "responses"), 0)
+	cachedAgentRun(t, a, cache, true, "")
+	cachedAgentRun(t, b, cache, true, "")
+	if a.total() != 2 || b.total() != 2 {
+		t.Fatalf("requests: first endpoint %d, second %d; want 2 each (no reply shared across endpoints)", a.total(), b.total())
+	}
+	cachedAgentRun(t, b, cache, true, "")
+	if b.total() != 2 {
+		t.Errorf("the second endpoint's own replies were not reused: %d requests", b.total())
+	}
+}
