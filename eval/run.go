@@ -185,7 +185,7 @@ func (r *Runner) run(ctx context.Context, sc *Scenario) Result {
 
 	ar, runErr := r.execute(ctx, sc, task, &res)
 	res.Usage = ar.Usage
-	res.CostUSD = a.Cost(ar.Usage.InputTokens, ar.Usage.OutputTokens)
+	res.CostUSD = ar.Cost(a) // each model tier's attempt at its own price
 	if res.Source == SourceLive {
 		res.SpentUSD = res.CostUSD
 	}
