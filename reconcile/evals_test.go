@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sashabaranov/go-openai"
 
@@ -118,6 +119,11 @@ func TestEvalsGateAPromptChange(t *testing.T) {
 	wantCost := (3100*0.15 + 70*0.60) / 1e6
 	if !near(ev.SpentUSD, wantCost) || !near(ev.CostUSD, wantCost) || !near(dec.CostUSD, wantCost) {
 		t.Errorf("spent %v cost %v entry cost %v, want %v", ev.SpentUSD, ev.CostUSD, dec.CostUSD, wantCost)
+	}
+	// The tuner's exec run cost nothing: what its decision spent on the
+	// evals is what its money budgets count.
+	if spent := r.Ledger().State().Spent("tuner", time.Time{}); !near(spent, wantCost) {
+		t.Errorf("the tuner's budget counts $%v, want the evals' $%v", spent, wantCost)
 	}
 	if srv.Left() != 0 || len(srv.Requests()) != 2 {
 		t.Errorf("the provider answered %d requests, %d left", len(srv.Requests()), srv.Left())
