@@ -9,6 +9,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/policy"
 )
@@ -41,6 +42,12 @@ func (r *ReplayReport) Match() bool { return r.Expected == r.Got }
 func (r *Reconciler) Replay(ctx context.Context, runID string, replay Replayer) (*ReplayReport, error) {
 	if err := r.repo.Fetch(ctx); err != nil {
 		return nil, err
+	}
+	if _, err := r.ledger.Update(ctx); err != nil {
+		return nil, err
+	}
+	if rn := r.ledger.State().Run(runID); rn != nil && rn.Reverts != "" {
+		return r.replayRevert(ctx, rn)
 	}
 	transcript, entry, err := r.ledger.Transcript(ctx, runID)
 	if err != nil {
@@ -140,4 +147,52 @@ func (r *Reconciler) diffTrees(a, b plumbing.Hash) ([]string, error) {
 		out = append(out, name)
 	}
 	return out, nil
+}
+
+// replayRevert re-executes a revert run, which has no transcript: the
+// revert of the run it names is computed again from the ledger and the
+// repository at the run's spec commit, as the pass computed it, and its
+// tree compared with the proposal's.
+func (r *Reconciler) replayRevert(ctx context.Context, rn *ledger.Run) (*ReplayReport, error) {
+	if rn.SpecCommit == "" {
+		return nil, fmt.Errorf("run %s: no run.started entry on %s", rn.ID, ledger.Branch)
+	}
+	rep := &ReplayReport{RunID: rn.ID, Agent: rn.Agent, SpecCommit: rn.SpecCommit}
+	commit := plumbing.NewHash(rn.SpecCommit)
+	spec, diags, err := r.loadAt(commit)
+	if err != nil {
+		return nil, err
+	}
+	if diags.HasErrors() {
+		return nil, fmt.Errorf("run %s: the spec at %s does not load: %s", rn.ID, rn.SpecCommit[:12], formatDiag(firstError(diags)))
+	}
+	a := spec.Agent(rn.Agent)
+	if a == nil {
+		return nil, fmt.Errorf("run %s: agent %q is not in the spec at %s", rn.ID, rn.Agent, rn.SpecCommit[:12])
+	}
+	if rep.Expected, err = r.repo.TreeOf(commit); err != nil {
+		return nil, err
+	}
+	if rn.Opened != nil {
+		if rep.Expected, err = r.proposalTree(rn); err != nil {
+			return nil, err
+		}
+	}
+	var changes []gitstore.FileChange
+	orig, err := checkRevert(revertFactsOf(r.ledger.State()), rn.Reverts, rn.ID)
+	if err == nil {
+		changes, err = r.revertChange(ctx, a, orig, commit)
+	}
+	if err != nil {
+		rep.Err, changes = err, nil
+	}
+	if rep.Got, err = r.repo.WriteTree(commit, changes); err != nil {
+		return nil, err
+	}
+	if !rep.Match() {
+		if rep.Differ, err = r.diffTrees(rep.Expected, rep.Got); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentgitops/reconciler/agent"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/policy"
 	"github.com/agentgitops/reconciler/reconcile"
@@ -183,6 +184,15 @@ func TestRevertMergedProposal(t *testing.T) {
 	}
 	if !approved || !merged {
 		t.Fatalf("revert not recorded as approved by rita's signed merge and merged: %q", rv.events())
+	}
+	// A revert run has no transcript: replay computes the revert again
+	// and gets the proposal's tree.
+	rep, err := rv.r.Replay(context.Background(), o.RunID, agent.Replay)
+	if err != nil {
+		t.Fatalf("replay of the revert run: %v", err)
+	}
+	if !rep.Match() || rep.Err != nil {
+		t.Errorf("replay of the revert run = %+v, want the proposal's tree", rep)
 	}
 	for _, f := range origFiles {
 		if got, want := rv.show("main", f), rv.show(merge+"^1", f); got != want {
