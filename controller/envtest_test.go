@@ -938,7 +938,8 @@ func TestSignedMergeRecorded(t *testing.T) {
 	})
 	ns := namespace(t)
 	keySecret(t, ns, "ledger-key", r.keyPEM)
-	startManager(t, ns, controller.ManagerOptions{})
+	hookAddr := freeAddr(t)
+	startManager(t, ns, controller.ManagerOptions{WebhookAddr: hookAddr, WebhookSecret: server.NewSecret("hook-secret")})
 	if err := k8s.Create(context.Background(), newObject(ns, "example", r.url, "ledger-key")); err != nil {
 		t.Fatal(err)
 	}
@@ -981,6 +982,7 @@ func TestSignedMergeRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var approved, merged bool
+	var mergedRun string
 	for _, e := range es {
 		if e.Agent != "image-pinner" {
 			continue
@@ -991,6 +993,7 @@ func TestSignedMergeRecorded(t *testing.T) {
 			approved = a != nil && a.Method == ledger.ApprovalSSH && a.Member == "rita" && a.Via == "merge"
 		case ledger.ProposalMerged:
 			merged = true
+			mergedRun = e.RunID
 		case ledger.PolicyViolation:
 			t.Errorf("violation recorded for a signed, approved merge: %s", e.Error)
 		}
@@ -999,6 +1002,39 @@ func TestSignedMergeRecorded(t *testing.T) {
 		t.Errorf("ledger: approved by rita's SSH-signed merge %v, merged %v; want both", approved, merged)
 	}
 	waitEvent(t, ns, "example", controller.EventProposalMerged, 1)
+
+	// The merged change is reverted through the controller's API, on any
+	// replica: the leader's pass opens the revert proposal, linked to the
+	// run it reverts.
+	revertPath := "http://" + hookAddr + "/api/v1/namespaces/" + ns + "/agentrepositories/example/runs/" + mergedRun + "/revert"
+	req, err := http.NewRequest(http.MethodPost, revertPath, strings.NewReader(`{"id":"rollback-1","by":"rita","reason":"pinned the wrong image"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer hook-secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("revert request: %d %s, want 202", resp.StatusCode, b)
+	}
+	waitFor(t, ns, "example", 2*time.Minute, "revert request answered", func(o *agentsv1.AgentRepository) bool {
+		_, pending := o.Annotations[controller.RequestsAnnotation]
+		return !pending
+	})
+	var revert *ledger.Run
+	for _, rn := range r.runs(t) {
+		if rn.Reverts == mergedRun {
+			revert = rn
+		}
+	}
+	if revert == nil || revert.Opened == nil || revert.Agent != "image-pinner" {
+		t.Fatalf("no revert proposal of run %s: %+v", mergedRun, revert)
+	}
+	noDuplicateRuns(t, r.runs(t))
 }
 
 // TestGitHookRoutes: a signed push event at /hooks/git sets the

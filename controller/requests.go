@@ -44,16 +44,18 @@ const (
 
 // wireRequest is a reconcile.Request as the annotation stores it.
 type wireRequest struct {
-	ID       string        `json:"id"`
-	Agent    string        `json:"agent,omitempty"`
-	By       string        `json:"by,omitempty"`
-	Reason   string        `json:"reason,omitempty"`
-	Alert    *ledger.Alert `json:"alert,omitempty"`
-	Received time.Time     `json:"received"`
+	ID     string        `json:"id"`
+	Agent  string        `json:"agent,omitempty"`
+	By     string        `json:"by,omitempty"`
+	Reason string        `json:"reason,omitempty"`
+	Alert  *ledger.Alert `json:"alert,omitempty"`
+	// Revert is the run whose merged change a revert request reverts.
+	Revert   string    `json:"revert,omitempty"`
+	Received time.Time `json:"received"`
 }
 
 func (w wireRequest) request() reconcile.Request {
-	return reconcile.Request{ID: w.ID, Agent: w.Agent, By: w.By, Reason: w.Reason, Alert: w.Alert, Received: w.Received}
+	return reconcile.Request{ID: w.ID, Agent: w.Agent, By: w.By, Reason: w.Reason, Alert: w.Alert, Revert: w.Revert, Received: w.Received}
 }
 
 // pendingRequests decodes obj's requests annotation. A value that does not
@@ -122,6 +124,7 @@ type RequestHook struct {
 func (h *RequestHook) Register(mux *http.ServeMux) {
 	mux.HandleFunc("/hooks/alertmanager/{namespace}/{name}", h.guard(h.alert))
 	mux.HandleFunc("/api/v1/namespaces/{namespace}/agentrepositories/{name}/agents/{agent}/runs", h.guard(h.run))
+	mux.HandleFunc("/api/v1/namespaces/{namespace}/agentrepositories/{name}/runs/{run_id}/revert", h.guard(h.revert))
 }
 
 func (h *RequestHook) now() time.Time {
@@ -181,31 +184,60 @@ func (h *RequestHook) alert(w http.ResponseWriter, r *http.Request, body []byte)
 	h.add(w, r, wireRequest{ID: server.AlertRequestID(al), Alert: al, Received: h.now().UTC()})
 }
 
-func (h *RequestHook) run(w http.ResponseWriter, r *http.Request, body []byte) {
-	var in struct {
-		ID     string `json:"id"`
-		By     string `json:"by"`
-		Reason string `json:"reason"`
-	}
+// runBody is the caller's part of a manual run or revert request.
+type runBody struct {
+	ID     string `json:"id"`
+	By     string `json:"by"`
+	Reason string `json:"reason"`
+}
+
+// decodeRunBody decodes and checks body as the daemon does, answering the
+// caller when it is bad.
+func decodeRunBody(w http.ResponseWriter, body []byte) (runBody, bool) {
+	var in runBody
 	if len(bytes.TrimSpace(body)) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&in); err != nil {
 			http.Error(w, "request body: "+err.Error(), http.StatusBadRequest)
-			return
+			return in, false
 		}
 	}
 	if err := server.CheckRunRequest(in.ID, in.By, in.Reason); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
+		return in, false
+	}
+	if in.ID == "" {
+		in.ID = server.NewRequestID()
+	}
+	return in, true
+}
+
+// revert queues the revert of a run's merged change; the leader's pass
+// checks it against the ledger (only it has one) and drops it, with a
+// RequestDropped event naming why, when it cannot be reverted.
+func (h *RequestHook) revert(w http.ResponseWriter, r *http.Request, body []byte) {
+	in, ok := decodeRunBody(w, body)
+	if !ok {
+		return
+	}
+	runID := r.PathValue("run_id")
+	if !ledger.ValidRunID(runID) {
+		http.Error(w, fmt.Sprintf("%q is not a run id", runID), http.StatusBadRequest)
+		return
+	}
+	h.add(w, r, wireRequest{ID: in.ID, Revert: runID, By: in.By, Reason: in.Reason, Received: h.now().UTC()})
+}
+
+func (h *RequestHook) run(w http.ResponseWriter, r *http.Request, body []byte) {
+	in, ok := decodeRunBody(w, body)
+	if !ok {
 		return
 	}
 	agent := r.PathValue("agent")
 	if !hclspec.ValidAgentName(agent) {
 		http.Error(w, fmt.Sprintf("%q is not an agent name", agent), http.StatusBadRequest)
 		return
-	}
-	if in.ID == "" {
-		in.ID = server.NewRequestID()
 	}
 	h.add(w, r, wireRequest{ID: in.ID, Agent: agent, By: in.By, Reason: in.Reason, Received: h.now().UTC()})
 }

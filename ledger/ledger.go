@@ -475,6 +475,11 @@ func (l *Ledger) buildOn(ctx context.Context, st *State, events []Event) ([]Entr
 	return out, parent, nil
 }
 
+// ValidRunID reports whether s is a well-formed run id (lower-case
+// letters, digits and '-', at most 64): for callers that check an id
+// before it reaches the ledger.
+func ValidRunID(s string) bool { return validRunID(s) }
+
 // validRunID reports whether s can name a transcript file.
 func validRunID(s string) bool {
 	if s == "" || len(s) > 64 {
