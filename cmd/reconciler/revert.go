@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/agentgitops/reconciler/reconcile"
-	"github.com/agentgitops/reconciler/server"
 )
 
 const revertHelp = `Revert opens a proposal that reverts the merged change of run RUN_ID: the
@@ -67,33 +66,14 @@ func cmdRevert(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		f.fs = nil // the run id is revert's own argument
 		return revertLocal(ctx, &f, reconcile.Request{ID: *id, Revert: runID, By: *by, Reason: *reason}, *format, stdout, stderr)
 	}
-	if *secretFile == "" {
-		return usageError(stderr, "--webhook-secret-file is required: the daemon accepts reverts only with its shared secret (or use --repo URL to run a pass here)")
-	}
-	if *timeout <= 0 {
-		return usageError(stderr, "--timeout %s: use a positive duration", *timeout)
-	}
-	u, err := daemonURL(*addr)
-	if err != nil {
-		return usageError(stderr, "%s", err)
-	}
-	secret, err := server.LoadSecret(*secretFile)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	body, _ := json.Marshal(map[string]string{"id": *id, "by": *by, "reason": *reason})
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	target := u.JoinPath("api", "v1", "runs", runID, "revert")
-	acc, raw, err := postRun(ctx, target.String(), secret, body)
-	if err != nil {
-		return fail(stderr, fmt.Errorf("revert %s: %w", runID, err))
+	acc, code, ok := askDaemon(ctx, daemonAsk{addr: *addr, secretFile: *secretFile, timeout: *timeout, format: *format,
+		what: "reverts", id: *id, by: *by, reason: *reason}, stdout, stderr, "revert "+runID, "api", "v1", "runs", runID, "revert")
+	if !ok {
+		return code
 	}
 	if *format == "json" {
-		stdout.Write(raw)
 		return exitOK
 	}
-	fmt.Fprintf(stdout, "%s\n", acc.Request)
 	fmt.Fprintf(stderr, "reconciler: revert of run %s queued as request %s for agent %s; the daemon's next pass opens the proposal\n", runID, acc.Request, acc.Agent)
 	return exitOK
 }
@@ -101,6 +81,11 @@ func cmdRevert(ctx context.Context, args []string, stdout, stderr io.Writer) int
 // revertLocal runs one pass with the revert request and prints its
 // outcome.
 func revertLocal(ctx context.Context, f *repoFlags, req reconcile.Request, format string, stdout, stderr io.Writer) int {
+	stopTracing, err := startTracing(ctx, f.otlpEndpoint, stderr) // tracing.go
+	if err != nil {
+		return usageError(stderr, "%s", err)
+	}
+	defer stopTracing()
 	r, err := f.reconciler(ctx, stderr, nil)
 	var ue usageErr
 	if errors.As(err, &ue) {

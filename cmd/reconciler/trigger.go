@@ -65,35 +65,59 @@ func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		f.fs = nil // the agent is trigger's own argument
 		return triggerLocal(ctx, &f, reconcile.Request{ID: *id, Agent: agent, By: *by, Reason: *reason}, *format, stdout, stderr)
 	}
-	if *secretFile == "" {
-		return usageError(stderr, "--webhook-secret-file is required: the daemon accepts runs only with its shared secret (or use --repo URL to run a pass here)")
+	acc, code, ok := askDaemon(ctx, daemonAsk{addr: *addr, secretFile: *secretFile, timeout: *timeout, format: *format,
+		what: "runs", id: *id, by: *by, reason: *reason}, stdout, stderr, "trigger "+agent, "api", "v1", "agents", agent, "runs")
+	if !ok {
+		return code
 	}
-	if *timeout <= 0 {
-		return usageError(stderr, "--timeout %s: use a positive duration", *timeout)
+	if *format == "text" {
+		fmt.Fprintf(stderr, "reconciler: request %s queued for agent %s; the daemon's next pass runs it\n", acc.Request, acc.Agent)
 	}
-	u, err := daemonURL(*addr)
-	if err != nil {
-		return usageError(stderr, "%s", err)
-	}
-	secret, err := server.LoadSecret(*secretFile)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	body, _ := json.Marshal(map[string]string{"id": *id, "by": *by, "reason": *reason})
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	target := u.JoinPath("api", "v1", "agents", agent, "runs")
-	acc, raw, err := postRun(ctx, target.String(), secret, body)
-	if err != nil {
-		return fail(stderr, fmt.Errorf("trigger %s: %w", agent, err))
-	}
-	if *format == "json" {
-		stdout.Write(raw)
-		return exitOK
-	}
-	fmt.Fprintf(stdout, "%s\n", acc.Request)
-	fmt.Fprintf(stderr, "reconciler: request %s queued for agent %s; the daemon's next pass runs it\n", acc.Request, acc.Agent)
 	return exitOK
+}
+
+// daemonAsk is a manual-run-shaped request (id, by, reason) to a running
+// daemon: trigger's and revert's.
+type daemonAsk struct {
+	addr, secretFile string
+	timeout          time.Duration
+	format           string
+	what             string // what the daemon accepts only with its secret
+	id, by, reason   string
+}
+
+// askDaemon posts q to the daemon under path with the shared secret and
+// prints the request id (text) or the daemon's answer (json). When ok is
+// false, code is the exit code and the error is printed; errors are
+// prefixed with subject.
+func askDaemon(ctx context.Context, q daemonAsk, stdout, stderr io.Writer, subject string, path ...string) (acc server.RunAccepted, code int, ok bool) {
+	if q.secretFile == "" {
+		return acc, usageError(stderr, "--webhook-secret-file is required: the daemon accepts %s only with its shared secret (or use --repo URL to run a pass here)", q.what), false
+	}
+	if q.timeout <= 0 {
+		return acc, usageError(stderr, "--timeout %s: use a positive duration", q.timeout), false
+	}
+	u, err := daemonURL(q.addr)
+	if err != nil {
+		return acc, usageError(stderr, "%s", err), false
+	}
+	secret, err := server.LoadSecret(q.secretFile)
+	if err != nil {
+		return acc, fail(stderr, err), false
+	}
+	body, _ := json.Marshal(map[string]string{"id": q.id, "by": q.by, "reason": q.reason})
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+	acc, raw, err := postRun(ctx, u.JoinPath(path...).String(), secret, body)
+	if err != nil {
+		return acc, fail(stderr, fmt.Errorf("%s: %w", subject, err)), false
+	}
+	if q.format == "json" {
+		stdout.Write(raw)
+	} else {
+		fmt.Fprintf(stdout, "%s\n", acc.Request)
+	}
+	return acc, exitOK, true
 }
 
 // maxAnswerBytes bounds what is read of the daemon's answer.
