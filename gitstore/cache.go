@@ -59,8 +59,7 @@ type diskCache struct {
 	state  string // StateDir
 	lock   *os.File
 	st     *filesystem.Storage
-	ov     *overlay // st with the objects this process created, until flushed
-	loose  int      // loose objects on disk, counted at Open
+	loose  int // loose objects, counted at Open and by stored
 	closed bool
 }
 
@@ -149,8 +148,7 @@ func (r *Repo) openDisk(ctx context.Context, opts Options) (err error) {
 	}
 	d.st = filesystem.NewStorageWithOptions(osfs.New(d.mirror), cache.NewObjectLRU(objectCacheSize),
 		filesystem.Options{MaxOpenDescriptors: maxOpenPacks})
-	d.ov = newOverlay(d.st)
-	repo, err := git.Open(d.ov, nil)
+	repo, err := git.Open(d.st, nil)
 	if err != nil {
 		return d.corrupt(fmt.Errorf("open repository: %w", err))
 	}
@@ -375,13 +373,8 @@ func (d *diskCache) close() error {
 	}
 	d.closed = true
 	var err error
-	if d.ov != nil {
-		err = d.ov.flush()
-	}
 	if d.st != nil {
-		if cerr := d.st.Close(); err == nil {
-			err = cerr
-		}
+		err = d.st.Close()
 	}
 	if d.lock != nil {
 		syscall.Flock(int(d.lock.Fd()), syscall.LOCK_UN)

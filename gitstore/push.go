@@ -105,16 +105,6 @@ func (r *Repo) Push(ctx context.Context, updates ...RefUpdate) error {
 			err = fmt.Errorf("server reports missing objects after a full pack: %w", err)
 		}
 	}
-	if r.disk != nil {
-		// Whatever the push's outcome, what this process created so far
-		// goes to the mirror as one pack, before a local branch names it.
-		if ferr := r.disk.ov.flush(); ferr != nil {
-			if err == nil {
-				return fmt.Errorf("push to %s: pushed, but storing its objects in the mirror failed: %w", r.safeURL, ferr)
-			}
-			return fmt.Errorf("push to %s: %w (and storing its objects in the mirror failed: %v)", r.safeURL, err, ferr)
-		}
-	}
 	if err != nil {
 		return fmt.Errorf("push to %s: %w", r.safeURL, err)
 	}

@@ -69,9 +69,6 @@ func (r *Repo) WriteTree(base plumbing.Hash, changes []FileChange) (plumbing.Has
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("write tree: %w", err)
 	}
-	if err := r.spill(); err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("write tree: %w", err)
-	}
 	return h, nil
 }
 
@@ -288,16 +285,9 @@ func (r *Repo) CreateCommit(c NewCommit) (plumbing.Hash, error) {
 // held exclusively.
 func (r *Repo) stored(h plumbing.Hash) {
 	r.pending[h] = struct{}{}
-}
-
-// spill writes the objects created in memory to the mirror when they are
-// many (a large proposal), so that memory stays bounded between pushes;
-// r.mu must be held exclusively.
-func (r *Repo) spill() error {
-	if r.disk == nil || r.disk.ov.held() < maxHeldObjects {
-		return nil
+	if r.disk != nil {
+		r.disk.loose++
 	}
-	return r.disk.ov.flush()
 }
 
 func validSignature(s object.Signature) error {
