@@ -285,6 +285,21 @@ func (s *State) Rejected(agent, changeID string) *Run {
 	return nil
 }
 
+// Reverted returns the agent's run whose change equal to changeID was
+// merged and then undone by a merged revert (and that revert run), or nil:
+// a change people took back is as unwanted as one they rejected.
+func (s *State) Reverted(agent, changeID string) (orig, revert *Run) {
+	for _, r := range s.byAgent[agent] {
+		if r.Reverts == "" || r.Closed == nil || r.Closed.Type != ProposalMerged {
+			continue
+		}
+		if o := s.Run(r.Reverts); o != nil && o.Agent == agent && o.ChangeID() == changeID {
+			return o, r
+		}
+	}
+	return nil, nil
+}
+
 // RunStarts returns when the agent's runs started at or after since.
 func (s *State) RunStarts(agent string, since time.Time) []time.Time {
 	var out []time.Time

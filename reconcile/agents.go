@@ -544,6 +544,9 @@ func (r *Reconciler) classify(p *pass, a *hclspec.Agent, runID string, changes [
 	if rej := p.state.Rejected(a.Name, id); rej != nil {
 		return OutcomeDuplicateRejected, fmt.Sprintf("run.finished %s %s: same change as rejected proposal %s, not proposed again", a.Name, runID, rej.ID)
 	}
+	if orig, rev := p.state.Reverted(a.Name, id); orig != nil {
+		return OutcomeDuplicateRejected, fmt.Sprintf("run.finished %s %s: same change as run %s, merged and reverted by run %s, not proposed again", a.Name, runID, orig.ID, rev.ID)
+	}
 	return OutcomeChanged, fmt.Sprintf("run.finished %s %s: %d file(s) changed", a.Name, runID, len(changes))
 }
 

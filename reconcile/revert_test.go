@@ -359,3 +359,58 @@ func TestRevertResumesAfterACrash(t *testing.T) {
 	}
 	rv.verify()
 }
+
+// TestRevertedChangeNotProposedAgain: once a revert of an agent's merged
+// change is merged, the agent's next run that comes to the same change
+// does not propose it again, as with a rejected one.
+func TestRevertedChangeNotProposedAgain(t *testing.T) {
+	rv := newRevertEnv(t, nil)
+	orig := rv.merged.RunID
+	if o := rv.revert(rv.r, "rollback-1", orig); o.State != reconcile.RequestStarted {
+		t.Fatalf("revert request = %+v, want started", o)
+	}
+	var revert ledger.Entry
+	for _, en := range rv.entries() {
+		if en.Type == ledger.ProposalOpened && en.Reverts == orig {
+			revert = en
+		}
+	}
+	if revert.RunID == "" {
+		t.Fatalf("no revert proposal: %q", rv.events())
+	}
+	rv.mergeSigned("Rita Reviewer", "rita@example.com", revert.Proposal.Branch, rv.ritaKey)
+	rv.pass(rv.r)
+	// A person edits the agent's block: its next run (on_spec_change)
+	// makes the same change again.
+	rv.commitAs("Rita Reviewer", "rita@example.com", "describe the pinner", func(work string) {
+		p := filepath.Join(work, "agents/image-pinner.hcl")
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.Replace(string(b), "description", "# pins images by digest\n  description", 1)
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	rv.pass(rv.r)
+	var again *ledger.Entry
+	es := rv.entries()
+	for i := range es {
+		en := es[i]
+		if en.Type == ledger.RunFinished && en.Agent == "image-pinner" && en.RunID != orig && en.RunID != revert.RunID {
+			again = &es[i]
+		}
+	}
+	if again == nil {
+		t.Fatalf("the agent did not run again after its spec changed: %q", rv.events())
+	}
+	if again.Outcome != reconcile.OutcomeDuplicateRejected || !strings.Contains(again.Summary, "reverted by run "+revert.RunID) {
+		t.Errorf("run.finished after the revert = %s %q, want %s naming the revert", again.Outcome, again.Summary, reconcile.OutcomeDuplicateRejected)
+	}
+	for _, en := range es {
+		if en.Type == ledger.ProposalOpened && en.RunID == again.RunID {
+			t.Errorf("the reverted change was proposed again on %s", en.Proposal.Branch)
+		}
+	}
+}
