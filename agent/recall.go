@@ -24,6 +24,9 @@ const (
 	// OutcomeRepeated: the run made the same change as a rejected
 	// proposal, which is never proposed again.
 	OutcomeRepeated = "repeated_rejected"
+	// OutcomeReverted: it was merged, then undone by a merged revert; it
+	// is never proposed again.
+	OutcomeReverted = "reverted"
 )
 
 // Outcome is what became of one of an agent's past proposals, as the

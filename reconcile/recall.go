@@ -32,7 +32,8 @@ func (r *Reconciler) memory(p *pass, a *hclspec.Agent, runID string) []agent.Out
 		return nil
 	}
 	var out []agent.Outcome
-	for _, rn := range p.state.AgentRuns(a.Name) {
+	runs := p.state.AgentRuns(a.Name)
+	for _, rn := range runs {
 		if rn.Agent != a.Name || rn.ID == runID {
 			continue
 		}
@@ -40,6 +41,7 @@ func (r *Reconciler) memory(p *pass, a *hclspec.Agent, runID string) []agent.Out
 			out = append(out, o)
 		}
 	}
+	markReverted(runs, out)
 	slices.SortStableFunc(out, func(x, y agent.Outcome) int {
 		return cmp.Or(y.Time.Compare(x.Time), strings.Compare(x.RunID, y.RunID))
 	})
@@ -173,4 +175,21 @@ func (r *Reconciler) recallSummary(rn *ledger.Run, o *agent.Outcome) {
 		return
 	}
 	o.Summary, o.Rationale = tr.Result.Summary, tr.Result.Rationale
+}
+
+// markReverted turns the merged outcomes among out that a merged revert
+// run of runs took back into reverted ones, naming the revert.
+func markReverted(runs []*ledger.Run, out []agent.Outcome) {
+	by := map[string]string{}
+	for _, rn := range runs {
+		if rn.Reverts != "" && rn.Closed != nil && rn.Closed.Type == ledger.ProposalMerged {
+			by[rn.Reverts] = rn.ID
+		}
+	}
+	for i := range out {
+		if rev, ok := by[out[i].RunID]; ok && out[i].Outcome == agent.OutcomeMerged {
+			out[i].Outcome = agent.OutcomeReverted
+			out[i].Detail += "; then reverted by run " + rev + " (merged): people took it back, and it is never proposed again"
+		}
+	}
 }

@@ -81,3 +81,28 @@ func TestOutcomeOf(t *testing.T) {
 		})
 	}
 }
+
+// A merged change that a merged revert took back is recalled as reverted;
+// one whose revert is still open stays merged.
+func TestMarkReverted(t *testing.T) {
+	merged := func(id string) *ledger.Entry {
+		e := &ledger.Entry{}
+		e.Type, e.RunID = ledger.ProposalMerged, id
+		return e
+	}
+	runs := []*ledger.Run{
+		{ID: "orig", Closed: merged("orig")},
+		{ID: "kept", Closed: merged("kept")},
+		{ID: "rev", Reverts: "orig", Closed: merged("rev")},
+		{ID: "pending", Reverts: "kept"},
+	}
+	out := []agent.Outcome{{RunID: "orig", Outcome: agent.OutcomeMerged, Detail: "merged by a reviewer"},
+		{RunID: "kept", Outcome: agent.OutcomeMerged, Detail: "merged by a reviewer"}}
+	markReverted(runs, out)
+	if out[0].Outcome != agent.OutcomeReverted || out[0].Detail != "merged by a reviewer; then reverted by run rev (merged): people took it back, and it is never proposed again" {
+		t.Errorf("reverted run = %+v", out[0])
+	}
+	if out[1].Outcome != agent.OutcomeMerged {
+		t.Errorf("a run whose revert is not merged = %+v, want merged", out[1])
+	}
+}
