@@ -82,8 +82,6 @@ func Gate(spec *hclspec.Spec, agent *hclspec.Agent, now time.Time, u Usage) Admi
 			}
 		}
 	}
-	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
-	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
 	for _, p := range policies {
 		b := p.Budget
 		if b == nil {
@@ -136,28 +134,60 @@ func Gate(spec *hclspec.Spec, agent *hclspec.Agent, now time.Time, u Usage) Admi
 				return hold(HoldConcurrency, "max_concurrent_runs", time.Time{}, "%d run(s) under policy %s are in progress; it allows %d at once", running, p.Name, b.MaxConcurrentRuns)
 			}
 		}
-		for _, w := range []struct {
-			kind, rule string
-			max        float64
-			since      time.Time
-			until      time.Time
-		}{
-			{HoldBudgetDay, "max_cost_usd_per_day", b.MaxCostUSDPerDay, day, day.AddDate(0, 0, 1)},
-			{HoldBudgetMonth, "max_cost_usd_per_month", b.MaxCostUSDPerMonth, month, month.AddDate(0, 1, 0)},
-		} {
-			if w.max <= 0 {
-				continue
-			}
-			spent := 0.0
-			for _, a := range agents {
-				spent += u.Spent(a, w.since)
-			}
-			if spent+adm.ReserveUSD > w.max {
-				return hold(w.kind, w.rule, w.until, "policy %s allows $%.2f; $%.4f is spent or reserved and this run reserves $%.4f", p.Name, w.max, spent, adm.ReserveUSD)
-			}
+		if h := moneyHold(spec, p, now, u, adm.ReserveUSD, "this run"); h != nil {
+			adm.Hold = h
+			return adm
 		}
 	}
 	return adm
+}
+
+// moneyHold is the hold of p's day and month money budgets on spending
+// cost more now (what names the spender in its reason), or nil when both
+// have room.
+func moneyHold(spec *hclspec.Spec, p *hclspec.Policy, now time.Time, u Usage, cost float64, what string) *Hold {
+	b := p.Budget
+	if b == nil {
+		return nil
+	}
+	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	agents := agentsOf(spec, p)
+	for _, w := range []struct {
+		kind, rule string
+		max        float64
+		since      time.Time
+		until      time.Time
+	}{
+		{HoldBudgetDay, "max_cost_usd_per_day", b.MaxCostUSDPerDay, day, day.AddDate(0, 0, 1)},
+		{HoldBudgetMonth, "max_cost_usd_per_month", b.MaxCostUSDPerMonth, month, month.AddDate(0, 1, 0)},
+	} {
+		if w.max <= 0 {
+			continue
+		}
+		spent := 0.0
+		for _, a := range agents {
+			spent += u.Spent(a, w.since)
+		}
+		if spent+cost > w.max {
+			return &Hold{Kind: w.kind, Policy: p.Name, Rule: w.rule, Until: w.until,
+				Reason: fmt.Sprintf("policy %s allows $%.2f; $%.4f is spent or reserved and %s reserves $%.4f", p.Name, w.max, spent, what, cost) + " (" + pos(b.DeclRange) + ")"}
+		}
+	}
+	return nil
+}
+
+// BudgetRoom returns the hold the agent's money budgets put on spending
+// cost more now (what names the spender), or nil when they have room: for
+// model calls that are not runs, such as second-model reviews, checked
+// before they are made.
+func BudgetRoom(spec *hclspec.Spec, agent *hclspec.Agent, now time.Time, u Usage, cost float64, what string) *Hold {
+	for _, p := range spec.PoliciesFor(agent.Name) {
+		if h := moneyHold(spec, p, now, u, cost, what); h != nil {
+			return h
+		}
+	}
+	return nil
 }
 
 // TokenLimit is a run's token limit: the agent's max_tokens, lowered by the

@@ -398,15 +398,23 @@ func (r *Reconciler) review(ctx context.Context, p *pass, d policy.Decision, in 
 	}
 	subject := ReviewSubject{Agent: in.cond.Agent.Name, RunID: in.cond.Run.ID, Summary: in.summary, Body: in.body, Diff: diff}
 	changeID := ChangeID(in.changes)
-	if in.unlock && p != nil {
-		if p.batch != nil {
-			p.batch.working()
-			defer p.batch.back()
-		}
-		p.mu.Unlock()
-		defer p.mu.Lock()
+	// Each review to ask is checked against the agent's money budgets
+	// first, with the pass's lock still held: one the budgets have no
+	// room for is not asked, and counts as a failed review.
+	st := r.ledger.State()
+	if p != nil {
+		st = p.state
 	}
-	var reviews []policy.Review
+	type ask struct {
+		i      int
+		m      hclspec.ReviewModel
+		prompt string
+	}
+	var (
+		reviews  []policy.Review
+		asks     []ask
+		reserved float64
+	)
 	for _, pr := range pending {
 		for _, m := range pr.Rule.Models {
 			rv := policy.Review{Policy: pr.Policy.Name, Rule: pr.Rule.Name, Provider: m.Provider.Ref(), Model: m.Model,
@@ -417,10 +425,47 @@ func (r *Reconciler) review(ctx context.Context, p *pass, d policy.Decision, in 
 				reviews = append(reviews, reused)
 				continue
 			}
-			reviews = append(reviews, r.askReviewer(ctx, m, pr.Rule.Prompt, subject, rv))
+			cost := reviewReservation(m, pr.Rule.Prompt, subject)
+			if h := policy.BudgetRoom(r.spec, in.cond.Agent, r.cfg.Now(), st, reserved+cost, "the second-model review"); h != nil {
+				rv.Verdict = policy.VerdictError
+				rv.Error = clipText("not asked: "+h.Reason, maxReasonBytes)
+				reviews = append(reviews, rv)
+				continue
+			}
+			reserved += cost
+			asks = append(asks, ask{i: len(reviews), m: m, prompt: pr.Rule.Prompt})
+			reviews = append(reviews, rv)
 		}
 	}
+	if len(asks) > 0 && in.unlock && p != nil {
+		if p.batch != nil {
+			p.batch.working()
+			defer p.batch.back()
+		}
+		p.mu.Unlock()
+		defer p.mu.Lock()
+	}
+	for _, a := range asks {
+		reviews[a.i] = r.askReviewer(ctx, a.m, a.prompt, subject, reviews[a.i])
+	}
 	return policy.ApplyReviews(r.spec, d, in.cond, reviews), nil
+}
+
+// reviewReservation is the most one review request can cost: its body's
+// bytes as input tokens (a token is at least a byte) and its output limit,
+// at the reviewer model's prices; 0 for an unpriced model.
+func reviewReservation(m hclspec.ReviewModel, prompt string, s ReviewSubject) float64 {
+	req, _, err := ReviewRequest(m.Model, prompt, s)
+	if err != nil {
+		return 0
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return 0
+	}
+	//lint:ignore SA1019 the request sets one of the two (see ReviewRequest)
+	out := max(req.MaxTokens, req.MaxCompletionTokens)
+	return m.Cost(int64(len(body)), int64(out))
 }
 
 // reusable returns the review in prior that rv would repeat: the same

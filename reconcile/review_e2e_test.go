@@ -444,3 +444,37 @@ func TestReviewIsReusedWhenRedecided(t *testing.T) {
 		t.Errorf("reviewers asked %d times, want the first decision's 2", n)
 	}
 }
+
+// A review the agent's money budget has no room for is not asked: it
+// counts as a failed review (here, approvals are required), and no
+// reviewer is paid for.
+func TestReviewHeldByBudget(t *testing.T) {
+	srv := newReviewServer(t, map[string]reviewAnswer{"gpt-4o": {args: approveArgs, in: 10, out: 10}, "o3-mini": {args: approveArgs, in: 10, out: 10}})
+	e := reviewEnv(t, twoModels, "", "")
+	e.commitAs("Rita Reviewer", "rita@example.com", "a tight budget for the tuner", func(work string) {
+		spend := "policy \"spend\" {\n  applies_to = [\"tuner\"]\n  budget {\n    max_cost_usd_per_day = 0.001\n  }\n}\n"
+		if err := os.WriteFile(filepath.Join(work, "policies/spend.hcl"), []byte(spend), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	e.pass(reviewReconciler(e, srv))
+	en, rv := decided(t, e)
+	if n := len(srv.requests("gpt-4o")) + len(srv.requests("o3-mini")); n != 0 {
+		t.Errorf("%d review requests over a budget without room for them", n)
+	}
+	if rv.Summary != "require_approval review/second-opinion (1 of sre)" {
+		t.Errorf("decision = %+v, want the rule's approval (reviews not asked count as failed)", rv.Decision)
+	}
+	if len(rv.Reviews) != 2 {
+		t.Fatalf("reviews = %+v", rv.Reviews)
+	}
+	for _, got := range rv.Reviews {
+		if got.Verdict != policy.VerdictError || !strings.Contains(got.Error, "not asked: policy spend allows $0.00") || got.CostUSD != 0 {
+			t.Errorf("review = %+v, want not asked for the budget", got)
+		}
+	}
+	if en.CostUSD != 0 {
+		t.Errorf("the decision spent $%v", en.CostUSD)
+	}
+	e.verify()
+}
