@@ -7,12 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
-	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/utils/diff"
-	"github.com/sergi/go-diff/diffmatchpatch"
 
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/hclspec"
@@ -148,59 +144,21 @@ func changes(before, after snapshot) []gitstore.FileChange {
 		b, had := before[p]
 		switch {
 		case !had:
-			added, removed, bin := lineCounts(nil, a.content)
+			added, removed, bin := gitstore.LineCounts(nil, a.content)
 			out = append(out, gitstore.FileChange{Path: p, Status: gitstore.StatusAdded, Mode: a.mode, Content: a.content, Added: added, Removed: removed, Binary: bin})
 		case !bytes.Equal(a.content, b.content) || a.mode != b.mode:
-			added, removed, bin := lineCounts(b.content, a.content)
+			added, removed, bin := gitstore.LineCounts(b.content, a.content)
 			out = append(out, gitstore.FileChange{Path: p, Status: gitstore.StatusModified, Mode: a.mode, Content: a.content, Added: added, Removed: removed, Binary: bin})
 		}
 	}
 	for p, b := range before {
 		if _, ok := after[p]; !ok {
-			_, removed, bin := lineCounts(b.content, nil)
+			_, removed, bin := gitstore.LineCounts(b.content, nil)
 			out = append(out, gitstore.FileChange{Path: p, Status: gitstore.StatusDeleted, Removed: removed, Binary: bin})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out
-}
-
-// lineCounts counts lines added and removed as git diff --numstat does;
-// binary content counts none.
-func lineCounts(before, after []byte) (added, removed int, binary bool) {
-	if isBinary(before) || isBinary(after) {
-		return 0, 0, true
-	}
-	if len(before) == 0 {
-		return countLines(string(after)), 0, false
-	}
-	if len(after) == 0 {
-		return 0, countLines(string(before)), false
-	}
-	for _, d := range diff.DoWithTimeout(string(before), string(after), 5*time.Second) {
-		switch d.Type {
-		case diffmatchpatch.DiffInsert:
-			added += countLines(d.Text)
-		case diffmatchpatch.DiffDelete:
-			removed += countLines(d.Text)
-		}
-	}
-	return added, removed, false
-}
-
-func countLines(s string) int {
-	n := strings.Count(s, "\n")
-	if s != "" && !strings.HasSuffix(s, "\n") {
-		n++
-	}
-	return n
-}
-
-func isBinary(b []byte) bool {
-	if len(b) > 8000 {
-		b = b[:8000]
-	}
-	return bytes.IndexByte(b, 0) >= 0
 }
 
 // conditionChanges is a change as policy conditions see it, as the

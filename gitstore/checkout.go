@@ -371,6 +371,13 @@ func readRegular(root *os.Root, p string) ([]byte, filemode.FileMode, error) {
 
 // lineCounts returns the lines added and removed from before to after, as
 // git diff --numstat counts them, or binary when either side is binary.
+// LineCounts counts the lines added and removed from before to after as
+// git diff --numstat does (binary content counts none, and binary is
+// true), for callers that build FileChanges of their own.
+func LineCounts(before, after []byte) (added, removed int, binary bool) {
+	return lineCounts(before, after)
+}
+
 func lineCounts(before, after []byte) (added, removed int, binary bool) {
 	if isBinary(before) || isBinary(after) {
 		return 0, 0, true
