@@ -183,20 +183,31 @@ type RunAccepted struct {
 	Agent   string `json:"agent"`
 }
 
-func (s *Server) manualRun(w http.ResponseWriter, r *hookRequest) {
+// runBody decodes and checks the body of a manual run or revert request,
+// giving it a random id when it has none; it answers 400 when the body is
+// bad.
+func runBody(w http.ResponseWriter, r *hookRequest) (runRequest, bool) {
 	var body runRequest
 	if len(bytes.TrimSpace(r.body)) > 0 {
 		if err := decodeStrict(r.body, &body, true); err != nil {
 			writeError(w, http.StatusBadRequest, "request body: %v", err)
-			return
+			return body, false
 		}
 	}
 	if err := body.check(); err != nil {
 		writeError(w, http.StatusBadRequest, "%v", err)
-		return
+		return body, false
 	}
 	if body.ID == "" {
 		body.ID = newID()
+	}
+	return body, true
+}
+
+func (s *Server) manualRun(w http.ResponseWriter, r *hookRequest) {
+	body, ok := runBody(w, r)
+	if !ok {
+		return
 	}
 	req := reconcile.Request{ID: body.ID, Agent: r.PathValue("name"), By: body.By, Reason: body.Reason, Received: s.cfg.Now().UTC()}
 	targets, err := s.r.Targets(req)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"errors"
 	"net/http"
 
@@ -24,19 +23,9 @@ type RevertAccepted struct {
 // and queued for the next pass, which checks again and runs it as the
 // run's agent.
 func (s *Server) revertRun(w http.ResponseWriter, r *hookRequest) {
-	var body runRequest
-	if len(bytes.TrimSpace(r.body)) > 0 {
-		if err := decodeStrict(r.body, &body, true); err != nil {
-			writeError(w, http.StatusBadRequest, "request body: %v", err)
-			return
-		}
-	}
-	if err := body.check(); err != nil {
-		writeError(w, http.StatusBadRequest, "%v", err)
+	body, ok := runBody(w, r)
+	if !ok {
 		return
-	}
-	if body.ID == "" {
-		body.ID = newID()
 	}
 	runID := r.PathValue("run_id")
 	agent, err := s.r.RevertTarget(r.Context(), runID)
