@@ -68,6 +68,9 @@ type PolicyTest struct {
 	// agent's model, as the reconciler's runs have it.
 	Run    RunInfo
 	Change []ChangeFile
+	// Evals is change.evals as the test states it (an evals block in its
+	// change): what the proposal's evals gave.
+	Evals  EvalCounts
 	Expect Expect
 
 	// DeclRange is the block's header, test "<name>".
@@ -140,7 +143,8 @@ var (
 		Attributes: []hcl.AttributeSchema{{Name: "agent", Required: true}},
 		Blocks:     []hcl.BlockHeaderSchema{{Type: "change"}, {Type: "run"}, {Type: "expect"}},
 	}
-	testChangeSchema     = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "file"}}}
+	testChangeSchema     = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "file"}, {Type: "evals"}}}
+	testEvalsSchema      = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "passed"}, {Name: "failed"}}}
 	testChangeFileSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "path", Required: true}, {Name: "status"}, {Name: "added"}, {Name: "removed"},
 		{Name: "bytes"}, {Name: "mode"},
@@ -270,7 +274,17 @@ func (tl *testLoader) decodeChange(t *PolicyTest, blk *hcl.Block) {
 		return
 	}
 	paths := map[string]hcl.Range{}
+	var evals *hcl.Block
 	for _, fb := range cc.Blocks {
+		if fb.Type == "evals" {
+			if evals != nil {
+				tl.errorf(fb.DefRange, "Duplicate evals block", "A change has at most one evals block; the first is at %s.", evals.DefRange)
+				continue
+			}
+			evals = fb
+			tl.decodeEvals(t, fb)
+			continue
+		}
 		fc := tl.content(fb.Body, testChangeFileSchema)
 		if fc == nil {
 			continue
@@ -304,6 +318,24 @@ func (tl *testLoader) decodeChange(t *PolicyTest, blk *hcl.Block) {
 		}
 		tl.decodeFileSize(fc, &f)
 		t.Change = append(t.Change, f)
+	}
+}
+
+// decodeEvals decodes a test change's evals { passed, failed }: the
+// outcome change.evals gives the policies, as the reconciler's evals of a
+// proposal that alters an agent would.
+func (tl *testLoader) decodeEvals(t *PolicyTest, blk *hcl.Block) {
+	ec := tl.content(blk.Body, testEvalsSchema)
+	if ec == nil {
+		return
+	}
+	for _, n := range []struct {
+		name   string
+		target *int
+	}{{"passed", &t.Evals.Passed}, {"failed", &t.Evals.Failed}} {
+		if tl.decodeAttr(ec.Attributes, n.name, n.target) && *n.target < 0 {
+			tl.errorf(ec.Attributes[n.name].Expr.Range(), "Invalid eval count", "%s is a number of eval scenarios and must be 0 or more.", n.name)
+		}
 	}
 }
 

@@ -233,6 +233,18 @@ func TestLoadTestsDiagnostics(t *testing.T) {
 `, []diag{
 			{"policies/t_test.hcl:2:11-2:18", "Unknown agent", `Agent "pinnr" is not declared in agents/*.hcl; test an agent that is ("fixer", "pinner"). Did you mean "pinner"?`},
 		}},
+		{"bad evals", `test "t" {
+  agent = "pinner"
+  change {
+    evals { failed = -1 }
+    evals { passed = 1 }
+  }
+  expect { decision = "deny" }
+}
+`, []diag{
+			{"policies/t_test.hcl:4:22-4:24", "Invalid eval count", "failed is a number of eval scenarios and must be 0 or more."},
+			{"policies/t_test.hcl:5:5-5:10", "Duplicate evals block", "A change has at most one evals block; the first is at policies/t_test.hcl:4,5-10."},
+		}},
 		{"missing agent", `test "t" {
   expect { decision = "deny" }
 }

@@ -37,7 +37,7 @@ func RunTests(spec *hclspec.Spec, tests []*hclspec.PolicyTest) []TestResult {
 
 // RunTest runs one policy test; see RunTests.
 func RunTest(spec *hclspec.Spec, t *hclspec.PolicyTest) TestResult {
-	in := hclspec.ConditionInput{Agent: t.Agent, Run: t.Run, Change: t.Change}
+	in := hclspec.ConditionInput{Agent: t.Agent, Run: t.Run, Change: t.Change, Evals: t.Evals}
 	d := Decide(spec, in)
 	res := TestResult{Test: t, Decision: d}
 	// Decide denies when a condition fails to evaluate; a test that

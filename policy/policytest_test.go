@@ -264,3 +264,51 @@ func TestSizePolicyTests(t *testing.T) {
 		}
 	}
 }
+
+// A policy test states what a proposal's evals gave (change.evals), and a
+// policy gating on it is tested like any other.
+func TestRunTestsEvals(t *testing.T) {
+	fsys := specFS(t, "testdata/spec.txtar")
+	fsys["policies/evals.hcl"] = &fstest.MapFile{Data: []byte(`policy "evals" {
+  applies_to = ["image-pinner"]
+  deny "failing" {
+    condition = change.evals.failed > 0
+    message   = "its evals fail"
+  }
+}
+`)}
+	fsys["policies/t_test.hcl"] = &fstest.MapFile{Data: []byte(`test "evals fail" {
+  agent = "image-pinner"
+  change {
+    file { path = "deploy/staging/api.yaml" }
+    evals {
+      passed = 4
+      failed = 1
+    }
+  }
+  expect { decision = "deny" }
+}
+
+test "evals pass" {
+  agent = "image-pinner"
+  change {
+    file { path = "deploy/staging/api.yaml" }
+    evals { passed = 5 }
+  }
+  expect { decision = "require_approval" }
+}
+`)}
+	spec := loadSpec(t, fsys)
+	pts, diags := hclspec.LoadTests(fsys, spec)
+	if len(diags) > 0 {
+		t.Fatalf("LoadTests: %v", diags)
+	}
+	if len(pts) != 2 || pts[0].Evals != (hclspec.EvalCounts{Passed: 4, Failed: 1}) {
+		t.Fatalf("tests %+v", pts)
+	}
+	for _, r := range RunTests(spec, pts) {
+		if !r.Pass {
+			t.Errorf("%s: %v", r.Test.Name, r.Failures)
+		}
+	}
+}
