@@ -70,8 +70,13 @@ type PolicyTest struct {
 	Change []ChangeFile
 	// Evals is change.evals as the test states it (an evals block in its
 	// change): what the proposal's evals gave.
-	Evals  EvalCounts
-	Expect Expect
+	Evals EvalCounts
+	// Reviews are the verdicts the test states for require_review rules,
+	// by rule name, one per model of the rule in its order (review
+	// "<rule>" { verdicts = [...] }). A pending review the test states no
+	// verdict for counts as failed, as a model that cannot be reached.
+	Reviews map[string][]string
+	Expect  Expect
 
 	// DeclRange is the block's header, test "<name>".
 	DeclRange hcl.Range
@@ -141,8 +146,9 @@ var (
 	testFileSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "test", LabelNames: []string{"name"}}}}
 	testSchema     = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "agent", Required: true}},
-		Blocks:     []hcl.BlockHeaderSchema{{Type: "change"}, {Type: "run"}, {Type: "expect"}},
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "change"}, {Type: "run"}, {Type: "expect"}, {Type: "review", LabelNames: []string{"rule"}}},
 	}
+	testReviewSchema     = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "verdicts", Required: true}}}
 	testChangeSchema     = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "file"}, {Type: "evals"}}}
 	testEvalsSchema      = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "passed"}, {Name: "failed"}}}
 	testChangeFileSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
@@ -235,12 +241,15 @@ func (tl *testLoader) decodeTest(b *hcl.Block) *PolicyTest {
 	seen := map[string]hcl.Range{}
 	var expect *hcl.Block
 	for _, blk := range c.Blocks {
-		if prev, dup := seen[blk.Type]; dup {
-			tl.errorf(blk.DefRange, "Duplicate "+blk.Type+" block", "A test has at most one %s block; the first is at %s.", blk.Type, prev)
+		key := strings.Join(append([]string{blk.Type}, blk.Labels...), " ")
+		if prev, dup := seen[key]; dup {
+			tl.errorf(blk.DefRange, "Duplicate "+blk.Type+" block", "A test has at most one %s block; the first is at %s.", key, prev)
 			continue
 		}
-		seen[blk.Type] = blk.DefRange
+		seen[key] = blk.DefRange
 		switch blk.Type {
+		case "review":
+			tl.decodeReview(t, blk)
 		case "change":
 			tl.decodeChange(t, blk)
 		case "run":
@@ -319,6 +328,45 @@ func (tl *testLoader) decodeChange(t *PolicyTest, blk *hcl.Block) {
 		tl.decodeFileSize(fc, &f)
 		t.Change = append(t.Change, f)
 	}
+}
+
+// decodeReview decodes a test's review "<rule>" { verdicts = [...] }: the
+// verdicts of the rule's models, in their order, as approve, reject or
+// error.
+func (tl *testLoader) decodeReview(t *PolicyTest, blk *hcl.Block) {
+	name := blk.Labels[0]
+	var names []string
+	known := false
+	for _, p := range tl.spec.Policies {
+		for _, r := range p.Reviews {
+			names = append(names, r.Name)
+			known = known || r.Name == name
+		}
+	}
+	if !known {
+		tl.errorf(blk.LabelRanges[0], "Unknown review rule", "No policy has a require_review %q rule to state verdicts for.%s", name, suggest(name, names))
+		return
+	}
+	rc := tl.content(blk.Body, testReviewSchema)
+	if rc == nil {
+		return
+	}
+	var verdicts []string
+	if !tl.decodeAttr(rc.Attributes, "verdicts", &verdicts) {
+		return
+	}
+	for _, v := range verdicts {
+		switch v {
+		case "approve", "reject", "error":
+		default:
+			tl.errorf(rc.Attributes["verdicts"].Expr.Range(), "Invalid verdict", "%q is not a verdict: use \"approve\", \"reject\" or \"error\" (a model that failed).%s", v, suggest(v, []string{"approve", "reject", "error"}))
+			return
+		}
+	}
+	if t.Reviews == nil {
+		t.Reviews = map[string][]string{}
+	}
+	t.Reviews[name] = verdicts
 }
 
 // decodeEvals decodes a test change's evals { passed, failed }: the

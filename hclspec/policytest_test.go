@@ -245,6 +245,14 @@ func TestLoadTestsDiagnostics(t *testing.T) {
 			{"policies/t_test.hcl:4:22-4:24", "Invalid eval count", "failed is a number of eval scenarios and must be 0 or more."},
 			{"policies/t_test.hcl:5:5-5:10", "Duplicate evals block", "A change has at most one evals block; the first is at policies/t_test.hcl:4,5-10."},
 		}},
+		{"unknown review rule", `test "t" {
+  agent = "pinner"
+  review "second-opinion" { verdicts = ["approve"] }
+  expect { decision = "deny" }
+}
+`, []diag{
+			{"policies/t_test.hcl:3:10-3:26", "Unknown review rule", `No policy has a require_review "second-opinion" rule to state verdicts for.`},
+		}},
 		{"missing agent", `test "t" {
   expect { decision = "deny" }
 }

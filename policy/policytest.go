@@ -38,7 +38,7 @@ func RunTests(spec *hclspec.Spec, tests []*hclspec.PolicyTest) []TestResult {
 // RunTest runs one policy test; see RunTests.
 func RunTest(spec *hclspec.Spec, t *hclspec.PolicyTest) TestResult {
 	in := hclspec.ConditionInput{Agent: t.Agent, Run: t.Run, Change: t.Change, Evals: t.Evals}
-	d := Decide(spec, in)
+	d := testReviews(spec, Decide(spec, in), in, t.Reviews)
 	res := TestResult{Test: t, Decision: d}
 	// Decide denies when a condition fails to evaluate; a test that
 	// expects a denial must not pass because of a broken condition.
@@ -185,4 +185,27 @@ func hclIdent(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// testReviews folds the verdicts a test states into d, as the reconciler
+// folds its reviewer models' (ApplyReviews): one per model of each pending
+// review, in order; a model without one failed.
+func testReviews(spec *hclspec.Spec, d Decision, in hclspec.ConditionInput, stated map[string][]string) Decision {
+	pending := PendingReviews(spec, d, in)
+	if len(pending) == 0 {
+		return d
+	}
+	var reviews []Review
+	for _, p := range pending {
+		verdicts := stated[p.Rule.Name]
+		for i, m := range p.Rule.Models {
+			rv := Review{Policy: p.Policy.Name, Rule: p.Rule.Name, Provider: m.Provider.Ref(), Model: m.Model,
+				Verdict: VerdictError, Error: "the test states no verdict for this model"}
+			if i < len(verdicts) {
+				rv.Verdict, rv.Error = verdicts[i], ""
+			}
+			reviews = append(reviews, rv)
+		}
+	}
+	return ApplyReviews(spec, d, in, reviews).Decision
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"testing/fstest"
 
@@ -310,5 +311,88 @@ test "evals pass" {
 		if !r.Pass {
 			t.Errorf("%s: %v", r.Test.Name, r.Failures)
 		}
+	}
+}
+
+// A policy test states the verdicts of a require_review rule's models: a
+// rejection requires the rule's approval, approvals leave the decision as
+// it is, and a model the test gives no verdict counts as failed.
+func TestRunTestsReviews(t *testing.T) {
+	fsys := specFS(t, "testdata/spec.txtar")
+	fsys["providers.hcl"] = &fstest.MapFile{Data: []byte(`provider "exec" "local" {
+}
+provider "openai" "second" {
+  api_key_env = "OPENAI_API_KEY"
+  price "gpt-4o" {
+    input_per_mtok  = 2.5
+    output_per_mtok = 10
+  }
+  price "o3-mini" {
+    input_per_mtok  = 1.1
+    output_per_mtok = 4.4
+  }
+}
+`)}
+	fsys["policies/review.hcl"] = &fstest.MapFile{Data: []byte(`policy "review" {
+  applies_to = ["image-pinner"]
+  require_review "second-opinion" {
+    condition = anytrue([for p in change.paths : startswith(p, "deploy/staging/")])
+    models    = ["second/gpt-4o", "second/o3-mini"]
+    reviewers = ["sre"]
+  }
+}
+`)}
+	change := `
+  change {
+    file { path = "deploy/staging/api.yaml" }
+  }`
+	fsys["policies/t_test.hcl"] = &fstest.MapFile{Data: []byte(`test "both approve" {
+  agent = "image-pinner"` + change + `
+  review "second-opinion" { verdicts = ["approve", "approve"] }
+  expect {
+    decision  = "require_approval"
+    reviewers = { any = 1 }
+  }
+}
+
+test "one rejects" {
+  agent = "image-pinner"` + change + `
+  review "second-opinion" { verdicts = ["approve", "reject"] }
+  expect {
+    decision  = "require_approval"
+    reviewers = { sre = 1 }
+  }
+}
+
+test "no verdict stated" {
+  agent = "image-pinner"` + change + `
+  expect {
+    decision  = "require_approval"
+    reviewers = { sre = 1 }
+  }
+}
+`)}
+	spec := loadSpec(t, fsys)
+	pts, diags := hclspec.LoadTests(fsys, spec)
+	if len(diags) > 0 {
+		t.Fatalf("LoadTests: %v", diags)
+	}
+	if len(pts) != 3 || !slices.Equal(pts[1].Reviews["second-opinion"], []string{"approve", "reject"}) {
+		t.Fatalf("tests %+v", pts)
+	}
+	for _, r := range RunTests(spec, pts) {
+		if !r.Pass {
+			t.Errorf("%s: %v", r.Test.Name, r.Failures)
+		}
+	}
+	fsys["policies/t_test.hcl"] = &fstest.MapFile{Data: []byte(`test "bad" {
+  agent = "image-pinner"
+  review "second-opinion" { verdicts = ["approved"] }
+  expect { decision = "deny" }
+}
+`)}
+	if _, diags := hclspec.LoadTests(fsys, spec); len(diags) != 1 || diags[0].Summary != "Invalid verdict" ||
+		diags[0].Subject.String() != "policies/t_test.hcl:3,40-52" || !strings.Contains(diags[0].Detail, `Did you mean "approve"?`) {
+		t.Errorf("a bad verdict: %v", diags)
 	}
 }
