@@ -1,98 +1,19 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/internal/promtest"
 )
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startTestPrometheus starts Debian's prometheus on 127.0.0.1 scraping
-// target every second and returns its base URL once it holds a sample of
-// metric. Without the binary the test skips, except in CI (.ci/run
-// installs it), where it fails.
-func startTestPrometheus(t *testing.T, target, metric string) string {
-	t.Helper()
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("prometheus is not installed, and CI must run this test: .ci/run installs Debian's prometheus package (%v)", err)
-		}
-		t.Skipf("prometheus is not installed (apt-get install --no-install-recommends prometheus): the real Prometheus test is skipped")
-	}
-	dir := t.TempDir()
-	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: payments\n    static_configs:\n      - targets: [%q]\n", target)
-	cfgFile := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	log := &lockedBuffer{}
-	cmd := exec.Command(bin, "--config.file="+cfgFile, "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr, "--log.level=warn")
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus log:\n%s", log.String())
-		}
-	})
-	base := "http://" + addr
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(metric))
-		if err == nil {
-			var b bytes.Buffer
-			b.ReadFrom(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.Contains(b.String(), `"__name__":"`+metric+`"`) {
-				return base
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("prometheus has no sample of %s after 60s: %s", metric, log.String())
-	return ""
-}
 
 // latencyExporter serves the payments API's p99 latency as a test
 // exporter would.
@@ -112,7 +33,7 @@ func latencyExporter(t *testing.T) *httptest.Server {
 // bearer token sent through a proxy that requires it.
 func TestPrometheusQuery(t *testing.T) {
 	exp := latencyExporter(t)
-	base := startTestPrometheus(t, strings.TrimPrefix(exp.URL, "http://"), "payments_latency_p99_seconds")
+	base, _ := promtest.Start(t, "payments", strings.TrimPrefix(exp.URL, "http://"), "payments_latency_p99_seconds")
 
 	const token = "prom-token-0123456789abcdef"
 	upstream, _ := url.Parse(base)

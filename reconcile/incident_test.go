@@ -19,6 +19,7 @@ import (
 	"github.com/agentgitops/reconciler/agent"
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/internal/promtest"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/policy"
 	"github.com/agentgitops/reconciler/reconcile"
@@ -188,7 +189,7 @@ func TestIncidentFlow(t *testing.T) {
 	// A real Prometheus scraping the service's cache counters: the
 	// model's prometheus_query confirms the diagnosis against it.
 	exporter := cacheExporter(t)
-	promURL, stopPrometheus := startPrometheus(t, strings.TrimPrefix(exporter.URL, "http://"), conversationQuery(t, conversation))
+	promURL, stopPrometheus := promtest.Start(t, "payments-api", strings.TrimPrefix(exporter.URL, "http://"), conversationQuery(t, conversation))
 	const apiKey = "sk-test-incident-0123456789abcdefghijklmnop"
 	// providers.hcl reads its base_url from OPENAI_BASE_URL and the key
 	// from OPENAI_API_KEY: the environment the daemon would have.
