@@ -38,13 +38,8 @@ line says which) or the pass failed, and 2 on a usage error.`
 
 func cmdRevert(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("revert", "revert RUN_ID [--addr URL --webhook-secret-file FILE | --repo URL [once flags]] [--id ID] [--by NAME] [--reason TEXT] [--format text|json]", stderr)
-	addr := fs.String("addr", "", "base `URL` of the daemon (default: from $RECONCILER_LISTEN, else http://127.0.0.1:8080)")
-	secretFile := fs.String("webhook-secret-file", "", "`file` holding the daemon's shared secret (its --webhook-secret-file)")
-	id := fs.String("id", "", "request id (default: random); the same id again is the same request")
-	by := fs.String("by", "", "who asks, recorded with the revert")
-	reason := fs.String("reason", "", "why, recorded with the revert")
-	format := fs.String("format", "text", "output `format`: text or json")
-	timeout := fs.Duration("timeout", 30*time.Second, "give up on the daemon after this long")
+	q := daemonAsk{what: "reverts"}
+	q.register(fs, "revert")
 	var f repoFlags
 	f.register(fs)
 	usage := fs.Usage
@@ -56,22 +51,18 @@ func cmdRevert(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return usageError(stderr, "revert takes one run id, got %d arguments %q", fs.NArg(), fs.Args())
 	}
 	runID := fs.Arg(0)
-	if *format != "text" && *format != "json" {
-		return usageError(stderr, "--format %q: use text or json", *format)
+	if code, ok := q.check(&f, stderr); !ok {
+		return code
 	}
 	if f.repo != "" {
-		if *addr != "" || *secretFile != "" {
-			return usageError(stderr, "--repo runs the pass here: it takes neither --addr nor --webhook-secret-file")
-		}
 		f.fs = nil // the run id is revert's own argument
-		return revertLocal(ctx, &f, reconcile.Request{ID: *id, Revert: runID, By: *by, Reason: *reason}, *format, stdout, stderr)
+		return revertLocal(ctx, &f, reconcile.Request{ID: q.id, Revert: runID, By: q.by, Reason: q.reason}, q.format, stdout, stderr)
 	}
-	acc, code, ok := askDaemon(ctx, daemonAsk{addr: *addr, secretFile: *secretFile, timeout: *timeout, format: *format,
-		what: "reverts", id: *id, by: *by, reason: *reason}, stdout, stderr, "revert "+runID, "api", "v1", "runs", runID, "revert")
+	acc, code, ok := askDaemon(ctx, q, stdout, stderr, "revert "+runID, "api", "v1", "runs", runID, "revert")
 	if !ok {
 		return code
 	}
-	if *format == "json" {
+	if q.format == "json" {
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "reconciler: revert of run %s queued as request %s for agent %s; the daemon's next pass opens the proposal\n", runID, acc.Request, acc.Agent)

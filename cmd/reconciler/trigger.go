@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,13 +38,8 @@ printed) or the pass failed or dropped it, and 2 on a usage error.`
 
 func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("trigger", "trigger AGENT [--addr URL --webhook-secret-file FILE | --repo URL [once flags]] [--id ID] [--by NAME] [--reason TEXT] [--format text|json]", stderr)
-	addr := fs.String("addr", "", "base `URL` of the daemon (default: from $RECONCILER_LISTEN, else http://127.0.0.1:8080)")
-	secretFile := fs.String("webhook-secret-file", "", "`file` holding the daemon's shared secret (its --webhook-secret-file)")
-	id := fs.String("id", "", "request id (default: random); the same id again is the same request")
-	by := fs.String("by", "", "who asks, recorded with the run")
-	reason := fs.String("reason", "", "why, recorded with the run")
-	format := fs.String("format", "text", "output `format`: text or json")
-	timeout := fs.Duration("timeout", 30*time.Second, "give up on the daemon after this long")
+	q := daemonAsk{what: "runs"}
+	q.register(fs, "run")
 	var f repoFlags
 	f.register(fs)
 	usage := fs.Usage
@@ -55,22 +51,18 @@ func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return usageError(stderr, "trigger takes one agent name, got %d arguments %q", fs.NArg(), fs.Args())
 	}
 	agent := fs.Arg(0)
-	if *format != "text" && *format != "json" {
-		return usageError(stderr, "--format %q: use text or json", *format)
+	if code, ok := q.check(&f, stderr); !ok {
+		return code
 	}
 	if f.repo != "" {
-		if *addr != "" || *secretFile != "" {
-			return usageError(stderr, "--repo runs the pass here: it takes neither --addr nor --webhook-secret-file")
-		}
 		f.fs = nil // the agent is trigger's own argument
-		return triggerLocal(ctx, &f, reconcile.Request{ID: *id, Agent: agent, By: *by, Reason: *reason}, *format, stdout, stderr)
+		return triggerLocal(ctx, &f, reconcile.Request{ID: q.id, Agent: agent, By: q.by, Reason: q.reason}, q.format, stdout, stderr)
 	}
-	acc, code, ok := askDaemon(ctx, daemonAsk{addr: *addr, secretFile: *secretFile, timeout: *timeout, format: *format,
-		what: "runs", id: *id, by: *by, reason: *reason}, stdout, stderr, "trigger "+agent, "api", "v1", "agents", agent, "runs")
+	acc, code, ok := askDaemon(ctx, q, stdout, stderr, "trigger "+agent, "api", "v1", "agents", agent, "runs")
 	if !ok {
 		return code
 	}
-	if *format == "text" {
+	if q.format == "text" {
 		fmt.Fprintf(stderr, "reconciler: request %s queued for agent %s; the daemon's next pass runs it\n", acc.Request, acc.Agent)
 	}
 	return exitOK
@@ -84,6 +76,30 @@ type daemonAsk struct {
 	format           string
 	what             string // what the daemon accepts only with its secret
 	id, by, reason   string
+}
+
+// register adds the flags of a request to a daemon, and its --format, to
+// fs; what is recorded with the caller's --by and --reason.
+func (q *daemonAsk) register(fs *flag.FlagSet, what string) {
+	fs.StringVar(&q.addr, "addr", "", "base `URL` of the daemon (default: from $RECONCILER_LISTEN, else http://127.0.0.1:8080)")
+	fs.StringVar(&q.secretFile, "webhook-secret-file", "", "`file` holding the daemon's shared secret (its --webhook-secret-file)")
+	fs.StringVar(&q.id, "id", "", "request id (default: random); the same id again is the same request")
+	fs.StringVar(&q.by, "by", "", "who asks, recorded with the "+what)
+	fs.StringVar(&q.reason, "reason", "", "why, recorded with the "+what)
+	fs.StringVar(&q.format, "format", "text", "output `format`: text or json")
+	fs.DurationVar(&q.timeout, "timeout", 30*time.Second, "give up on the daemon after this long")
+}
+
+// check refuses a bad --format, and --addr or --webhook-secret-file with
+// --repo (which runs the pass here).
+func (q *daemonAsk) check(f *repoFlags, stderr io.Writer) (int, bool) {
+	if q.format != "text" && q.format != "json" {
+		return usageError(stderr, "--format %q: use text or json", q.format), false
+	}
+	if f.repo != "" && (q.addr != "" || q.secretFile != "") {
+		return usageError(stderr, "--repo runs the pass here: it takes neither --addr nor --webhook-secret-file"), false
+	}
+	return 0, true
 }
 
 // askDaemon posts q to the daemon under path with the shared secret and
