@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/agentgitops/reconciler/reconcile"
 )
@@ -72,31 +71,13 @@ func cmdRevert(ctx context.Context, args []string, stdout, stderr io.Writer) int
 // revertLocal runs one pass with the revert request and prints its
 // outcome.
 func revertLocal(ctx context.Context, f *repoFlags, req reconcile.Request, format string, stdout, stderr io.Writer) int {
-	stopTracing, err := startTracing(ctx, f.otlpEndpoint, stderr) // tracing.go
-	if err != nil {
-		return usageError(stderr, "%s", err)
+	req, outs, code, ok, err := localPass(ctx, f, req, stderr)
+	if !ok {
+		return code
 	}
-	defer stopTracing()
-	r, err := f.reconciler(ctx, stderr, nil)
-	var ue usageErr
-	if errors.As(err, &ue) {
-		return usageError(stderr, "%s", ue)
-	}
-	if err != nil {
-		return fail(stderr, err)
-	}
-	defer r.Close()
-	if req.ID == "" {
-		req.ID = "cli-" + time.Now().UTC().Format("20060102T150405.000Z")
-	}
-	req.Received = time.Now().UTC()
-	res, err := r.Pass(ctx, []reconcile.Request{req})
 	var out *reconcile.RequestOutcome
-	for i, o := range res.Requests {
-		if o.Request == req.ID {
-			out = &res.Requests[i]
-			break
-		}
+	if len(outs) > 0 {
+		out = &outs[0]
 	}
 	if format == "json" {
 		b, _ := json.MarshalIndent(map[string]any{"request": req.ID, "reverts": req.Revert, "outcome": out}, "", "  ")

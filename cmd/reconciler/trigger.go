@@ -172,32 +172,43 @@ func postRun(ctx context.Context, target string, secret server.Secret, body []by
 	return acc, raw, nil
 }
 
-// triggerLocal runs one pass with the request and prints its outcome.
-func triggerLocal(ctx context.Context, f *repoFlags, req reconcile.Request, format string, stdout, stderr io.Writer) int {
+// localPass runs one pass here (--repo) with req, given an id when it
+// has none, and returns it with the pass's outcomes of it and the pass's
+// error. When ok is false the reconciler did not start: code is the exit
+// code, its error printed.
+func localPass(ctx context.Context, f *repoFlags, req reconcile.Request, stderr io.Writer) (_ reconcile.Request, outs []reconcile.RequestOutcome, code int, ok bool, passErr error) {
 	stopTracing, err := startTracing(ctx, f.otlpEndpoint, stderr) // tracing.go
 	if err != nil {
-		return usageError(stderr, "%s", err)
+		return req, nil, usageError(stderr, "%s", err), false, nil
 	}
 	defer stopTracing()
 	r, err := f.reconciler(ctx, stderr, nil)
 	var ue usageErr
 	if errors.As(err, &ue) {
-		return usageError(stderr, "%s", ue)
+		return req, nil, usageError(stderr, "%s", ue), false, nil
 	}
 	if err != nil {
-		return fail(stderr, err)
+		return req, nil, fail(stderr, err), false, nil
 	}
 	defer r.Close()
 	if req.ID == "" {
 		req.ID = "cli-" + time.Now().UTC().Format("20060102T150405.000Z")
 	}
 	req.Received = time.Now().UTC()
-	res, err := r.Pass(ctx, []reconcile.Request{req})
-	var outs []reconcile.RequestOutcome
+	res, passErr := r.Pass(ctx, []reconcile.Request{req})
 	for _, o := range res.Requests {
 		if o.Request == req.ID {
 			outs = append(outs, o)
 		}
+	}
+	return req, outs, 0, true, passErr
+}
+
+// triggerLocal runs one pass with the request and prints its outcome.
+func triggerLocal(ctx context.Context, f *repoFlags, req reconcile.Request, format string, stdout, stderr io.Writer) int {
+	req, outs, code, ok, err := localPass(ctx, f, req, stderr)
+	if !ok {
+		return code
 	}
 	if format == "json" {
 		b, _ := json.MarshalIndent(map[string]any{"request": req.ID, "agent": req.Agent, "outcomes": outs}, "", "  ")
