@@ -406,9 +406,9 @@ func (r *Reconciler) review(ctx context.Context, p *pass, d policy.Decision, in 
 		st = p.state
 	}
 	type ask struct {
-		i      int
-		m      hclspec.ReviewModel
-		prompt string
+		i   int
+		m   hclspec.ReviewModel
+		req openai.ChatCompletionRequest
 	}
 	var (
 		reviews  []policy.Review
@@ -425,7 +425,14 @@ func (r *Reconciler) review(ctx context.Context, p *pass, d policy.Decision, in 
 				reviews = append(reviews, reused)
 				continue
 			}
-			cost := reviewReservation(m, pr.Rule.Prompt, subject)
+			req, digest, err := ReviewRequest(m.Model, pr.Rule.Prompt, subject)
+			if err != nil {
+				rv.Verdict = policy.VerdictError
+				rv.Error = clipText(r.scrub(err.Error()), maxReasonBytes)
+				reviews = append(reviews, rv)
+				continue
+			}
+			cost := reviewReservation(m, req)
 			if h := policy.BudgetRoom(r.spec, in.cond.Agent, r.cfg.Now(), st, reserved+cost, "the second-model review"); h != nil {
 				rv.Verdict = policy.VerdictError
 				rv.Error = clipText("not asked: "+h.Reason, maxReasonBytes)
@@ -433,7 +440,8 @@ func (r *Reconciler) review(ctx context.Context, p *pass, d policy.Decision, in 
 				continue
 			}
 			reserved += cost
-			asks = append(asks, ask{i: len(reviews), m: m, prompt: pr.Rule.Prompt})
+			rv.RequestSHA256 = digest
+			asks = append(asks, ask{i: len(reviews), m: m, req: req})
 			reviews = append(reviews, rv)
 		}
 	}
@@ -446,19 +454,15 @@ func (r *Reconciler) review(ctx context.Context, p *pass, d policy.Decision, in 
 		defer p.mu.Lock()
 	}
 	for _, a := range asks {
-		reviews[a.i] = r.askReviewer(ctx, a.m, a.prompt, subject, reviews[a.i])
+		reviews[a.i] = r.askReviewer(ctx, a.m, a.req, reviews[a.i])
 	}
 	return policy.ApplyReviews(r.spec, d, in.cond, reviews), nil
 }
 
-// reviewReservation is the most one review request can cost: its body's
+// reviewReservation is the most review request req can cost: its body's
 // bytes as input tokens (a token is at least a byte) and its output limit,
 // at the reviewer model's prices; 0 for an unpriced model.
-func reviewReservation(m hclspec.ReviewModel, prompt string, s ReviewSubject) float64 {
-	req, _, err := ReviewRequest(m.Model, prompt, s)
-	if err != nil {
-		return 0
-	}
+func reviewReservation(m hclspec.ReviewModel, req openai.ChatCompletionRequest) float64 {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return 0
@@ -481,20 +485,15 @@ func reusable(prior []policy.Review, rv policy.Review) *policy.Review {
 	return nil
 }
 
-// askReviewer sends one review request and records the exchange in rv:
-// the request's digest, the answer (redacted, bounded), the verdict or
-// why there is none, the tokens and the cost.
-func (r *Reconciler) askReviewer(ctx context.Context, m hclspec.ReviewModel, prompt string, s ReviewSubject, rv policy.Review) policy.Review {
+// askReviewer sends review request req (its digest already in rv) and
+// records the exchange in rv: the answer (redacted, bounded), the verdict
+// or why there is none, the tokens and the cost.
+func (r *Reconciler) askReviewer(ctx context.Context, m hclspec.ReviewModel, req openai.ChatCompletionRequest, rv policy.Review) policy.Review {
 	fail := func(err error) policy.Review {
 		rv.Verdict = policy.VerdictError
 		rv.Error = clipText(r.scrub(err.Error()), maxReasonBytes)
 		return rv
 	}
-	req, digest, err := ReviewRequest(m.Model, prompt, s)
-	if err != nil {
-		return fail(err)
-	}
-	rv.RequestSHA256 = digest
 	model, err := r.reviewModel(m.Provider)
 	if err != nil {
 		return fail(fmt.Errorf("reviewer %s: %w", m, err))
