@@ -14,8 +14,9 @@ BUILDVCS  ?= auto
 help: ## show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/reconciler (static)
+build: ## build bin/reconciler and its sandbox helper bin/reconciler-sandbox (static)
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=$(BUILDVCS) -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/reconciler
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=$(BUILDVCS) -o $(dir $(BIN))reconciler-sandbox ./cmd/reconciler-sandbox
 
 demo: build ## run the embedded example end to end in a temporary directory
 	./$(BIN) demo

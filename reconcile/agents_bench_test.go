@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentgitops/reconciler/reconcile"
+	"github.com/agentgitops/reconciler/sandbox"
 )
 
 // BenchmarkAgentsPass measures one pass from trigger to the last proposal
@@ -19,8 +21,33 @@ import (
 // run Config.Concurrency at once (0: one per core); concurrency=1 shows the
 // sequential cost. Each iteration is a fresh repository and ledger.
 func BenchmarkAgentsPass(b *testing.B) {
-	for _, tc := range []struct{ agents, concurrency int }{{1, 0}, {100, 0}, {100, 1}, {100, 8}} {
-		b.Run(fmt.Sprintf("agents=%d/concurrency=%d", tc.agents, tc.concurrency), func(b *testing.B) {
+	// helper: the sandbox's helper is a reconciler-sandbox built from this
+	// tree (as make build installs it) rather than this test binary.
+	helper := filepath.Join(b.TempDir(), sandbox.HelperName)
+	built := false
+	for _, tc := range []struct {
+		agents, concurrency int
+		helper              bool
+	}{{1, 0, false}, {100, 0, false}, {100, 1, false}, {100, 8, false}, {1, 0, true}, {100, 0, true}, {100, 8, true}} {
+		name := fmt.Sprintf("agents=%d/concurrency=%d", tc.agents, tc.concurrency)
+		if tc.helper {
+			name += "/helper=reconciler-sandbox"
+		}
+		b.Run(name, func(b *testing.B) {
+			if tc.helper && !built {
+				built = true
+				if out, err := exec.Command("go", "build", "-o", helper, "../cmd/reconciler-sandbox").CombinedOutput(); err != nil {
+					b.Fatalf("build the helper: %v\n%s", err, out)
+				}
+			}
+			use := ""
+			if tc.helper {
+				use = helper
+			}
+			if err := sandbox.UseHelper(use); err != nil {
+				b.Fatal(err)
+			}
+			defer sandbox.UseHelper("")
 			for range b.N {
 				b.StopTimer()
 				e := newEnv(b, false, func(dir string) {

@@ -123,6 +123,9 @@ type SandboxStatus struct {
 	Mode       string            `json:"mode"`
 	Mechanisms []string          `json:"mechanisms"`
 	Missing    map[string]string `json:"missing,omitempty"`
+	// Helper is the program that builds the sandbox: "this program" or
+	// the path of a reconciler-sandbox.
+	Helper string `json:"helper,omitempty"`
 }
 
 // AgentStatus is one agent's observed state, from the ledger and the spec
@@ -233,7 +236,7 @@ func (r *Reconciler) sandboxStatus() *SandboxStatus {
 		mode = sandbox.Strict
 	}
 	sup := sandbox.Probe()
-	return &SandboxStatus{Mode: string(mode), Mechanisms: sup.Mechanisms, Missing: sup.Reasons}
+	return &SandboxStatus{Mode: string(mode), Mechanisms: sup.Mechanisms, Missing: sup.Reasons, Helper: sup.Helper}
 }
 
 // Status returns a copy of the last status.

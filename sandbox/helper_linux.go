@@ -48,6 +48,12 @@ func helperMain(stage string) int {
 	err := json.NewDecoder(specFile).Decode(&sp)
 	specFile.Close()
 	if err == nil {
+		if err := checkPeer(&sp); err != nil {
+			json.NewEncoder(status).Encode(message{Stage: stage, Error: err.Error(), Refused: true})
+			return 125
+		}
+	}
+	if err == nil {
 		switch stage {
 		case stageInit:
 			return initMain(&sp, status)

@@ -19,15 +19,30 @@ import (
 // configuration for; a newer kernel is used at this version.
 const maxLandlockABI = 11
 
-var probeOnce = sync.OnceValue(probe)
+var (
+	probeMu sync.Mutex
+	probes  = map[*helperProgram]Support{}
+)
 
 // Probe reports which mechanisms the kernel offers this process. It starts
 // the helper in each kind of namespace once per process and remembers the
 // answer.
-func Probe() Support { return probeOnce() }
+func Probe() Support { return probeFor(helper()) }
 
-func probe() Support {
-	s := Support{Reasons: map[string]string{}}
+// probeFor is Probe with helper h.
+func probeFor(h *helperProgram) Support {
+	probeMu.Lock()
+	defer probeMu.Unlock()
+	s, ok := probes[h]
+	if !ok {
+		s = probe(h)
+		probes[h] = s
+	}
+	return s
+}
+
+func probe(h *helperProgram) Support {
+	s := Support{Reasons: map[string]string{}, Helper: h.name}
 	if abi, err := llsyscall.LandlockGetABIVersion(); err != nil || abi < 1 {
 		if err == nil {
 			err = errors.New("ABI version 0")
@@ -38,7 +53,7 @@ func probe() Support {
 	}
 
 	all := []string{UserNS, PIDNS, NetNS, IPCNS, MountNS}
-	if err := probeHelper(all); err == nil {
+	if err := probeHelper(h, all); err == nil {
 		s.helper = true
 		s.Mechanisms = append(s.Mechanisms, all...)
 	} else if errors.Is(err, errNoHelper) {
@@ -49,7 +64,7 @@ func probe() Support {
 		return s.sorted()
 	} else {
 		s.helper = true
-		user := probeHelper([]string{UserNS})
+		user := probeHelper(h, []string{UserNS})
 		if user == nil {
 			s.Mechanisms = append(s.Mechanisms, UserNS)
 		} else {
@@ -63,7 +78,7 @@ func probe() Support {
 			if m == MountNS && s.Has(PIDNS) {
 				try = append(try, PIDNS)
 			}
-			if err := probeHelper(try); err != nil {
+			if err := probeHelper(h, try); err != nil {
 				s.Reasons[m] = err.Error()
 			} else {
 				s.Mechanisms = append(s.Mechanisms, m)
@@ -90,17 +105,17 @@ func (s Support) sorted() Support {
 }
 
 // errNoHelper means the program does not answer as the sandbox's helper.
-var errNoHelper = errors.New("this program does not run the sandbox's helper: call sandbox.Init first in main (and in TestMain)")
+var errNoHelper = errors.New("no sandbox helper answers")
 
 // probeHelper starts the helper in the namespaces of mechs; with a mount
 // namespace it mounts a tmpfs, and a proc with a PID namespace too.
-func probeHelper(mechs []string) error {
+func probeHelper(hp *helperProgram, mechs []string) error {
 	dir, err := os.MkdirTemp("", "reconciler-sandbox-probe-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	h := exec.Command("/proc/self/exe", childArg, stageProbe)
+	h := exec.Command(hp.path, childArg, stageProbe)
 	h.Args[0] = "reconciler-sandbox"
 	h.Env = helperEnv
 	h.Dir = "/"
@@ -129,6 +144,9 @@ func probeHelper(mechs []string) error {
 		return err
 	}
 	for _, m := range msgs {
+		if m.Refused {
+			return fmt.Errorf("%w: %s refused: %s", errNoHelper, hp.name, m.Error)
+		}
 		if m.Error != "" {
 			return errors.New(m.Error)
 		}
@@ -136,10 +154,14 @@ func probeHelper(mechs []string) error {
 			return nil
 		}
 	}
-	if s := strings.TrimSpace(stderr.String()); s != "" && len(msgs) == 0 {
-		return fmt.Errorf("%w (it said: %s)", errNoHelper, firstLine(s))
+	hint := ""
+	if hp == self {
+		hint = ": this program must call sandbox.Init first in main (and in TestMain)"
 	}
-	return errNoHelper
+	if s := strings.TrimSpace(stderr.String()); s != "" && len(msgs) == 0 {
+		return fmt.Errorf("%w%s (%s said: %s)", errNoHelper, hint, hp.name, firstLine(s))
+	}
+	return fmt.Errorf("%w%s", errNoHelper, hint)
 }
 
 func firstLine(s string) string {

@@ -81,6 +81,9 @@ type spec struct {
 	// ExecStage makes the init start the command through the exec stage
 	// even when it could start it itself (tests of that path).
 	ExecStage bool `json:"exec_stage,omitempty"`
+	// Protocol and Revision are the starting program's (see checkPeer).
+	Protocol string `json:"protocol"`
+	Revision string `json:"revision,omitempty"`
 }
 
 // message is what the helper reports, as JSON on file descriptor 4.
@@ -91,6 +94,9 @@ type message struct {
 	Exited bool   `json:"exited,omitempty"`
 	Code   int    `json:"code,omitempty"`
 	Signal int    `json:"signal,omitempty"`
+	// Refused: the helper does not speak with the program that started
+	// it (see checkPeer).
+	Refused bool `json:"refused,omitempty"`
 }
 
 // forceExecStage makes every run start its command through the exec
@@ -109,7 +115,8 @@ func (c Config) Run(ctx context.Context, cmd Command) ([]string, error) {
 	if cmd.Path == "" || len(cmd.Args) == 0 {
 		return nil, errors.New("sandbox: no command")
 	}
-	sup := Probe()
+	hp := helper()
+	sup := probeFor(hp)
 	mechs, err := plan(c.Mode, sup, cmd.Network)
 	if err != nil {
 		return nil, err
@@ -196,7 +203,7 @@ func (c Config) Run(ctx context.Context, cmd Command) ([]string, error) {
 		defer chownTree(dir, sp.UID, uid, gid)
 	}
 
-	h := exec.CommandContext(ctx, "/proc/self/exe", childArg, stageInit)
+	h := exec.CommandContext(ctx, hp.path, childArg, stageInit)
 	h.Args[0] = "reconciler-sandbox"
 	h.Env = helperEnv
 	h.Dir = "/"
@@ -233,6 +240,7 @@ func (c Config) Run(ctx context.Context, cmd Command) ([]string, error) {
 // has ended. The helper is started and waited for on one locked OS thread:
 // its parent-death signal fires when the thread that started it ends.
 func runHelper(h *exec.Cmd, sp *spec) ([]message, error) {
+	sp.Protocol, sp.Revision = protocol, buildRevision()
 	specR, specW, err := os.Pipe()
 	if err != nil {
 		return nil, err

@@ -272,6 +272,9 @@ type Support struct {
 	// Reasons says why each unavailable mechanism is unavailable, by
 	// name ("landlock" for Landlock).
 	Reasons map[string]string
+	// Helper is the program that answered as the sandbox's helper: "this
+	// program", or the path of a reconciler-sandbox (see UseHelper).
+	Helper string
 
 	// helper is set when this program answers as the sandbox's helper.
 	helper bool

@@ -18,6 +18,17 @@ var SystemPaths []string
 // Init returns at once: the sandbox's helper runs on Linux only.
 func Init() {}
 
+// HelperName is the helper program's file name (Linux only).
+const HelperName = "reconciler-sandbox"
+
+// UseHelper fails for any path: the helper runs on Linux only.
+func UseHelper(path string) error {
+	if path == "" {
+		return nil
+	}
+	return errors.New("sandbox: the helper runs on Linux only")
+}
+
 // Probe reports that this system offers none of the mechanisms.
 func Probe() Support {
 	r := map[string]string{}

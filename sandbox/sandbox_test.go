@@ -430,6 +430,17 @@ func BenchmarkRun(b *testing.B) {
 			}
 		}
 	})
+	b.Run("helper=reconciler-sandbox", func(b *testing.B) {
+		if err := sandbox.UseHelper(buildHelper(b, b.TempDir())); err != nil {
+			b.Fatal(err)
+		}
+		defer sandbox.UseHelper("")
+		for b.Loop() {
+			if _, err := (sandbox.Config{}).Run(context.Background(), sandbox.Command{Path: "/bin/true", Args: []string{"true"}, Dir: dir}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("unsandboxed", func(b *testing.B) {
 		for b.Loop() {
 			c := exec.Command("/bin/true")

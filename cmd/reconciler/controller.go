@@ -41,7 +41,8 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	def, _ := gitstore.DefaultCacheDir()
 	cacheDir := fs.String("cache-dir", def, "directory of the repositories' mirrors and saved ledger states (a volume): <namespace>/<name> or spec.cacheVolumePath under it")
 	workDir := fs.String("work-dir", "", "directory of the runs' temporary workspaces (default: $TMPDIR)")
-	sbMode := fs.String("sandbox", string(sandbox.Strict), "what an exec agent's run does when the kernel lacks a sandbox mechanism: strict fails it, permissive runs it with what is available")
+	var sb sandboxFlags
+	sb.register(fs)
 	concurrent := fs.Int("concurrent", 2, "how many AgentRepository objects are reconciled at once")
 	parallel := fs.Int("concurrency", runtime.NumCPU(), "how many agents of one repository run at once")
 	logFormat := fs.String("log-format", "json", "log format: text or json")
@@ -60,9 +61,9 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return usageError(stderr, "%s", err)
 	}
-	mode, err := sandbox.ParseMode(*sbMode)
+	mode, err := sb.parse()
 	if err != nil {
-		return usageError(stderr, "--sandbox: %s", err)
+		return flagFailure(stderr, err)
 	}
 	if *concurrent < 1 || *parallel < 1 {
 		return usageError(stderr, "--concurrent and --concurrency must be at least 1")

@@ -51,7 +51,8 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	record := fs.String("record", "", "ask the providers and write the recordings under `DIR`")
 	replay := fs.String("replay", "", "replay the recordings under `DIR` only, never asking a provider")
 	metricsFile := fs.String("metrics-file", "", "write the pass ratio per agent to `FILE` in the Prometheus text format (node exporter textfile collector)")
-	sb := fs.String("sandbox", string(sandbox.Strict), "what an exec agent's run does when the kernel lacks a sandbox mechanism: strict fails it, permissive runs it with what is available")
+	var sb sandboxFlags
+	sb.register(fs)
 	usage := fs.Usage
 	fs.Usage = func() { usage(); fmt.Fprintf(stderr, "\n%s\n", evalHelp) }
 	if code, ok := parse(fs, args); !ok {
@@ -70,9 +71,9 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *record != "" && *replay != "" {
 		return usageError(stderr, "--record and --replay exclude each other: record once with a provider, then replay in CI")
 	}
-	mode, err := sandbox.ParseMode(*sb)
+	mode, err := sb.parse()
 	if err != nil {
-		return usageError(stderr, "--sandbox: %v", err)
+		return flagFailure(stderr, err)
 	}
 	if err := checkSpecDir(dir); err != nil {
 		return fail(stderr, fmt.Errorf("eval: %w", err))

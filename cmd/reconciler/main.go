@@ -197,6 +197,16 @@ func fail(stderr io.Writer, err error) int {
 	return exitFail
 }
 
+// flagFailure reports err from checking flags: a usageErr exits 2, any
+// other error 1.
+func flagFailure(stderr io.Writer, err error) int {
+	var ue usageErr
+	if errors.As(err, &ue) {
+		return usageError(stderr, "%s", ue)
+	}
+	return fail(stderr, err)
+}
+
 // usageError prints a usage problem and returns exitUsage.
 func usageError(stderr io.Writer, format string, args ...any) int {
 	fmt.Fprintf(stderr, "reconciler: "+format+"\n", args...)

@@ -34,7 +34,7 @@ type repoFlags struct {
 	cacheDir  string
 	trusted   multiFlag
 	newLedger bool
-	sandbox   string
+	sandbox   sandboxFlags
 	parallel  int
 	// forgeAllow are the base URLs a spec's forge block may name; the
 	// forge's token is sent to no other.
@@ -59,7 +59,7 @@ func (f *repoFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cacheDir, "cache-dir", def, "directory of the on-disk mirror and saved ledger state, reused across passes and processes (\"\" keeps the mirror in memory)")
 	fs.Var(&f.trusted, "trusted-key", "public key the ledger's genesis entry must be signed by (repeatable; default: trust it on first use)")
 	fs.IntVar(&f.parallel, "concurrency", runtime.NumCPU(), "how many agents run at once (their ledger entries and proposals are still written in order per run)")
-	fs.StringVar(&f.sandbox, "sandbox", string(sandbox.Strict), "what an exec agent's run does when the kernel lacks a sandbox mechanism (user, PID, network, IPC or mount namespaces, Landlock, rlimits): strict fails it, permissive runs it with what is available; either way the ledger records the mechanisms in force")
+	f.sandbox.register(fs)
 	fs.Var(&f.forgeAllow, "forge-allow", "base URL a forge block of providers.hcl may name, such as https://gitea.example.com/ (repeatable): the forge's token is sent only to one of these, since anyone who can push can edit the block")
 	host, _ := os.Hostname()
 	fs.StringVar(&f.instance, "instance", host, "names this reconciler in its pull requests' commit status context (reconciler/<instance>), so two instances never overwrite each other's status")
@@ -97,9 +97,9 @@ func (f *repoFlags) reconciler(ctx context.Context, stderr io.Writer, m *metrics
 	if err != nil {
 		return nil, err
 	}
-	mode, err := sandbox.ParseMode(f.sandbox)
+	mode, err := f.sandbox.parse()
 	if err != nil {
-		return nil, errUsage("--sandbox: " + err.Error())
+		return nil, err
 	}
 	if f.parallel < 1 {
 		return nil, errUsage(fmt.Sprintf("--concurrency %d: use at least 1", f.parallel))
@@ -122,6 +122,29 @@ type usageErr string
 func (e usageErr) Error() string { return string(e) }
 
 func errUsage(msg string) error { return usageErr(msg) }
+
+// sandboxFlags are the exec agents' sandbox flags, shared by the commands
+// that run agents.
+type sandboxFlags struct{ mode, helper string }
+
+func (s *sandboxFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.mode, "sandbox", string(sandbox.Strict), "what an exec agent's run does when the kernel lacks a sandbox mechanism (user, PID, network, IPC or mount namespaces, Landlock, rlimits): strict fails it, permissive runs it with what is available; either way the ledger records the mechanisms in force")
+	fs.StringVar(&s.helper, "sandbox-helper", "", "`PATH` of the sandbox's helper program (default: "+sandbox.HelperName+" next to this program when it is installed there, else this program itself); "+sandbox.HelperName+" starts each sandboxed command several times faster")
+}
+
+// parse checks --sandbox (a usageErr when bad) and installs
+// --sandbox-helper (an error when it does not answer as this build's
+// helper).
+func (s *sandboxFlags) parse() (sandbox.Mode, error) {
+	mode, err := sandbox.ParseMode(s.mode)
+	if err != nil {
+		return "", errUsage("--sandbox: " + err.Error())
+	}
+	if err := sandbox.UseHelper(s.helper); err != nil {
+		return "", fmt.Errorf("--sandbox-helper: %w", err)
+	}
+	return mode, nil
+}
 
 // parseIdentity parses --identity; a malformed one is a usageErr.
 func parseIdentity(s string) (object.Signature, error) {

@@ -149,7 +149,11 @@ func writeStatusText(w io.Writer, st reconcile.Status) {
 		line("next run", fmt.Sprintf("%s %s (%s)", n.At.UTC().Format(time.RFC3339), n.Agent, n.Reason))
 	}
 	if s := st.Sandbox; s != nil {
-		line("sandbox", s.Mode+": "+strings.Join(s.Mechanisms, ", "))
+		sb := s.Mode + ": " + strings.Join(s.Mechanisms, ", ")
+		if s.Helper != "" {
+			sb += " (helper: " + s.Helper + ")"
+		}
+		line("sandbox", sb)
 	}
 	if len(st.Diagnostics) > 0 {
 		fmt.Fprintln(w, "diagnostics:")
