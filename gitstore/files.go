@@ -122,20 +122,20 @@ const maxTreeDepth = 1024
 // its slash-separated path; fn sees a directory before its content. Entry
 // names are validated with validName. r.mu must be held.
 func (r *Repo) walkTree(t *object.Tree, fn func(path string, e object.TreeEntry) error) error {
-	return r.walkTreeAt(t, "", 0, fn)
+	return r.walkTreeAt(t.Hash, t.Entries, "", 0, fn)
 }
 
-func (r *Repo) walkTreeAt(t *object.Tree, prefix string, depth int, fn func(string, object.TreeEntry) error) error {
+func (r *Repo) walkTreeAt(h plumbing.Hash, entries []object.TreeEntry, prefix string, depth int, fn func(string, object.TreeEntry) error) error {
 	if depth > maxTreeDepth {
-		return fmt.Errorf("tree %s: nested deeper than %d directories", t.Hash, maxTreeDepth)
+		return fmt.Errorf("tree %s: nested deeper than %d directories", h, maxTreeDepth)
 	}
-	for _, e := range t.Entries {
+	for _, e := range entries {
 		p := e.Name
 		if prefix != "" {
 			p = prefix + "/" + e.Name
 		}
 		if err := validName(e.Name); err != nil {
-			return fmt.Errorf("tree %s: entry %q: %w", t.Hash, p, err)
+			return fmt.Errorf("tree %s: entry %q: %w", h, p, err)
 		}
 		if err := fn(p, e); errors.Is(err, fs.SkipDir) && e.Mode == filemode.Dir {
 			continue
@@ -145,11 +145,11 @@ func (r *Repo) walkTreeAt(t *object.Tree, prefix string, depth int, fn func(stri
 		if e.Mode != filemode.Dir {
 			continue
 		}
-		sub, err := object.GetTree(r.repo.Storer, e.Hash)
+		sub, err := r.treeEntries(e.Hash)
 		if err != nil {
-			return fmt.Errorf("read tree %s of %q: %w", e.Hash, p, classify(err))
+			return fmt.Errorf("%q: %w", p, err)
 		}
-		if err := r.walkTreeAt(sub, p, depth+1, fn); err != nil {
+		if err := r.walkTreeAt(e.Hash, sub, p, depth+1, fn); err != nil {
 			return err
 		}
 	}

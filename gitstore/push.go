@@ -11,7 +11,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/format/packfile"
-	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
 	"github.com/go-git/go-git/v5/plumbing/revlist"
@@ -297,11 +296,11 @@ func (r *Repo) pendingFrom(commits []plumbing.Hash) ([]plumbing.Hash, error) {
 			return fmt.Errorf("tree %s: nested deeper than %d directories", h, maxTreeDepth)
 		}
 		out = append(out, h)
-		t, err := object.GetTree(r.repo.Storer, h)
+		entries, err := r.treeEntries(h)
 		if err != nil {
-			return fmt.Errorf("read tree %s: %w", h, classify(err))
+			return err
 		}
-		for _, e := range t.Entries {
+		for _, e := range entries {
 			switch {
 			case e.Mode == filemode.Dir:
 				if err := walkTree(e.Hash, depth+1); err != nil {

@@ -82,6 +82,8 @@ type Repo struct {
 	pending map[plumbing.Hash]struct{}
 
 	disk *diskCache // nil for an in-memory Repo
+
+	trees treeCache
 }
 
 // rlock takes r.mu for reading: shared for memory storage, exclusive for

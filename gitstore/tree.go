@@ -74,12 +74,12 @@ func (r *Repo) WriteTree(base plumbing.Hash, changes []FileChange) (plumbing.Has
 
 // loadNode reads tree h into an editable node.
 func (r *Repo) loadNode(h plumbing.Hash) (*treeNode, error) {
-	t, err := object.GetTree(r.repo.Storer, h)
+	entries, err := r.treeEntries(h)
 	if err != nil {
-		return nil, fmt.Errorf("read tree %s: %w", h, classify(err))
+		return nil, err
 	}
-	n := &treeNode{entries: make(map[string]*nodeEntry, len(t.Entries))}
-	for _, e := range t.Entries {
+	n := &treeNode{entries: make(map[string]*nodeEntry, len(entries))}
+	for _, e := range entries {
 		n.entries[e.Name] = &nodeEntry{mode: e.Mode, hash: e.Hash}
 	}
 	return n, nil
@@ -199,6 +199,7 @@ func (r *Repo) storeNode(n *treeNode) (plumbing.Hash, error) {
 		return plumbing.ZeroHash, fmt.Errorf("store tree: %w", err)
 	}
 	r.stored(h)
+	r.trees.put(h, t.Entries)
 	return h, nil
 }
 
