@@ -11,7 +11,7 @@ import (
 
 // batchWindow is how long a queued append or push waits for the runs
 // still working before the batch is sent without them.
-const batchWindow = 50 * time.Millisecond
+const batchWindow = 200 * time.Millisecond
 
 // batcher groups what the runs of a pass, driven in parallel, write: their
 // ledger appends go in one push (ledger.AppendBatch) and their proposal
