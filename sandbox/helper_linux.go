@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -57,6 +58,8 @@ func helperMain(stage string) int {
 		switch stage {
 		case stageInit:
 			return initMain(&sp, status)
+		case stageSpawn:
+			return spawnMain(&sp, status)
 		case stageProbe:
 			err = probeMain(&sp, status)
 		case stageExec:
@@ -69,6 +72,54 @@ func helperMain(stage string) int {
 	}
 	if err != nil {
 		json.NewEncoder(status).Encode(message{Stage: stage, Error: err.Error()})
+		return 125
+	}
+	return 0
+}
+
+// spawnMain is the spawn stage: it starts the init stage in the new
+// namespaces, handing it its own standard streams and status file, and
+// ends as the init does. Its parent-death signal, and the init's from
+// this process, end the run when the reconciler's thread ends or kills it.
+func spawnMain(sp *spec, status *os.File) int {
+	h := exec.Command("/proc/self/exe", childArg, stageInit)
+	h.Args[0] = "reconciler-sandbox"
+	h.Env = helperEnv
+	h.Dir = "/"
+	h.Stdin, h.Stdout, h.Stderr = os.Stdin, os.Stdout, os.Stderr
+	h.SysProcAttr = sysProcAttr(sp.Mechanisms, os.Getuid(), os.Getgid(), sp.UID, sp.GID)
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		json.NewEncoder(status).Encode(message{Stage: stageSpawn, Error: err.Error()})
+		return 125
+	}
+	h.ExtraFiles = []*os.File{specR, status}
+	started := make(chan error, 1)
+	ended := make(chan error, 1)
+	go func() {
+		// The init's parent-death signal follows this thread.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := h.Start()
+		specR.Close()
+		started <- err
+		if err != nil {
+			specW.Close()
+			return
+		}
+		json.NewEncoder(specW).Encode(sp)
+		specW.Close()
+		ended <- h.Wait()
+	}()
+	if err := <-started; err != nil {
+		json.NewEncoder(status).Encode(message{Stage: stageSpawn, Error: fmt.Sprintf("start the init: %v", err)})
+		return 125
+	}
+	status.Close()
+	var exit *exec.ExitError
+	if err := <-ended; errors.As(err, &exit) {
+		return exit.ExitCode()
+	} else if err != nil {
 		return 125
 	}
 	return 0

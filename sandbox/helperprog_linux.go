@@ -55,7 +55,8 @@ var (
 // program's executable when it is there and answers, else this program
 // itself. The program must be a regular executable file that only its
 // owner, root or this process's user, can change, and must answer as the
-// helper of this build: UseHelper starts it once to make sure.
+// helper of this build: UseHelper starts it once to make sure. The file
+// replaced stays open, since a run may be starting it.
 func UseHelper(path string) error {
 	if path == "" {
 		helperMu.Lock()

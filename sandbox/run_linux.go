@@ -52,6 +52,7 @@ const (
 	stageInit  = "init"
 	stageExec  = "exec"
 	stageProbe = "probe"
+	stageSpawn = "spawn"
 )
 
 // spec is what the helper is told, as JSON on file descriptor 3.
@@ -203,13 +204,23 @@ func (c Config) Run(ctx context.Context, cmd Command) ([]string, error) {
 		defer chownTree(dir, sp.UID, uid, gid)
 	}
 
-	h := exec.CommandContext(ctx, hp.path, childArg, stageInit)
+	// A separate helper is started without namespaces and starts the
+	// init in them itself (the spawn stage). Go cannot vfork a child that
+	// gets a new user namespace, so starting the init from here would
+	// copy this process's page tables, whose cost grows with its memory:
+	// 2.4 ms a start with a 10 MB heap, 24 ms with 300 MB, 74 ms with
+	// 1 GB, against about 1 ms for a vfork at any size.
+	stage, attr := stageInit, sysProcAttr(mechs, uid, gid, sp.UID, sp.GID)
+	if hp != self {
+		stage, attr = stageSpawn, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
+	h := exec.CommandContext(ctx, hp.path, childArg, stage)
 	h.Args[0] = "reconciler-sandbox"
 	h.Env = helperEnv
 	h.Dir = "/"
 	h.Stdin, h.Stdout, h.Stderr = cmd.Stdin, cmd.Stdout, cmd.Stderr
 	h.WaitDelay = 2 * time.Second
-	h.SysProcAttr = sysProcAttr(mechs, uid, gid, sp.UID, sp.GID)
+	h.SysProcAttr = attr
 	msgs, err := runHelper(h, &sp)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: start: %w", err)
