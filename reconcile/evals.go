@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 
@@ -24,10 +25,13 @@ const maxGateScenarios = 50
 // agent whose definition the change alters: the agents of the spec the
 // change would make (the spec commit with the change applied) whose
 // digest differs from the spec in force, or that are new. It returns nil
-// when the change alters no agent. Scenarios are replayed from the
-// recordings the changed tree holds (evals/recordings) when they are
-// current, and otherwise run against the provider, bounded by the agent's
-// limits; what they spend is the caller's to record.
+// when the change alters no agent. The scenarios and their recordings
+// are the spec commit's (the protected branch's evals/), never the
+// change's: a change cannot weaken the evals that judge it, nor forge a
+// recording that passes them. Scenarios are replayed from those
+// recordings when they are current, and otherwise run against the
+// provider, bounded by the agent's limits; what they spend is the
+// caller's to record.
 //
 // It fails closed: a changed spec that does not load, eval files that do
 // not load, and scenarios that cannot run count as failed. A model agent
@@ -36,21 +40,45 @@ const maxGateScenarios = 50
 // would go where the change says; an exec agent the change gives the
 // network is not run.
 func (r *Reconciler) changeEvals(ctx context.Context, p *pass, rc *runOf) (*ledger.Evals, error) {
-	touches := slices.ContainsFunc(rc.changes, func(c gitstore.FileChange) bool { return r.spec.IsProtected(c.Path) })
-	if !touches {
-		return nil, nil
+	run, err := r.evalChange(ctx, p, rc)
+	return run.evals, err
+}
+
+// changeEvalRun is what changeEvals ran: the outcome a decision entry
+// records, each scenario's result, and the failures it counted that are
+// no scenario's (a spec or eval file that does not load, a scenario not
+// run). plan --change-from shows all of it.
+type changeEvalRun struct {
+	evals  *ledger.Evals
+	report eval.Report
+	notRun []string
+}
+
+// evalsTouched reports whether changeEvals would look at the change: it
+// touches a protected path (an agent, a prompt, a provider).
+func (r *Reconciler) evalsTouched(changes []gitstore.FileChange) bool {
+	return slices.ContainsFunc(changes, func(c gitstore.FileChange) bool { return r.spec.IsProtected(c.Path) })
+}
+
+// evalChange is changeEvals with each scenario's result.
+func (r *Reconciler) evalChange(ctx context.Context, p *pass, rc *runOf) (changeEvalRun, error) {
+	var run changeEvalRun
+	if !r.evalsTouched(rc.changes) {
+		return run, nil
 	}
 	tmp, err := os.MkdirTemp(r.cfg.WorkDir, "reconciler-evals-"+rc.id+"-")
 	if err != nil {
-		return nil, fmt.Errorf("evals: %w", err)
+		return run, fmt.Errorf("evals: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	tree := filepath.Join(tmp, "repo")
 	if err := r.repo.Checkout(ctx, rc.specCommit, tree); err != nil {
-		return nil, fmt.Errorf("evals: %w", err)
+		return run, fmt.Errorf("evals: %w", err)
 	}
-	if err := applyChanges(tree, rc.changes); err != nil {
-		return nil, fmt.Errorf("evals: %w", err)
+	// The change's own edits to evals/ are left out: the scenarios and
+	// recordings that judge it are the spec commit's.
+	if err := applyChanges(tree, slices.DeleteFunc(slices.Clone(rc.changes), inEvals)); err != nil {
+		return run, fmt.Errorf("evals: %w", err)
 	}
 	fsys := os.DirFS(tree)
 	out := &ledger.Evals{Agents: []string{}}
@@ -61,12 +89,14 @@ func (r *Reconciler) changeEvals(ctx context.Context, p *pass, rc *runOf) (*ledg
 	}
 	failf := func(format string, args ...any) {
 		out.Failed++
+		run.notRun = append(run.notRun, r.scrub(fmt.Sprintf(format, args...)))
 		note(format, args...)
 	}
+	run.evals = out
 	spec, diags := hclspec.Load(fsys, hclspec.Options{LookupEnv: r.cfg.LookupEnv})
 	if diags.HasErrors() {
 		failf("the spec with this change does not load: %s", formatDiag(firstError(diags)))
-		return out, nil
+		return run, nil
 	}
 	var changed []*hclspec.Agent
 	for _, a := range spec.Agents {
@@ -75,7 +105,7 @@ func (r *Reconciler) changeEvals(ctx context.Context, p *pass, rc *runOf) (*ledg
 		}
 	}
 	if len(changed) == 0 {
-		return nil, nil
+		return changeEvalRun{}, nil
 	}
 	var live, replayOnly []*eval.Scenario
 	for _, a := range changed {
@@ -99,7 +129,7 @@ func (r *Reconciler) changeEvals(ctx context.Context, p *pass, rc *runOf) (*ledg
 	}
 	sort.Strings(out.Agents)
 	var results []eval.Result
-	run := func(mode eval.Mode, scs []*eval.Scenario) error {
+	runScenarios := func(mode eval.Mode, scs []*eval.Scenario) error {
 		if n := maxGateScenarios - len(results); len(scs) > n {
 			for _, sc := range scs[max(n, 0):] {
 				failf("%s/%s: not run: a decision runs at most %d scenarios", sc.Agent.Name, sc.Name, maxGateScenarios)
@@ -115,11 +145,11 @@ func (r *Reconciler) changeEvals(ctx context.Context, p *pass, rc *runOf) (*ledg
 		results = append(results, res...)
 		return err
 	}
-	if err := run(eval.Auto, live); err != nil {
-		return nil, fmt.Errorf("evals: %w", err)
+	if err := runScenarios(eval.Auto, live); err != nil {
+		return changeEvalRun{}, fmt.Errorf("evals: %w", err)
 	}
-	if err := run(eval.Replay, replayOnly); err != nil {
-		return nil, fmt.Errorf("evals: %w", err)
+	if err := runScenarios(eval.Replay, replayOnly); err != nil {
+		return changeEvalRun{}, fmt.Errorf("evals: %w", err)
 	}
 	for _, res := range results {
 		out.CostUSD += res.CostUSD
@@ -133,8 +163,13 @@ func (r *Reconciler) changeEvals(ctx context.Context, p *pass, rc *runOf) (*ledg
 			note("%s/%s: %s", res.Scenario.Agent.Name, res.Scenario.Name, f)
 		}
 	}
-	return out, nil
+	run.report = eval.NewReport(results, tree)
+	return run, nil
 }
+
+// inEvals reports whether a change is to the evals (evals/**), which
+// changeEvals takes from the spec commit.
+func inEvals(c gitstore.FileChange) bool { return strings.HasPrefix(c.Path, "evals/") }
 
 // trustedProvider reports whether the spec in force has the provider as
 // a model run would use it: the same endpoint and key variable.
