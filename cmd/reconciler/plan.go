@@ -16,7 +16,7 @@ import (
 )
 
 func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("plan", "plan --repo URL [--branch main] [--change-from REF --agent NAME [--no-evals] [--no-review]] [--format text|json]", stderr)
+	fs := newFlagSet("plan", "plan --repo URL [--branch main] [--change-from REF --agent NAME [--no-evals] [--no-review] [--cache-dir DIR]] [--format text|json]", stderr)
 	repo := fs.String("repo", "", "desired-state repository (required)")
 	branch := fs.String("branch", "main", "protected branch holding the desired state")
 	changeFrom := fs.String("change-from", "", "a branch or commit: show the decision a pass would record on its change against the protected branch")
