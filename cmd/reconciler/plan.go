@@ -24,14 +24,14 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	noEvals := fs.Bool("no-evals", false, "with --change-from: do not run the evals the change triggers (no model calls); the decision is provisional")
 	noReview := fs.Bool("no-review", false, "with --change-from: do not ask the require_review reviewer models (no model calls); the decision is provisional")
 	cacheDir := fs.String("cache-dir", "", "with --change-from: the cache directory of once and run, whose response cache (DIR/responses) model agents with cache = true read and add to (\"\" caches nothing; the repository mirror stays in memory)")
-	sb := fs.String("sandbox", string(sandbox.Strict), "with --change-from: what an exec agent's eval run does when the kernel lacks a sandbox mechanism: strict fails it, permissive runs it with what is available")
+	var sb sandboxFlags // with --change-from: the exec agents' eval runs
+	sb.register(fs)
 	format := fs.String("format", "text", "output format: text or json")
 	usage := fs.Usage
 	fs.Usage = func() { usage(); fmt.Fprintf(stderr, "\n%s\n", planHelp) }
 	if code, ok := parseNoArgs(fs, args); !ok {
 		return code
 	}
-	mode, err := sandbox.ParseMode(*sb)
 	switch {
 	case *repo == "":
 		return usageError(stderr, "--repo is required")
@@ -41,8 +41,10 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "--agent, --no-evals and --no-review go with --change-from")
 	case *format != "text" && *format != "json":
 		return usageError(stderr, "--format %q: use text or json", *format)
-	case err != nil:
-		return usageError(stderr, "--sandbox: %v", err)
+	}
+	mode, err := sb.parse()
+	if err != nil {
+		return flagFailure(stderr, err)
 	}
 	hide := []string{*cacheDir}
 	if !strings.Contains(*repo, "://") || strings.HasPrefix(*repo, "file://") {
