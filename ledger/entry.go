@@ -99,6 +99,10 @@ type Event struct {
 	// Evals is set on policy.decision of a change that alters agents'
 	// definitions: the outcome of their evals (see Evals).
 	Evals *Evals `json:"evals,omitempty"`
+	// Comments is set on proposal.merged and proposal.rejected of a
+	// proposal reviewed on a pull-request forge: what people wrote on it,
+	// as the forge reported it, bounded and redacted (see Comments).
+	Comments *Comments `json:"comments,omitempty"`
 
 	// Transcript is a model run's transcript, stored beside the entry at
 	// AttemptTranscriptPath(RunID, Attempt) in the same commit; the signed

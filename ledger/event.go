@@ -172,6 +172,9 @@ func (e *Event) Validate() error {
 	if e.Reverts != "" && !validRunID(e.Reverts) {
 		return fmt.Errorf("%w: %s: reverts %q is not a run id", ErrEventInvalid, e.Type, e.Reverts)
 	}
+	if err := e.Comments.validate(e.Type); err != nil {
+		return err
+	}
 	for _, k := range e.Keys {
 		if k.ID == "" || k.PEM == "" {
 			return fmt.Errorf("%w: %s: every key needs an id and a pem", ErrEventInvalid, e.Type)

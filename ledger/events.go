@@ -162,12 +162,18 @@ type ProposalMergedEvent struct {
 	RunRef
 	Proposal Proposal
 	WorkUnit *WorkUnit
+	// Comments are what people wrote on its pull request, nil when
+	// none were read (see Comments).
+	Comments *Comments
 }
 
 // ProposalRejectedEvent records a proposal closed without merge.
 type ProposalRejectedEvent struct {
 	RunRef
 	Proposal Proposal
+	// Comments are what people wrote on its pull request, nil when
+	// none were read (see Comments).
+	Comments *Comments
 }
 
 // ProposalSupersededEvent records a proposal replaced by a newer run's.
@@ -248,9 +254,9 @@ func (e *Event) Typed() (TypedEvent, error) {
 	case ProposalUpdated:
 		return ProposalUpdatedEvent{RunRef: ref, Proposal: *e.Proposal, Change: e.Change, Decision: e.Decision}, nil
 	case ProposalMerged:
-		return ProposalMergedEvent{RunRef: ref, Proposal: *e.Proposal, WorkUnit: e.WorkUnit}, nil
+		return ProposalMergedEvent{RunRef: ref, Proposal: *e.Proposal, WorkUnit: e.WorkUnit, Comments: e.Comments}, nil
 	case ProposalRejected:
-		return ProposalRejectedEvent{RunRef: ref, Proposal: *e.Proposal}, nil
+		return ProposalRejectedEvent{RunRef: ref, Proposal: *e.Proposal, Comments: e.Comments}, nil
 	case ProposalSuperseded:
 		return ProposalSupersededEvent{RunRef: ref, Proposal: *e.Proposal}, nil
 	case AlertResolved:

@@ -206,7 +206,15 @@ func schemaExamples(t testing.TB) []Predicate {
 			SpecDigest: exampleDigest("agent " + bumper),
 			Subject:    otherHead, SubjectName: "agents/" + bumper + "/" + other,
 			Proposal: &Proposal{Branch: "agents/" + bumper + "/" + other, Head: otherHead, ChangeID: exampleDigest("rejected change")[:16]},
-			Summary:  fmt.Sprintf("proposal.rejected %s %s: agents/%s/%s deleted without merge; never proposed again", bumper, other, bumper, other),
+			// What people wrote on its pull request, as the forge
+			// reported it (a Gitea or GitHub forge).
+			Comments: &Comments{Items: []Comment{
+				{Kind: CommentReview, State: ReviewRequestChanges, ForgeLogin: "rita", Time: time.Date(2025, 3, 3, 10, 15, 4, 0, time.UTC),
+					Body: "golang.org/x/net v0.36 breaks our HTTP/2 proxy tests; stay on v0.35 until the upstream fix lands."},
+				{Kind: CommentConversation, ForgeLogin: "sam", Time: time.Date(2025, 3, 3, 10, 20, 40, 0, time.UTC),
+					Body: "Agreed, closing. Token for the canary was [REDACTED], rotated."},
+			}},
+			Summary: fmt.Sprintf("proposal.rejected %s %s: agents/%s/%s deleted without merge; never proposed again", bumper, other, bumper, other),
 		},
 		{
 			Type: RunFailed, Agent: writer, RunID: failed, Trigger: "spec", SpecCommit: spec, SpecDigest: exampleDigest("agent " + writer),
@@ -609,6 +617,35 @@ func TestSchemaRejectsWhatValidateRejects(t *testing.T) {
 		{"empty reviewer", ProposalApproved, func(m map[string]any) { m["reviewer"] = "" }},
 		{"retry of the first attempt", RunRetried, func(m map[string]any) { m["attempt"] = 1 }},
 		{"reverts that is not a run id", RunStarted, func(m map[string]any) { m["reverts"] = "../7c4a1f0e2b9d" }},
+		{"comments on another event", ProposalOpened, func(m map[string]any) {
+			m["comments"] = map[string]any{"items": []any{map[string]any{"kind": "comment", "forge_login": "rita", "body": "hi"}}}
+		}},
+		{"comment of an unknown kind", ProposalRejected, func(m map[string]any) {
+			m["comments"].(map[string]any)["items"].([]any)[1].(map[string]any)["kind"] = "note"
+		}},
+		{"review without a state", ProposalRejected, func(m map[string]any) {
+			delete(m["comments"].(map[string]any)["items"].([]any)[0].(map[string]any), "state")
+		}},
+		{"review of an unknown state", ProposalRejected, func(m map[string]any) {
+			m["comments"].(map[string]any)["items"].([]any)[0].(map[string]any)["state"] = "LGTM"
+		}},
+		{"conversation comment with a state", ProposalRejected, func(m map[string]any) {
+			m["comments"].(map[string]any)["items"].([]any)[1].(map[string]any)["state"] = "APPROVED"
+		}},
+		{"comment without an author", ProposalRejected, func(m map[string]any) {
+			m["comments"].(map[string]any)["items"].([]any)[1].(map[string]any)["forge_login"] = ""
+		}},
+		{"comment body over the bound", ProposalRejected, func(m map[string]any) {
+			m["comments"].(map[string]any)["items"].([]any)[1].(map[string]any)["body"] = strings.Repeat("x", MaxCommentBytes+1)
+		}},
+		{"more comments than the bound", ProposalRejected, func(m map[string]any) {
+			c := m["comments"].(map[string]any)
+			items := c["items"].([]any)
+			for len(items) <= MaxComments {
+				items = append(items, items[1])
+			}
+			c["items"] = items
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, ok := byType[tc.typ]
@@ -679,6 +716,8 @@ func TestSchemaDocumentsEveryField(t *testing.T) {
 		{[]string{"change"}, reflect.TypeFor[Change]()},
 		{[]string{"evals"}, reflect.TypeFor[Evals]()},
 		{[]string{"proposal"}, reflect.TypeFor[Proposal]()},
+		{[]string{"comments"}, reflect.TypeFor[Comments]()},
+		{[]string{"comments", "items", "[]"}, reflect.TypeFor[Comment]()},
 		{[]string{"keys", "[]"}, reflect.TypeFor[Key]()},
 		{[]string{"decision"}, reflect.TypeFor[policy.Reviewed]()},
 		{[]string{"decision", "reviews", "[]"}, reflect.TypeFor[policy.Review]()},

@@ -114,6 +114,17 @@ func (r *Run) DecidedChangeID() string {
 // ProposalOpen reports whether the run has a proposal that is still open.
 func (r *Run) ProposalOpen() bool { return r.Opened != nil && r.Closed == nil }
 
+// Comments are what people wrote on the run's pull request, as the entry
+// that closed the proposal (proposal.merged or proposal.rejected) recorded
+// them; nil when it recorded none, or the proposal is not closed. They
+// are untrusted text (see Comments).
+func (r *Run) Comments() *Comments {
+	if r.Closed == nil {
+		return nil
+	}
+	return r.Closed.Comments
+}
+
 // ChangeID is the content id of the run's change, or "".
 func (r *Run) ChangeID() string {
 	if r.Finished != nil && r.Finished.Change != nil {
