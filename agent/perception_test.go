@@ -183,29 +183,19 @@ func TestRecall(t *testing.T) {
 		{RunID: "cccccccccccc", Time: day(11), Summary: "Disable the cache", Outcome: OutcomeDenied, Detail: "denied by protect-prod/no-cache: the cache must stay on"},
 	}
 	a := loopAgent(hclspec.ToolRecall)
+	const note = "Past proposals of agent bumper, newest first. A rejected, denied or reverted idea should not be proposed again in other words."
 	tests := []struct {
 		name, args, want string
 		wantErr          bool
 	}{
-		{"all newest first", `{}`, `3 past proposals of agent bumper, newest first. A rejected or denied idea should not be proposed again in other words.
-
-run bbbbbbbbbbbb: MERGED at 2026-11-12T10:00:00Z
-  summary: Scale payments-api to 4 replicas
-  files: deploy/staging/payments-api.yaml
-  outcome: merged by rita
-
-run cccccccccccc: DENIED at 2026-11-11T10:00:00Z
-  summary: Disable the cache
-  outcome: denied by protect-prod/no-cache: the cache must stay on
-
-run aaaaaaaaaaaa: REJECTED at 2026-11-10T10:00:00Z
-  summary: Raise CACHE_TTL to 120s
-  files: config/payments-api.env
-  outcome: closed without merge (branch deleted)
-  rationale: Latency from cache misses.`, false},
-		{"query", `{"query":"cache_ttl REJECTED"}`, "1 past proposal of agent bumper matching \"cache_ttl REJECTED\", newest first...", false},
-		{"query misses", `{"query":"replicas rejected"}`, `none of the 3 past proposals of agent bumper match "replicas rejected"`, false},
-		{"limit", `{"limit":1}`, "3 past proposals of agent bumper (the newest 1 shown; raise limit, at most 50, or narrow the query), newest first. A rejected or denied idea should not be proposed again in other words.\n\nrun bbbbbbbbbbbb: MERGED at 2026-11-12T10:00:00Z\n  summary: Scale payments-api to 4 replicas\n  files: deploy/staging/payments-api.yaml\n  outcome: merged by rita", false},
+		{"all newest first", `{}`, `{"agent":"bumper","matched":3,"shown":3,"note":"` + note + `","proposals":[` +
+			`{"run_id":"bbbbbbbbbbbb","outcome":"merged","time":"2026-11-12T10:00:00Z","summary":"Scale payments-api to 4 replicas","files":["deploy/staging/payments-api.yaml"],"detail":"merged by rita"},` +
+			`{"run_id":"cccccccccccc","outcome":"denied","time":"2026-11-11T10:00:00Z","summary":"Disable the cache","detail":"denied by protect-prod/no-cache: the cache must stay on"},` +
+			`{"run_id":"aaaaaaaaaaaa","outcome":"rejected","time":"2026-11-10T10:00:00Z","summary":"Raise CACHE_TTL to 120s","files":["config/payments-api.env"],"detail":"closed without merge (branch deleted)","rationale":"Latency from cache misses."}]}`, false},
+		{"query", `{"query":"cache_ttl REJECTED"}`, `{"agent":"bumper","query":"cache_ttl REJECTED","matched":1,"shown":1,"note":"` + note + `","proposals":[{"run_id":"aaaaaaaaaaaa",...`, false},
+		{"query misses", `{"query":"replicas rejected"}`, `{"agent":"bumper","query":"replicas rejected","matched":0,"shown":0,"note":"none of the 3 past proposals of agent bumper match the query","proposals":[]}`, false},
+		{"limit", `{"limit":1}`, `{"agent":"bumper","matched":3,"shown":1,"note":"` + note + `","more":"the newest 1 of 3 shown; raise limit (at most 50) or narrow the query","proposals":[` +
+			`{"run_id":"bbbbbbbbbbbb","outcome":"merged","time":"2026-11-12T10:00:00Z","summary":"Scale payments-api to 4 replicas","files":["deploy/staging/payments-api.yaml"],"detail":"merged by rita"}]}`, false},
 		{"bad limit", `{"limit":0}`, "error: limit must be from 1 to 50, got 0", true},
 		{"long query", fmt.Sprintf(`{"query":%q}`, strings.Repeat("x", 300)), "error: the query is 300 bytes; the limit is 200", true},
 		{"unknown argument", `{"agent":"other"}`, "error: invalid arguments for recall...", true},
@@ -221,7 +211,7 @@ run aaaaaaaaaaaa: REJECTED at 2026-11-10T10:00:00Z
 	}
 	t.Run("nothing recorded", func(t *testing.T) {
 		res, _ := senseToolbox(t, a).run(context.Background(), hclspec.ToolRecall, `{}`)
-		wantResult(t, res, "no past proposals of agent bumper are recorded", false)
+		wantResult(t, res, `{"agent":"bumper","matched":0,"shown":0,"note":"no past proposals of agent bumper are recorded","proposals":[]}`, false)
 	})
 }
 
@@ -253,7 +243,7 @@ func TestPerceptionReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := tr.Steps[0].ToolCalls
-	if len(calls) != 2 || !strings.Contains(calls[0].Result, "payments-api: degraded since 1") || !strings.Contains(calls[1].Result, "run aaaaaaaaaaaa: REJECTED") {
+	if len(calls) != 2 || !strings.Contains(calls[0].Result, "payments-api: degraded since 1") || !strings.Contains(calls[1].Result, `{"run_id":"aaaaaaaaaaaa","outcome":"rejected"`) {
 		t.Fatalf("recorded calls = %+v", calls)
 	}
 	// What the model saw is what the transcript holds.

@@ -78,6 +78,7 @@ func (r *Reconciler) observeProposal(ctx context.Context, p *pass, rn *ledger.Ru
 			ev.Subject, ev.SubjectName = fp.Head.String(), fp.Branch
 			ev.Proposal = &ledger.Proposal{Branch: fp.Branch, Head: fp.Head.String(), ChangeID: rn.DecidedChangeID()}
 			ev.Summary = fmt.Sprintf("proposal.rejected %s %s: %s deleted without merge; never proposed again", rn.Agent, rn.ID, fp.Branch)
+			ev.Comments = r.reviewComments(ctx, rn, fp) // comments.go: read once, for this entry
 			return []ledger.Event{ev}, nil
 		case o.Head != fp.Head:
 			ev, err := r.updated(ctx, p, rn, fp, o.Head)
@@ -215,6 +216,7 @@ func (r *Reconciler) observeProposal(ctx context.Context, p *pass, rn *ledger.Ru
 		mergedEv.WorkUnit = fin.WorkUnit
 	}
 	mergedEv.Summary = fmt.Sprintf("proposal.merged %s %s into %s at %s", rn.Agent, rn.ID, r.cfg.Branch, o.Merge.Hash.String()[:12])
+	mergedEv.Comments = r.reviewComments(ctx, rn, fp) // comments.go: read once, for this entry
 	out := append(approved, mergedEv)
 	if len(unmet) > 0 {
 		v := base

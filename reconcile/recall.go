@@ -113,6 +113,14 @@ func outcomeOf(rn *ledger.Run) (agent.Outcome, bool) {
 	default:
 		return agent.Outcome{}, false
 	}
+	if c := rn.Comments(); c != nil {
+		// What people wrote on its pull request, as the entry that closed
+		// it recorded (comments.go): untrusted text, which recall quotes.
+		for _, it := range c.Items {
+			o.Comments = append(o.Comments, agent.ReviewComment{Kind: it.Kind, State: it.State, Login: it.ForgeLogin, Time: it.Time, Body: it.Body, Truncated: it.Truncated})
+		}
+		o.CommentsOmitted = c.Omitted
+	}
 	return o, true
 }
 

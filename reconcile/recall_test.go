@@ -94,23 +94,26 @@ func TestRecallSeesItsOwnRejectedProposal(t *testing.T) {
 	}
 	recalled := toolMessage(t, reqs[1], "call_r1")
 	for _, want := range []string{
-		"1 past proposal of agent incident-responder, newest first.",
-		"run " + first.RunID + ": REJECTED at ",
-		"summary: Raise payments-api CACHE_TTL to 120s",
-		"files: config/payments-api.env",
-		"outcome: closed without merge: a reviewer rejected it",
-		"rationale: p99 latency follows cache misses",
+		`{"agent":"incident-responder","matched":1,"shown":1,"note":"Past proposals of agent incident-responder, newest first.`,
+		`"proposals":[{"run_id":"` + first.RunID + `","outcome":"rejected","time":"`,
+		`"summary":"Raise payments-api CACHE_TTL to 120s"`,
+		`"files":["config/payments-api.env"]`,
+		`"detail":"closed without merge: a reviewer rejected it`,
+		`"rationale":"p99 latency follows cache misses`,
 	} {
 		if !strings.Contains(recalled, want) {
 			t.Errorf("recall result lacks %q:\n%s", want, recalled)
 		}
+	}
+	if strings.Contains(recalled, "review_comments") {
+		t.Errorf("the git-native forge records no comments, recall shows some:\n%s", recalled)
 	}
 	for _, not := range []string{other.RunID, "env-normaliser", fin.RunID} {
 		if strings.Contains(recalled, not) {
 			t.Errorf("recall result has %q, another agent's run or the run itself:\n%s", not, recalled)
 		}
 	}
-	if q := toolMessage(t, reqs[2], "call_r2"); !strings.Contains(q, `matching "CACHE_TTL rejected"`) || !strings.Contains(q, first.RunID) {
+	if q := toolMessage(t, reqs[2], "call_r2"); !strings.Contains(q, `"query":"CACHE_TTL rejected","matched":1`) || !strings.Contains(q, first.RunID) {
 		t.Errorf("filtered recall:\n%s", q)
 	}
 
