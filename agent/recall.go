@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // Outcome values: what became of a past proposal of an agent.
@@ -81,7 +80,8 @@ const (
 	maxRecallRationale   = 600
 	maxRecallQueryLength = 200
 	// maxRecallComments is how many of an outcome's comments recall
-	// shows (the newest), and maxRecallCommentRunes how much of each.
+	// shows (each reviewer's verdict, then the newest), and
+	// maxRecallCommentRunes how much of each.
 	maxRecallComments     = 10
 	maxRecallCommentRunes = 600
 )
@@ -165,14 +165,14 @@ func (tb *toolbox) recall(def *toolDef, args string) (toolResult, error) {
 	})
 	terms := strings.Fields(strings.ToLower(a.Query))
 	out := recallResult{Agent: name, Query: s.redact(a.Query), Note: fmt.Sprintf(recallNote, name), Proposals: []recallProposal{}}
-	var shown []recallProposal
-	for _, o := range mem {
-		if !o.matches(terms) {
+	var shown []*Outcome
+	for i := range mem {
+		if !mem[i].matches(terms) {
 			continue
 		}
 		out.Matched++
 		if len(shown) < limit {
-			shown = append(shown, s.recallProposal(&o))
+			shown = append(shown, &mem[i])
 		}
 	}
 	switch {
@@ -193,12 +193,24 @@ func (tb *toolbox) recall(def *toolDef, args string) (toolResult, error) {
 		return len(b)
 	}
 	size := encoded(out) + len(recallCommentsNote) + len(`,"more":""`) + 200
-	for _, p := range shown {
+	for _, o := range shown {
+		p := s.recallProposal(o)
 		n := encoded(p) + 1
-		for size+n > budget && len(p.Comments) > 0 {
-			// Fewer of its comments, the oldest out first.
-			p.Comments = p.Comments[1:]
-			p.Omitted++
+		if size+n > budget && len(p.Comments) > 0 {
+			// Fewer of its comments, the verdicts kept longest: each
+			// dropped one takes its bytes (and a comma) off.
+			sizes := make([]int, len(p.Comments))
+			for i, c := range p.Comments {
+				sizes[i] = encoded(c) + 1
+			}
+			n += len(`,"review_comments_omitted":1000`)
+			for size+n > budget && len(p.Comments) > 0 {
+				i := commentToDrop(p.Comments)
+				n -= sizes[i]
+				sizes = slices.Delete(sizes, i, i+1)
+				p.Comments = slices.Delete(slices.Clone(p.Comments), i, i+1)
+				p.Omitted++
+			}
 			n = encoded(p) + 1
 		}
 		if size+n > budget && len(out.Proposals) == 0 {
@@ -243,22 +255,60 @@ func (s *senses) recallProposal(o *Outcome) recallProposal {
 	for _, f := range o.Files {
 		p.Files = append(p.Files, s.redact(f))
 	}
-	cs := o.Comments
-	if len(cs) > maxRecallComments {
-		p.Omitted += len(cs) - maxRecallComments
-		cs = cs[len(cs)-maxRecallComments:]
-	}
-	for _, c := range cs {
-		body := strings.TrimSpace(c.Body)
-		rc := recallComment{Kind: c.Kind, State: c.State, ForgeLogin: s.redact(oneLineText(c.Login)),
-			Text:      s.redact(clipRunes(body, maxRecallCommentRunes)),
-			Truncated: c.Truncated || utf8.RuneCountInString(body) > maxRecallCommentRunes}
+	// The comments shown are chosen first, then cut and redacted.
+	var cs []recallComment
+	for _, c := range o.Comments {
+		cs = append(cs, recallComment{Kind: c.Kind, State: c.State, ForgeLogin: c.Login, Text: c.Body, Truncated: c.Truncated})
 		if !c.Time.IsZero() {
-			rc.Time = c.Time.UTC().Format(time.RFC3339)
+			cs[len(cs)-1].Time = c.Time.UTC().Format(time.RFC3339)
 		}
-		p.Comments = append(p.Comments, rc)
 	}
+	for len(cs) > maxRecallComments {
+		i := commentToDrop(cs)
+		cs = slices.Delete(cs, i, i+1)
+		p.Omitted++
+	}
+	for i := range cs {
+		c := &cs[i]
+		body, cut := cutRunes(strings.TrimSpace(c.Text), maxRecallCommentRunes)
+		c.ForgeLogin, c.Text, c.Truncated = s.redact(oneLineText(c.ForgeLogin)), s.redact(body), c.Truncated || cut
+	}
+	p.Comments = cs
 	return p
+}
+
+// cutRunes cuts s after n runes, marking the cut with "…", and says
+// whether it cut.
+func cutRunes(s string, n int) (string, bool) {
+	i := 0
+	for off := range s {
+		if i == n {
+			return s[:off] + "…", true
+		}
+		i++
+	}
+	return s, false
+}
+
+// commentToDrop is the index in cs (oldest first) of the comment recall
+// gives up first: the oldest that is not a reviewer's verdict (their
+// latest review that approved or requested changes), else the oldest.
+func commentToDrop(cs []recallComment) int {
+	verdict := make([]bool, len(cs))
+	seen := map[string]bool{}
+	for i := len(cs) - 1; i >= 0; i-- {
+		c := cs[i]
+		login := strings.ToLower(c.ForgeLogin)
+		if c.Kind == "review" && (c.State == "APPROVED" || c.State == "REQUEST_CHANGES") && !seen[login] {
+			seen[login], verdict[i] = true, true
+		}
+	}
+	for i := range cs {
+		if !verdict[i] {
+			return i
+		}
+	}
+	return 0
 }
 
 // encodeRecall is v as compact JSON, with <, > and & as themselves.

@@ -118,15 +118,23 @@ func TestRecallBoundsComments(t *testing.T) {
 		return cs
 	}
 	t.Run("per outcome", func(t *testing.T) {
-		mem := []Outcome{{RunID: "aaaaaaaaaaaa", Time: day, Summary: "s", Outcome: OutcomeRejected, Comments: comments(30, 2000), CommentsOmitted: 4}}
+		// The oldest is a reviewer's verdict, which is kept; an older
+		// review of the same reviewer is not one.
+		verdicts := []ReviewComment{
+			{Kind: "review", State: "APPROVED", Login: "sam", Time: day.Add(-2 * time.Hour), Body: "looks fine"},
+			{Kind: "review", State: "REQUEST_CHANGES", Login: "Rita", Time: day.Add(-time.Hour), Body: "first thoughts"},
+			{Kind: "review", State: "REQUEST_CHANGES", Login: "rita", Time: day.Add(-time.Minute), Body: "no: stale prices"},
+		}
+		mem := []Outcome{{RunID: "aaaaaaaaaaaa", Time: day, Summary: "s", Outcome: OutcomeRejected, Comments: append(verdicts, comments(30, 2000)...), CommentsOmitted: 4}}
 		out := recalled(t, mustRun(t, senseToolbox(t, loopAgent(hclspec.ToolRecall), mem...), `{}`))
 		p := out.Proposals[0]
-		if len(p.Comments) != maxRecallComments || p.Omitted != 30-maxRecallComments+4 {
-			t.Fatalf("%d comments shown, %d omitted; want %d, %d", len(p.Comments), p.Omitted, maxRecallComments, 30-maxRecallComments+4)
+		if len(p.Comments) != maxRecallComments || p.Omitted != 33-maxRecallComments+4 {
+			t.Fatalf("%d comments shown, %d omitted; want %d, %d", len(p.Comments), p.Omitted, maxRecallComments, 33-maxRecallComments+4)
 		}
-		if !strings.HasPrefix(p.Comments[0].Text, "comment 20 ") || !strings.HasPrefix(p.Comments[9].Text, "comment 29 ") {
-			t.Errorf("not the newest, oldest first: %q ... %q", p.Comments[0].Text[:12], p.Comments[9].Text[:12])
+		if p.Comments[0].Text != "looks fine" || p.Comments[1].Text != "no: stale prices" || !strings.HasPrefix(p.Comments[2].Text, "comment 22 ") || !strings.HasPrefix(p.Comments[9].Text, "comment 29 ") {
+			t.Errorf("not the verdicts and the newest, oldest first: %q, %q, %q ... %q", p.Comments[0].Text, p.Comments[1].Text, p.Comments[2].Text[:12], p.Comments[9].Text[:12])
 		}
+		p.Comments = p.Comments[2:]
 		for _, c := range p.Comments {
 			if n := utf8.RuneCountInString(c.Text); n > maxRecallCommentRunes+1 || !c.Truncated {
 				t.Errorf("comment of %d runes, truncated %v", n, c.Truncated)
@@ -186,4 +194,41 @@ func mustRun(t *testing.T, tb *toolbox, args string) toolResult {
 		t.Fatal(err)
 	}
 	return res
+}
+
+// BenchmarkRecall measures the recall tool on the most memory a run gets
+// (maxMemory outcomes, each with the ledger's most comments, 20 of 1000
+// bytes): its cost does not grow with the ledger, which the reconciler's
+// memory bounds.
+func BenchmarkRecall(b *testing.B) {
+	day := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	var mem []Outcome
+	for i := range 50 {
+		o := Outcome{RunID: fmt.Sprintf("%012d", i), Time: day.Add(time.Duration(i) * time.Hour), Summary: "Raise CACHE_TTL", Rationale: strings.Repeat("r", 600),
+			Files: []string{"config/payments-api.env"}, Outcome: OutcomeRejected, Detail: "closed without merge"}
+		for j := range 20 {
+			o.Comments = append(o.Comments, ReviewComment{Kind: "comment", Login: "sam", Time: day, Body: fmt.Sprintf("%d ", j) + strings.Repeat("stale prices ", 76)})
+		}
+		mem = append(mem, o)
+	}
+	a := loopAgent(hclspec.ToolRecall)
+	ws, err := openWorkspace(b.TempDir(), []string{"services/**"}, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ws.Close()
+	tb := newToolbox(ws, a.Tools)
+	task := loopTask(a, "")
+	task.Memory = mem
+	tb.bindTask(task, newRedactor("sk-test-RecallKeyValue0123456789abcdef"))
+	for _, args := range []string{`{}`, `{"limit":50}`, `{"query":"stale prices 19"}`} {
+		b.Run(args, func(b *testing.B) {
+			for range b.N {
+				res, err := tb.run(context.Background(), hclspec.ToolRecall, args)
+				if err != nil || res.IsErr || len(res.Text) > defaultMaxResultBytes {
+					b.Fatalf("recall = %d bytes, %v", len(res.Text), err)
+				}
+			}
+		})
+	}
 }

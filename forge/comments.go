@@ -1,7 +1,6 @@
 package forge
 
 import (
-	"cmp"
 	"slices"
 	"strings"
 	"time"
@@ -61,10 +60,10 @@ func keepReview(state, body string) bool {
 	return false
 }
 
-// sortComments orders comments by time, then kind, then id.
+// sortComments orders comments by time, keeping the order the forge
+// listed them in (each list by id) for equal times: forges report times
+// to the second.
 func sortComments(cs []Comment) []Comment {
-	slices.SortStableFunc(cs, func(a, b Comment) int {
-		return cmp.Or(a.Time.Compare(b.Time), strings.Compare(a.Kind, b.Kind), cmp.Compare(a.ID, b.ID))
-	})
+	slices.SortStableFunc(cs, func(a, b Comment) int { return a.Time.Compare(b.Time) })
 	return cs
 }

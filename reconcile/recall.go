@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/agentgitops/reconciler/agent"
 	"github.com/agentgitops/reconciler/hclspec"
@@ -31,87 +32,128 @@ func (r *Reconciler) memory(p *pass, a *hclspec.Agent, runID string) []agent.Out
 	if !slices.Contains(a.Tools, hclspec.ToolRecall) {
 		return nil
 	}
-	var out []agent.Outcome
+	// The newest maxMemory, chosen by outcomeAt alone: words are built
+	// for those only, whatever the number of past runs.
+	type cand struct {
+		at time.Time
+		rn *ledger.Run
+	}
+	newer := func(x, y cand) int { return cmp.Or(y.at.Compare(x.at), strings.Compare(x.rn.ID, y.rn.ID)) }
+	var top []cand // sorted by newer, at most maxMemory
 	runs := p.state.AgentRuns(a.Name)
 	for _, rn := range runs {
 		if rn.Agent != a.Name || rn.ID == runID {
 			continue
 		}
-		if o, ok := outcomeOf(rn); ok {
+		_, at, ok := outcomeAt(rn)
+		if !ok {
+			continue
+		}
+		c := cand{at, rn}
+		if len(top) == maxMemory && newer(c, top[len(top)-1]) >= 0 {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(top, c, newer)
+		top = slices.Insert(top, i, c)
+		if len(top) > maxMemory {
+			top = top[:maxMemory]
+		}
+	}
+	var out []agent.Outcome
+	for _, c := range top {
+		if o, ok := outcomeOf(c.rn); ok {
 			out = append(out, o)
 		}
 	}
 	markReverted(runs, out)
-	slices.SortStableFunc(out, func(x, y agent.Outcome) int {
-		return cmp.Or(y.Time.Compare(x.Time), strings.Compare(x.RunID, y.RunID))
-	})
-	if len(out) > maxMemory {
-		out = out[:maxMemory]
-	}
 	for i := range out {
 		r.recallSummary(p.state.Run(out[i].RunID), &out[i])
 	}
 	return out
 }
 
-// outcomeOf says what became of a run's change, and whether it had one
-// that reached a decision.
-func outcomeOf(rn *ledger.Run) (agent.Outcome, bool) {
+// outcomeAt says what became of a run's change (one of the
+// agent.Outcome* values, merged before markReverted) and when, and
+// whether it had one that reached a decision: what outcomeOf says,
+// without its words, cheap enough for memory to ask of every run of an
+// agent (of a decision, only its outcome is read).
+func outcomeAt(rn *ledger.Run) (kind string, at time.Time, ok bool) {
 	fin := rn.Finished
 	if fin == nil || (fin.Outcome != OutcomeChanged && fin.Outcome != OutcomeDuplicateRejected) {
-		return agent.Outcome{}, false
-	}
-	o := agent.Outcome{RunID: rn.ID, Time: fin.Time, Summary: fin.Summary}
-	if fin.Change != nil {
-		o.Files = slices.Clone(fin.Change.Files)
-	}
-	var d policy.Decision
-	decided := false
-	if rn.Decision != nil {
-		decided = parseDecision(rn.Decision, &d)
+		return "", time.Time{}, false
 	}
 	switch {
 	case rn.Violation:
-		o.Outcome = agent.OutcomeViolation
-		o.Detail = "a policy violation is recorded on it: a merge or squash that did not satisfy its decision, or a foreign branch on its name"
 		if rn.Closed != nil {
-			o.Time = rn.Closed.Time
-			o.Detail += "; the proposal was then " + closedAs(rn.Closed)
+			return agent.OutcomeViolation, rn.Closed.Time, true
 		}
+		return agent.OutcomeViolation, fin.Time, true
 	case rn.Closed != nil:
-		o.Time = rn.Closed.Time
 		switch rn.Closed.Type {
 		case ledger.ProposalMerged:
-			o.Outcome = agent.OutcomeMerged
-			o.Detail = "merged by a reviewer"
-			if pr := rn.Closed.Proposal; pr != nil && len(pr.MergeCommit) >= 12 {
-				o.Detail += " in " + pr.MergeCommit[:12]
-			}
+			return agent.OutcomeMerged, rn.Closed.Time, true
 		case ledger.ProposalRejected:
-			o.Outcome = agent.OutcomeRejected
-			o.Detail = "closed without merge: a reviewer rejected it (its branch was deleted); it is never proposed again"
+			return agent.OutcomeRejected, rn.Closed.Time, true
 		case ledger.ProposalSuperseded:
-			o.Outcome = agent.OutcomeSuperseded
-			o.Detail = "superseded: " + strings.TrimPrefix(rn.Closed.Summary, "proposal.superseded ")
-		default:
-			return agent.Outcome{}, false
+			return agent.OutcomeSuperseded, rn.Closed.Time, true
 		}
+		return "", time.Time{}, false
 	case fin.Outcome == OutcomeDuplicateRejected:
-		o.Outcome = agent.OutcomeRepeated
-		o.Detail = afterColon(fin.Summary)
+		return agent.OutcomeRepeated, fin.Time, true
+	}
+	var d struct {
+		Outcome string `json:"outcome"`
+	}
+	decided := rn.Decision != nil && len(rn.Decision.Decision) > 0 && json.Unmarshal(rn.Decision.Decision, &d) == nil
+	switch {
 	case decided && d.Outcome == policy.Deny:
-		o.Time = rn.Decision.Time
-		o.Outcome = agent.OutcomeDenied
-		o.Detail = "denied by policy, never proposed: " + decisionReasons(d)
+		return agent.OutcomeDenied, rn.Decision.Time, true
 	case rn.Opened != nil:
-		o.Time = rn.Opened.Time
-		o.Outcome = agent.OutcomeOpen
+		return agent.OutcomeOpen, rn.Opened.Time, true
+	}
+	return "", time.Time{}, false
+}
+
+// outcomeOf says what became of a run's change, and whether it had one
+// that reached a decision.
+func outcomeOf(rn *ledger.Run) (agent.Outcome, bool) {
+	kind, at, ok := outcomeAt(rn)
+	if !ok {
+		return agent.Outcome{}, false
+	}
+	var d policy.Decision
+	if (kind == agent.OutcomeDenied || kind == agent.OutcomeOpen) && rn.Decision != nil {
+		parseDecision(rn.Decision, &d)
+	}
+	fin := rn.Finished
+	o := agent.Outcome{RunID: rn.ID, Time: at, Summary: fin.Summary, Outcome: kind}
+	if fin.Change != nil {
+		o.Files = slices.Clone(fin.Change.Files)
+	}
+	switch kind {
+	case agent.OutcomeViolation:
+		o.Detail = "a policy violation is recorded on it: a merge or squash that did not satisfy its decision, or a foreign branch on its name"
+		if rn.Closed != nil {
+			o.Detail += "; the proposal was then " + closedAs(rn.Closed)
+		}
+	case agent.OutcomeMerged:
+		o.Detail = "merged by a reviewer"
+		if pr := rn.Closed.Proposal; pr != nil && len(pr.MergeCommit) >= 12 {
+			o.Detail += " in " + pr.MergeCommit[:12]
+		}
+	case agent.OutcomeRejected:
+		o.Detail = "closed without merge: a reviewer rejected it (its branch was deleted); it is never proposed again"
+	case agent.OutcomeSuperseded:
+		o.Detail = "superseded: " + strings.TrimPrefix(rn.Closed.Summary, "proposal.superseded ")
+	case agent.OutcomeRepeated:
+		o.Detail = afterColon(fin.Summary)
+	case agent.OutcomeDenied:
+		o.Detail = "denied by policy, never proposed: " + decisionReasons(d)
+	case agent.OutcomeOpen:
 		o.Detail = "awaiting review"
-		if decided && d.Summary != "" {
+		if d.Summary != "" {
 			o.Detail += ": " + d.Summary
 		}
-	default:
-		return agent.Outcome{}, false
 	}
 	if c := rn.Comments(); c != nil {
 		// What people wrote on its pull request, as the entry that closed

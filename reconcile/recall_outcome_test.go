@@ -1,11 +1,15 @@
 package reconcile
 
 import (
+	"cmp"
 	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentgitops/reconciler/agent"
+	"github.com/agentgitops/reconciler/hclspec"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/policy"
 )
@@ -104,5 +108,40 @@ func TestMarkReverted(t *testing.T) {
 	}
 	if out[1].Outcome != agent.OutcomeMerged {
 		t.Errorf("a run whose revert is not merged = %+v, want merged", out[1])
+	}
+}
+
+// memory picks the newest outcomes by outcomeAt alone and builds the
+// words of those only: the same outcomes, in the same order, as building
+// every one and sorting, also past maxMemory, and never the run itself or
+// another agent's.
+func TestMemoryNewestFirst(t *testing.T) {
+	s := outcomeState(t, 3*maxMemory+7)
+	r := &Reconciler{}
+	p := &pass{state: s}
+	a := &hclspec.Agent{Name: "tuner", Tools: []string{hclspec.ToolRecall}}
+	self := s.Runs[len(s.Runs)-2].ID
+	got := r.memory(p, a, self)
+	var all []agent.Outcome
+	for _, rn := range s.AgentRuns("tuner") {
+		if o, ok := outcomeOf(rn); ok && rn.ID != self {
+			all = append(all, o)
+		}
+	}
+	slices.SortStableFunc(all, func(x, y agent.Outcome) int { return cmp.Or(y.Time.Compare(x.Time), strings.Compare(x.RunID, y.RunID)) })
+	all = all[:maxMemory]
+	if len(got) != maxMemory {
+		t.Fatalf("%d outcomes, want %d", len(got), maxMemory)
+	}
+	for i := range all {
+		if got[i].RunID != all[i].RunID || got[i].Outcome != all[i].Outcome || !got[i].Time.Equal(all[i].Time) || len(got[i].Comments) != len(all[i].Comments) {
+			t.Errorf("outcome %d = %s %s %s, want %s %s %s", i, got[i].RunID, got[i].Outcome, got[i].Time, all[i].RunID, all[i].Outcome, all[i].Time)
+		}
+		if got[i].RunID == self {
+			t.Errorf("the run itself is in its memory")
+		}
+	}
+	if r.memory(p, &hclspec.Agent{Name: "other", Tools: []string{hclspec.ToolRecall}}, "") != nil {
+		t.Errorf("another agent recalls tuner's runs")
 	}
 }
