@@ -84,6 +84,10 @@ const (
 	// maxRecallCommentRunes how much of each.
 	maxRecallComments     = 10
 	maxRecallCommentRunes = 600
+	// maxRecallFiles is how many of an outcome's files recall names, and
+	// maxRecallTextRunes how much of a summary or path it shows.
+	maxRecallFiles     = 20
+	maxRecallTextRunes = 300
 )
 
 // recallNote frames recall's result for the model: what the outcomes
@@ -110,13 +114,15 @@ type recallResult struct {
 }
 
 type recallProposal struct {
-	RunID     string   `json:"run_id"`
-	Outcome   string   `json:"outcome"`
-	Time      string   `json:"time"`
-	Summary   string   `json:"summary"`
-	Files     []string `json:"files,omitempty"`
-	Detail    string   `json:"detail,omitempty"`
-	Rationale string   `json:"rationale,omitempty"`
+	RunID   string   `json:"run_id"`
+	Outcome string   `json:"outcome"`
+	Time    string   `json:"time"`
+	Summary string   `json:"summary"`
+	Files   []string `json:"files,omitempty"`
+	// FilesOmitted counts the files past maxRecallFiles.
+	FilesOmitted int    `json:"files_omitted,omitempty"`
+	Detail       string `json:"detail,omitempty"`
+	Rationale    string `json:"rationale,omitempty"`
 	// Comments are untrusted text; Omitted counts the older ones not
 	// shown (by recall's bounds or the ledger's).
 	Comments []recallComment `json:"review_comments,omitempty"`
@@ -214,9 +220,11 @@ func (tb *toolbox) recall(def *toolDef, args string) (toolResult, error) {
 			n = encoded(p) + 1
 		}
 		if size+n > budget && len(out.Proposals) == 0 {
-			// The newest is always shown, without its rationale if
-			// need be.
-			p.Rationale = ""
+			// The newest is always shown: if need be, only what it was
+			// and when, with the start of its summary and outcome.
+			p = recallProposal{RunID: p.RunID, Outcome: p.Outcome, Time: p.Time,
+				Summary: clipRunes(p.Summary, 200), Detail: clipRunes(p.Detail, 200),
+				FilesOmitted: len(p.Files) + p.FilesOmitted, Omitted: len(p.Comments) + p.Omitted}
 			n = encoded(p) + 1
 		}
 		if size+n > budget && len(out.Proposals) > 0 {
@@ -248,12 +256,16 @@ func (tb *toolbox) recall(def *toolDef, args string) (toolResult, error) {
 func (s *senses) recallProposal(o *Outcome) recallProposal {
 	p := recallProposal{
 		RunID: o.RunID, Outcome: o.Outcome, Time: o.Time.UTC().Format(time.RFC3339),
-		Summary: s.redact(oneLineText(o.Summary)), Detail: s.redact(oneLineText(o.Detail)),
+		Summary: s.redact(clipRunes(oneLineText(o.Summary), maxRecallTextRunes)), Detail: s.redact(clipRunes(oneLineText(o.Detail), maxRecallRationale)),
 		Rationale: s.redact(clipRunes(oneLineText(o.Rationale), maxRecallRationale)),
 		Omitted:   o.CommentsOmitted,
 	}
-	for _, f := range o.Files {
-		p.Files = append(p.Files, s.redact(f))
+	for i, f := range o.Files {
+		if i == maxRecallFiles {
+			p.FilesOmitted = len(o.Files) - i
+			break
+		}
+		p.Files = append(p.Files, s.redact(clipRunes(f, maxRecallTextRunes)))
 	}
 	// The comments shown are chosen first, then cut and redacted.
 	var cs []recallComment

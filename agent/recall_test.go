@@ -165,6 +165,34 @@ func TestRecallBoundsComments(t *testing.T) {
 	}
 }
 
+// An outcome too large for the result bound by itself (a change of a
+// thousand long paths, a summary of a megabyte) is still shown, cut,
+// within the bound, as well-formed JSON.
+func TestRecallHugeOutcome(t *testing.T) {
+	var files []string
+	for i := range 1000 {
+		files = append(files, fmt.Sprintf("services/%04d/", i)+strings.Repeat("ß", 400))
+	}
+	mem := []Outcome{
+		{RunID: "bbbbbbbbbbbb", Time: time.Date(2026, 11, 11, 0, 0, 0, 0, time.UTC), Summary: strings.Repeat("huge ", 200000), Detail: strings.Repeat("d", 5000),
+			Files: files, Outcome: OutcomeRejected, Comments: []ReviewComment{{Kind: "comment", Login: "sam", Body: strings.Repeat("c", 5000)}}},
+		{RunID: "aaaaaaaaaaaa", Time: time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC), Summary: "older", Outcome: OutcomeMerged},
+	}
+	for _, budget := range []int{defaultMaxResultBytes, 2 << 10} {
+		tb := senseToolbox(t, loopAgent(hclspec.ToolRecall), mem...)
+		tb.maxResultBytes = budget
+		res := mustRun(t, tb, `{}`)
+		if len(res.Text) > budget {
+			t.Errorf("budget %d: result is %d bytes", budget, len(res.Text))
+		}
+		out := recalled(t, res)
+		p := out.Proposals[0]
+		if p.RunID != "bbbbbbbbbbbb" || len(p.Files) > maxRecallFiles || p.FilesOmitted+len(p.Files) != 1000 || utf8.RuneCountInString(p.Summary) > maxRecallTextRunes+1 {
+			t.Errorf("budget %d: %d files shown, %d omitted, summary of %d runes", budget, len(p.Files), p.FilesOmitted, utf8.RuneCountInString(p.Summary))
+		}
+	}
+}
+
 // Comments go through the run's redactor (its provider key, credential
 // shapes) like every other result, and a query finds a proposal by what
 // its reviewers wrote.
