@@ -79,7 +79,7 @@ func (f *fixture) ledger(t *testing.T, signer ledger.Signer) (*gitstore.Repo, *l
 // verify runs Verify with the fixture's key pinned.
 func (f *fixture) verify(t *testing.T) (*ledger.Report, error) {
 	t.Helper()
-	return ledger.Verify(context.Background(), f.open(t), ledger.VerifyOptions{Protected: "main", TrustedKeys: []signing.PublicKey{f.signer.PublicKey()}})
+	return ledger.VerifyMemoryAndDisk(t, f.url, ledger.VerifyOptions{Protected: "main", TrustedKeys: []signing.PublicKey{f.signer.PublicKey()}})
 }
 
 func (f *fixture) event(i int) ledger.Event {

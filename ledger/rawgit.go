@@ -7,9 +7,13 @@ import (
 	"fmt"
 
 	"github.com/go-git/go-git/v5/plumbing"
-
-	"github.com/agentgitops/reconciler/gitstore"
 )
+
+// objectSource is what the ledger reads git objects through: a
+// *gitstore.Repo, or the *gitstore.ObjectReader a long scan reads with.
+type objectSource interface {
+	RawObject(h plumbing.Hash) (plumbing.ObjectType, []byte, error)
+}
 
 // rawCommit is what Verify reads of a commit.
 type rawCommit struct {
@@ -19,7 +23,7 @@ type rawCommit struct {
 	message string
 }
 
-func readCommit(repo *gitstore.Repo, h plumbing.Hash) (rawCommit, error) {
+func readCommit(repo objectSource, h plumbing.Hash) (rawCommit, error) {
 	typ, b, err := repo.RawObject(h)
 	if err != nil {
 		return rawCommit{}, err
@@ -70,7 +74,7 @@ func parseHex(b []byte) (plumbing.Hash, error) {
 	return h, nil
 }
 
-func readTree(repo *gitstore.Repo, h plumbing.Hash) ([]byte, error) {
+func readTree(repo objectSource, h plumbing.Hash) ([]byte, error) {
 	typ, b, err := repo.RawObject(h)
 	if err != nil {
 		return nil, err
@@ -81,7 +85,7 @@ func readTree(repo *gitstore.Repo, h plumbing.Hash) ([]byte, error) {
 	return b, nil
 }
 
-func readBlob(repo *gitstore.Repo, h plumbing.Hash) ([]byte, error) {
+func readBlob(repo objectSource, h plumbing.Hash) ([]byte, error) {
 	typ, b, err := repo.RawObject(h)
 	if err != nil {
 		return nil, err

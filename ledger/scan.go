@@ -28,7 +28,7 @@ type chainCommit struct {
 // including, from (the root when fromSeq is 0), oldest first. It holds each
 // commit's tree and message, not its content. When from is not on the
 // chain, the branch no longer extends it: the error wraps ErrRewritten.
-func chainSince(ctx context.Context, repo *gitstore.Repo, tip, from plumbing.Hash, fromSeq uint64) ([]chainCommit, error) {
+func chainSince(ctx context.Context, objs *scanObjects, tip, from plumbing.Hash, fromSeq uint64) ([]chainCommit, error) {
 	var chain []chainCommit
 	for h := tip; fromSeq == 0 || h != from; {
 		if len(chain)%1024 == 0 {
@@ -36,7 +36,10 @@ func chainSince(ctx context.Context, repo *gitstore.Repo, tip, from plumbing.Has
 				return nil, err
 			}
 		}
-		c, err := readCommit(repo, h)
+		if len(chain) == readerAfter {
+			objs.upgrade()
+		}
+		c, err := readCommit(objs, h)
 		if err != nil {
 			return nil, fmt.Errorf("read ledger: %w", err)
 		}
@@ -139,7 +142,9 @@ type scanOptions struct {
 // returns a *VerifyError naming it (or what fn returned). Genesis and
 // keys.changed entries advance t, the caller's trust, as fn sees them.
 func scan(ctx context.Context, repo *gitstore.Repo, tip plumbing.Hash, from position, t *trust, opts scanOptions, fn func(Entry) error) error {
-	chain, err := chainSince(ctx, repo, tip, from.head, from.seq)
+	objs := &scanObjects{repo: repo}
+	defer objs.close()
+	chain, err := chainSince(ctx, objs, tip, from.head, from.seq)
 	if err != nil {
 		return err
 	}
@@ -148,7 +153,7 @@ func scan(ctx context.Context, repo *gitstore.Repo, tip plumbing.Hash, from posi
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w := walker{repo: repo, trust: newTrustAt(from.trust), trustSeq: from.keysSeq}
+	w := walker{repo: objs, trust: newTrustAt(from.trust), trustSeq: from.keysSeq}
 	w.fast = newFastShape(&w, chain[len(chain)-1].tree)
 	if from.seq > 0 {
 		if err := w.start(from.head); err != nil {
@@ -328,7 +333,7 @@ func commitExists(repo *gitstore.Repo, seen map[string]bool, hex string) bool {
 // exactly its entry by comparing the raw trees on the entry's path with its
 // parent's, which it keeps from the previous commit.
 type walker struct {
-	repo  *gitstore.Repo
+	repo  objectSource
 	trust *trustAt
 	// trustSeq is the seq of the entry trust comes from.
 	trustSeq uint64
@@ -604,7 +609,7 @@ func (w *walker) noEntry(root []byte, seq uint64, expDir, expFile, missing strin
 // checkDir checks that dir is parent (nil for a new directory) plus
 // entries appended at its end, and returns the first appended entry (nil
 // when none is). want, when not empty, is the one entry that may be added.
-func checkDir(repo *gitstore.Repo, path string, parent, dir []byte, want string) (*treeEntry, error) {
+func checkDir(repo objectSource, path string, parent, dir []byte, want string) (*treeEntry, error) {
 	if !bytes.HasPrefix(dir, parent) {
 		if err := describe(repo, path, parent, dir, want); err != nil {
 			return nil, err
@@ -632,7 +637,7 @@ func checkDir(repo *gitstore.Repo, path string, parent, dir []byte, want string)
 // describe returns the first change from prev to cur (raw trees at path)
 // other than adding want (a path relative to them, "" for nothing), naming
 // the deepest path that changed; nil when there is none.
-func describe(repo *gitstore.Repo, path string, prev, cur []byte, want string) error {
+func describe(repo objectSource, path string, prev, cur []byte, want string) error {
 	first, rest, _ := strings.Cut(want, "/")
 	return diffTrees(prev, cur, func(p, c *treeEntry) error {
 		name := entryName(p, c)

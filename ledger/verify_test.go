@@ -76,7 +76,7 @@ func (f *verifyFixture) open(t *testing.T) *gitstore.Repo {
 
 func (f *verifyFixture) verify(t *testing.T) (*Report, error) {
 	t.Helper()
-	return Verify(context.Background(), f.open(t), VerifyOptions{Protected: "main", TrustedKeys: []signing.PublicKey{f.signer.PublicKey()}})
+	return VerifyMemoryAndDisk(t, f.bare, VerifyOptions{Protected: "main", TrustedKeys: []signing.PublicKey{f.signer.PublicKey()}})
 }
 
 // commit changes a checkout of the evidence branch with change, then

@@ -1,0 +1,49 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/agentgitops/reconciler/gitstore"
+)
+
+// Scans switch to a gitstore.ObjectReader after 3 commits in the tests, so
+// that both ways of reading run in each test that reads more than that.
+func init() { readerAfter = 3 }
+
+// VerifyMemoryAndDisk runs Verify of the repository at url on an in-memory
+// clone (go-git's reads) and on an on-disk mirror (the scan's
+// gitstore.ObjectReader), fails the test unless both give the same report
+// or the same error, and returns the in-memory result. For the tests of
+// ledger_test too.
+func VerifyMemoryAndDisk(t *testing.T, url string, opts VerifyOptions) (*Report, error) {
+	t.Helper()
+	ctx := context.Background()
+	mem, err := gitstore.Open(ctx, url, gitstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	disk, err := gitstore.Open(ctx, url, gitstore.Options{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.Close()
+	rep, err := Verify(ctx, mem, opts)
+	drep, derr := Verify(ctx, disk, opts)
+	if fmt.Sprint(err) != fmt.Sprint(derr) {
+		t.Errorf("Verify on disk = %v, in memory %v", derr, err)
+	}
+	for _, target := range []error{ErrInvalid, ErrUntrusted, ErrRewritten} {
+		if errors.Is(err, target) != errors.Is(derr, target) {
+			t.Errorf("Verify on disk = %v, in memory %v: differ on %v", derr, err, target)
+		}
+	}
+	if err == nil && derr == nil && !reflect.DeepEqual(rep, drep) {
+		t.Errorf("Verify on disk = %+v, in memory %+v", drep, rep)
+	}
+	return rep, err
+}
