@@ -61,14 +61,21 @@ func parseCanonical(b []byte) (dsseParts, bool) {
 		return parts, false
 	}
 	parts.hint = string(strs[0])
-	var err error
-	if parts.payload, err = base64.StdEncoding.DecodeString(string(strs[1])); err != nil {
+	var ok bool
+	if parts.payload, ok = decodeBase64(strs[1]); !ok {
 		return parts, false
 	}
-	if parts.sig, err = base64.StdEncoding.DecodeString(string(strs[2])); err != nil {
+	if parts.sig, ok = decodeBase64(strs[2]); !ok {
 		return parts, false
 	}
 	return parts, true
+}
+
+// decodeBase64 is base64.StdEncoding.DecodeString without the string.
+func decodeBase64(b []byte) ([]byte, bool) {
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(b)))
+	n, err := base64.StdEncoding.Decode(out, b)
+	return out[:n], err == nil
 }
 
 func skipSpace(b []byte) []byte {
@@ -78,9 +85,14 @@ func skipSpace(b []byte) []byte {
 	return b
 }
 
-func isBase64Char(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '='
-}
+func isBase64Char(c byte) bool { return base64Chars[c] }
+
+var base64Chars = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") {
+		t[c] = true
+	}
+	return t
+}()
 
 // verifyEntry is t.verify(seq, bundle) with a fast path for the bundles
 // signing.Signer writes: for an entry after the first whose bundle has that
@@ -110,7 +122,7 @@ func (t *trustAt) fastVerify(parts *dsseParts) (Predicate, signing.PublicKey, bo
 	if !ecdsa.VerifyASN1(k.key, h[:], parts.sig) {
 		return Predicate{}, signing.PublicKey{}, false
 	}
-	p, err := parseStatement(parts.payload)
+	p, err := parseStatementOnce(parts.payload)
 	if err != nil || p.Type == Genesis {
 		return Predicate{}, signing.PublicKey{}, false
 	}

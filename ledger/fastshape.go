@@ -36,7 +36,9 @@ type fastShape struct {
 	// of its parent (the walker's), alternately, so that the walk does not
 	// allocate one per entry.
 	bufs [2][]byte
-	next int
+	// roots are the expected root trees, alternately likewise.
+	roots [2][]byte
+	next  int
 }
 
 // newFastShape reads the tip's ledger tree; nil when it has none (the
@@ -116,24 +118,6 @@ func (f *fastShape) step(w *walker, tree plumbing.Hash, seq uint64) (plumbing.Ha
 	if !ok {
 		return plumbing.ZeroHash, false
 	}
-	root, err := readTree(w.repo, tree)
-	if err != nil {
-		return plumbing.ZeroHash, false
-	}
-	le, ok := findEntry(root, "ledger")
-	if !ok || !le.isDir() {
-		return plumbing.ZeroHash, false
-	}
-	// Nothing but ledger and transcripts changes at the root.
-	if diffTrees(w.root, root, func(p, c *treeEntry) error {
-		switch entryName(p, c) {
-		case "ledger", "transcripts":
-			return nil
-		}
-		return errNotFast
-	}) != nil {
-		return plumbing.ZeroHash, false
-	}
 	// The commit's ledger trees, if they are the expected ones, add exactly
 	// entry seq to the parent's only if the parent's are the expected ones
 	// too: known when the fast path took the parent, else compared (first:
@@ -145,13 +129,68 @@ func (f *fastShape) step(w *walker, tree plumbing.Hash, seq uint64) (plumbing.Ha
 		return plumbing.ZeroHash, false
 	}
 	dir, ledger := f.expected(dirName, end)
-	if treeHash(ledger) != le.hash {
-		return plumbing.ZeroHash, false
+	ledgerHash := treeHash(ledger)
+	// Most commits change nothing at the root but the ledger tree: then the
+	// root is the parent's with the expected ledger tree, and its hash is
+	// the commit's tree. Otherwise (the commit adds a transcript, or is not
+	// what it should be) the walker reads the root.
+	root := f.expectedRoot(w.root, ledgerHash)
+	if root == nil || treeHash(root) != tree {
+		var err error
+		if root, err = readTree(w.repo, tree); err != nil {
+			return plumbing.ZeroHash, false
+		}
+		le, ok := findEntry(root, "ledger")
+		if !ok || !le.isDir() || le.hash != ledgerHash {
+			return plumbing.ZeroHash, false
+		}
+		// Nothing but ledger and transcripts changes at the root.
+		if diffTrees(w.root, root, func(p, c *treeEntry) error {
+			switch entryName(p, c) {
+			case "ledger", "transcripts":
+				return nil
+			}
+			return errNotFast
+		}) != nil {
+			return plumbing.ZeroHash, false
+		}
 	}
 	w.root, w.ledger, w.ledgerLast = root, ledger, len(f.prefix)
 	w.dirName, w.dir = dirName, dir
 	f.next = 1 - f.next // keep this one as the next commit's parent
 	return f.hashes[file], true
+}
+
+// expectedRoot returns, in the buffer the commit's trees go to, the root
+// tree parent (raw) with its ledger entry's hash replaced by ledger (or
+// just that ledger entry when parent is empty); nil when parent has
+// entries but no ledger directory.
+func (f *fastShape) expectedRoot(parent []byte, ledger plumbing.Hash) []byte {
+	out := f.roots[f.next][:0]
+	if len(parent) == 0 {
+		out = append(out, "40000 ledger\x00"...)
+		out = append(out, ledger[:]...)
+		f.roots[f.next] = out
+		return out
+	}
+	found := false
+	for rest := parent; len(rest) > 0; {
+		e, next, err := nextEntry(rest)
+		if err != nil {
+			return nil
+		}
+		out = append(out, e.raw...)
+		if string(e.name) == "ledger" && e.isDir() {
+			copy(out[len(out)-len(ledger):], ledger[:])
+			found = true
+		}
+		rest = next
+	}
+	f.roots[f.next] = out
+	if !found {
+		return nil
+	}
+	return out
 }
 
 // expected returns the ledger/<dir> and ledger trees of the commit whose

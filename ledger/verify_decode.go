@@ -1,0 +1,72 @@
+package ledger
+
+import (
+	"bytes"
+	"encoding/json"
+
+	intoto "github.com/in-toto/attestation/go/v1"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// parseStatementOnce is parseStatement in one pass of the JSON decoder
+// (parseStatement decodes the statement with its predicate as raw JSON,
+// then the predicate: every byte of it is scanned four times). It accepts
+// exactly what parseStatement accepts, with the same result: a statement
+// it cannot take in one pass, or one that fails any check, goes through
+// parseStatement, whose error is then the one returned. One pass differs
+// from two only when the predicate key is given more than once (the
+// decoder would merge the objects, where parseStatement keeps the last),
+// so a statement that may name it twice (ignoring case, as the decoder
+// matches keys, or through a \u escape) is not taken.
+func parseStatementOnce(b []byte) (Predicate, error) {
+	if countFold(b, `"predicate"`) != 1 || bytes.Contains(b, []byte(`\u`)) {
+		return parseStatement(b)
+	}
+	var st struct {
+		Type          string     `json:"_type"`
+		Subject       []subject  `json:"subject"`
+		PredicateType string     `json:"predicateType"`
+		Predicate     *Predicate `json:"predicate"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil || st.Predicate == nil ||
+		st.Type != StatementType || st.PredicateType != PredicateType ||
+		len(st.Subject) != 1 || !isHexCommit(st.Subject[0].Digest["gitCommit"]) {
+		return parseStatement(b)
+	}
+	bound := &intoto.Statement{
+		Type:          st.Type,
+		Subject:       []*intoto.ResourceDescriptor{{Name: st.Subject[0].Name, Digest: st.Subject[0].Digest}},
+		PredicateType: st.PredicateType,
+		Predicate:     &structpb.Struct{},
+	}
+	if bound.Validate() != nil {
+		return parseStatement(b)
+	}
+	p := *st.Predicate
+	p.Event.Subject = st.Subject[0].Digest["gitCommit"]
+	p.Event.SubjectName = st.Subject[0].Name
+	if _, err := p.Event.Typed(); err != nil {
+		return parseStatement(b)
+	}
+	return p, nil
+}
+
+// countFold counts the occurrences of the ASCII string s in b, ignoring
+// ASCII case.
+func countFold(b []byte, s string) int {
+	n := 0
+	for i := 0; i+len(s) <= len(b); {
+		j := bytes.IndexByte(b[i:], s[0])
+		if j < 0 || i+j+len(s) > len(b) {
+			break
+		}
+		i += j
+		if bytes.EqualFold(b[i:i+len(s)], []byte(s)) {
+			n++
+			i += len(s)
+			continue
+		}
+		i++
+	}
+	return n
+}
