@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -174,9 +173,20 @@ func (p *readerPack) find(h plumbing.Hash) (int64, bool) {
 		return 0, false
 	}
 	names := idx.Names[k]
-	n := len(names) / len(h)
-	i := sort.Search(n, func(i int) bool { return bytes.Compare(names[i*len(h):(i+1)*len(h)], h[:]) >= 0 })
-	if i == n || !bytes.Equal(names[i*len(h):(i+1)*len(h)], h[:]) || len(idx.Offset32[k]) < 4*(i+1) {
+	// Binary search on the names' first 8 bytes, then on the rest.
+	key := binary.BigEndian.Uint64(h[:8])
+	lo, hi := 0, len(names)/len(h)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		name := names[m*len(h) : (m+1)*len(h)]
+		if v := binary.BigEndian.Uint64(name); v < key || v == key && bytes.Compare(name[8:], h[8:]) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	i := lo
+	if i*len(h) >= len(names) || !bytes.Equal(names[i*len(h):(i+1)*len(h)], h[:]) || len(idx.Offset32[k]) < 4*(i+1) {
 		return 0, false
 	}
 	ofs := binary.BigEndian.Uint32(idx.Offset32[k][4*i:])
@@ -348,9 +358,16 @@ type atReader struct {
 	scratch  []byte
 }
 
+// reset positions a at off in f. When the buffer already holds off (the
+// objects of a chain of commits, or of a file's versions, lie one after
+// the other in a pack), it is reused without reading again.
 func (a *atReader) reset(f io.ReaderAt, off, end int64) {
 	if a.scratch == nil {
-		a.scratch = make([]byte, 4096)
+		a.scratch = make([]byte, 8192)
+	}
+	if start := a.off - int64(len(a.buf)); a.f == f && a.end == end && off >= start && off < a.off {
+		a.r = int(off - start)
+		return
 	}
 	a.f, a.off, a.end, a.buf, a.r = f, off, end, nil, 0
 }

@@ -144,7 +144,13 @@ type scanOptions struct {
 func scan(ctx context.Context, repo *gitstore.Repo, tip plumbing.Hash, from position, t *trust, opts scanOptions, fn func(Entry) error) error {
 	objs := &scanObjects{repo: repo}
 	defer objs.close()
+	var ahead *verifyAhead
+	if from.seq == 0 {
+		ahead = startAhead(ctx, objs, tip, from.trust)
+		defer ahead.finish()
+	}
 	chain, err := chainSince(ctx, objs, tip, from.head, from.seq)
+	ahead.finish()
 	if err != nil {
 		return err
 	}
@@ -153,7 +159,7 @@ func scan(ctx context.Context, repo *gitstore.Repo, tip plumbing.Hash, from posi
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w := walker{repo: objs, trust: newTrustAt(from.trust), trustSeq: from.keysSeq}
+	w := walker{repo: objs, trust: newTrustAt(from.trust), trustSeq: from.keysSeq, ahead: ahead}
 	w.fast = newFastShape(&w, chain[len(chain)-1].tree)
 	if from.seq > 0 {
 		if err := w.start(from.head); err != nil {
@@ -348,6 +354,10 @@ type walker struct {
 	// fastShape); fastParent says it took the last commit.
 	fast       *fastShape
 	fastParent bool
+	// ahead holds the entries verified while chainSince ran, against the
+	// trust of the genesis entry with file genesisBlob (see verifyAhead).
+	ahead       *verifyAhead
+	genesisBlob plumbing.Hash
 }
 
 // start sets the walker at the commit that added the last entry read
@@ -431,6 +441,10 @@ func (w *walker) read(seq uint64, c chainCommit) *job {
 	if j.bundle, err = readBlob(w.repo, blob); err != nil {
 		return fail("cannot read entry file", err)
 	}
+	if r, ok := w.ahead.take(seq, blob, w.genesisBlob); ok && w.trustSeq == 1 {
+		j.p, j.key, j.digest = r.p, r.key, digest(j.bundle)
+		return j
+	}
 	if parts, ok := parseCanonical(j.bundle); ok {
 		j.parts = &parts
 		if seq > 1 && !mayChangeKeys(parts.payload) {
@@ -448,6 +462,9 @@ func (w *walker) read(seq uint64, c chainCommit) *job {
 			j.advanceErr = err
 		} else {
 			w.trust, w.trustSeq = newTrustAt(next), seq
+			if seq == 1 {
+				w.genesisBlob = blob
+			}
 		}
 	}
 	return j

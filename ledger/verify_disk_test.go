@@ -11,8 +11,13 @@ import (
 )
 
 // Scans switch to a gitstore.ObjectReader after 3 commits in the tests, so
-// that both ways of reading run in each test that reads more than that.
-func init() { readerAfter = 3 }
+// that both ways of reading run in each test that reads more than that; and
+// every scan of a ledger from its start verifies all its entries ahead
+// before the walker starts (see verifyAhead).
+func init() {
+	readerAfter = 3
+	aheadMin, aheadComplete = 2, true
+}
 
 // VerifyMemoryAndDisk runs Verify of the repository at url on an in-memory
 // clone (go-git's reads) and on an on-disk mirror (the scan's
