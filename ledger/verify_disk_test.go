@@ -3,20 +3,27 @@ package ledger
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"os"
 	"reflect"
 	"testing"
 
 	"github.com/agentgitops/reconciler/gitstore"
 )
 
-// Scans switch to a gitstore.ObjectReader after 3 commits in the tests, so
-// that both ways of reading run in each test that reads more than that; and
-// every scan of a ledger from its start verifies all its entries ahead
-// before the walker starts (see verifyAhead).
-func init() {
-	readerAfter = 3
-	aheadMin, aheadComplete = 2, true
+// In the tests (not the benchmarks, which measure what users run), scans
+// switch to a gitstore.ObjectReader after 3 commits, so that both ways of
+// reading run in each test that reads more than that; and every scan of a
+// ledger from its start verifies all its entries ahead before the walker
+// starts (see verifyAhead).
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		readerAfter = 3
+		aheadMin, aheadComplete = 2, true
+	}
+	os.Exit(m.Run())
 }
 
 // VerifyMemoryAndDisk runs Verify of the repository at url on an in-memory
