@@ -34,7 +34,7 @@ var (
 	aheadTaken    atomic.Int64
 )
 
-const aheadMaxResults = 1 << 15
+const aheadMaxResults = 1 << 14
 
 type verifyAhead struct {
 	// genesisBlob is the genesis file the trust comes from.
