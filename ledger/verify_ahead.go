@@ -74,8 +74,11 @@ func startAhead(ctx context.Context, objs *scanObjects, tip plumbing.Hash, from 
 		return nil
 	}
 	// Long enough: read through an ObjectReader from here on, from the
-	// goroutines below and chainSince's at once.
-	objs.upgrade()
+	// goroutines below and chainSince's at once (without one, chainSince
+	// would make it while they read).
+	if objs.upgrade(); objs.rd == nil {
+		return nil
+	}
 	genesis, ok := aheadBlob(f, w, 1)
 	if !ok {
 		return nil
