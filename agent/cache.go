@@ -38,7 +38,12 @@ const cacheVersion = 1
 // rename), so that processes sharing the directory never read a partial
 // one. The directory is bounded: when an entry takes it over its size
 // cap, the least recently used entries (by modification time, which a hit
-// renews) are removed until it is at most nine tenths of the cap.
+// renews) are removed until it is at most nine tenths of the cap. A store
+// costs O(1) in the number of entries: the size is counted by walking the
+// directory on a process's first store, when its count reaches the cap,
+// and at least every cacheRescan, so what other processes store is seen
+// within that time (until then the directory may hold more than the cap,
+// by what they stored).
 //
 // The API key is never stored: it travels in a header, not in the
 // request, and an entry whose request or response holds one of the
@@ -49,8 +54,20 @@ type ResponseCache struct {
 	dir      string
 	maxBytes int64
 	now      func() time.Time
-	mu       sync.Mutex // serializes eviction within a process
+	mu       sync.Mutex // serializes eviction within a process, guards size and scanned
+	// size is what the directory holds as far as this process knows:
+	// the bytes its last walk counted, plus what it stored since;
+	// scanned is when that walk ran (zero: never).
+	size    int64
+	scanned time.Time
+
+	partsMu sync.Mutex
+	parts   map[string]*ResponseCache // ForEndpoint's, by base URL
 }
+
+// cacheRescan bounds how long a ResponseCache goes without walking its
+// directory to count what other processes stored.
+const cacheRescan = time.Minute
 
 // NewResponseCache returns the cache in dir (created when first written,
 // 0700), holding at most maxBytes (0 means DefaultCacheMaxBytes).
@@ -71,8 +88,18 @@ func (c *ResponseCache) ForEndpoint(baseURL string) *ResponseCache {
 	if c == nil || baseURL == "" {
 		return c
 	}
+	c.partsMu.Lock()
+	defer c.partsMu.Unlock()
+	if p := c.parts[baseURL]; p != nil {
+		return p
+	}
 	sum := sha256.Sum256([]byte(baseURL))
-	return &ResponseCache{dir: filepath.Join(c.dir, "endpoint-"+hex.EncodeToString(sum[:8])), maxBytes: c.maxBytes, now: c.now}
+	p := &ResponseCache{dir: filepath.Join(c.dir, "endpoint-"+hex.EncodeToString(sum[:8])), maxBytes: c.maxBytes, now: c.now}
+	if c.parts == nil {
+		c.parts = map[string]*ResponseCache{}
+	}
+	c.parts[baseURL] = p
+	return p
 }
 
 // cacheEntry is a cached exchange as stored.
@@ -154,15 +181,20 @@ func (c *ResponseCache) put(body []byte, key string, resp openai.ChatCompletionR
 	if err := atomicfile.Write(c.path(key), b); err != nil {
 		return fmt.Errorf("response cache: %w", err)
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := c.now(); !c.scanned.IsZero() && now.Sub(c.scanned) < cacheRescan && !now.Before(c.scanned) && c.size+int64(len(b)) <= c.maxBytes {
+		c.size += int64(len(b)) // an overwritten entry is counted twice: the next walk comes sooner
+		return nil
+	}
 	return c.evict()
 }
 
-// evict removes the least recently used entries (oldest modification
-// time first) while the cache holds more than its cap, down to nine
-// tenths of it. Files another process removed meanwhile are skipped.
+// evict walks the directory, counting its size, and removes the least
+// recently used entries (oldest modification time first) while the cache
+// holds more than its cap, down to nine tenths of it. Files another
+// process removed meanwhile are skipped. c.mu must be held.
 func (c *ResponseCache) evict() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	type file struct {
 		path  string
 		size  int64
@@ -191,6 +223,9 @@ func (c *ResponseCache) evict() error {
 	if err != nil {
 		return fmt.Errorf("response cache: %w", err)
 	}
+	c.scanned = c.now()
+	c.size = total
+	defer func() { c.size = total }()
 	if total <= c.maxBytes {
 		return nil
 	}
