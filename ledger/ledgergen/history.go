@@ -120,7 +120,7 @@ func (h *History) Run(r Run) (string, error) {
 	}
 	d, err := json.Marshal(map[string]any{
 		"outcome": outcome, "summary": outcome + " protect-prod/config (1 of sre)",
-		"rules":   []map[string]any{{"policy": "protect-prod", "rule": "config", "outcome": outcome, "message": "config changes need a second look"}},
+		"rules": []map[string]any{{"policy": "protect-prod", "rule": "config", "outcome": outcome, "message": "config changes need a second look"}},
 		"reviews": []map[string]any{{"policy": "protect-prod", "rule": "second-opinion", "provider": "provider.openai.default", "model": "reviewer",
 			"prompt": "builtin/v1", "change_id": r.ChangeID, "verdict": "approve", "risk": "low", "input_tokens": 3000, "output_tokens": 120, "cost_usd": 0.0004}},
 	})
