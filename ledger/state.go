@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -66,6 +67,8 @@ type Run struct {
 	// Reverts is the run whose merged change this run reverts
 	// (run.started of a revert run); "" for any other run.
 	Reverts string
+
+	ix runIndex // the state's indexes of the run (state_index.go)
 }
 
 // Attempt is one attempt of a run, claimed by run.started or run.retried
@@ -199,6 +202,7 @@ type State struct {
 	// that first answered each.
 	byTrigger map[string]*Run
 	opened    map[string]time.Time
+	index     stateIndex // state_index.go
 }
 
 // NewState returns the state of an empty ledger.
@@ -243,6 +247,7 @@ func (s *State) init() {
 			s.opened[r.ID] = r.Opened.Time
 		}
 	}
+	s.buildIndex()
 }
 
 // Run returns the run with the given id, or nil.
@@ -286,10 +291,15 @@ func (s *State) OpenRuns(agent string) []*Run {
 }
 
 // Rejected returns the agent's run whose change equal to changeID was
-// rejected, or nil.
+// rejected, or nil; the first to start when there are several. It costs
+// what the runs with that change number, not the agent's history.
 func (s *State) Rejected(agent, changeID string) *Run {
-	for _, r := range s.byAgent[agent] {
-		if r.Closed != nil && r.Closed.Type == ProposalRejected && r.ChangeID() == changeID {
+	runs := s.index.changes[changeKey{agent, changeID}]
+	if changeID == "" {
+		runs = s.byAgent[agent] // runs without a change are not indexed
+	}
+	for _, r := range runs {
+		if r.Agent == agent && r.Closed != nil && r.Closed.Type == ProposalRejected && r.ChangeID() == changeID {
 			return r
 		}
 	}
@@ -297,18 +307,34 @@ func (s *State) Rejected(agent, changeID string) *Run {
 }
 
 // Reverted returns the agent's run whose change equal to changeID was
-// merged and then undone by a merged revert (and that revert run), or nil:
-// a change people took back is as unwanted as one they rejected.
+// merged and then undone by a merged revert (and that revert run, the
+// first to start when there are several), or nil: a change people took
+// back is as unwanted as one they rejected. It costs what the runs with
+// that change and their reverts number, not the agent's history.
 func (s *State) Reverted(agent, changeID string) (orig, revert *Run) {
-	for _, r := range s.byAgent[agent] {
-		if r.Reverts == "" || r.Closed == nil || r.Closed.Type != ProposalMerged {
+	if changeID == "" {
+		for _, r := range s.byAgent[agent] { // runs without a change are not indexed
+			if r.Reverts == "" || r.Closed == nil || r.Closed.Type != ProposalMerged {
+				continue
+			}
+			if o := s.Run(r.Reverts); o != nil && o.Agent == agent && o.ChangeID() == changeID {
+				return o, r
+			}
+		}
+		return nil, nil
+	}
+	for _, o := range s.index.changes[changeKey{agent, changeID}] {
+		if o.Agent != agent || o.ChangeID() != changeID {
 			continue
 		}
-		if o := s.Run(r.Reverts); o != nil && o.Agent == agent && o.ChangeID() == changeID {
-			return o, r
+		for _, r := range s.index.reverts[o.ID] {
+			if r.Agent == agent && r.Closed != nil && r.Closed.Type == ProposalMerged && (revert == nil || r.ix.pos < revert.ix.pos) {
+				orig, revert = o, r
+				break // the rest started later
+			}
 		}
 	}
-	return nil, nil
+	return orig, revert
 }
 
 // RunStarts returns when the agent's runs started at or after since.
@@ -339,22 +365,23 @@ func (s *State) Running(agent string) int {
 
 // Spent is the agent's settled cost plus the reservations of unsettled
 // attempts, for attempts claimed at or after since: each attempt of a
-// retried run counts once, in the window it was claimed in.
+// retried run counts once, in the window it was claimed in. It costs what
+// the attempts in the window number, not the agent's history.
 func (s *State) Spent(agent string, since time.Time) float64 {
+	refs := s.index.attempts[agent]
 	total := 0.0
-	for _, r := range s.byAgent[agent] {
-		attempts := r.Attempts
-		if len(attempts) == 0 {
-			attempts = []Attempt{{Started: r.Started, ReservedUSD: r.ReservedUSD, CostUSD: r.CostUSD, Settled: r.Settled}}
+	for _, ref := range refs[sort.Search(len(refs), func(i int) bool { return !refs[i].t.Before(since) }):] {
+		a := Attempt{Settled: true}
+		switch r := ref.r; {
+		case ref.i >= 0:
+			a = r.Attempts[ref.i]
+		case len(r.Attempts) == 0:
+			a = Attempt{ReservedUSD: r.ReservedUSD, CostUSD: r.CostUSD, Settled: r.Settled}
 		}
-		for _, a := range attempts {
-			switch {
-			case a.Started.Before(since):
-			case a.Settled:
-				total += a.CostUSD
-			default:
-				total += a.ReservedUSD
-			}
+		if a.Settled {
+			total += a.CostUSD
+		} else {
+			total += a.ReservedUSD
 		}
 	}
 	return total
@@ -452,7 +479,7 @@ func (s *State) Apply(e Entry) error {
 		ref := re.run()
 		r = s.runs[ref.RunID]
 		if r == nil {
-			r = &Run{ID: ref.RunID, Agent: ref.Agent, Trigger: e.Trigger, SpecDigest: e.SpecDigest, SpecCommit: e.SpecCommit, Started: e.Time}
+			r = &Run{ID: ref.RunID, Agent: ref.Agent, Trigger: e.Trigger, SpecDigest: e.SpecDigest, SpecCommit: e.SpecCommit, Started: e.Time, ix: runIndex{pos: len(s.Runs)}}
 			s.Runs = append(s.Runs, r)
 			s.runs[r.ID] = r
 			s.byAgent[r.Agent] = append(s.byAgent[r.Agent], r)
@@ -464,6 +491,7 @@ func (s *State) Apply(e Entry) error {
 		if e.TranscriptDigest != "" {
 			r.Transcript = ep
 		}
+		defer s.reindex(r, false)
 	}
 	settle := func(agent, outcome, model string, usage *Usage, cost float64, split []ModelUsage) {
 		at := r.current()

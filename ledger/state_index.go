@@ -1,0 +1,187 @@
+package ledger
+
+import (
+	"iter"
+	"slices"
+	"sort"
+	"time"
+)
+
+// The indexes below are kept beside the fold so that what the loop asks
+// of an agent's history per pass (money spent in a window, whether a
+// change was rejected or reverted, the newest outcomes) costs what the
+// answer holds, not the length of the agent's history: an agent that has
+// run 100,000 times decides its next run as fast as one that has run 10
+// times. They are derived from Runs alone, so a state rebuilt from its
+// saved Runs (init) or cloned indexes the same facts as one folded entry
+// by entry.
+
+// attemptRef is one attempt of a run, by the time it was claimed.
+type attemptRef struct {
+	t time.Time
+	r *Run
+	// i is the attempt's index in r.Attempts; -1 stands for a run the
+	// state holds no attempt of (see Spent).
+	i int
+}
+
+// recentRef is a run by the time of its last entry as it was when the
+// reference was made: stale once the run has a later one.
+type recentRef struct {
+	t time.Time
+	r *Run
+}
+
+type recentList struct {
+	items []recentRef // by t, oldest first
+	stale int
+}
+
+type stateIndex struct {
+	// attempts are each agent's attempts by the time they were claimed.
+	attempts map[string][]attemptRef
+	// recent are each agent's runs by LastTime.
+	recent map[string]*recentList
+	// changes are, per agent and change id (changeKey), the runs that
+	// finished with that change, in start order.
+	changes map[changeKey][]*Run
+	// reverts are, per run id, the runs that revert it, in start order.
+	reverts map[string][]*Run
+}
+
+// runIndex is what the indexes know of a run.
+type runIndex struct {
+	pos       int // in State.Runs
+	attempts  int // of Run.Attempts indexed
+	recentAt  time.Time
+	changes   []changeKey // of stateIndex.changes the run is under
+	reverting bool     // under stateIndex.reverts
+}
+
+// changeKey is an agent and a change id.
+type changeKey struct{ agent, change string }
+
+// LastTime is the time of the latest entry the run keeps (started,
+// finished, failed, decided, opened, updated, closed, its transcript and
+// attempts): every outcome recorded of the run is at or before it.
+func (r *Run) LastTime() time.Time {
+	t := r.Started
+	for _, e := range [...]*Entry{r.Finished, r.Failed, r.Decision, r.Opened, r.Updated, r.Closed, r.Transcript} {
+		if e != nil && e.Time.After(t) {
+			t = e.Time
+		}
+	}
+	for _, a := range r.Attempts {
+		if a.Started.After(t) {
+			t = a.Started
+		}
+	}
+	return t
+}
+
+// buildIndex indexes every run of s.Runs, as init rebuilds a state.
+func (s *State) buildIndex() {
+	s.index = stateIndex{attempts: map[string][]attemptRef{}, recent: map[string]*recentList{}, changes: map[changeKey][]*Run{}, reverts: map[string][]*Run{}}
+	for i, r := range s.Runs {
+		r.ix = runIndex{pos: i}
+		if len(r.Attempts) == 0 {
+			s.index.attempts[r.Agent] = append(s.index.attempts[r.Agent], attemptRef{t: r.Started, r: r, i: -1})
+		}
+		s.reindex(r, true)
+	}
+	for _, refs := range s.index.attempts {
+		slices.SortStableFunc(refs, func(a, b attemptRef) int { return a.t.Compare(b.t) })
+	}
+	for _, l := range s.index.recent {
+		slices.SortStableFunc(l.items, func(a, b recentRef) int { return a.t.Compare(b.t) })
+	}
+}
+
+// reindex indexes what is new of run r: attempts, its last time, its
+// change and what it reverts. In bulk (buildIndex), references are
+// appended unsorted, for the caller to sort once.
+func (s *State) reindex(r *Run, bulk bool) {
+	ix := &s.index
+	for ; r.ix.attempts < len(r.Attempts); r.ix.attempts++ {
+		ref := attemptRef{t: r.Attempts[r.ix.attempts].Started, r: r, i: r.ix.attempts}
+		refs := ix.attempts[r.Agent]
+		if n := len(refs); bulk || n == 0 || !ref.t.Before(refs[n-1].t) {
+			ix.attempts[r.Agent] = append(refs, ref)
+		} else {
+			at := sort.Search(n, func(i int) bool { return refs[i].t.After(ref.t) })
+			ix.attempts[r.Agent] = slices.Insert(refs, at, ref)
+		}
+	}
+	if t := r.LastTime(); r.ix.recentAt.IsZero() || t.After(r.ix.recentAt) {
+		l := ix.recent[r.Agent]
+		if l == nil {
+			l = &recentList{}
+			ix.recent[r.Agent] = l
+		}
+		l.push(r, t, bulk)
+	}
+	if id := r.ChangeID(); id != "" {
+		if k := (changeKey{r.Agent, id}); !slices.Contains(r.ix.changes, k) {
+			r.ix.changes = append(r.ix.changes, k)
+			ix.changes[k] = insertByPos(ix.changes[k], r)
+		}
+	}
+	if r.Reverts != "" && !r.ix.reverting {
+		r.ix.reverting = true
+		ix.reverts[r.Reverts] = insertByPos(ix.reverts[r.Reverts], r)
+	}
+}
+
+// insertByPos inserts r into runs, kept in start order.
+func insertByPos(runs []*Run, r *Run) []*Run {
+	if n := len(runs); n == 0 || runs[n-1].ix.pos < r.ix.pos {
+		return append(runs, r)
+	}
+	at := sort.Search(len(runs), func(i int) bool { return runs[i].ix.pos > r.ix.pos })
+	return slices.Insert(runs, at, r)
+}
+
+func (l *recentList) push(r *Run, t time.Time, bulk bool) {
+	if !r.ix.recentAt.IsZero() {
+		l.stale++
+	}
+	r.ix.recentAt = t
+	ref := recentRef{t: t, r: r}
+	if n := len(l.items); bulk || n == 0 || !t.Before(l.items[n-1].t) {
+		l.items = append(l.items, ref)
+	} else {
+		at := sort.Search(n, func(i int) bool { return l.items[i].t.After(t) })
+		l.items = slices.Insert(l.items, at, ref)
+	}
+	if l.stale > 64 && l.stale > len(l.items)/2 {
+		l.items = slices.DeleteFunc(l.items, func(ref recentRef) bool { return !ref.t.Equal(ref.r.ix.recentAt) })
+		l.stale = 0
+	}
+}
+
+// RecentRuns yields the agent's runs by LastTime, latest first, each
+// once: an outcome recorded at time t of a run not yet yielded is of a run
+// whose LastTime is at or after t, so a reader after the newest outcomes
+// may stop at the first run whose LastTime is before the oldest it keeps.
+// The state must not change while it iterates.
+func (s *State) RecentRuns(agent string) iter.Seq[*Run] {
+	return func(yield func(*Run) bool) {
+		l := s.index.recent[agent]
+		if l == nil {
+			return
+		}
+		for i := len(l.items) - 1; i >= 0; i-- {
+			ref := l.items[i]
+			if !ref.t.Equal(ref.r.ix.recentAt) {
+				continue // the run has a later reference
+			}
+			if !yield(ref.r) {
+				return
+			}
+		}
+	}
+}
+
+// RevertsOf returns the runs that revert run id, in start order, merged
+// or not. The slice must not be modified.
+func (s *State) RevertsOf(id string) []*Run { return s.index.reverts[id] }
