@@ -55,7 +55,7 @@ type runIndex struct {
 	attempts  int // of Run.Attempts indexed
 	recentAt  time.Time
 	changes   []changeKey // of stateIndex.changes the run is under
-	reverting bool     // under stateIndex.reverts
+	reverting bool        // under stateIndex.reverts
 }
 
 // changeKey is an agent and a change id.
