@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -365,26 +364,14 @@ func (s *State) Running(agent string) int {
 
 // Spent is the agent's settled cost plus the reservations of unsettled
 // attempts, for attempts claimed at or after since: each attempt of a
-// retried run counts once, in the window it was claimed in. It costs what
-// the attempts in the window number, not the agent's history.
+// retried run counts once, in the window it was claimed in. It costs
+// O(log n) in the agent's attempts (state_spend.go).
 func (s *State) Spent(agent string, since time.Time) float64 {
-	refs := s.index.attempts[agent]
-	total := 0.0
-	for _, ref := range refs[sort.Search(len(refs), func(i int) bool { return !refs[i].t.Before(since) }):] {
-		a := Attempt{Settled: true}
-		switch r := ref.r; {
-		case ref.i >= 0:
-			a = r.Attempts[ref.i]
-		case len(r.Attempts) == 0:
-			a = Attempt{ReservedUSD: r.ReservedUSD, CostUSD: r.CostUSD, Settled: r.Settled}
-		}
-		if a.Settled {
-			total += a.CostUSD
-		} else {
-			total += a.ReservedUSD
-		}
+	x := s.index.attempts[agent]
+	if x == nil {
+		return 0
 	}
-	return total
+	return x.since(since)
 }
 
 // Clone returns a deep enough copy for a caller to Apply entries to

@@ -16,15 +16,6 @@ import (
 // saved Runs (init) or cloned indexes the same facts as one folded entry
 // by entry.
 
-// attemptRef is one attempt of a run, by the time it was claimed.
-type attemptRef struct {
-	t time.Time
-	r *Run
-	// i is the attempt's index in r.Attempts; -1 stands for a run the
-	// state holds no attempt of (see Spent).
-	i int
-}
-
 // recentRef is a run by the time of its last entry as it was when the
 // reference was made: stale once the run has a later one.
 type recentRef struct {
@@ -38,8 +29,9 @@ type recentList struct {
 }
 
 type stateIndex struct {
-	// attempts are each agent's attempts by the time they were claimed.
-	attempts map[string][]attemptRef
+	// attempts are each agent's attempts by the time they were claimed
+	// (state_spend.go).
+	attempts map[string]*spendIndex
 	// recent are each agent's runs by LastTime.
 	recent map[string]*recentList
 	// changes are, per agent and change id (changeKey), the runs that
@@ -47,15 +39,29 @@ type stateIndex struct {
 	changes map[changeKey][]*Run
 	// reverts are, per run id, the runs that revert it, in start order.
 	reverts map[string][]*Run
+	// touched are the runs by the seq of the last entry applied to them
+	// since the state was built (built is its Seq then).
+	touched      []touchRef
+	touchedStale int
+	built        uint64
+}
+
+// touchRef is a run by the seq of an entry applied to it: stale once a
+// later entry is.
+type touchRef struct {
+	seq uint64
+	r   *Run
 }
 
 // runIndex is what the indexes know of a run.
 type runIndex struct {
-	pos       int // in State.Runs
-	attempts  int // of Run.Attempts indexed
+	pos       int   // in State.Runs
+	attempts  int   // of Run.Attempts indexed
+	spend     []int // positions of its attempts in their spendIndex
 	recentAt  time.Time
 	changes   []changeKey // of stateIndex.changes the run is under
 	reverting bool        // under stateIndex.reverts
+	seq       uint64      // of its last reference in stateIndex.touched
 }
 
 // changeKey is an agent and a change id.
@@ -81,16 +87,20 @@ func (r *Run) LastTime() time.Time {
 
 // buildIndex indexes every run of s.Runs, as init rebuilds a state.
 func (s *State) buildIndex() {
-	s.index = stateIndex{attempts: map[string][]attemptRef{}, recent: map[string]*recentList{}, changes: map[changeKey][]*Run{}, reverts: map[string][]*Run{}}
+	s.index = stateIndex{attempts: map[string]*spendIndex{}, recent: map[string]*recentList{}, changes: map[changeKey][]*Run{}, reverts: map[string][]*Run{}, built: s.Seq}
 	for i, r := range s.Runs {
 		r.ix = runIndex{pos: i}
 		if len(r.Attempts) == 0 {
-			s.index.attempts[r.Agent] = append(s.index.attempts[r.Agent], attemptRef{t: r.Started, r: r, i: -1})
+			x := s.spendOf(r.Agent)
+			ref := attemptRef{t: r.Started, r: r, i: -1}
+			ref.v = ref.value()
+			x.refs = append(x.refs, ref)
 		}
 		s.reindex(r, true)
 	}
-	for _, refs := range s.index.attempts {
-		slices.SortStableFunc(refs, func(a, b attemptRef) int { return a.t.Compare(b.t) })
+	for _, x := range s.index.attempts {
+		slices.SortStableFunc(x.refs, func(a, b attemptRef) int { return a.t.Compare(b.t) })
+		x.rebuild()
 	}
 	for _, l := range s.index.recent {
 		slices.SortStableFunc(l.items, func(a, b recentRef) int { return a.t.Compare(b.t) })
@@ -102,15 +112,18 @@ func (s *State) buildIndex() {
 // appended unsorted, for the caller to sort once.
 func (s *State) reindex(r *Run, bulk bool) {
 	ix := &s.index
+	x := s.spendOf(r.Agent)
 	for ; r.ix.attempts < len(r.Attempts); r.ix.attempts++ {
 		ref := attemptRef{t: r.Attempts[r.ix.attempts].Started, r: r, i: r.ix.attempts}
-		refs := ix.attempts[r.Agent]
-		if n := len(refs); bulk || n == 0 || !ref.t.Before(refs[n-1].t) {
-			ix.attempts[r.Agent] = append(refs, ref)
+		if bulk {
+			ref.v = ref.value()
+			x.refs = append(x.refs, ref)
 		} else {
-			at := sort.Search(n, func(i int) bool { return refs[i].t.After(ref.t) })
-			ix.attempts[r.Agent] = slices.Insert(refs, at, ref)
+			x.insert(ref)
 		}
+	}
+	if !bulk {
+		x.update(r)
 	}
 	if t := r.LastTime(); r.ix.recentAt.IsZero() || t.After(r.ix.recentAt) {
 		l := ix.recent[r.Agent]
@@ -130,6 +143,26 @@ func (s *State) reindex(r *Run, bulk bool) {
 		r.ix.reverting = true
 		ix.reverts[r.Reverts] = insertByPos(ix.reverts[r.Reverts], r)
 	}
+	if !bulk {
+		if r.ix.seq != 0 {
+			ix.touchedStale++
+		}
+		r.ix.seq = s.Seq
+		ix.touched = append(ix.touched, touchRef{seq: s.Seq, r: r})
+		if ix.touchedStale > 64 && ix.touchedStale > len(ix.touched)/2 {
+			ix.touched = slices.DeleteFunc(ix.touched, func(t touchRef) bool { return t.seq != t.r.ix.seq })
+			ix.touchedStale = 0
+		}
+	}
+}
+
+func (s *State) spendOf(agent string) *spendIndex {
+	x := s.index.attempts[agent]
+	if x == nil {
+		x = &spendIndex{}
+		s.index.attempts[agent] = x
+	}
+	return x
 }
 
 // insertByPos inserts r into runs, kept in start order.
@@ -176,6 +209,30 @@ func (s *State) RecentRuns(agent string) iter.Seq[*Run] {
 				continue // the run has a later reference
 			}
 			if !yield(ref.r) {
+				return
+			}
+		}
+	}
+}
+
+// RunsSince yields, each once, the runs that entries after seq changed;
+// every run when seq is before the state was built (NewState, a restored
+// snapshot, Clone), whose earlier entries it did not apply itself. It
+// costs what those runs number. The state must not change while it
+// iterates.
+func (s *State) RunsSince(seq uint64) iter.Seq[*Run] {
+	return func(yield func(*Run) bool) {
+		if seq < s.index.built {
+			for _, r := range s.Runs {
+				if !yield(r) {
+					return
+				}
+			}
+			return
+		}
+		t := s.index.touched
+		for _, ref := range t[sort.Search(len(t), func(i int) bool { return t[i].seq > seq }):] {
+			if ref.seq == ref.r.ix.seq && !yield(ref.r) {
 				return
 			}
 		}

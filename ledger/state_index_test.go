@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -21,6 +22,12 @@ func TestStateIndexesAnswerAsScans(t *testing.T) {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 42))
 			f := &folder{t: t, s: NewState()}
+			last := map[string]uint64{} // run id -> seq of its last entry
+			ap := func(at time.Time, ev Event) {
+				t.Helper()
+				f.apply(at, ev)
+				last[ev.RunID] = f.s.Seq
+			}
 			at := time.Date(2026, 11, 17, 9, 0, 0, 0, time.UTC)
 			agents := []string{"a", "b"}
 			type live struct{ id, agent string }
@@ -55,22 +62,22 @@ func TestStateIndexesAnswerAsScans(t *testing.T) {
 							ev.Reverts = m.id
 						}
 					}
-					f.apply(at, ev)
+					ap(at, ev)
 					started = append(started, l)
 				case k < 5:
 					l, _ := pick(&started)
 					if rng.IntN(4) == 0 { // fails, is retried
 						ev := base(l, RunFailed)
 						ev.Error, ev.Attempt, ev.CostUSD, ev.RetryAfter = "HTTP 503", 1, 0.01, at.Add(time.Minute)
-						f.apply(at, ev)
+						ap(at, ev)
 						ev = base(l, RunRetried)
 						ev.Attempt, ev.Claimant, ev.LeaseUntil, ev.ReservedUSD = 2, "r", at.Add(time.Hour), 0.5
-						f.apply(at.Add(time.Minute), ev)
+						ap(at.Add(time.Minute), ev)
 					}
 					ev := base(l, RunFinished)
 					ev.Outcome, ev.CostUSD, ev.Model = OutcomeChanged, float64(rng.IntN(50))/1000, "m"
 					ev.Change = &Change{ID: fmt.Sprint("change-", rng.IntN(6)), Files: []string{"f"}}
-					f.apply(at, ev)
+					ap(at, ev)
 					finished = append(finished, l)
 				case k < 7:
 					l, ok := pick(&finished)
@@ -79,10 +86,10 @@ func TestStateIndexesAnswerAsScans(t *testing.T) {
 					}
 					ev := base(l, PolicyDecision)
 					ev.Decision, ev.CostUSD = []byte(`{"outcome":"require_approval"}`), 0.002
-					f.apply(at, ev)
+					ap(at, ev)
 					ev = base(l, ProposalOpened)
 					ev.Proposal = prop(l)
-					f.apply(at, ev)
+					ap(at, ev)
 					opened = append(opened, l)
 				default:
 					l, ok := pick(&opened)
@@ -96,13 +103,21 @@ func TestStateIndexesAnswerAsScans(t *testing.T) {
 					}
 					ev := base(l, typ)
 					ev.Proposal = prop(l)
-					f.apply(at, ev)
+					ap(at, ev)
 				}
 				if step%7 == 0 || step == 399 {
 					checkIndexes(t, fmt.Sprint("step ", step), f.s, at)
+					checkRunsSince(t, f.s, last)
 				}
 			}
-			checkIndexes(t, "clone", f.s.Clone(), at)
+			c := f.s.Clone()
+			checkIndexes(t, "clone", c, at)
+			if n := len(slices.Collect(c.RunsSince(c.Seq - 1))); n != len(c.Runs) {
+				t.Errorf("a clone's RunsSince(an entry before it) yields %d runs, want all %d", n, len(c.Runs))
+			}
+			if n := len(slices.Collect(c.RunsSince(c.Seq))); n != 0 {
+				t.Errorf("a clone's RunsSince(its seq) yields %d runs, want none", n)
+			}
 			var buf bytes.Buffer
 			if err := gob.NewEncoder(&buf).Encode(f.s); err != nil {
 				t.Fatal(err)
@@ -176,6 +191,30 @@ func checkIndexes(t *testing.T, when string, s *State, now time.Time) {
 		}
 		if got := s.RevertsOf(r.ID); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("%s: RevertsOf(%s) = %v, want %v", when, r.ID, got, want)
+		}
+	}
+}
+
+// checkRunsSince checks RunsSince against the seq of each run's last
+// entry, for a few seqs before the state's.
+func checkRunsSince(t *testing.T, s *State, last map[string]uint64) {
+	t.Helper()
+	for _, back := range []uint64{0, 1, 5, 40, s.Seq} {
+		since := s.Seq - min(back, s.Seq)
+		var want []string
+		for _, r := range s.Runs {
+			if last[r.ID] > since {
+				want = append(want, r.ID)
+			}
+		}
+		var got []string
+		for r := range s.RunsSince(since) {
+			got = append(got, r.ID)
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("RunsSince(%d) at %d = %v, want %v", since, s.Seq, got, want)
 		}
 	}
 }

@@ -78,8 +78,9 @@ type Run struct {
 	ChangeID string
 	// Reverts is the run whose merged change this one reverts.
 	Reverts string
-	// TranscriptDigest and TranscriptCommit say where its transcript is
-	// stored, when it has one.
+	// TranscriptDigest is the digest of its transcript, when it has one;
+	// TranscriptCommit is the evidence commit of its entries (zero for
+	// none), where the transcript is stored.
 	TranscriptDigest string
 	TranscriptCommit plumbing.Hash
 }
@@ -151,11 +152,7 @@ func (h *History) Run(r Run) (string, error) {
 		}
 	}
 	for _, ev := range events {
-		commit := plumbing.ZeroHash
-		if ev.Type == ledger.RunFinished {
-			commit = r.TranscriptCommit
-		}
-		if err := h.Apply(ev, commit); err != nil {
+		if err := h.Apply(ev, r.TranscriptCommit); err != nil {
 			return "", fmt.Errorf("ledgergen: run %s: %w", r.ID, err)
 		}
 	}
