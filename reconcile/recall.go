@@ -6,9 +6,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
 
 	"github.com/agentgitops/reconciler/agent"
 	"github.com/agentgitops/reconciler/hclspec"
@@ -28,47 +32,44 @@ const maxMemory = 50
 // Summaries and rationales are read from the runs' transcripts, checked
 // against the digest their entries signed; a run without one (an exec
 // agent's) is summarized by its ledger entry.
+//
+// It costs what the newest outcomes hold, not the agent's history: runs
+// are visited newest entry first (ledger.State.RecentRuns) and the visit
+// stops once no run left can have an outcome among the newest kept.
 func (r *Reconciler) memory(p *pass, a *hclspec.Agent, runID string) []agent.Outcome {
 	if !slices.Contains(a.Tools, hclspec.ToolRecall) {
 		return nil
 	}
-	// The newest maxMemory, chosen by outcomeAt alone: words are built
-	// for those only, whatever the number of past runs.
-	type cand struct {
-		at time.Time
-		rn *ledger.Run
+	newer := func(x, y agent.Outcome) int {
+		return cmp.Or(y.Time.Compare(x.Time), strings.Compare(x.RunID, y.RunID))
 	}
-	newer := func(x, y cand) int { return cmp.Or(y.at.Compare(x.at), strings.Compare(x.rn.ID, y.rn.ID)) }
-	var top []cand // sorted by newer, at most maxMemory
-	runs := p.state.AgentRuns(a.Name)
-	for _, rn := range runs {
+	var out []agent.Outcome // by newer, at most maxMemory
+	for rn := range p.state.RecentRuns(a.Name) {
+		if len(out) == maxMemory && rn.LastTime().Before(out[maxMemory-1].Time) {
+			break // an outcome is at or before its run's LastTime: none left is newer
+		}
 		if rn.Agent != a.Name || rn.ID == runID {
 			continue
 		}
-		_, at, ok := outcomeAt(rn)
+		o, ok := outcomeOf(rn)
 		if !ok {
 			continue
 		}
-		c := cand{at, rn}
-		if len(top) == maxMemory && newer(c, top[len(top)-1]) >= 0 {
-			continue
-		}
-		i, _ := slices.BinarySearchFunc(top, c, newer)
-		top = slices.Insert(top, i, c)
-		if len(top) > maxMemory {
-			top = top[:maxMemory]
+		if i, _ := slices.BinarySearchFunc(out, o, newer); i < maxMemory {
+			out = slices.Insert(out, i, o)
+			out = out[:min(len(out), maxMemory)]
 		}
 	}
-	var out []agent.Outcome
-	for _, c := range top {
-		if o, ok := outcomeOf(c.rn); ok {
-			out = append(out, o)
+	var reverts []*ledger.Run
+	for _, o := range out {
+		for _, rv := range p.state.RevertsOf(o.RunID) {
+			if rv.Agent == a.Name {
+				reverts = append(reverts, rv)
+			}
 		}
 	}
-	markReverted(runs, out)
-	for i := range out {
-		r.recallSummary(p.state.Run(out[i].RunID), &out[i])
-	}
+	markReverted(reverts, out)
+	r.recallSummaries(p.state, out)
 	return out
 }
 
@@ -202,29 +203,132 @@ func afterColon(s string) string {
 	return s
 }
 
-// recallSummary puts the run's own summary and rationale, from its
-// transcript, in place of the ledger's summary. A transcript that cannot
-// be read, or whose digest differs from the one its entry signed, is not
-// used: the ledger's summary stays.
-func (r *Reconciler) recallSummary(rn *ledger.Run, o *agent.Outcome) {
-	if rn == nil || rn.Transcript == nil || rn.Transcript.TranscriptDigest == "" {
+// recallSummaries puts each outcome's own summary and rationale, from
+// its run's transcript, in place of the ledger's summary. A transcript
+// that cannot be read, or whose digest differs from the one its entry
+// signed, is not used: the ledger's summary stays.
+//
+// What a transcript says is kept by its digest (r.recalled), so a run
+// reads only the transcripts of outcomes newer than its agent's last
+// run's. Those are looked up in one read of the transcripts directory at
+// the ledger's head, where every stored transcript stays (a transcript
+// is never replaced), instead of one read of that directory, which holds
+// every run's, at each entry's commit; a transcript not found there is
+// read at its entry's commit.
+func (r *Reconciler) recallSummaries(st *ledger.State, out []agent.Outcome) {
+	type todo struct {
+		o  *agent.Outcome
+		rn *ledger.Run
+	}
+	var missing []todo
+	for i := range out {
+		rn := st.Run(out[i].RunID)
+		if rn == nil || rn.Transcript == nil || rn.Transcript.TranscriptDigest == "" {
+			continue
+		}
+		if said, ok := r.recalled.get(rn.Transcript.TranscriptDigest); ok {
+			said.apply(&out[i])
+			continue
+		}
+		missing = append(missing, todo{&out[i], rn})
+	}
+	if len(missing) == 0 {
 		return
 	}
-	e := rn.Transcript
-	b, err := r.repo.ReadFile(e.Commit, ledger.AttemptTranscriptPath(rn.ID, e.Attempt))
-	if err != nil {
-		r.log.Warn("recall: read transcript", "agent", rn.Agent, "run", rn.ID, "err", err)
-		return
+	blobs := map[string]plumbing.Hash{}
+	if !st.Head.IsZero() {
+		names := map[string]bool{}
+		for _, m := range missing {
+			names[path.Base(ledger.AttemptTranscriptPath(m.rn.ID, m.rn.Transcript.Attempt))] = true
+		}
+		if ents, err := r.repo.ReadDir(st.Head, path.Dir(ledger.TranscriptPath(missing[0].rn.ID))); err == nil {
+			for _, e := range ents {
+				if names[e.Name] && e.Mode.IsFile() {
+					blobs[e.Name] = e.Hash
+				}
+			}
+		}
 	}
-	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != e.TranscriptDigest {
-		r.log.Warn("recall: transcript digest differs from its entry's", "agent", rn.Agent, "run", rn.ID, "entry", e.Seq)
-		return
+	for _, m := range missing {
+		rn, e := m.rn, m.rn.Transcript
+		name := ledger.AttemptTranscriptPath(rn.ID, e.Attempt)
+		var b []byte
+		if h, ok := blobs[path.Base(name)]; ok {
+			if typ, raw, err := r.repo.RawObject(h); err == nil && typ == plumbing.BlobObject && digestOf(raw) == e.TranscriptDigest {
+				b = raw
+			}
+		}
+		if b == nil {
+			raw, err := r.repo.ReadFile(e.Commit, name)
+			if err != nil {
+				r.log.Warn("recall: read transcript", "agent", rn.Agent, "run", rn.ID, "err", err)
+				continue
+			}
+			if digestOf(raw) != e.TranscriptDigest {
+				r.log.Warn("recall: transcript digest differs from its entry's", "agent", rn.Agent, "run", rn.ID, "entry", e.Seq)
+				continue
+			}
+			b = raw
+		}
+		var said recalled
+		if tr, err := agent.ParseTranscript(b); err == nil && tr.Result != nil {
+			said = recalled{summary: tr.Result.Summary, rationale: tr.Result.Rationale, ok: true}
+		}
+		r.recalled.put(e.TranscriptDigest, said)
+		said.apply(m.o)
 	}
-	tr, err := agent.ParseTranscript(b)
-	if err != nil || tr.Result == nil {
-		return
+}
+
+func digestOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// maxRecalled bounds the transcripts a reconciler keeps what recall read
+// of.
+const maxRecalled = 2048
+
+// recallCache is what recall read of transcripts, by their digest: a
+// transcript never changes, and neither does what it says.
+type recallCache struct {
+	mu sync.Mutex
+	m  map[string]recalled
+}
+
+// recalled is what a transcript says of its run; ok is false for one
+// without a result (the ledger's summary stays).
+type recalled struct {
+	summary, rationale string
+	ok                 bool
+}
+
+func (s recalled) apply(o *agent.Outcome) {
+	if s.ok {
+		o.Summary, o.Rationale = s.summary, s.rationale
 	}
-	o.Summary, o.Rationale = tr.Result.Summary, tr.Result.Rationale
+}
+
+func (c *recallCache) get(digest string) (recalled, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.m[digest]
+	return s, ok
+}
+
+// put keeps s, dropping arbitrary entries when the cache is full.
+func (c *recallCache) put(digest string, s recalled) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]recalled{}
+	}
+	for k := range c.m {
+		if len(c.m) < maxRecalled {
+			break
+		}
+		delete(c.m, k)
+	}
+	c.m[digest] = s
 }
 
 // markReverted turns the merged outcomes among out that a merged revert

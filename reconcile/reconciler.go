@@ -131,6 +131,8 @@ type Reconciler struct {
 	// revertView is the ledger's runs as the last pass saw them, for
 	// RevertTarget (revert.go); guarded by mu.
 	revertView *revertFacts
+
+	recalled recallCache // what recall read of transcripts (recall.go)
 }
 
 // New opens the repository's mirror (on disk under CacheDir, when set)
