@@ -179,7 +179,7 @@ func (r *Reconciler) replayRevert(ctx context.Context, rn *ledger.Run) (*ReplayR
 		}
 	}
 	var changes []gitstore.FileChange
-	orig, err := checkRevert(revertFactsOf(r.ledger.State()), rn.Reverts, rn.ID)
+	orig, err := checkRevert(revertFactsFor(r.ledger.State(), rn.Reverts), rn.Reverts, rn.ID)
 	if err == nil {
 		changes, err = r.revertChange(ctx, a, orig, commit)
 	}

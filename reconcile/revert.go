@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -113,7 +114,7 @@ func (r *Reconciler) resolveReverts(p *pass) {
 // merged, not reverted yet, and its change inverted cleanly within a's
 // scope.
 func (r *Reconciler) revertable(ctx context.Context, p *pass, a *hclspec.Agent, req Request) error {
-	orig, err := checkRevert(revertFactsOf(p.state), req.Revert, "")
+	orig, err := checkRevert(revertFactsFor(p.state, req.Revert), req.Revert, "")
 	if err != nil {
 		return err
 	}
@@ -126,7 +127,7 @@ func (r *Reconciler) revertable(ctx context.Context, p *pass, a *hclspec.Agent, 
 // with the words of its proposal commit. It is deterministic, so a
 // resumed run makes the same proposal commit.
 func (r *Reconciler) revertWork(ctx context.Context, p *pass, a *hclspec.Agent, rn *ledger.Run, commit plumbing.Hash) (agent.Result, []gitstore.FileChange, error) {
-	orig, err := checkRevert(revertFactsOf(p.state), rn.Reverts, rn.ID)
+	orig, err := checkRevert(revertFactsFor(p.state, rn.Reverts), rn.Reverts, rn.ID)
 	if err != nil {
 		return agent.Result{}, nil, err
 	}
@@ -183,41 +184,87 @@ type revertFacts struct {
 func revertFactsOf(st *ledger.State) *revertFacts {
 	v := &revertFacts{seq: st.Seq, runs: make(map[string]revertFact, len(st.Runs)), by: map[string][]string{}}
 	for _, rn := range st.Runs {
-		f := revertFact{agent: rn.Agent, runID: rn.ID, reverts: rn.Reverts, done: runDone(rn), changeID: rn.DecidedChangeID()}
-		switch {
-		case rn.Closed != nil:
-			f.closed = rn.Closed.Type
-		case rn.Opened != nil:
-			f.closed = "open"
-		}
-		if rn.Opened != nil && rn.Opened.Proposal != nil {
-			f.branch = rn.Opened.Proposal.Branch
-		}
-		if c := rn.Closed; c != nil && c.Type == ledger.ProposalMerged && c.Proposal != nil {
-			f.merge, f.head = plumbing.NewHash(c.Proposal.MergeCommit), plumbing.NewHash(c.Proposal.Head)
-		}
-		v.runs[rn.ID] = f
-		if rn.Reverts != "" {
-			v.by[rn.Reverts] = append(v.by[rn.Reverts], rn.ID)
-		}
+		v.add(st, rn)
 	}
 	return v
 }
 
-// refreshRevertView stores the revert facts of st for RevertTarget, which
-// the daemon's API calls while passes run (the ledger's state is changed
-// in place by a pass, so it is never read outside one).
+// revertFactsFor is revertFactsOf as far as checkRevert of run id reads
+// it: the facts of id and of the runs that revert it. It costs what those
+// number, not the ledger's runs.
+func revertFactsFor(st *ledger.State, id string) *revertFacts {
+	v := &revertFacts{seq: st.Seq, runs: map[string]revertFact{}, by: map[string][]string{}}
+	if rn := st.Run(id); rn != nil {
+		v.add(st, rn)
+	}
+	for _, rv := range st.RevertsOf(id) {
+		v.add(st, rv)
+	}
+	return v
+}
+
+// add sets the facts of run rn, and the runs that revert what it
+// reverts.
+func (v *revertFacts) add(st *ledger.State, rn *ledger.Run) {
+	v.runs[rn.ID] = revertFactOf(rn)
+	if rn.Reverts != "" {
+		v.by[rn.Reverts] = revertIDs(st.RevertsOf(rn.Reverts))
+	}
+}
+
+func revertIDs(runs []*ledger.Run) []string {
+	ids := make([]string, len(runs))
+	for i, rn := range runs {
+		ids[i] = rn.ID
+	}
+	return ids
+}
+
+func revertFactOf(rn *ledger.Run) revertFact {
+	f := revertFact{agent: rn.Agent, runID: rn.ID, reverts: rn.Reverts, done: runDone(rn), changeID: rn.DecidedChangeID()}
+	switch {
+	case rn.Closed != nil:
+		f.closed = rn.Closed.Type
+	case rn.Opened != nil:
+		f.closed = "open"
+	}
+	if rn.Opened != nil && rn.Opened.Proposal != nil {
+		f.branch = rn.Opened.Proposal.Branch
+	}
+	if c := rn.Closed; c != nil && c.Type == ledger.ProposalMerged && c.Proposal != nil {
+		f.merge, f.head = plumbing.NewHash(c.Proposal.MergeCommit), plumbing.NewHash(c.Proposal.Head)
+	}
+	return f
+}
+
+// refreshRevertView brings the revert facts RevertTarget reads up to st,
+// which the daemon's API calls while passes run (the ledger's state is
+// changed in place by a pass, so it is never read outside one). Only the
+// runs the entries since the last refresh changed are read again
+// (ledger.State.RunsSince), outside r.mu, and set under it.
 func (r *Reconciler) refreshRevertView(st *ledger.State) {
 	r.mu.Lock()
-	stale := r.revertView == nil || r.revertView.seq != st.Seq
+	v := r.revertView
 	r.mu.Unlock()
-	if !stale {
+	if v == nil || v.seq > st.Seq {
+		v = revertFactsOf(st)
+		r.mu.Lock()
+		r.revertView = v
+		r.mu.Unlock()
 		return
 	}
-	v := revertFactsOf(st)
+	if v.seq == st.Seq {
+		return
+	}
+	fresh := &revertFacts{runs: map[string]revertFact{}, by: map[string][]string{}}
+	for rn := range st.RunsSince(v.seq) {
+		fresh.add(st, rn)
+	}
 	r.mu.Lock()
-	r.revertView = v
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	maps.Copy(v.runs, fresh.runs)
+	maps.Copy(v.by, fresh.by)
+	v.seq = st.Seq
 }
 
 // checkRevert returns the merged run id, after checking in v that it can
@@ -262,11 +309,12 @@ func checkRevert(v *revertFacts, id, self string) (revertFact, error) {
 func (r *Reconciler) RevertTarget(ctx context.Context, runID string) (string, error) {
 	r.mu.Lock()
 	spec, at, v := r.spec, r.specCommit, r.revertView
-	r.mu.Unlock()
 	if spec == nil || v == nil {
+		r.mu.Unlock()
 		return "", ErrNoSpec
 	}
-	f, err := checkRevert(v, runID, "")
+	f, err := checkRevert(v, runID, "") // under r.mu: passes update v in place
+	r.mu.Unlock()
 	if err != nil {
 		return "", err
 	}
