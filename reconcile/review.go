@@ -401,9 +401,11 @@ func (r *Reconciler) review(ctx context.Context, p *pass, d policy.Decision, in 
 	// Each review to ask is checked against the agent's money budgets
 	// first, with the pass's lock still held: one the budgets have no
 	// room for is not asked, and counts as a failed review.
-	st := r.ledger.State()
+	var st *ledger.State
 	if p != nil {
 		st = p.state
+	} else {
+		st = r.ledger.State()
 	}
 	type ask struct {
 		i   int
