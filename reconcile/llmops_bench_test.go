@@ -69,7 +69,8 @@ func benchTranscript(i int) []byte {
 	return b
 }
 
-// fixture returns the repository of n transcripts, built once.
+// fixture returns the repository of n transcripts, built once per
+// process and kept in $TMPDIR.
 func fixture(b testing.TB, n int) *recallFixture {
 	b.Helper()
 	benchMu.Lock()
@@ -77,7 +78,15 @@ func fixture(b testing.TB, n int) *recallFixture {
 	if f := benchFixtures[n]; f != nil {
 		return f
 	}
-	dir := filepath.Join(os.TempDir(), "reconciler-bench-recall", fmt.Sprint(n))
+	f := buildFixture(b, filepath.Join(os.TempDir(), "reconciler-bench-recall", fmt.Sprint(n)), n)
+	benchFixtures[n] = f
+	return f
+}
+
+// buildFixture builds (unless dir holds it already) and opens the
+// repository of n transcripts in dir.
+func buildFixture(b testing.TB, dir string, n int) *recallFixture {
+	b.Helper()
 	origin := filepath.Join(dir, "origin.git")
 	marks := filepath.Join(dir, "marks")
 	if _, err := os.Stat(filepath.Join(dir, "complete-v1")); err != nil {
@@ -171,7 +180,6 @@ func fixture(b testing.TB, n int) *recallFixture {
 		b.Fatal(err)
 	}
 	f.repo = repo
-	benchFixtures[n] = f
 	return f
 }
 
@@ -181,7 +189,7 @@ func runsState(b testing.TB, kind string, n int, f *recallFixture) *ledger.State
 	b.Helper()
 	benchMu.Lock()
 	defer benchMu.Unlock()
-	key := fmt.Sprint(kind, n, f != nil)
+	key := fmt.Sprintf("%s%d%p", kind, n, f)
 	if st := benchStates[key]; st != nil {
 		return st
 	}

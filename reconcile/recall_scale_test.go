@@ -160,7 +160,8 @@ func memoryScan(st *ledger.State, name, runID string) []agent.Outcome {
 // transcripts of outcomes new since the agent's last run. (The second
 // call runs without a repository: any read would fail.)
 func TestMemoryReadsTranscriptsOnce(t *testing.T) {
-	f := fixture(t, 10)
+	f := buildFixture(t, t.TempDir(), 10)
+	t.Cleanup(func() { f.repo.Close() })
 	st := runsState(t, "own", 10, f)
 	r := &Reconciler{repo: f.repo, log: slog.New(slog.DiscardHandler)}
 	p := &pass{state: st}
