@@ -92,7 +92,7 @@ func BenchmarkAgentsPass(b *testing.B) {
 				b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms/pass")
 				// The CPU of the pass and of every process it waited for
 				// (sandboxes, git): steadier than the time on a busy machine.
-				b.ReportMetric(float64((cpuTime()-cpu).Milliseconds()), "cpu-ms/pass")
+				b.ReportMetric(float64((cpuTime() - cpu).Milliseconds()), "cpu-ms/pass")
 				b.StopTimer()
 				if n := len(e.branches()); n != tc.agents {
 					b.Fatalf("%d proposals, want %d", n, tc.agents)
