@@ -167,3 +167,19 @@ func BenchmarkRefuse(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkClone: the copy of the state a batched append (AppendBatch of
+// more than one part) folds its parts into, with its indexes rebuilt.
+func BenchmarkClone(b *testing.B) {
+	for _, n := range llmopsSizes {
+		b.Run(fmt.Sprintf("own=%d", n), func(b *testing.B) {
+			st := history(b, "own", n).h.State
+			b.ReportAllocs()
+			for range b.N {
+				if c := st.Clone(); len(c.Runs) != len(st.Runs) {
+					b.Fatal("clone lost runs")
+				}
+			}
+		})
+	}
+}

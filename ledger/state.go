@@ -212,6 +212,13 @@ func NewState() *State {
 }
 
 func (s *State) init() {
+	s.initMaps()
+	s.buildIndex()
+}
+
+// initMaps builds the maps that index Runs; the indexes of state_index.go
+// are the caller's.
+func (s *State) initMaps() {
 	if s.Held == nil {
 		s.Held = map[string]*Entry{}
 	}
@@ -246,7 +253,6 @@ func (s *State) init() {
 			s.opened[r.ID] = r.Opened.Time
 		}
 	}
-	s.buildIndex()
 }
 
 // Run returns the run with the given id, or nil.
@@ -293,7 +299,7 @@ func (s *State) OpenRuns(agent string) []*Run {
 // rejected, or nil; the first to start when there are several. It costs
 // what the runs with that change number, not the agent's history.
 func (s *State) Rejected(agent, changeID string) *Run {
-	runs := s.index.changes[changeKey{agent, changeID}]
+	runs := s.runsAt(s.index.changes[changeKey{agent, changeID}])
 	if changeID == "" {
 		runs = s.byAgent[agent] // runs without a change are not indexed
 	}
@@ -322,11 +328,13 @@ func (s *State) Reverted(agent, changeID string) (orig, revert *Run) {
 		}
 		return nil, nil
 	}
-	for _, o := range s.index.changes[changeKey{agent, changeID}] {
+	for _, p := range s.index.changes[changeKey{agent, changeID}] {
+		o := s.Runs[p]
 		if o.Agent != agent || o.ChangeID() != changeID {
 			continue
 		}
-		for _, r := range s.index.reverts[o.ID] {
+		for _, q := range s.index.reverts[o.ID] {
+			r := s.Runs[q]
 			if r.Agent == agent && r.Closed != nil && r.Closed.Type == ProposalMerged && (revert == nil || r.ix.pos < revert.ix.pos) {
 				orig, revert = o, r
 				break // the rest started later
@@ -383,6 +391,7 @@ func (s *State) Clone() *State {
 		cp := *r
 		cp.Attempts = slices.Clone(r.Attempts)                                    // Apply changes attempts in place
 		cp.Heads, cp.Violations = slices.Clip(r.Heads), slices.Clip(r.Violations) // appends copy
+		cp.ix.spend, cp.ix.changes = slices.Clip(r.ix.spend), slices.Clip(r.ix.changes)
 		c.Runs[i] = &cp
 	}
 	c.Held = make(map[string]*Entry, len(s.Held))
@@ -393,7 +402,8 @@ func (s *State) Clone() *State {
 	c.Resolved = maps.Clone(s.Resolved)
 	c.Totals = s.Totals.clone()
 	c.Keys = append([]Key(nil), s.Keys...)
-	c.init()
+	c.initMaps()
+	c.index = s.cloneIndex(&c)
 	return &c
 }
 

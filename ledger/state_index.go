@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"iter"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -34,11 +35,12 @@ type stateIndex struct {
 	attempts map[string]*spendIndex
 	// recent are each agent's runs by LastTime.
 	recent map[string]*recentList
-	// changes are, per agent and change id (changeKey), the runs that
-	// finished with that change, in start order.
-	changes map[changeKey][]*Run
-	// reverts are, per run id, the runs that revert it, in start order.
-	reverts map[string][]*Run
+	// changes are, per agent and change id (changeKey), the runs (their
+	// positions in Runs) that finished with that change, in start order;
+	// reverts are, per run id, the runs that revert it. Their slices are
+	// never changed in place (insertPos), so a clone shares them.
+	changes map[changeKey][]int
+	reverts map[string][]int
 	// touched are the runs by the seq of the last entry applied to them
 	// since the state was built (built is its Seq then).
 	touched      []touchRef
@@ -87,7 +89,7 @@ func (r *Run) LastTime() time.Time {
 
 // buildIndex indexes every run of s.Runs, as init rebuilds a state.
 func (s *State) buildIndex() {
-	s.index = stateIndex{attempts: map[string]*spendIndex{}, recent: map[string]*recentList{}, changes: map[changeKey][]*Run{}, reverts: map[string][]*Run{}, built: s.Seq}
+	s.index = stateIndex{attempts: map[string]*spendIndex{}, recent: map[string]*recentList{}, changes: map[changeKey][]int{}, reverts: map[string][]int{}, built: s.Seq}
 	for i, r := range s.Runs {
 		r.ix = runIndex{pos: i}
 		if len(r.Attempts) == 0 {
@@ -136,12 +138,12 @@ func (s *State) reindex(r *Run, bulk bool) {
 	if id := r.ChangeID(); id != "" {
 		if k := (changeKey{r.Agent, id}); !slices.Contains(r.ix.changes, k) {
 			r.ix.changes = append(r.ix.changes, k)
-			ix.changes[k] = insertByPos(ix.changes[k], r)
+			ix.changes[k] = insertPos(ix.changes[k], r.ix.pos)
 		}
 	}
 	if r.Reverts != "" && !r.ix.reverting {
 		r.ix.reverting = true
-		ix.reverts[r.Reverts] = insertByPos(ix.reverts[r.Reverts], r)
+		ix.reverts[r.Reverts] = insertPos(ix.reverts[r.Reverts], r.ix.pos)
 	}
 	if !bulk {
 		if r.ix.seq != 0 {
@@ -165,13 +167,34 @@ func (s *State) spendOf(agent string) *spendIndex {
 	return x
 }
 
-// insertByPos inserts r into runs, kept in start order.
-func insertByPos(runs []*Run, r *Run) []*Run {
-	if n := len(runs); n == 0 || runs[n-1].ix.pos < r.ix.pos {
-		return append(runs, r)
+// insertPos returns a copy of positions with pos inserted in order: the
+// slices of stateIndex.changes and reverts are shared with clones.
+func insertPos(positions []int, pos int) []int {
+	at := sort.SearchInts(positions, pos+1)
+	return slices.Concat(positions[:at], []int{pos}, positions[at:])
+}
+
+// cloneIndex returns s's indexes for c, a clone of s: the same
+// references, to c's copies of the runs. It costs copying each agent's
+// references, not rebuilding them.
+func (s *State) cloneIndex(c *State) stateIndex {
+	ix := stateIndex{changes: maps.Clone(s.index.changes), reverts: maps.Clone(s.index.reverts), built: c.Seq,
+		attempts: make(map[string]*spendIndex, len(s.index.attempts)), recent: make(map[string]*recentList, len(s.index.recent))}
+	for agent, x := range s.index.attempts {
+		refs := slices.Clone(x.refs)
+		for i := range refs {
+			refs[i].r = c.Runs[refs[i].r.ix.pos]
+		}
+		ix.attempts[agent] = &spendIndex{refs: refs, tree: slices.Clone(x.tree)}
 	}
-	at := sort.Search(len(runs), func(i int) bool { return runs[i].ix.pos > r.ix.pos })
-	return slices.Insert(runs, at, r)
+	for agent, l := range s.index.recent {
+		items := slices.Clone(l.items)
+		for i := range items {
+			items[i].r = c.Runs[items[i].r.ix.pos]
+		}
+		ix.recent[agent] = &recentList{items: items, stale: l.stale}
+	}
+	return ix
 }
 
 func (l *recentList) push(r *Run, t time.Time, bulk bool) {
@@ -240,5 +263,16 @@ func (s *State) RunsSince(seq uint64) iter.Seq[*Run] {
 }
 
 // RevertsOf returns the runs that revert run id, in start order, merged
-// or not. The slice must not be modified.
-func (s *State) RevertsOf(id string) []*Run { return s.index.reverts[id] }
+// or not.
+func (s *State) RevertsOf(id string) []*Run { return s.runsAt(s.index.reverts[id]) }
+
+func (s *State) runsAt(positions []int) []*Run {
+	if len(positions) == 0 {
+		return nil
+	}
+	out := make([]*Run, len(positions))
+	for i, p := range positions {
+		out[i] = s.Runs[p]
+	}
+	return out
+}

@@ -118,6 +118,34 @@ func TestStateIndexesAnswerAsScans(t *testing.T) {
 			if n := len(slices.Collect(c.RunsSince(c.Seq))); n != 0 {
 				t.Errorf("a clone's RunsSince(its seq) yields %d runs, want none", n)
 			}
+			// The clone and the original fold on apart: what one adds to
+			// the indexes they share is not seen by the other.
+			revertOf := ""
+			for _, m := range merged {
+				if m.agent == "a" {
+					revertOf = m.id
+				}
+			}
+			for k, st := range []*State{c, f.s} {
+				g := &folder{t: t, s: st}
+				id := fmt.Sprintf("%012x", 0xfff000+k)
+				ev := func(typ string) Event {
+					return Event{Type: typ, Agent: "a", RunID: id, Trigger: "manual:" + id, SpecCommit: exampleCommit("spec"), SpecDigest: "d", Reverts: revertOf}
+				}
+				e := ev(RunStarted)
+				e.ReservedUSD, e.Claimant = 0.5, "r"
+				g.apply(at.Add(-30*time.Minute), e) // in the middle of the attempts
+				e = ev(RunFinished)
+				e.Outcome, e.CostUSD, e.Change = OutcomeChanged, 0.25, &Change{ID: fmt.Sprint("change-", k), Files: []string{"f"}}
+				g.apply(at, e)
+				e = ev(ProposalOpened)
+				e.Proposal = &Proposal{Branch: "agents/a/" + id, Head: exampleCommit("h" + id), MergeCommit: exampleCommit("m" + id)}
+				g.apply(at, e)
+				e.Type = []string{ProposalRejected, ProposalMerged}[k]
+				g.apply(at.Add(time.Minute), e)
+			}
+			checkIndexes(t, "the clone, folded on", c, at)
+			checkIndexes(t, "the original, folded on", f.s, at)
 			var buf bytes.Buffer
 			if err := gob.NewEncoder(&buf).Encode(f.s); err != nil {
 				t.Fatal(err)

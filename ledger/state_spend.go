@@ -91,7 +91,7 @@ func (x *spendIndex) insert(ref attemptRef) {
 // rebuild recomputes the tree and every run's positions from refs.
 func (x *spendIndex) rebuild() {
 	for _, ref := range x.refs {
-		ref.r.ix.spend = ref.r.ix.spend[:0]
+		ref.r.ix.spend = nil // not [:0]: a clone's run shares its original's array
 	}
 	x.tree = make([]float64, len(x.refs)+1)
 	for i, ref := range x.refs {
