@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -731,7 +732,7 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	final := instrs[last:]
-	var expose, user, listen, binary string
+	var expose, user, listen, binary, helper string
 	var health, entry []string
 	for _, in := range final {
 		switch in.cmd {
@@ -746,8 +747,21 @@ func TestDockerfile(t *testing.T) {
 				}
 			}
 		case "COPY":
-			f := strings.Fields(in.args)
-			binary = f[len(f)-1]
+			// COPY [--from=...] SRC... DEST: DEST/ takes each source's name.
+			f := slices.DeleteFunc(strings.Fields(in.args), func(a string) bool { return strings.HasPrefix(a, "--") })
+			dest := f[len(f)-1]
+			for _, src := range f[:len(f)-1] {
+				to := dest
+				if strings.HasSuffix(dest, "/") {
+					to = dest + path.Base(src)
+				}
+				switch path.Base(src) {
+				case "reconciler":
+					binary = to
+				case sandbox.HelperName:
+					helper = to
+				}
+			}
 		case "HEALTHCHECK":
 			_, exe, ok := strings.Cut(in.args, "CMD ")
 			if !ok || json.Unmarshal([]byte(exe), &health) != nil {
@@ -764,6 +778,10 @@ func TestDockerfile(t *testing.T) {
 	}
 	if uid, _, _ := strings.Cut(user, ":"); uid == "" || uid == "0" || uid == "root" {
 		t.Errorf("USER %q: want a non-root user", user)
+	}
+	// The sandbox's helper is where the reconciler looks for it.
+	if binary == "" || helper != path.Join(path.Dir(binary), sandbox.HelperName) {
+		t.Errorf("the image installs reconciler at %q and %s at %q: want it next to the reconciler", binary, sandbox.HelperName, helper)
 	}
 	if len(health) < 2 || health[0] != binary || len(entry) == 0 || entry[0] != binary || health[1] != "healthcheck" {
 		t.Fatalf("HEALTHCHECK %q, ENTRYPOINT %q, binary %q: want the binary's healthcheck", health, entry, binary)
