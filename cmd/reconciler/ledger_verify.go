@@ -75,6 +75,7 @@ func cmdLedgerVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	if *cpKey != "" {
 		warnKeyMode(stderr, *cpKey)
 	}
+	defer ledger.LimitMemoryForVerify()()
 	repo, closeRepo, rep, verr := f.verify(ctx)
 	if closeRepo != nil {
 		defer closeRepo()
