@@ -13,6 +13,7 @@ import (
 	"github.com/sashabaranov/go-openai"
 
 	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/internal/textcut"
 )
 
 // Errors that end a model-backed run; the run proposes nothing. Timeouts
@@ -116,16 +117,16 @@ func msgRecordLen(m openai.ChatCompletionMessage) int64 {
 func replyRecordLen(m openai.ChatCompletionMessage, keep int, clip bool) int64 {
 	text := func(s string) int64 {
 		if clip {
-			s = clipBytes(s, maxRecordedArgs)
+			s = textcut.Prefix(s, maxRecordedArgs)
 		}
 		return jsonLen(s)
 	}
 	n := stepOverhead + text(m.Content) + text(m.ReasoningContent) + text(m.Refusal)
 	if f := m.FunctionCall; f != nil {
-		n += callInMsgOverhead + jsonLen(clipBytes(f.Name, maxToolNameLen)) + jsonLen(clipBytes(f.Arguments, maxRecordedArgs))
+		n += callInMsgOverhead + jsonLen(textcut.Prefix(f.Name, maxToolNameLen)) + jsonLen(textcut.Prefix(f.Arguments, maxRecordedArgs))
 	}
 	for _, c := range m.ToolCalls[:min(keep, len(m.ToolCalls))] {
-		n += callInMsgOverhead + jsonLen(clipBytes(c.ID, maxToolCallIDLen)) + jsonLen(clipBytes(c.Function.Name, maxToolNameLen)) + jsonLen(clipBytes(c.Function.Arguments, maxRecordedArgs))
+		n += callInMsgOverhead + jsonLen(textcut.Prefix(c.ID, maxToolCallIDLen)) + jsonLen(textcut.Prefix(c.Function.Name, maxToolNameLen)) + jsonLen(textcut.Prefix(c.Function.Arguments, maxRecordedArgs))
 	}
 	return n
 }
@@ -135,7 +136,7 @@ func replyRecordLen(m openai.ChatCompletionMessage, keep int, clip bool) int64 {
 // in the record, the reply's record and the conversation, and its result
 // in the record and the conversation.
 func callRecordLen(tc *TranscriptToolCall, args, result string, whole bool) int64 {
-	a, conv := jsonLen(clipBytes(args, maxRecordedArgs)), int64(msgRecordOverhead)
+	a, conv := jsonLen(textcut.Prefix(args, maxRecordedArgs)), int64(msgRecordOverhead)
 	if whole || len(args) <= maxRecordedArgs {
 		a = jsonLen(args)
 		conv = a
@@ -488,7 +489,7 @@ func (l *loop) cutArguments() {
 			if tc.truncated() || !ok {
 				continue
 			}
-			tc.Arguments = clipBytes(tc.Arguments, maxRecordedArgs)
+			tc.Arguments = textcut.Prefix(tc.Arguments, maxRecordedArgs)
 			tc.ArgsBytes, tc.ArgsSHA256 = w.bytes, w.sha256
 			if s.Response != nil && j < len(s.Response.Message.ToolCalls) {
 				s.Response.Message.ToolCalls[j].Function.Arguments = tc.Arguments
@@ -546,7 +547,7 @@ func (l *loop) steps(ctx context.Context, model Model) (*finishArgs, error) {
 			// Only the system prompt, a spec's, can be this long: every
 			// other message was checked as it was added.
 			for i := range rec.Request.Messages {
-				rec.Request.Messages[i].Content = clipBytes(rec.Request.Messages[i].Content, maxRecordedArgs)
+				rec.Request.Messages[i].Content = textcut.Prefix(rec.Request.Messages[i].Content, maxRecordedArgs)
 			}
 			return nil, l.stepLimit(&rec, err)
 		}
@@ -852,7 +853,7 @@ func droppedArguments(n int, sha string) string {
 // whole: their first maxRecordedArgs bytes, redacted (a wider window is
 // redacted first, so that no secret is cut in two).
 func (l *loop) clipArgs(args string) string {
-	return clipBytes(l.red.String(clipBytes(args, 2*maxRecordedArgs)), maxRecordedArgs)
+	return textcut.Prefix(l.red.String(textcut.Prefix(args, 2*maxRecordedArgs)), maxRecordedArgs)
 }
 
 // responseRecord is what the transcript keeps of a response: the first
@@ -864,21 +865,21 @@ func (l *loop) responseRecord(resp openai.ChatCompletionResponse, choice openai.
 	calls := m.ToolCalls[:min(keep, len(m.ToolCalls))]
 	m.ToolCalls = nil
 	if clip {
-		m.Content = clipBytes(m.Content, 2*maxRecordedArgs)
-		m.ReasoningContent = clipBytes(m.ReasoningContent, 2*maxRecordedArgs)
-		m.Refusal = clipBytes(m.Refusal, 2*maxRecordedArgs)
+		m.Content = textcut.Prefix(m.Content, 2*maxRecordedArgs)
+		m.ReasoningContent = textcut.Prefix(m.ReasoningContent, 2*maxRecordedArgs)
+		m.Refusal = textcut.Prefix(m.Refusal, 2*maxRecordedArgs)
 	}
 	if f := m.FunctionCall; f != nil && len(f.Arguments) > maxRecordedArgs {
-		m.FunctionCall = &openai.FunctionCall{Name: clipBytes(f.Name, 64), Arguments: clipBytes(f.Arguments, maxRecordedArgs)}
+		m.FunctionCall = &openai.FunctionCall{Name: textcut.Prefix(f.Name, 64), Arguments: textcut.Prefix(f.Arguments, maxRecordedArgs)}
 	}
 	rm := l.red.Message(m)
 	if clip {
-		rm.Content = clipBytes(rm.Content, maxRecordedArgs)
-		rm.ReasoningContent = clipBytes(rm.ReasoningContent, maxRecordedArgs)
-		rm.Refusal = clipBytes(rm.Refusal, maxRecordedArgs)
+		rm.Content = textcut.Prefix(rm.Content, maxRecordedArgs)
+		rm.ReasoningContent = textcut.Prefix(rm.ReasoningContent, maxRecordedArgs)
+		rm.Refusal = textcut.Prefix(rm.Refusal, maxRecordedArgs)
 	}
 	for _, c := range calls {
-		c.Function.Name = l.red.String(clipBytes(c.Function.Name, maxToolNameLen))
+		c.Function.Name = l.red.String(textcut.Prefix(c.Function.Name, maxToolNameLen))
 		if len(c.ID) > maxToolCallIDLen {
 			c.ID = "" // assistantMessage assigned one, and does so again in a replay
 		}
@@ -890,8 +891,8 @@ func (l *loop) responseRecord(resp openai.ChatCompletionResponse, choice openai.
 		rm.ToolCalls = append(rm.ToolCalls, c)
 	}
 	return &TranscriptResponse{
-		ID: clipBytes(resp.ID, maxRecordedArgs), Model: clipBytes(resp.Model, maxRecordedArgs), Created: resp.Created,
-		FinishReason: clipBytes(string(choice.FinishReason), 64), Message: rm,
+		ID: textcut.Prefix(resp.ID, maxRecordedArgs), Model: textcut.Prefix(resp.Model, maxRecordedArgs), Created: resp.Created,
+		FinishReason: textcut.Prefix(string(choice.FinishReason), 64), Message: rm,
 		Usage: TranscriptModelUsage{PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens, TotalTokens: resp.Usage.TotalTokens},
 	}
 }
@@ -920,7 +921,7 @@ func assistantMessage(m openai.ChatCompletionMessage, step int) openai.ChatCompl
 			c.ID = fmt.Sprintf("call_%d_%d", step, i+1)
 		}
 		// No tool has a longer name; the call is refused as unknown.
-		c.Function.Name = clipBytes(c.Function.Name, maxToolNameLen)
+		c.Function.Name = textcut.Prefix(c.Function.Name, maxToolNameLen)
 		seen[c.ID] = true
 		out.ToolCalls = append(out.ToolCalls, c)
 	}

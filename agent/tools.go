@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/sashabaranov/go-openai"
+
+	"github.com/agentgitops/reconciler/internal/textcut"
 )
 
 // Tool defaults. Tool results are deterministic: the same workspace and
@@ -567,10 +569,7 @@ func truncate(s string, max int) string {
 	if max <= 0 || len(s) <= max {
 		return s
 	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
+	cut := len(textcut.Prefix(s, max))
 	return s[:cut] + fmt.Sprintf("\n[truncated: the result is %d bytes, only the first %d are shown; ask for less, e.g. read_file with offset and limit or a narrower search]", len(s), cut)
 }
 

@@ -256,17 +256,6 @@ func argsDigest(s string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// clipBytes cuts s to at most n bytes, at a character boundary.
-func clipBytes(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
-}
-
 // jsonLen is the length of s as a JSON string, quotes included, as the
 // transcript encodes it (encoding/json without HTML escaping).
 func jsonLen(s string) int64 {

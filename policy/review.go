@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/internal/textcut"
 )
 
 // KindReview is the kind of a fired require_review rule.
@@ -257,8 +258,5 @@ func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n] + "..."
+	return textcut.Prefix(s, n) + "..."
 }

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/agentgitops/reconciler/agent"
 	"github.com/agentgitops/reconciler/forge"
+	"github.com/agentgitops/reconciler/internal/textcut"
 	"github.com/agentgitops/reconciler/ledger"
 )
 
@@ -50,7 +50,7 @@ func (r *Reconciler) reviewComments(ctx context.Context, rn *ledger.Run, fp forg
 func (r *Reconciler) boundComments(raw []forge.Comment) *ledger.Comments {
 	var items []ledger.Comment
 	for _, c := range raw {
-		login := clipBytes(agent.CleanSubject(r.scrub(c.Login)), ledger.MaxCommentLogin)
+		login := textcut.Prefix(agent.CleanSubject(r.scrub(c.Login)), ledger.MaxCommentLogin)
 		if login == "" {
 			continue
 		}
@@ -62,7 +62,7 @@ func (r *Reconciler) boundComments(raw []forge.Comment) *ledger.Comments {
 			it.Time = c.Time.UTC()
 		}
 		if len(it.Body) > ledger.MaxCommentBytes {
-			it.Body = clipBytes(it.Body, ledger.MaxCommentBytes-len(truncatedMark)) + truncatedMark
+			it.Body = textcut.Prefix(it.Body, ledger.MaxCommentBytes-len(truncatedMark)) + truncatedMark
 			it.Truncated = true
 		}
 		items = append(items, it)
@@ -109,15 +109,4 @@ func (r *Reconciler) boundComments(raw []forge.Comment) *ledger.Comments {
 		}
 	}
 	return out
-}
-
-// clipBytes cuts s to at most n bytes at a rune boundary.
-func clipBytes(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

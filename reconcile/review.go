@@ -18,6 +18,7 @@ import (
 	"github.com/agentgitops/reconciler/agent"
 	"github.com/agentgitops/reconciler/gitstore"
 	"github.com/agentgitops/reconciler/hclspec"
+	"github.com/agentgitops/reconciler/internal/textcut"
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/policy"
 )
@@ -576,11 +577,7 @@ func clipText(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return textcut.Prefix(s, n) + "…"
 }
 
 // reviewsAsked reports whether any review was asked for (not reused), so
