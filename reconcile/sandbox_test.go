@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -65,6 +66,22 @@ func TestSandboxEscapes(t *testing.T) {
 			testSandboxEscapes(t, http, sup)
 		})
 	}
+	// The same with the sandbox built by reconciler-sandbox, as make build
+	// and the image install it, rather than by this program itself.
+	t.Run("local path, reconciler-sandbox helper", func(t *testing.T) {
+		helper := filepath.Join(t.TempDir(), sandbox.HelperName)
+		if out, err := exec.Command("go", "build", "-o", helper, "../cmd/reconciler-sandbox").CombinedOutput(); err != nil {
+			t.Fatalf("build the helper: %v\n%s", err, out)
+		}
+		if err := sandbox.UseHelper(helper); err != nil {
+			t.Fatal(err)
+		}
+		defer sandbox.UseHelper("")
+		if got := sandbox.Probe().Helper; got != helper {
+			t.Fatalf("the helper in use is %q, want %q", got, helper)
+		}
+		testSandboxEscapes(t, false, sandbox.Probe())
+	})
 }
 
 func testSandboxEscapes(t *testing.T, http bool, sup sandbox.Support) {
