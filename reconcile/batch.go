@@ -12,9 +12,11 @@ import (
 // batchWindow is how long a queued append or push waits for the runs
 // still working before the batch is sent without them. Each batch costs a
 // push or two, a few git processes on the server: with 100 exec agents a
-// pass (BenchmarkAgentsPass) took 3.1-3.2 s of CPU at 50 ms, 2.9-3.1 s at
-// 200 ms and 2.35-2.42 s at 500 ms, measured back to back; 1 s gained
-// nothing more. A run that finishes while no other works waits not at all.
+// pass (BenchmarkAgentsPass) took 3.1-3.2 s of CPU at 50 ms against
+// 2.2-2.5 s at 200 ms, and, in another run on a busier machine, 2.9-3.1 s
+// at 200 ms against 2.35-2.42 s at 500 ms (each pair back to back); 1 s
+// gained nothing more. A run that finishes while no other works waits not
+// at all.
 const batchWindow = 500 * time.Millisecond
 
 // batcher groups what the runs of a pass, driven in parallel, write: their
