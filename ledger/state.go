@@ -444,6 +444,22 @@ func cloneNested[K1, K2 comparable, V any](m map[K1]map[K2]V) map[K1]map[K2]V {
 }
 
 // inner returns m[k], creating it.
+// addTokens counts a model's tokens in the agent's totals.
+func (t *Totals) addTokens(agent, model string, input, output int64) {
+	m := inner(t.Tokens, agent)
+	u := m[model]
+	u[0] += input
+	u[1] += output
+	m[model] = u
+}
+
+// addCost counts a model's cost in the agent's totals; nothing for none.
+func (t *Totals) addCost(agent, model string, cost float64) {
+	if cost > 0 {
+		inner(t.CostUSD, agent)[model] += cost
+	}
+}
+
 func inner[K1, K2 comparable, V any](m map[K1]map[K2]V, k K1) map[K2]V {
 	v, ok := m[k]
 	if !ok {
@@ -499,28 +515,16 @@ func (s *State) Apply(e Entry) error {
 		inner(t.Runs, agent)[outcome]++
 		if len(split) > 0 {
 			// A tiered run: each model's tokens and cost under its name.
-			m := inner(t.Tokens, agent)
 			for _, mu := range split {
-				u := m[mu.Model]
-				u[0] += mu.InputTokens
-				u[1] += mu.OutputTokens
-				m[mu.Model] = u
-				if mu.CostUSD > 0 {
-					inner(t.CostUSD, agent)[mu.Model] += mu.CostUSD
-				}
+				t.addTokens(agent, mu.Model, mu.InputTokens, mu.OutputTokens)
+				t.addCost(agent, mu.Model, mu.CostUSD)
 			}
 			return
 		}
 		if usage != nil {
-			m := inner(t.Tokens, agent)
-			u := m[model]
-			u[0] += usage.InputTokens
-			u[1] += usage.OutputTokens
-			m[model] = u
+			t.addTokens(agent, model, usage.InputTokens, usage.OutputTokens)
 		}
-		if cost > 0 {
-			inner(t.CostUSD, agent)[model] += cost
-		}
+		t.addCost(agent, model, cost)
 	}
 	// settleRetried settles, at no cost, an attempt claimed by run.retried
 	// after the run had finished (its proposal's push was lost): the
@@ -558,14 +562,8 @@ func (s *State) Apply(e Entry) error {
 			if rv.Reused {
 				continue
 			}
-			m := inner(t.Tokens, agent)
-			u := m[rv.Model]
-			u[0] += rv.InputTokens
-			u[1] += rv.OutputTokens
-			m[rv.Model] = u
-			if rv.CostUSD > 0 {
-				inner(t.CostUSD, agent)[rv.Model] += rv.CostUSD
-			}
+			t.addTokens(agent, rv.Model, rv.InputTokens, rv.OutputTokens)
+			t.addCost(agent, rv.Model, rv.CostUSD)
 		}
 	}
 	closeProposal := func(agent, outcome string, wu *WorkUnit) {
