@@ -583,20 +583,11 @@ func (r *Reconciler) runInWorkspace(ctx context.Context, p *pass, a *hclspec.Age
 	task.Memory = r.memory(p, a, runID) // recall.go
 	view := r.agentView(a, commit)
 
-	if p.batch != nil {
-		p.batch.working()
-		defer p.batch.back()
+	back, err := p.outside(ctx, true)
+	if err != nil {
+		return agent.Result{}, nil, err
 	}
-	p.mu.Unlock()
-	defer p.mu.Lock()
-	if p.work != nil {
-		select {
-		case p.work <- struct{}{}:
-		case <-ctx.Done():
-			return agent.Result{}, nil, ctx.Err()
-		}
-		defer func() { <-p.work }()
-	}
+	defer back()
 	dir, err := os.MkdirTemp(r.cfg.WorkDir, "reconciler-run-"+runID+"-")
 	if err != nil {
 		return agent.Result{}, nil, fmt.Errorf("workspace: %w", err)

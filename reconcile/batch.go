@@ -166,3 +166,32 @@ func (r *Reconciler) pushBranch(ctx context.Context, p *pass, u gitstore.RefUpda
 	p.batch.wait(ctx, r, p, &q.done)
 	return q.err
 }
+
+// outside releases the pass's lock for work done without it: an agent's
+// run, evals, second-model reviews. The batcher counts the run as working
+// meanwhile, so that batches do not wait on it. With slot, the work also
+// takes one of the --concurrency slots (p.work), waiting for one; an error
+// is the context's, ending the wait, with the lock held again. back takes
+// the lock back (and gives the slot up); call it once.
+func (p *pass) outside(ctx context.Context, slot bool) (back func(), err error) {
+	if p.batch != nil {
+		p.batch.working()
+	}
+	p.mu.Unlock()
+	relock := func() {
+		p.mu.Lock()
+		if p.batch != nil {
+			p.batch.back()
+		}
+	}
+	if !slot || p.work == nil {
+		return relock, nil
+	}
+	select {
+	case p.work <- struct{}{}:
+	case <-ctx.Done():
+		relock()
+		return nil, ctx.Err()
+	}
+	return func() { <-p.work; relock() }, nil
+}

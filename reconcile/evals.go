@@ -191,20 +191,11 @@ func (r *Reconciler) trustedProvider(p *hclspec.Provider) bool {
 // unlocked runs work with the pass's lock released, counted as one of the
 // agents working at once, as runInWorkspace runs an agent.
 func (r *Reconciler) unlocked(ctx context.Context, p *pass, work func(context.Context) ([]eval.Result, error)) ([]eval.Result, error) {
-	if p.batch != nil {
-		p.batch.working()
-		defer p.batch.back()
+	back, err := p.outside(ctx, true)
+	if err != nil {
+		return nil, err
 	}
-	p.mu.Unlock()
-	defer p.mu.Lock()
-	if p.work != nil {
-		select {
-		case p.work <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		defer func() { <-p.work }()
-	}
+	defer back()
 	return work(ctx)
 }
 

@@ -449,12 +449,8 @@ func (r *Reconciler) review(ctx context.Context, p *pass, d policy.Decision, in 
 		}
 	}
 	if len(asks) > 0 && in.unlock && p != nil {
-		if p.batch != nil {
-			p.batch.working()
-			defer p.batch.back()
-		}
-		p.mu.Unlock()
-		defer p.mu.Lock()
+		back, _ := p.outside(ctx, false) // no slot: no error
+		defer back()
 	}
 	for _, a := range asks {
 		reviews[a.i] = r.askReviewer(ctx, a.m, a.req, reviews[a.i])
