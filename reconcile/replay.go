@@ -103,13 +103,8 @@ func (r *Reconciler) Replay(ctx context.Context, runID string, replay Replayer) 
 		// A failed run proposes nothing, whatever it wrote.
 		changes = nil
 	}
-	if rep.Got, err = r.repo.WriteTree(commit, changes); err != nil {
+	if err := r.compareReplayed(rep, commit, changes); err != nil {
 		return nil, err
-	}
-	if !rep.Match() {
-		if rep.Differ, err = r.diffTrees(rep.Expected, rep.Got); err != nil {
-			return nil, err
-		}
 	}
 	return rep, nil
 }
@@ -186,13 +181,20 @@ func (r *Reconciler) replayRevert(ctx context.Context, rn *ledger.Run) (*ReplayR
 	if err != nil {
 		rep.Err, changes = err, nil
 	}
-	if rep.Got, err = r.repo.WriteTree(commit, changes); err != nil {
+	if err := r.compareReplayed(rep, commit, changes); err != nil {
 		return nil, err
 	}
-	if !rep.Match() {
-		if rep.Differ, err = r.diffTrees(rep.Expected, rep.Got); err != nil {
-			return nil, err
-		}
-	}
 	return rep, nil
+}
+
+// compareReplayed writes the tree the replay's changes make on commit into
+// rep.Got and, when it is not the recorded one, the paths that differ.
+func (r *Reconciler) compareReplayed(rep *ReplayReport, commit plumbing.Hash, changes []gitstore.FileChange) (err error) {
+	if rep.Got, err = r.repo.WriteTree(commit, changes); err != nil {
+		return err
+	}
+	if !rep.Match() {
+		rep.Differ, err = r.diffTrees(rep.Expected, rep.Got)
+	}
+	return err
 }
