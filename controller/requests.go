@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -166,9 +165,8 @@ func (h *RequestHook) guard(f func(http.ResponseWriter, *http.Request, []byte)) 
 			http.Error(w, "the bearer token is not the webhook secret", http.StatusUnauthorized)
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxHookBody+1))
-		if err != nil || len(body) > maxHookBody {
-			http.Error(w, "body unreadable or larger than 1 MiB", http.StatusRequestEntityTooLarge)
+		body, ok := readHookBody(w, r)
+		if !ok {
 			return
 		}
 		f(w, r, body)

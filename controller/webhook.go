@@ -60,9 +60,8 @@ func (h *GitHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no webhook secret is configured (--webhook-secret-file)", http.StatusForbidden)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxHookBody+1))
-	if err != nil || len(body) > maxHookBody {
-		http.Error(w, "body unreadable or larger than 1 MiB", http.StatusRequestEntityTooLarge)
+	body, read := readHookBody(w, r)
+	if !read {
 		return
 	}
 	hd := r.Header
@@ -203,4 +202,15 @@ func sameRepo(raw string) string {
 		host = net.JoinHostPort(host, p)
 	}
 	return host + strings.TrimSuffix(strings.TrimSuffix(u.Path, "/"), ".git")
+}
+
+// readHookBody reads a hook's body, answering 413 when it is unreadable or
+// larger than maxHookBody.
+func readHookBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxHookBody+1))
+	if err != nil || len(body) > maxHookBody {
+		http.Error(w, "body unreadable or larger than 1 MiB", http.StatusRequestEntityTooLarge)
+		return nil, false
+	}
+	return body, true
 }
