@@ -58,7 +58,7 @@ type diskCache struct {
 	mirror string // the bare repository
 	state  string // StateDir
 	lock   *os.File
-	st     *filesystem.Storage
+	st     *mirrorStorage
 	loose  int // loose objects, counted at Open and by stored
 	closed bool
 }
@@ -146,8 +146,15 @@ func (r *Repo) openDisk(ctx context.Context, opts Options) (err error) {
 	} else if err != nil {
 		return d.corrupt(err)
 	}
-	d.st = filesystem.NewStorageWithOptions(osfs.New(d.mirror), cache.NewObjectLRU(objectCacheSize),
+	if err := checkPacks(filepath.Join(d.mirror, "objects", "pack")); err != nil {
+		return d.corrupt(err)
+	}
+	st := filesystem.NewStorageWithOptions(osfs.New(d.mirror), cache.NewObjectLRU(objectCacheSize),
 		filesystem.Options{MaxOpenDescriptors: maxOpenPacks})
+	if d.st, err = newMirrorStorage(d.mirror, st); err != nil {
+		st.Close()
+		return d.corrupt(fmt.Errorf("read pack indexes: %w", err))
+	}
 	repo, err := git.Open(d.st, nil)
 	if err != nil {
 		return d.corrupt(fmt.Errorf("open repository: %w", err))
@@ -273,10 +280,7 @@ func (d *diskCache) validate(repo *git.Repository) (err error) {
 	if err := checkPacks(filepath.Join(d.mirror, "objects", "pack")); err != nil {
 		return d.corrupt(err)
 	}
-	// A lookup of an absent object loads every pack index.
-	if _, err := d.st.EncodedObject(plumbing.AnyObject, plumbing.ZeroHash); !errors.Is(err, plumbing.ErrObjectNotFound) {
-		return d.corrupt(fmt.Errorf("read pack indexes: %w", err))
-	}
+	// Every pack index was checked when d.st was made, or refreshed.
 	iter, err := d.st.IterReferences()
 	if err != nil {
 		return d.corrupt(fmt.Errorf("list references: %w", err))

@@ -1,11 +1,9 @@
 package gitstore
 
 import (
-	"bufio"
 	"bytes"
 	"compress/zlib"
 	"container/list"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,18 +13,18 @@ import (
 	"sync/atomic"
 
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 )
 
 // ObjectReader reads the objects of a Repo, like Repo.RawObject, from any
 // number of goroutines at once, also for an on-disk mirror (whose go-git
 // storage serializes its readers). It reads the mirror's packs as they were
-// when it was made, each through its own go-git pack index and positioned
-// reads of the pack file (pread: no shared file offset), and resolves deltas
-// with go-git's packfile.PatchDelta and a bounded cache of recently read
-// objects shared by its readers (so a chain of deltas read in order, as git
-// lays out successive versions of a file, costs one patch an object).
+// when it was made, each through its pack index read in place (packIndex)
+// and positioned reads of the pack file (pread: no shared file offset), and
+// resolves deltas with go-git's packfile.PatchDelta and a bounded cache of
+// recently read objects shared by its readers (so a chain of deltas read in
+// order, as git lays out successive versions of a file, costs one patch an
+// object).
 // Whatever it does not find in those packs (loose objects, packs fetched
 // since) or cannot read itself, it reads through Repo.RawObject, whose error
 // is then the one returned. Every object is inflated in full and checked
@@ -48,7 +46,7 @@ type ObjectReader struct {
 type readerPack struct {
 	f   *os.File
 	end int64 // where the objects end: the trailing checksum
-	idx *idxfile.MemoryIndex
+	idx *packIndex
 }
 
 const (
@@ -64,8 +62,8 @@ const (
 )
 
 // NewObjectReader returns an ObjectReader of r's objects. For an on-disk
-// mirror it reads every pack index there: O(objects), about as much memory
-// as go-git's own indexes of them, so it pays off for reading many objects.
+// mirror it maps every pack index there (see packIndex): its cost does not
+// grow with the number of objects.
 func (r *Repo) NewObjectReader() (*ObjectReader, error) {
 	o := &ObjectReader{repo: r, cache: newObjectCache(readerCacheSize)}
 	if r.disk == nil {
@@ -90,18 +88,18 @@ func (r *Repo) NewObjectReader() (*ObjectReader, error) {
 }
 
 func openReaderPack(base string) (*readerPack, error) {
-	idxFile, err := os.Open(base + ".idx")
+	idx, err := openPackIndex(base + ".idx")
 	if err != nil {
 		return nil, err
 	}
-	defer idxFile.Close()
-	idx := idxfile.NewMemoryIndex()
-	if err := idxfile.NewDecoder(bufio.NewReaderSize(idxFile, 64<<10)).Decode(idx); err != nil {
+	want, err := idx.packChecksum()
+	if err != nil {
+		idx.close()
 		return nil, err
 	}
-	idx.CRC32 = nil // not used here
 	f, err := os.Open(base + ".pack")
 	if err != nil {
+		idx.close()
 		return nil, err
 	}
 	fi, err := f.Stat()
@@ -112,11 +110,12 @@ func openReaderPack(base string) (*readerPack, error) {
 	if err == nil {
 		_, err = f.ReadAt(sum[:], fi.Size()-20)
 	}
-	if err == nil && sum != idx.PackfileChecksum {
+	if err == nil && sum != want {
 		err = errors.New("pack file does not match its index")
 	}
 	if err != nil {
 		f.Close()
+		idx.close()
 		return nil, err
 	}
 	return &readerPack{f: f, end: fi.Size() - 20, idx: idx}, nil
@@ -126,7 +125,7 @@ func openReaderPack(base string) (*readerPack, error) {
 func (o *ObjectReader) Close() error {
 	var errs []error
 	for _, p := range o.packs {
-		errs = append(errs, p.f.Close())
+		errs = append(errs, p.f.Close(), p.idx.close())
 	}
 	o.packs = nil
 	return errors.Join(errs...)
@@ -164,41 +163,10 @@ func (o *ObjectReader) find(h plumbing.Hash) (*readerPack, int64, bool) {
 	return nil, 0, false
 }
 
-// find looks h up in p's index (as idxfile.MemoryIndex.FindOffset does,
-// without recording the offset for reverse lookups).
+// find looks h up in p's index (see packIndex.find).
 func (p *readerPack) find(h plumbing.Hash) (int64, bool) {
-	idx := p.idx
-	k := idx.FanoutMapping[h[0]]
-	if k < 0 || k >= len(idx.Names) || k >= len(idx.Offset32) {
-		return 0, false
-	}
-	names := idx.Names[k]
-	// Binary search on the names' first 8 bytes, then on the rest.
-	key := binary.BigEndian.Uint64(h[:8])
-	lo, hi := 0, len(names)/len(h)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		name := names[m*len(h) : (m+1)*len(h)]
-		if v := binary.BigEndian.Uint64(name); v < key || v == key && bytes.Compare(name[8:], h[8:]) < 0 {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	i := lo
-	if i*len(h) >= len(names) || !bytes.Equal(names[i*len(h):(i+1)*len(h)], h[:]) || len(idx.Offset32[k]) < 4*(i+1) {
-		return 0, false
-	}
-	ofs := binary.BigEndian.Uint32(idx.Offset32[k][4*i:])
-	if ofs&(1<<31) == 0 {
-		return int64(ofs), true
-	}
-	at := 8 * uint64(ofs&^(1<<31))
-	if at+8 > uint64(len(idx.Offset64)) {
-		return 0, false
-	}
-	off := binary.BigEndian.Uint64(idx.Offset64[at:])
-	return int64(off), off < 1<<62
+	off, ok, err := p.idx.find(h)
+	return off, ok && err == nil
 }
 
 // readAt returns the object at off in p; the content may be shared with

@@ -86,7 +86,8 @@ func (d *diskCache) writePack(hashes []plumbing.Hash) (err error) {
 	if err != nil {
 		return fmt.Errorf("write pack: %w", err)
 	}
-	if _, err := packfile.NewEncoder(w, d.st, false).Encode(hashes, packWindow); err != nil {
+	// Read through go-git's storage, which reuses the deltas packs hold.
+	if _, err := packfile.NewEncoder(w, d.st.Storage, false).Encode(hashes, packWindow); err != nil {
 		w.Close()
 		return fmt.Errorf("write pack: %w", err)
 	}

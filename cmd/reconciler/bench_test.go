@@ -347,19 +347,20 @@ func BenchmarkOnceNoopWarm(b *testing.B) {
 			bin := reconcilerBin(b)
 			f.settle(b)
 			before := f.evidenceHead(b)
-			var ours, ref time.Duration
+			var ours, ref, oursCPU, refCPU time.Duration
 			b.ResetTimer()
 			for b.Loop() {
-				ours += timed(b, func() {
+				ours += timed(b, cpuTimed(b, &oursCPU, func() {
 					if _, err := runCmd(bin, "once", "--repo", f.origin, "--key", f.key, "--cache-dir", f.warm); err != nil {
 						b.Fatal(err)
 					}
-				})
-				ref += timed(b, func() { mustRun(b, "git", "--git-dir", f.mirror, "fetch", "--quiet") })
+				}))
+				ref += timed(b, cpuTimed(b, &refCPU, func() { mustRun(b, "git", "--git-dir", f.mirror, "fetch", "--quiet") }))
 			}
 			b.StopTimer()
 			f.checkUnchanged(b, before)
 			report(b, ours, ref, "ref")
+			reportCPU(b, oursCPU, refCPU, "ref")
 		})
 	}
 }
