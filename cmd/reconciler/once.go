@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentgitops/reconciler/ledger"
 	"github.com/agentgitops/reconciler/reconcile"
+	"github.com/agentgitops/reconciler/sandbox"
 )
 
 // cmdOnce runs one pass. It exits 1 when the pass failed, when the spec
@@ -42,6 +43,9 @@ func cmdOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	defer r.Close()
+	// The pass's status reports the sandbox, which is probed by starting
+	// its helper: start that now, alongside the pass, not after it.
+	go sandbox.Probe()
 	// Entries are stamped with the clock at millisecond precision.
 	start := time.Now().UTC().Truncate(time.Millisecond)
 	err = r.Reconcile(ctx)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentgitops/reconciler/metrics"
 	"github.com/agentgitops/reconciler/notify"
+	"github.com/agentgitops/reconciler/sandbox"
 	"github.com/agentgitops/reconciler/server"
 )
 
@@ -62,6 +63,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	defer r.Close()
+	// The pass's status reports the sandbox, which is probed by starting
+	// its helper: start that now, alongside the pass, not after it.
+	go sandbox.Probe()
 	logger, err := newLogger(stderr, f.logFormat)
 	if err != nil {
 		return usageError(stderr, "%s", err)
