@@ -280,7 +280,11 @@ func (d *diskCache) validate(repo *git.Repository) (err error) {
 	if err := checkPacks(filepath.Join(d.mirror, "objects", "pack")); err != nil {
 		return d.corrupt(err)
 	}
-	// Every pack index was checked when d.st was made, or refreshed.
+	// Reopening the packs checks every index again (its shape and the
+	// pack it names), as cheaply: nothing is read per object.
+	if err := d.st.refresh(); err != nil {
+		return d.corrupt(fmt.Errorf("read pack indexes: %w", err))
+	}
 	iter, err := d.st.IterReferences()
 	if err != nil {
 		return d.corrupt(fmt.Errorf("list references: %w", err))
