@@ -151,6 +151,8 @@ func (r *Repo) openDisk(ctx context.Context, opts Options) (err error) {
 	}
 	st := filesystem.NewStorageWithOptions(osfs.New(d.mirror), cache.NewObjectLRU(objectCacheSize),
 		filesystem.Options{MaxOpenDescriptors: maxOpenPacks})
+	// Packed objects are read through packIndex and fetched packs are
+	// indexed by a packIndexer (mirrorstore.go, indexpack.go).
 	if d.st, err = newMirrorStorage(d.mirror, st); err != nil {
 		st.Close()
 		return d.corrupt(fmt.Errorf("read pack indexes: %w", err))

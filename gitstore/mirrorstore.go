@@ -10,7 +10,6 @@ import (
 
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/filesystem/dotgit"
 )
@@ -207,30 +206,32 @@ func (s *mirrorStorage) EncodedObjectSize(h plumbing.Hash) (int64, error) {
 	return s.Storage.EncodedObjectSize(h)
 }
 
-// PackfileWriter writes a pack (a fetch's) into the mirror, and reopens the
-// packs once it is in place. Unlike go-git's, it does not load go-git's
-// index of every object first.
+// PackfileWriter writes a pack (a fetch's) into the mirror through a
+// packIndexer, which indexes it on every core, and reopens the packs once
+// it is in place. Unlike go-git's, it does not load go-git's index of
+// every object first.
 func (s *mirrorStorage) PackfileWriter() (io.WriteCloser, error) {
-	w, err := s.dir.NewObjectPack()
+	pw := &packWriter{}
+	w, err := newPackIndexer(filepath.Join(s.mirror, "objects", "pack"), func() {
+		s.Storage.Reindex()
+		pw.refreshErr = s.refresh()
+	})
 	if err != nil {
 		return nil, err
 	}
-	pw := &packWriter{PackWriter: w}
-	w.Notify = func(plumbing.Hash, *idxfile.Writer) {
-		pw.refreshErr = s.refresh()
-	}
+	pw.WriteCloser = w
 	return pw, nil
 }
 
 // packWriter is a pack being written; Close fails when the pack was
 // written but could not be opened.
 type packWriter struct {
-	*dotgit.PackWriter
+	io.WriteCloser
 	refreshErr error
 }
 
 func (w *packWriter) Close() error {
-	if err := w.PackWriter.Close(); err != nil {
+	if err := w.WriteCloser.Close(); err != nil {
 		return err
 	}
 	if w.refreshErr != nil {
