@@ -444,6 +444,11 @@ func resolvePack(path string, entries []packEntry, deltas [][]byte) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				if p := recover(); p != nil {
+					r.fail(fmt.Errorf("%w: %v", packfile.ErrMalformedPackFile, p))
+				}
+			}()
 			rd, err := newEntryReader(path)
 			if err != nil {
 				r.fail(err)
