@@ -9,10 +9,16 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-git/go-billy/v5/osfs"
@@ -505,4 +511,84 @@ func FuzzPackIndexer(f *testing.F) {
 			t.Fatal("index differs from go-git's")
 		}
 	})
+}
+
+// corruptingProxy serves url through a reverse proxy that flips one byte in
+// the middle of the largest side-band data packet of every upload-pack
+// response while corrupt is true: a man in the middle (or a broken server)
+// damaging the pack of a fetch without breaking the protocol's framing.
+func corruptingProxy(t *testing.T, target string, corrupt *atomic.Bool) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: u.Scheme, Host: u.Host})
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if !corrupt.Load() || !strings.HasSuffix(resp.Request.URL.Path, "/git-upload-pack") {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		best, bestLen := -1, 0
+		for pos := 0; pos+4 <= len(body); {
+			n, err := strconv.ParseUint(string(body[pos:pos+4]), 16, 16)
+			if err != nil {
+				break
+			}
+			if n >= 5 && body[pos+4] == 1 && int(n) > bestLen {
+				best, bestLen = pos, int(n)
+			}
+			if n < 4 {
+				n = 4 // flush and delimiter packets
+			}
+			pos += int(n)
+		}
+		if best >= 0 && bestLen > 200 {
+			body[best+bestLen/2] ^= 0x5a
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		return nil
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	return srv.URL + u.Path
+}
+
+// TestPackIndexerCorruptedInTransit: a pack damaged on the way fails the
+// fetch with an error naming a malformed pack, stores nothing, and the
+// mirror recovers on the next fetch from an honest server.
+func TestPackIndexerCorruptedInTransit(t *testing.T) {
+	bare := historyRepo(t, 60)
+	var corrupt atomic.Bool
+	corrupt.Store(true)
+	url := corruptingProxy(t, gittest.ServeHTTP(t, bare), &corrupt)
+	cache := t.TempDir()
+	_, err := Open(context.Background(), url, Options{CacheDir: cache})
+	if err == nil {
+		t.Fatal("Open accepted a corrupted pack")
+	}
+	if !errors.Is(err, packfile.ErrMalformedPackFile) {
+		t.Fatalf("error %q does not wrap ErrMalformedPackFile", err)
+	}
+	t.Logf("corrupted pack: %v", err)
+	packs, _ := filepath.Glob(filepath.Join(cache, "*", "objects", "pack", "*"))
+	if len(packs) > 0 {
+		t.Fatalf("files left in the mirror: %v", packs)
+	}
+	corrupt.Store(false)
+	r, err := Open(context.Background(), url, Options{CacheDir: cache})
+	if err != nil {
+		t.Fatalf("Open after an honest server answers: %v", err)
+	}
+	defer r.Close()
+	if head, err := r.Branch("main"); err != nil || head != remoteHead(t, bare, "main") {
+		t.Fatalf("main = %s, %v; want %s", head, err, remoteHead(t, bare, "main"))
+	}
+	gittest.Git(t, r.disk.mirror, "fsck", "--strict", "--no-dangling")
 }
