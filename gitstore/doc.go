@@ -8,13 +8,18 @@
 //
 // All git I/O goes through go-git; the git CLI is only needed on the machine
 // because go-git's file transport runs git-upload-pack and git-receive-pack.
-// Two exceptions read pack entries without go-git's storage, each built from
-// go-git's own pieces (its pack scanner, idxfile, PatchDelta and hasher) and
-// handing anything unusual back to go-git: [ObjectReader], which reads the
-// objects of a mirror's packs from many goroutines, and the indexer of
-// fetched packs (indexpack.go), which resolves their deltas on every core and
-// writes the same .idx go-git would, every object id computed from its
-// content with go-git's collision-detecting SHA-1.
+// Three exceptions read or index pack entries without go-git's storage,
+// each built from go-git's own pieces (its pack scanner, idxfile,
+// PatchDelta and hasher) and handing anything unusual back to go-git:
+// [ObjectReader], which reads the objects of a mirror's packs from many
+// goroutines; the mirror's storage (mirrorstore.go), which looks objects up
+// in each pack's .idx in place (packindex.go, mmap and binary search)
+// instead of go-git's decode of every index and map of every object's
+// offset, so that opening a mirror and reading a few objects costs the same
+// at any size; and the indexer of fetched packs (indexpack.go), which
+// resolves their deltas on every core and writes the same .idx go-git
+// would, every object id computed from its content with go-git's
+// collision-detecting SHA-1.
 //
 // Promises:
 //   - A push never overwrites a remote branch whose value is not the one the

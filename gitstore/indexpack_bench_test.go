@@ -45,7 +45,7 @@ func BenchmarkIndexPack(b *testing.B) {
 				for b.Loop() {
 					switch impl {
 					case "go-git":
-						if _, err := goGitIndex(b, pack); err != nil {
+						if _, err := goGitPackIndex(b, pack); err != nil {
 							b.Fatal(err)
 						}
 					case "packIndexer":

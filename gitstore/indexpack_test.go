@@ -503,7 +503,7 @@ func FuzzPackIndexer(f *testing.F) {
 		if len(pack) == 0 {
 			return
 		}
-		want, gerr := goGitIndex(t, pack)
+		want, gerr := goGitPackIndex(t, pack)
 		if gerr != nil {
 			t.Fatalf("packIndexer accepted a pack go-git refuses: %v", gerr)
 		}
