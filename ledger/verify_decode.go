@@ -18,7 +18,13 @@ import (
 // decoder would merge the objects, where parseStatement keeps the last),
 // so a statement that may name it twice (ignoring case, as the decoder
 // matches keys, or through a \u escape) is not taken.
+//
+// Before that, parseStatementFast decodes the statements in the shape the
+// ledger writes without encoding/json.
 func parseStatementOnce(b []byte) (Predicate, error) {
+	if p, ok := parseStatementFast(b); ok {
+		return p, nil
+	}
 	if countFold(b, `"predicate"`) != 1 || bytes.Contains(b, []byte(`\u`)) {
 		return parseStatement(b)
 	}
