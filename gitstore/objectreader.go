@@ -135,10 +135,10 @@ func (o *ObjectReader) Close() error {
 func (o *ObjectReader) RawObject(h plumbing.Hash) (plumbing.ObjectType, []byte, error) {
 	if p, off, ok := o.find(h); ok {
 		in := o.inflater()
-		typ, b, err := o.readAt(in, p, off, 0)
+		typ, b, err := o.readOwned(in, p, off)
 		o.pool.Put(in)
 		if err == nil {
-			return typ, bytes.Clone(b), nil
+			return typ, b, nil
 		}
 		// go-git reads it, or says what is wrong with it.
 	}
@@ -167,6 +167,26 @@ func (o *ObjectReader) find(h plumbing.Hash) (*readerPack, int64, bool) {
 func (p *readerPack) find(h plumbing.Hash) (int64, bool) {
 	off, ok, err := p.idx.find(h)
 	return off, ok && err == nil
+}
+
+// readOwned is readAt for RawObject, whose caller owns the content: an
+// object stored whole (a commit, an entry file) is inflated for it, neither
+// copied nor cached (a delta whose base it is reads it again, through
+// readAt, which caches it); anything else is readAt's, copied.
+func (o *ObjectReader) readOwned(in *inflater, p *readerPack, off int64) (plumbing.ObjectType, []byte, error) {
+	if off >= 12 && off < p.end && !o.cache.has(p, off) {
+		in.rd.reset(p.f, off, p.end)
+		typ, size, err := in.header()
+		if err == nil {
+			switch typ {
+			case plumbing.CommitObject, plumbing.TreeObject, plumbing.BlobObject, plumbing.TagObject:
+				out, err := in.inflate(size, nil)
+				return typ, out, err
+			}
+		}
+	}
+	typ, b, err := o.readAt(in, p, off, 0)
+	return typ, bytes.Clone(b), err
 }
 
 // readAt returns the object at off in p; the content may be shared with
@@ -404,6 +424,13 @@ type cached struct {
 
 func newObjectCache(max int) *objectCache {
 	return &objectCache{max: max, lru: list.New(), byKey: map[cacheKeyOf]*list.Element{}}
+}
+
+func (c *objectCache) has(p *readerPack, off int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.byKey[cacheKeyOf{p, off}]
+	return ok
 }
 
 func (c *objectCache) get(p *readerPack, off int64) (plumbing.ObjectType, []byte, bool) {
