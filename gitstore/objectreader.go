@@ -146,6 +146,60 @@ func (o *ObjectReader) RawObject(h plumbing.Hash) (plumbing.ObjectType, []byte, 
 	return o.repo.RawObject(h)
 }
 
+// Delta returns the delta instructions (git's pack delta format) with
+// which the ObjectReader's packs store object h against object base: ok is
+// false unless h is stored there as a delta (OFS_DELTA or REF_DELTA) whose
+// base is base, as the packs' indexes name it, and its delta inflates
+// whole. Applying the delta to base's content gives h's, as RawObject
+// reads it. The caller owns the returned slice.
+//
+// The packs' indexes map each hash to the object whose content has that
+// hash: a mirror's packs come from go-git's fetch, which indexes a
+// received pack by hashing every object in it (packfile.Parser), as git's
+// index-pack does, and from the mirror's own repacking of those. (Reading
+// any object by its hash, as RawObject does, relies on the same.) So a
+// caller that knows base's content can learn h's from the delta, without
+// reading h in full.
+func (o *ObjectReader) Delta(h, base plumbing.Hash) ([]byte, bool) {
+	p, off, ok := o.find(h)
+	if !ok {
+		return nil, false
+	}
+	in := o.inflater()
+	defer o.pool.Put(in)
+	in.rd.reset(p.f, off, p.end)
+	typ, size, err := in.header()
+	if err != nil {
+		return nil, false
+	}
+	switch typ {
+	case plumbing.OFSDeltaObject:
+		rel, err := in.ofsDelta()
+		if err != nil {
+			return nil, false
+		}
+		bp, boff, ok := o.find(base)
+		if !ok || bp != p || boff != off-rel {
+			return nil, false
+		}
+	case plumbing.REFDeltaObject:
+		var ref plumbing.Hash
+		if _, err := io.ReadFull(&in.rd, ref[:]); err != nil || ref != base {
+			return nil, false
+		}
+		if _, _, ok := o.find(base); !ok {
+			return nil, false
+		}
+	default:
+		return nil, false
+	}
+	delta, err := in.inflate(size, nil)
+	if err != nil {
+		return nil, false
+	}
+	return delta, true
+}
+
 func (o *ObjectReader) inflater() *inflater {
 	if in, ok := o.pool.Get().(*inflater); ok {
 		return in
@@ -338,26 +392,62 @@ func (in *inflater) inflate(size int64, buf []byte) ([]byte, error) {
 
 // atReader reads a file from an offset with ReadAt through a buffer: an
 // io.ByteReader, so that zlib reads through it without a bufio of its own.
+// Besides the buffer it reads from, it keeps the last few it read before
+// (others), so that reads that go back and forth between a few places of
+// a pack (a commit's trees and its entry file, each among their own kind)
+// each find their bytes already read.
 type atReader struct {
 	f        io.ReaderAt
 	off, end int64 // the file offset of buf[len(buf)], and where to stop
 	buf      []byte
 	r        int
 	scratch  []byte
+	others   [3]atWindow // most recent first
 }
 
-// reset positions a at off in f. When the buffer already holds off (the
+// atWindow is a buffer an atReader read before.
+type atWindow struct {
+	f            io.ReaderAt
+	off, end     int64
+	buf, scratch []byte
+}
+
+func (w *atWindow) holds(f io.ReaderAt, off, end int64) bool {
+	return w.f == f && w.end == end && off >= w.off-int64(len(w.buf)) && off < w.off
+}
+
+// reset positions a at off in f. When a buffer already holds off (the
 // objects of a chain of commits, or of a file's versions, lie one after
 // the other in a pack), it is reused without reading again.
 func (a *atReader) reset(f io.ReaderAt, off, end int64) {
 	if a.scratch == nil {
 		a.scratch = make([]byte, 8192)
 	}
-	if start := a.off - int64(len(a.buf)); a.f == f && a.end == end && off >= start && off < a.off {
-		a.r = int(off - start)
+	cur := atWindow{a.f, a.off, a.end, a.buf, a.scratch}
+	if cur.holds(f, off, end) {
+		a.r = int(off - (a.off - int64(len(a.buf))))
 		return
 	}
-	a.f, a.off, a.end, a.buf, a.r = f, off, end, nil, 0
+	i := 0
+	for i < len(a.others) && !a.others[i].holds(f, off, end) {
+		i++
+	}
+	if i < len(a.others) {
+		w := a.others[i]
+		copy(a.others[1:i+1], a.others[:i])
+		a.others[0] = cur
+		a.f, a.off, a.end, a.buf, a.scratch = w.f, w.off, w.end, w.buf, w.scratch
+		a.r = int(off - (a.off - int64(len(a.buf))))
+		return
+	}
+	// Start a new buffer in the scratch space of the oldest.
+	scratch := a.others[len(a.others)-1].scratch
+	if scratch == nil {
+		scratch = make([]byte, 8192)
+	}
+	copy(a.others[1:], a.others[:len(a.others)-1])
+	a.others[0] = cur
+	a.f, a.off, a.end, a.buf, a.r, a.scratch = f, off, end, nil, 0, scratch
 }
 
 // pos is the file offset of the next byte read.

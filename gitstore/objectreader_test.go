@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 
 	"github.com/agentgitops/reconciler/gitstore/gittest"
 )
@@ -222,4 +223,63 @@ func strided(hs []plumbing.Hash, k int) []plumbing.Hash {
 		}
 	}
 	return out
+}
+
+// Delta returns the delta a pack stores an object as, only against the
+// base the pack names for it: applied to the base, it gives the object.
+func TestObjectReaderDelta(t *testing.T) {
+	t.Parallel()
+	bare := deltaRepo(t)
+	r := openCached(t, bare, t.TempDir())
+	rd, err := r.NewObjectReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	idxs, _ := filepath.Glob(filepath.Join(r.disk.mirror, "objects", "pack", "*.idx"))
+	checked := 0
+	var full plumbing.Hash
+	for _, idx := range idxs {
+		for _, line := range lines(gittest.Git(t, "", "verify-pack", "-v", idx)) {
+			// "<hash> <type> <size> <size-in-pack> <offset> [<depth> <base>]"
+			f := strings.Fields(line)
+			if len(f) == 5 && len(f[0]) == 40 {
+				full = plumbing.NewHash(f[0])
+			}
+			if len(f) != 7 || len(f[0]) != 40 {
+				continue
+			}
+			h, base := plumbing.NewHash(f[0]), plumbing.NewHash(f[6])
+			delta, ok := rd.Delta(h, base)
+			if !ok {
+				t.Fatalf("Delta(%s, %s): not a delta", h, base)
+			}
+			_, b, err := rd.RawObject(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, want, err := rd.RawObject(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := packfile.PatchDelta(b, delta); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("the delta of %s applied to %s = %v; want the object", h, base, err)
+			}
+			if _, ok := rd.Delta(h, h); ok {
+				t.Fatalf("Delta(%s, itself) is a delta", h)
+			}
+			if !full.IsZero() {
+				if _, ok := rd.Delta(h, full); ok && full != base {
+					t.Fatalf("Delta(%s, %s) is a delta, but the pack's base is %s", h, full, base)
+				}
+				if _, ok := rd.Delta(full, h); ok {
+					t.Fatalf("Delta(%s, %s): %s is stored whole", full, h, full)
+				}
+			}
+			checked++
+		}
+	}
+	if checked < 100 {
+		t.Fatalf("checked %d deltas", checked)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/go-git/go-git/v5/plumbing"
 )
@@ -128,7 +129,12 @@ func (f *fastShape) step(w *walker, tree plumbing.Hash, seq uint64) (plumbing.Ha
 	if !f.enter(w, dirName) { // parentMatches may have moved to another directory
 		return plumbing.ZeroHash, false
 	}
-	dir, ledger := f.expected(dirName, end)
+	if root, ledger, dirHash, ok := f.byDelta(w, tree, dirName, end); ok {
+		w.root, w.ledger, w.ledgerLast = root, ledger, len(f.prefix)
+		w.dirName, w.dir, w.dirHash = dirName, f.dir[:end], dirHash
+		return f.hashes[file], true
+	}
+	dir, ledger, dirHash := f.expected(dirName, end)
 	ledgerHash := treeHash(ledger)
 	// Most commits change nothing at the root but the ledger tree: then the
 	// root is the parent's with the expected ledger tree, and its hash is
@@ -156,7 +162,7 @@ func (f *fastShape) step(w *walker, tree plumbing.Hash, seq uint64) (plumbing.Ha
 		}
 	}
 	w.root, w.ledger, w.ledgerLast = root, ledger, len(f.prefix)
-	w.dirName, w.dir = dirName, dir
+	w.dirName, w.dir, w.dirHash = dirName, dir, dirHash
 	f.next = 1 - f.next // keep this one as the next commit's parent
 	return f.hashes[file], true
 }
@@ -194,10 +200,11 @@ func (f *fastShape) expectedRoot(parent []byte, ledger plumbing.Hash) []byte {
 }
 
 // expected returns the ledger/<dir> and ledger trees of the commit whose
-// directory dirName (the one entered) ends at end.
-func (f *fastShape) expected(dirName string, end int) (dir, ledger []byte) {
+// directory dirName (the one entered) ends at end, and the hash of the
+// first.
+func (f *fastShape) expected(dirName string, end int) (dir, ledger []byte, dirHash plumbing.Hash) {
 	dir = f.dir[:end]
-	dirHash := treeHash(dir)
+	dirHash = treeHash(dir)
 	ledger = f.bufs[f.next][:0]
 	ledger = append(ledger, f.prefix...)
 	ledger = append(ledger, "40000 "...)
@@ -205,7 +212,7 @@ func (f *fastShape) expected(dirName string, end int) (dir, ledger []byte) {
 	ledger = append(ledger, 0)
 	ledger = append(ledger, dirHash[:]...)
 	f.bufs[f.next] = ledger
-	return dir, ledger
+	return dir, ledger, dirHash
 }
 
 // parentMatches reports whether the walker's trees of the parent of the
@@ -224,9 +231,71 @@ func (f *fastShape) parentMatches(w *walker, seq uint64) bool {
 	if !ok {
 		return false
 	}
-	dir, ledger := f.expected(dirName, end)
+	dir, ledger, _ := f.expected(dirName, end)
 	return w.dirName == dirName && bytes.Equal(w.dir, dir) && bytes.Equal(w.ledger, ledger)
 }
+
+// byDelta is step's check of a commit whose parent's trees are the
+// expected ones and in the same ledger/<dir> (whose hash the walker
+// keeps), without hashing that directory's tree, which holds up to 1000
+// entries: it reads the commit's root and ledger trees, which must be the
+// parent's with the new ledger tree and the expected ledger tree but for
+// the directory's hash; and the pack must store the directory's tree as a
+// delta against the parent's that gives exactly the expected tree (the
+// parent's plus entry seq), which deltaYields checks against the delta's
+// few bytes. A pack's index maps each hash to the object with that hash
+// (see gitstore.ObjectReader.Delta), so the directory the commit's ledger
+// tree names is the expected one. It returns the commit's root and ledger
+// trees and the directory's hash; false when any of it does not hold, for
+// step to check the commit by hashing the expected trees.
+func (f *fastShape) byDelta(w *walker, tree plumbing.Hash, dirName string, end int) (root, ledger []byte, dirHash plumbing.Hash, ok bool) {
+	ds, isDS := w.repo.(deltaSource)
+	if !isDS || w.dirName != dirName || w.dirHash.IsZero() || len(w.dir) == 0 || len(w.dir) >= end {
+		return nil, nil, plumbing.ZeroHash, false
+	}
+	root, err := readTree(w.repo, tree)
+	if err != nil {
+		return nil, nil, plumbing.ZeroHash, false
+	}
+	le, found := findEntry(root, "ledger")
+	if !found || !le.isDir() {
+		return nil, nil, plumbing.ZeroHash, false
+	}
+	if ledger, err = readTree(w.repo, le.hash); err != nil {
+		return nil, nil, plumbing.ZeroHash, false
+	}
+	// ledger must be f.prefix, then "40000 <dirName>\x00<hash>".
+	n := len(f.prefix)
+	if len(ledger) != n+len("40000 ")+len(dirName)+1+len(dirHash) || !bytes.HasPrefix(ledger, f.prefix) ||
+		string(ledger[n:n+len("40000 ")]) != "40000 " || string(ledger[n+len("40000 "):len(ledger)-len(dirHash)-1]) != dirName ||
+		ledger[len(ledger)-len(dirHash)-1] != 0 {
+		return nil, nil, plumbing.ZeroHash, false
+	}
+	copy(dirHash[:], ledger[len(ledger)-len(dirHash):])
+	delta, isDelta := ds.Delta(dirHash, w.dirHash)
+	// The parent's directory tree is f.dir[:len(w.dir)] (the expected one,
+	// as step made sure), which makes it want's prefix in memory.
+	if !isDelta || !deltaYields(delta, f.dir[:len(w.dir)], f.dir[:end]) {
+		return nil, nil, plumbing.ZeroHash, false
+	}
+	// Nothing but ledger and transcripts changes at the root.
+	if exp := f.expectedRoot(w.root, le.hash); exp == nil || !bytes.Equal(exp, root) {
+		if diffTrees(w.root, root, func(p, c *treeEntry) error {
+			switch entryName(p, c) {
+			case "ledger", "transcripts":
+				return nil
+			}
+			return errNotFast
+		}) != nil {
+			return nil, nil, plumbing.ZeroHash, false
+		}
+	}
+	deltaTaken.Add(1)
+	return root, ledger, dirHash, true
+}
+
+// deltaTaken counts the commits byDelta checked, for the tests.
+var deltaTaken atomic.Int64
 
 var errNotFast = errors.New("not the fast path's shape")
 

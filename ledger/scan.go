@@ -344,10 +344,11 @@ type walker struct {
 	// trustSeq is the seq of the entry trust comes from.
 	trustSeq uint64
 
-	root, ledger []byte // the parent's root and ledger trees
-	ledgerLast   int    // offset of the last entry in ledger
-	dirName      string // the parent's last ledger/<dir>
-	dir          []byte // and its tree
+	root, ledger []byte        // the parent's root and ledger trees
+	ledgerLast   int           // offset of the last entry in ledger
+	dirName      string        // the parent's last ledger/<dir>
+	dir          []byte        // and its tree
+	dirHash      plumbing.Hash // and that tree's hash
 	trHash       plumbing.Hash
 	tr           []byte // the parent's transcripts tree, when read
 	// fast, when set, checks most commits from the tip's trees (see
@@ -395,6 +396,7 @@ func (w *walker) start(head plumbing.Hash) error {
 	if w.dir, err = readTree(w.repo, last.hash); err != nil {
 		return err
 	}
+	w.dirHash = last.hash
 	if te, ok := findEntry(w.root, "transcripts"); ok && te.isDir() {
 		w.trHash = te.hash
 	}
@@ -609,7 +611,7 @@ func (w *walker) step(tree plumbing.Hash, seq uint64) (plumbing.Hash, string, er
 		return plumbing.ZeroHash, fmt.Sprintf("entry file has mode %s, not a regular file's 100644", file.mode), nil
 	}
 	w.root, w.ledger, w.ledgerLast = root, ledger, lastOff
-	w.dirName, w.dir = dirName, dir
+	w.dirName, w.dir, w.dirHash = dirName, dir, touched.hash
 	return file.hash, "", nil
 }
 

@@ -45,3 +45,12 @@ func (s *scanObjects) close() {
 		s.rd.Close()
 	}
 }
+
+// Delta is gitstore.ObjectReader.Delta once the scan reads through one;
+// false before.
+func (s *scanObjects) Delta(h, base plumbing.Hash) ([]byte, bool) {
+	if s.rd == nil {
+		return nil, false
+	}
+	return s.rd.Delta(h, base)
+}

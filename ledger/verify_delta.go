@@ -1,0 +1,95 @@
+package ledger
+
+import (
+	"bytes"
+
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// deltaSource is an objectSource that can say how its packs store an
+// object as a delta against another (gitstore.ObjectReader.Delta).
+type deltaSource interface {
+	Delta(h, base plumbing.Hash) ([]byte, bool)
+}
+
+// deltaYields reports whether applying delta (git's pack delta format) to
+// base gives exactly want, reading the delta as packfile.PatchDelta reads
+// it, only more strictly: whatever it does not take for sure is false.
+// When base is want's prefix in the same memory (base = want[:len(base)]),
+// a copy from base to the same offset needs no comparison, so checking
+// that a delta appends to its base costs what the delta's length costs,
+// not the object's.
+func deltaYields(delta, base, want []byte) bool {
+	src, delta, ok := deltaSize(delta)
+	if !ok || src != len(base) || len(base) == 0 {
+		return false
+	}
+	tgt, delta, ok := deltaSize(delta)
+	if !ok || tgt != len(want) {
+		return false
+	}
+	same := len(base) <= len(want) && &base[0] == &want[0]
+	t := 0
+	for t < len(want) {
+		if len(delta) == 0 {
+			return false
+		}
+		cmd := delta[0]
+		delta = delta[1:]
+		switch {
+		case cmd&0x80 != 0: // copy from base
+			off, sz := 0, 0
+			for i := range 4 {
+				if cmd&(1<<i) != 0 {
+					if len(delta) == 0 {
+						return false
+					}
+					off |= int(delta[0]) << (8 * i)
+					delta = delta[1:]
+				}
+			}
+			for i := range 3 {
+				if cmd&(0x10<<i) != 0 {
+					if len(delta) == 0 {
+						return false
+					}
+					sz |= int(delta[0]) << (8 * i)
+					delta = delta[1:]
+				}
+			}
+			if sz == 0 {
+				sz = 0x10000
+			}
+			if sz > len(want)-t || off > len(base)-sz {
+				return false
+			}
+			if !(same && off == t) && !bytes.Equal(base[off:off+sz], want[t:t+sz]) {
+				return false
+			}
+			t += sz
+		case cmd != 0: // insert cmd bytes
+			sz := int(cmd)
+			if sz > len(want)-t || sz > len(delta) || !bytes.Equal(delta[:sz], want[t:t+sz]) {
+				return false
+			}
+			delta = delta[sz:]
+			t += sz
+		default:
+			return false
+		}
+	}
+	return len(delta) == 0
+}
+
+// deltaSize reads one of a delta's two leading sizes (little-endian base
+// 128), of at most 32 bits.
+func deltaSize(b []byte) (int, []byte, bool) {
+	n := 0
+	for i := 0; i < 5 && i < len(b); i++ {
+		n |= int(b[i]&0x7f) << (7 * i)
+		if b[i]&0x80 == 0 {
+			return n, b[i+1:], n < 1<<32
+		}
+	}
+	return 0, nil, false
+}
