@@ -129,9 +129,10 @@ func (f *fastShape) step(w *walker, tree plumbing.Hash, seq uint64) (plumbing.Ha
 	if !f.enter(w, dirName) { // parentMatches may have moved to another directory
 		return plumbing.ZeroHash, false
 	}
-	if root, ledger, dirHash, ok := f.byDelta(w, tree, dirName, end); ok {
-		w.root, w.ledger, w.ledgerLast = root, ledger, len(f.prefix)
+	if root, ledger, ledgerHash, dirHash, ok := f.byDelta(w, tree, dirName, end); ok {
+		w.root, w.ledger, w.ledgerLast, w.ledgerHash = root, ledger, len(f.prefix), ledgerHash
 		w.dirName, w.dir, w.dirHash = dirName, f.dir[:end], dirHash
+		f.next = 1 - f.next // keep this one as the next commit's parent
 		return f.hashes[file], true
 	}
 	dir, ledger, dirHash := f.expected(dirName, end)
@@ -161,7 +162,7 @@ func (f *fastShape) step(w *walker, tree plumbing.Hash, seq uint64) (plumbing.Ha
 			return plumbing.ZeroHash, false
 		}
 	}
-	w.root, w.ledger, w.ledgerLast = root, ledger, len(f.prefix)
+	w.root, w.ledger, w.ledgerLast, w.ledgerHash = root, ledger, len(f.prefix), ledgerHash
 	w.dirName, w.dir, w.dirHash = dirName, dir, dirHash
 	f.next = 1 - f.next // keep this one as the next commit's parent
 	return f.hashes[file], true
@@ -246,37 +247,51 @@ func (f *fastShape) parentMatches(w *walker, seq uint64) bool {
 // few bytes. A pack's index maps each hash to the object with that hash
 // (see gitstore.ObjectReader.Delta), so the directory the commit's ledger
 // tree names is the expected one. It returns the commit's root and ledger
-// trees and the directory's hash; false when any of it does not hold, for
-// step to check the commit by hashing the expected trees.
-func (f *fastShape) byDelta(w *walker, tree plumbing.Hash, dirName string, end int) (root, ledger []byte, dirHash plumbing.Hash, ok bool) {
+// trees and their hashes; false when any of it does not hold, for step to
+// check the commit by hashing the expected trees.
+func (f *fastShape) byDelta(w *walker, tree plumbing.Hash, dirName string, end int) (root, ledger []byte, ledgerHash, dirHash plumbing.Hash, ok bool) {
+	fail := func() ([]byte, []byte, plumbing.Hash, plumbing.Hash, bool) {
+		return nil, nil, plumbing.ZeroHash, plumbing.ZeroHash, false
+	}
 	ds, isDS := w.repo.(deltaSource)
 	if !isDS || w.dirName != dirName || w.dirHash.IsZero() || len(w.dir) == 0 || len(w.dir) >= end {
-		return nil, nil, plumbing.ZeroHash, false
+		return fail()
 	}
 	root, err := readTree(w.repo, tree)
 	if err != nil {
-		return nil, nil, plumbing.ZeroHash, false
+		return fail()
 	}
 	le, found := findEntry(root, "ledger")
 	if !found || !le.isDir() {
-		return nil, nil, plumbing.ZeroHash, false
+		return fail()
 	}
-	if ledger, err = readTree(w.repo, le.hash); err != nil {
-		return nil, nil, plumbing.ZeroHash, false
+	// The ledger tree must be f.prefix, then "40000 <dirName>\x00<hash>":
+	// the parent's (w.ledger, the expected one) with another hash at its
+	// end. That is learnt from its delta against the parent's when the
+	// pack stores it so (deltaTail), else by reading it.
+	head := len(f.prefix) + len("40000 ") + len(dirName) + 1
+	isHead := func(t []byte) bool {
+		return len(t) == head+len(dirHash) && bytes.HasPrefix(t, f.prefix) && string(t[len(f.prefix):head-1]) == "40000 "+dirName && t[head-1] == 0
 	}
-	// ledger must be f.prefix, then "40000 <dirName>\x00<hash>".
-	n := len(f.prefix)
-	if len(ledger) != n+len("40000 ")+len(dirName)+1+len(dirHash) || !bytes.HasPrefix(ledger, f.prefix) ||
-		string(ledger[n:n+len("40000 ")]) != "40000 " || string(ledger[n+len("40000 "):len(ledger)-len(dirHash)-1]) != dirName ||
-		ledger[len(ledger)-len(dirHash)-1] != 0 {
-		return nil, nil, plumbing.ZeroHash, false
+	ledger = nil
+	if isHead(w.ledger) && !w.ledgerHash.IsZero() {
+		buf := append(f.bufs[f.next][:0], w.ledger...)
+		if delta, isDelta := ds.Delta(le.hash, w.ledgerHash); isDelta && deltaTail(delta, w.ledger, buf[head:]) {
+			ledger = buf
+			f.bufs[f.next] = buf
+		}
 	}
-	copy(dirHash[:], ledger[len(ledger)-len(dirHash):])
+	if ledger == nil {
+		if ledger, err = readTree(w.repo, le.hash); err != nil || !isHead(ledger) {
+			return fail()
+		}
+	}
+	copy(dirHash[:], ledger[head:])
 	delta, isDelta := ds.Delta(dirHash, w.dirHash)
 	// The parent's directory tree is f.dir[:len(w.dir)] (the expected one,
 	// as step made sure), which makes it want's prefix in memory.
 	if !isDelta || !deltaYields(delta, f.dir[:len(w.dir)], f.dir[:end]) {
-		return nil, nil, plumbing.ZeroHash, false
+		return fail()
 	}
 	// Nothing but ledger and transcripts changes at the root.
 	if exp := f.expectedRoot(w.root, le.hash); exp == nil || !bytes.Equal(exp, root) {
@@ -287,11 +302,11 @@ func (f *fastShape) byDelta(w *walker, tree plumbing.Hash, dirName string, end i
 			}
 			return errNotFast
 		}) != nil {
-			return nil, nil, plumbing.ZeroHash, false
+			return fail()
 		}
 	}
 	deltaTaken.Add(1)
-	return root, ledger, dirHash, true
+	return root, ledger, le.hash, dirHash, true
 }
 
 // deltaTaken counts the commits byDelta checked, for the tests.

@@ -346,6 +346,7 @@ type walker struct {
 
 	root, ledger []byte        // the parent's root and ledger trees
 	ledgerLast   int           // offset of the last entry in ledger
+	ledgerHash   plumbing.Hash // ledger's hash
 	dirName      string        // the parent's last ledger/<dir>
 	dir          []byte        // and its tree
 	dirHash      plumbing.Hash // and that tree's hash
@@ -379,6 +380,7 @@ func (w *walker) start(head plumbing.Hash) error {
 	if w.ledger, err = readTree(w.repo, le.hash); err != nil {
 		return err
 	}
+	w.ledgerHash = le.hash
 	var last treeEntry
 	for rest, off := w.ledger, 0; len(rest) > 0; {
 		e, next, err := nextEntry(rest)
@@ -610,7 +612,7 @@ func (w *walker) step(tree plumbing.Hash, seq uint64) (plumbing.Hash, string, er
 	if string(file.mode) != "100644" {
 		return plumbing.ZeroHash, fmt.Sprintf("entry file has mode %s, not a regular file's 100644", file.mode), nil
 	}
-	w.root, w.ledger, w.ledgerLast = root, ledger, lastOff
+	w.root, w.ledger, w.ledgerLast, w.ledgerHash = root, ledger, lastOff, ledgerEntry.hash
 	w.dirName, w.dir, w.dirHash = dirName, dir, touched.hash
 	return file.hash, "", nil
 }

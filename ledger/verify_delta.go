@@ -93,3 +93,82 @@ func deltaSize(b []byte) (int, []byte, bool) {
 	}
 	return 0, nil, false
 }
+
+// deltaTail reports whether applying delta to base gives base with its
+// last len(tail) bytes replaced, and writes those into tail: what a delta
+// that changes only the hash of a tree's last entry gives. It reads the
+// delta as deltaYields does.
+func deltaTail(delta, base, tail []byte) bool {
+	keep := len(base) - len(tail)
+	src, delta, ok := deltaSize(delta)
+	if !ok || src != len(base) || keep <= 0 {
+		return false
+	}
+	tgt, delta, ok := deltaSize(delta)
+	if !ok || tgt != len(base) {
+		return false
+	}
+	// put checks the bytes b the delta writes at t of the target: before
+	// keep they must be base's (same is set when b is base[t:], known
+	// equal), after it they are the tail's.
+	put := func(t int, b []byte, same bool) bool {
+		if t < keep {
+			n := min(len(b), keep-t)
+			if !same && !bytes.Equal(b[:n], base[t:t+n]) {
+				return false
+			}
+			t, b = t+n, b[n:]
+		}
+		if len(b) > 0 {
+			copy(tail[t-keep:], b)
+		}
+		return true
+	}
+	t := 0
+	for t < len(base) {
+		if len(delta) == 0 {
+			return false
+		}
+		cmd := delta[0]
+		delta = delta[1:]
+		switch {
+		case cmd&0x80 != 0:
+			off, sz := 0, 0
+			for i := range 4 {
+				if cmd&(1<<i) != 0 {
+					if len(delta) == 0 {
+						return false
+					}
+					off |= int(delta[0]) << (8 * i)
+					delta = delta[1:]
+				}
+			}
+			for i := range 3 {
+				if cmd&(0x10<<i) != 0 {
+					if len(delta) == 0 {
+						return false
+					}
+					sz |= int(delta[0]) << (8 * i)
+					delta = delta[1:]
+				}
+			}
+			if sz == 0 {
+				sz = 0x10000
+			}
+			if sz > len(base)-t || off > len(base)-sz || !put(t, base[off:off+sz], off == t) {
+				return false
+			}
+			t += sz
+		case cmd != 0:
+			sz := int(cmd)
+			if sz > len(base)-t || sz > len(delta) || !put(t, delta[:sz], false) {
+				return false
+			}
+			delta = delta[sz:]
+			t += sz
+		default:
+			return false
+		}
+	}
+	return len(delta) == 0
+}

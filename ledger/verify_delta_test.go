@@ -206,3 +206,59 @@ func TestVerifyByDelta(t *testing.T) {
 		}
 	})
 }
+
+// deltaTail takes the deltas that change only the hash of a ledger tree's
+// last entry, and gives that hash; whatever it takes, packfile.PatchDelta
+// applies to the base with that tail.
+func TestDeltaTail(t *testing.T) {
+	base := dirTree(12)
+	keep := len(base) - 20
+	next := bytes.Clone(base)
+	for i := keep; i < len(next); i++ {
+		next[i] ^= 0x5a
+	}
+	edited := bytes.Clone(next)
+	edited[10]++
+	cases := []struct {
+		name  string
+		delta []byte
+		want  bool
+	}{
+		{"go-git's delta", packfile.DiffDelta(base, next), true},
+		{"copy and insert", append(append(deltaHeader(len(base), len(base)), 0x80|0x10|0x20, byte(keep), byte(keep>>8), 20), next[keep:]...), true},
+		{"changes an earlier byte", packfile.DiffDelta(base, edited), false},
+		{"longer", packfile.DiffDelta(base, append(bytes.Clone(next), 'x')), false},
+		{"wrong base size", packfile.DiffDelta(base[:len(base)-1], next), false},
+		{"trailing instruction", append(packfile.DiffDelta(base, next), 1, 'x'), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tail := make([]byte, 20)
+			if got := deltaTail(c.delta, base, tail); got != c.want {
+				t.Fatalf("deltaTail = %v, want %v", got, c.want)
+			}
+			if c.want && !bytes.Equal(tail, next[keep:]) {
+				t.Fatalf("tail = %x, want %x", tail, next[keep:])
+			}
+		})
+	}
+}
+
+func FuzzDeltaTail(f *testing.F) {
+	base := dirTree(4)
+	next := bytes.Clone(base)
+	next[len(next)-1]++
+	f.Add(packfile.DiffDelta(base, next))
+	f.Add(packfile.DiffDelta(base, base))
+	f.Fuzz(func(t *testing.T, delta []byte) {
+		tail := make([]byte, 20)
+		if !deltaTail(delta, base, tail) {
+			return
+		}
+		want := append(bytes.Clone(base[:len(base)-20]), tail...)
+		patched, err := packfile.PatchDelta(base, delta)
+		if err != nil || !bytes.Equal(patched, want) {
+			t.Fatalf("deltaTail takes %x with tail %x, which PatchDelta applies as %q, %v", delta, tail, patched, err)
+		}
+	})
+}
