@@ -187,6 +187,11 @@ func (r *Repo) send(ctx context.Context, updates []RefUpdate, cmds []*packp.Comm
 		req.Packfile = io.NopCloser(&buf)
 	}
 	report, err := sess.ReceivePack(ctx, req)
+	return r.receiveResult(ctx, updates, report, err)
+}
+
+// receiveResult reads a receive-pack session's outcome (see send).
+func (r *Repo) receiveResult(ctx context.Context, updates []RefUpdate, report *packp.ReportStatus, err error) (missing bool, _ error) {
 	if report == nil && err == nil {
 		return false, nil // no report-status: the server's exit status said yes
 	}
@@ -392,4 +397,86 @@ func (r *Repo) remoteBranches(ctx context.Context) (map[string]plumbing.Hash, er
 		return nil, fmt.Errorf("list remote branches: %w", classify(redactError(err, r.rawURL)))
 	}
 	return advertisedBranches(adv), nil
+}
+
+// PushStage is Push of one update whose new objects are those of s: it
+// seals s (see Stage.Seal) and sends the pack Seal wrote, as it is, without
+// holding the Repo for the network round trip, so that the next Stage can
+// be built (and other readers run) while the server works. Errors are
+// Push's; should the server lack objects the Stage does not hold (made by
+// another Repo), it falls back to Push's full pack.
+func (r *Repo) PushStage(ctx context.Context, s *Stage, u RefUpdate) error {
+	ref, err := branchRef(u.Branch)
+	if err != nil {
+		return fmt.Errorf("push to %s: %w", r.safeURL, err)
+	}
+	if s.r != r {
+		return fmt.Errorf("push to %s: the stage belongs to another repository", r.safeURL)
+	}
+	if u.New.IsZero() || u.Old == u.New {
+		return r.Push(ctx, u)
+	}
+	if err := s.Seal(); err != nil {
+		return fmt.Errorf("push to %s: %w", r.safeURL, err)
+	}
+	if _, ok := s.objs[u.New]; !ok {
+		return r.Push(ctx, u)
+	}
+	r.mu.Lock()
+	err = r.usable()
+	r.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("push to %s: %w", r.safeURL, err)
+	}
+	updates := []RefUpdate{u}
+	cmds := []*packp.Command{{Name: ref, Old: u.Old, New: u.New}}
+	missing, err := r.sendRaw(ctx, updates, cmds, s.pack)
+	if missing {
+		return r.Push(ctx, u)
+	}
+	if err != nil {
+		return fmt.Errorf("push to %s: %w", r.safeURL, err)
+	}
+	crashpoint.Hit("push")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, h := range s.order {
+		delete(r.pending, h)
+	}
+	if err := r.repo.Storer.SetReference(plumbing.NewHashReference(ref, u.New)); err != nil {
+		return fmt.Errorf("push to %s: pushed, but updating local branch %q failed: %w", r.safeURL, u.Branch, err)
+	}
+	if err := r.maintain(); err != nil {
+		return fmt.Errorf("push to %s: pushed, but %w", r.safeURL, err)
+	}
+	return nil
+}
+
+// sendRaw is send with a pack already encoded; it touches no storage, so
+// r.mu need not be held.
+func (r *Repo) sendRaw(ctx context.Context, updates []RefUpdate, cmds []*packp.Command, pack []byte) (missing bool, err error) {
+	sess, err := r.receivePackSession()
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if cerr := sess.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close session: %w", redactError(cerr, r.rawURL))
+		}
+	}()
+	adv, err := sess.AdvertisedReferencesContext(ctx)
+	if err != nil {
+		return false, fmt.Errorf("list remote branches: %w", classify(redactError(err, r.rawURL)))
+	}
+	if err := stale(advertisedBranches(adv), updates, false); err != nil {
+		return false, err
+	}
+	req := packp.NewReferenceUpdateRequestFromCapabilities(adv.Capabilities)
+	req.Commands = cmds
+	if adv.Capabilities.Supports(capability.Atomic) {
+		req.Capabilities.Set(capability.Atomic)
+	}
+	req.Packfile = io.NopCloser(bytes.NewReader(pack))
+	report, err := sess.ReceivePack(ctx, req)
+	return r.receiveResult(ctx, updates, report, err)
 }
