@@ -187,13 +187,33 @@ func (r *Repo) send(ctx context.Context, updates []RefUpdate, cmds []*packp.Comm
 		req.Packfile = io.NopCloser(&buf)
 	}
 	report, err := sess.ReceivePack(ctx, req)
-	return r.receiveResult(ctx, updates, report, err)
+	return r.receiveResult(ctx, updates, req.Capabilities.Supports(capability.ReportStatus), report, err)
 }
 
 // receiveResult reads a receive-pack session's outcome (see send).
-func (r *Repo) receiveResult(ctx context.Context, updates []RefUpdate, report *packp.ReportStatus, err error) (missing bool, _ error) {
+// asked says the request asked for a report (capability report-status).
+func (r *Repo) receiveResult(ctx context.Context, updates []RefUpdate, asked bool, report *packp.ReportStatus, err error) (missing bool, _ error) {
 	if report == nil && err == nil {
-		return false, nil // no report-status: the server's exit status said yes
+		if !asked {
+			return false, nil // no report-status: the server's exit status said yes
+		}
+		// Asked for a report and got none: over smart HTTP, the body of a
+		// receive-pack that died is empty. The push landed only if the
+		// remote's branches now say so.
+		now, lerr := r.remoteBranches(ctx)
+		if lerr != nil {
+			return false, fmt.Errorf("the server sent no report of the push, and listing its branches failed: %w", lerr)
+		}
+		for _, u := range updates {
+			if now[u.Branch] != u.New {
+				err = errors.New("the server ended the push without a report (its receive-pack died?)")
+				if serr := stale(now, updates, true); serr != nil {
+					return false, fmt.Errorf("%w (push error: %v)", serr, err)
+				}
+				return false, err
+			}
+		}
+		return false, nil
 	}
 	if err == nil {
 		err = report.Error()
@@ -478,5 +498,5 @@ func (r *Repo) sendRaw(ctx context.Context, updates []RefUpdate, cmds []*packp.C
 	}
 	req.Packfile = io.NopCloser(bytes.NewReader(pack))
 	report, err := sess.ReceivePack(ctx, req)
-	return r.receiveResult(ctx, updates, report, err)
+	return r.receiveResult(ctx, updates, req.Capabilities.Supports(capability.ReportStatus), report, err)
 }

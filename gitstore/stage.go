@@ -608,3 +608,15 @@ func appendCopy(dst []byte, off, n int) []byte {
 	}
 	return dst
 }
+
+// Mark returns the Stage's length, for Rollback.
+func (s *Stage) Mark() int { return len(s.order) }
+
+// Rollback drops the objects added since Mark returned mark (an entry
+// whose build failed halfway leaves nothing in the pack).
+func (s *Stage) Rollback(mark int) {
+	for _, h := range s.order[mark:] {
+		delete(s.objs, h)
+	}
+	s.order = s.order[:mark]
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -185,5 +186,53 @@ func TestStagePushChain(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A receive-pack that dies in the middle of a push (killed from its
+// pre-receive hook) fails the push, over a local path and smart HTTP
+// (whose response is then empty, which go-git reads as no report at all),
+// for Push and PushStage alike, and no local branch moves.
+func TestPushReceivePackDies(t *testing.T) {
+	t.Parallel()
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			bare := gittest.NewBare(t, desiredState)
+			hook := "#!/bin/sh\nkill -9 $PPID\nexit 1\n"
+			if err := os.WriteFile(filepath.Join(bare, "hooks", "pre-receive"), []byte(hook), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			r := open(t, tr.url(t, bare))
+			head, err := r.Branch("main")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := tryCommitOn(r, head, "x.txt", "x\n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Push(context.Background(), RefUpdate{Branch: "main", Old: head, New: c}); err == nil {
+				t.Fatal("Push succeeded though receive-pack died")
+			}
+			s := r.NewStage()
+			tree, err := s.WriteTree(head, []FileChange{{Path: "y.txt", Status: StatusAdded, Content: []byte("y\n")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c2, err := s.CreateCommit(NewCommit{Tree: tree, Parents: []plumbing.Hash{head}, Author: testSig(), Message: "y\n"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.PushStage(context.Background(), s, RefUpdate{Branch: "main", Old: head, New: c2}); err == nil {
+				t.Fatal("PushStage succeeded though receive-pack died")
+			}
+			if got, _ := r.Branch("main"); got != head {
+				t.Fatalf("local main moved to %s", got)
+			}
+			if got := remoteHead(t, bare, "main"); got != head {
+				t.Fatalf("remote main moved to %s", got)
+			}
+		})
 	}
 }

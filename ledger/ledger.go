@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/agentgitops/reconciler/gitstore"
-	"github.com/agentgitops/reconciler/internal/crashpoint"
 	"github.com/agentgitops/reconciler/signing"
 )
 
@@ -32,8 +30,10 @@ var ErrRewritten = errors.New("evidence branch was rewritten")
 // Every entry it reads is verified against the trust history (the keys of
 // the genesis entry, then of each keys.changed entry) before it is folded
 // into the State; reading is incremental, so only entries after the last
-// one read are fetched, verified and applied. A Ledger is not safe for
-// concurrent use.
+// one read are fetched, verified and applied. Append, AppendIf and
+// AppendBatch may be called from many goroutines at once: callers that
+// append while a push is in flight share the next one (group commit, see
+// AppendIf). No other method may run while any of them does.
 type Ledger struct {
 	repo     *gitstore.Repo
 	signer   Signer
@@ -46,6 +46,8 @@ type Ledger struct {
 
 	trust trust
 	state *State
+
+	group committer // the group commit of appends (group.go)
 }
 
 // Options configure a Ledger.
@@ -254,6 +256,12 @@ func (l *Ledger) Append(ctx context.Context, events ...Event) ([]Entry, error) {
 // reservation is checked against exactly the entries it is appended after.
 // check must not modify the state.
 //
+// Appends from several goroutines are pushed together: those queued while
+// a push is in flight are built on top of it, each check seeing every
+// entry queued or in flight before it, and pushed with one
+// compare-and-swap as soon as it returns; each call returns once its own
+// entries are pushed, with exactly those.
+//
 // AppendIf refuses, wrapping ErrUntrusted or ErrRewritten, to append after
 // an entry that does not verify, on a branch that no longer extends what
 // was read, or with a signer the ledger does not trust.
@@ -296,102 +304,19 @@ func (l *Ledger) AppendBatch(ctx context.Context, parts []*Batch) error {
 	return l.appendParts(ctx, parts)
 }
 
-// appendParts is AppendIf and AppendBatch: each attempt reads what was
-// appended since, checks and builds every part on the state the parts
-// before it leave, and pushes them all with one compare-and-swap, retried
-// with backoff when another writer moved the branch. One part is built on
-// the ledger's state itself (its check must not modify it), several on a
-// clone, so a single append never copies the state.
+// appendParts is AppendIf and AppendBatch: the parts go to the group
+// committer (group.go), which reads what was appended since, checks and
+// builds every part on the state the parts before it leave (those of other
+// callers queued or in flight included), and pushes them with one
+// compare-and-swap, retried with backoff when another writer moved the
+// branch. A lone part with nothing in flight is built on the ledger's
+// state itself (its check must not modify it); otherwise on a speculative
+// copy the committer keeps, so appends do not copy the state each time.
 func (l *Ledger) appendParts(ctx context.Context, parts []*Batch) error {
 	if l.signer == nil {
 		return fmt.Errorf("append to ledger: no signing key configured")
 	}
-	const attempts = 10
-	var recent []Entry
-	for attempt := 1; ; attempt++ {
-		fresh, err := l.Sync(ctx)
-		if err != nil {
-			return fmt.Errorf("append to ledger: %w", err)
-		}
-		recent = append(recent, fresh...)
-		st := l.state
-		if len(parts) > 1 {
-			st = l.state.Clone()
-		}
-		var all []Entry
-		signerChecked := false
-		for _, b := range parts {
-			b.Stored, b.Err = nil, nil
-			pending := withoutRecorded(b.Events, recent, st.Seq)
-			if len(pending) == 0 {
-				continue
-			}
-			if st.Seq == 0 && pending[0].Type != Genesis {
-				return fmt.Errorf("append %s to ledger: the ledger has no %s entry yet", pending[0].Type, Genesis)
-			}
-			if !signerChecked {
-				if err := l.CheckSigner(); err != nil {
-					return fmt.Errorf("append to ledger: %w", err)
-				}
-				signerChecked = true
-			}
-			if b.Check != nil {
-				if err := b.Check(st); err != nil {
-					b.Err = err
-					continue
-				}
-			}
-			stored, _, err := l.buildOn(ctx, st, pending)
-			if err != nil {
-				if len(parts) == 1 {
-					return err
-				}
-				b.Err = err
-				continue
-			}
-			if len(parts) > 1 {
-				for _, e := range stored {
-					if err := st.Apply(e); err != nil {
-						return fmt.Errorf("append to ledger: %w", err)
-					}
-				}
-			}
-			b.Stored = stored
-			all = append(all, stored...)
-		}
-		if len(all) == 0 {
-			return nil
-		}
-		err = l.repo.Push(ctx, gitstore.RefUpdate{Branch: Branch, Old: l.state.Head, New: all[len(all)-1].Commit})
-		if err == nil {
-			crashpoint.Hit("ledger.append")
-			for _, e := range all {
-				if len(parts) == 1 {
-					if err := st.Apply(e); err != nil {
-						return fmt.Errorf("append to ledger: %w", err)
-					}
-				}
-				if err := l.trust.advance(e.Predicate); err != nil {
-					return fmt.Errorf("append to ledger: %w", err)
-				}
-			}
-			l.state = st
-			return nil
-		}
-		if !errors.Is(err, gitstore.ErrStale) || attempt == attempts {
-			return fmt.Errorf("append to ledger: %w", err)
-		}
-		// Back off with jitter so racing writers do not collide again.
-		backoff := time.Duration(attempt) * time.Duration(10+rand.IntN(40)) * time.Millisecond
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		if err := l.repo.Fetch(ctx); err != nil {
-			return fmt.Errorf("append to ledger: %w", err)
-		}
-	}
+	return l.submit(ctx, parts)
 }
 
 // withoutRecorded drops events that already appear among recent entries,
@@ -413,13 +338,14 @@ func withoutRecorded(events []Event, recent []Entry, seq uint64) []Event {
 	return out
 }
 
-// buildOn signs and commits events on top of st's head without moving any
-// ref; st need not be the ledger's state (a batch builds each part's
-// entries on the state the parts before it make).
-func (l *Ledger) buildOn(ctx context.Context, st *State, events []Event) ([]Entry, plumbing.Hash, error) {
-	parent := st.Head
-	prev := st.Digest
-	seq := st.Seq
+// buildOn signs and commits events in stage on top of at without moving
+// any ref; st, the state the events are built on (at is its end, or the
+// end of entries built on it), is read for the attempt of a transcript's
+// run and may be nil when no event holds one.
+func (l *Ledger) buildOn(ctx context.Context, stage *gitstore.Stage, at tip, st *State, events []Event) ([]Entry, error) {
+	parent := at.head
+	prev := at.digest
+	seq := at.seq
 	key := l.signer.PublicKey().ID
 	var out []Entry
 	for _, ev := range events {
@@ -427,7 +353,10 @@ func (l *Ledger) buildOn(ctx context.Context, st *State, events []Event) ([]Entr
 		files := []gitstore.FileChange{}
 		if ev.Transcript != nil {
 			if !validRunID(ev.RunID) {
-				return nil, plumbing.ZeroHash, fmt.Errorf("append %s: a transcript needs the run id it belongs to, got %q", ev.Type, ev.RunID)
+				return nil, fmt.Errorf("append %s: a transcript needs the run id it belongs to, got %q", ev.Type, ev.RunID)
+			}
+			if st == nil {
+				return nil, fmt.Errorf("append %s: internal error: no state for a transcript's attempt", ev.Type)
 			}
 			if rn := st.Run(ev.RunID); ev.Attempt == 0 && rn != nil && rn.Attempt > 1 {
 				// A retry's transcript is stored apart from the earlier
@@ -438,25 +367,25 @@ func (l *Ledger) buildOn(ctx context.Context, st *State, events []Event) ([]Entr
 			files = append(files, gitstore.FileChange{Path: AttemptTranscriptPath(ev.RunID, ev.Attempt), Status: "added", Mode: filemode.Regular, Content: ev.Transcript})
 		}
 		if _, err := ev.Typed(); err != nil {
-			return nil, plumbing.ZeroHash, fmt.Errorf("append %s: %w", ev.Type, err)
+			return nil, fmt.Errorf("append %s: %w", ev.Type, err)
 		}
 		if ev.Type == Genesis && seq != 1 {
-			return nil, plumbing.ZeroHash, fmt.Errorf("append %s: only entry 1 may be one", Genesis)
+			return nil, fmt.Errorf("append %s: only entry 1 may be one", Genesis)
 		}
 		p := Predicate{Seq: seq, Prev: prev, Time: l.now().UTC().Truncate(time.Millisecond), Event: ev}
 		statement, err := newStatement(p)
 		if err != nil {
-			return nil, plumbing.ZeroHash, err
+			return nil, err
 		}
 		bundle, err := l.signer.SignStatement(ctx, statement)
 		if err != nil {
-			return nil, plumbing.ZeroHash, fmt.Errorf("sign ledger entry %d: %w", seq, err)
+			return nil, fmt.Errorf("sign ledger entry %d: %w", seq, err)
 		}
 		path := EntryPath(seq)
 		files = append(files, gitstore.FileChange{Path: path, Status: "added", Mode: filemode.Regular, Content: bundle})
-		tree, err := l.repo.WriteTree(parent, files)
+		tree, err := stage.WriteTree(parent, files)
 		if err != nil {
-			return nil, plumbing.ZeroHash, fmt.Errorf("write ledger entry %d: %w", seq, err)
+			return nil, fmt.Errorf("write ledger entry %d: %w", seq, err)
 		}
 		var parents []plumbing.Hash
 		if !parent.IsZero() {
@@ -464,15 +393,16 @@ func (l *Ledger) buildOn(ctx context.Context, st *State, events []Event) ([]Entr
 		}
 		sig := l.identity
 		sig.When = p.Time
-		commit, err := l.repo.CreateCommit(gitstore.NewCommit{Tree: tree, Parents: parents, Author: sig, Committer: sig, Message: ev.Summary + "\n"})
+		commit, err := stage.CreateCommit(gitstore.NewCommit{Tree: tree, Parents: parents, Author: sig, Committer: sig, Message: ev.Summary + "\n"})
 		if err != nil {
-			return nil, plumbing.ZeroHash, fmt.Errorf("commit ledger entry %d: %w", seq, err)
+			return nil, fmt.Errorf("commit ledger entry %d: %w", seq, err)
 		}
 		p.Event.Transcript = nil
-		out = append(out, Entry{Predicate: p, Path: path, Commit: commit, Bundle: bundle, Digest: digest(bundle), Signer: key})
-		parent, prev = commit, digest(bundle)
+		d := digest(bundle)
+		out = append(out, Entry{Predicate: p, Path: path, Commit: commit, Bundle: bundle, Digest: d, Signer: key})
+		parent, prev = commit, d
 	}
-	return out, parent, nil
+	return out, nil
 }
 
 // ValidRunID reports whether s is a well-formed run id (lower-case
