@@ -1,8 +1,10 @@
 package gitstore
 
 import (
+	"crypto/sha1"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -118,41 +120,170 @@ func (d *diskCache) mergePacks(packs []plumbing.Hash) error {
 	if split < 2 {
 		split = len(sizes) - maxPacks/2
 	}
-	var hashes []plumbing.Hash
-	for _, p := range sizes[:split] {
-		f, err := os.Open(d.packPath(p.hash, "idx"))
-		if err != nil {
-			return fmt.Errorf("read index of pack %s: %w", p.hash, err)
-		}
-		idx := idxfile.NewMemoryIndex()
-		err = idxfile.NewDecoder(f).Decode(idx)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("read index of pack %s: %w", p.hash, err)
-		}
-		entries, err := idx.Entries()
-		if err != nil {
-			return fmt.Errorf("read index of pack %s: %w", p.hash, err)
-		}
-		for {
-			e, err := entries.Next()
-			if err != nil {
-				break // io.EOF
-			}
-			hashes = append(hashes, e.Hash)
-		}
-		entries.Close()
-	}
-	if err := d.writePack(dedupe(hashes)); err != nil {
+	merge := sizes[:split]
+	done, err := d.concatPacks(merge)
+	if err != nil {
 		return err
 	}
-	for _, p := range sizes[:split] {
+	if !done {
+		// The packs share objects: write them anew, each once.
+		var hashes []plumbing.Hash
+		for _, p := range merge {
+			entries, err := d.packEntries(p.hash)
+			if err != nil {
+				return err
+			}
+			for _, e := range entries {
+				hashes = append(hashes, e.Hash)
+			}
+		}
+		if err := d.writePack(dedupe(hashes)); err != nil {
+			return err
+		}
+	}
+	for _, p := range merge {
 		if err := d.st.DeleteOldObjectPackAndIndex(p.hash, time.Time{}); err != nil {
 			return fmt.Errorf("delete merged pack %s: %w", p.hash, err)
 		}
 	}
 	d.st.Reindex()
 	return nil
+}
+
+// packEntries reads the entries (hash, offset, CRC-32) of a pack's index.
+func (d *diskCache) packEntries(h plumbing.Hash) ([]*idxfile.Entry, error) {
+	f, err := os.Open(d.packPath(h, "idx"))
+	if err != nil {
+		return nil, fmt.Errorf("read index of pack %s: %w", h, err)
+	}
+	defer f.Close()
+	idx := idxfile.NewMemoryIndex()
+	if err := idxfile.NewDecoder(f).Decode(idx); err != nil {
+		return nil, fmt.Errorf("read index of pack %s: %w", h, err)
+	}
+	iter, err := idx.Entries()
+	if err != nil {
+		return nil, fmt.Errorf("read index of pack %s: %w", h, err)
+	}
+	defer iter.Close()
+	var out []*idxfile.Entry
+	for {
+		e, err := iter.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read index of pack %s: %w", h, err)
+		}
+		out = append(out, e)
+	}
+}
+
+// concatPacks merges packs into one by copying their entries as they are,
+// one pack after the other: an offset delta keeps its distance to its base,
+// which stays in the same run of bytes, so nothing is inflated, deltified
+// or compressed again, and the index is the packs' entries with their
+// offsets moved (CRC-32s unchanged). It writes the pack and its index under
+// temporary names and renames them into place, index last. It reports
+// false, writing nothing, when an object is in two of the packs.
+func (d *diskCache) concatPacks(packs []packSize) (bool, error) {
+	var (
+		all   [][]*idxfile.Entry
+		seen  = map[plumbing.Hash]bool{}
+		files [][]byte
+		count uint32
+	)
+	for _, p := range packs {
+		entries, err := d.packEntries(p.hash)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range entries {
+			if seen[e.Hash] {
+				return false, nil
+			}
+			seen[e.Hash] = true
+		}
+		b, err := os.ReadFile(d.packPath(p.hash, "pack"))
+		if err != nil {
+			return false, fmt.Errorf("read pack %s: %w", p.hash, err)
+		}
+		if len(b) < 32 || string(b[:4]) != "PACK" || binary.BigEndian.Uint32(b[8:12]) != uint32(len(entries)) {
+			return false, fmt.Errorf("read pack %s: malformed header", p.hash)
+		}
+		var sum plumbing.Hash
+		copy(sum[:], b[len(b)-20:])
+		if sum != p.hash {
+			return false, fmt.Errorf("read pack %s: its checksum is %s", p.hash, sum)
+		}
+		files = append(files, b)
+		all = append(all, entries)
+		count += uint32(len(entries))
+	}
+	dir := filepath.Join(d.mirror, "objects", "pack")
+	tmp, err := os.CreateTemp(dir, "tmp_concat_")
+	if err != nil {
+		return false, fmt.Errorf("write pack: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	sum := sha1.New()
+	w := io.MultiWriter(tmp, sum)
+	var hdr [12]byte
+	copy(hdr[:], "PACK")
+	binary.BigEndian.PutUint32(hdr[4:], 2)
+	binary.BigEndian.PutUint32(hdr[8:], count)
+	if _, err := w.Write(hdr[:]); err != nil {
+		return false, fmt.Errorf("write pack: %w", err)
+	}
+	iw := new(idxfile.Writer)
+	if err := iw.OnHeader(count); err != nil {
+		return false, err
+	}
+	pos := uint64(12)
+	for i, b := range files {
+		body := b[12 : len(b)-20]
+		for _, e := range all[i] {
+			iw.Add(e.Hash, pos+e.Offset-12, e.CRC32)
+		}
+		if _, err := w.Write(body); err != nil {
+			return false, fmt.Errorf("write pack: %w", err)
+		}
+		pos += uint64(len(body))
+	}
+	var packHash plumbing.Hash
+	sum.Sum(packHash[:0])
+	if _, err := tmp.Write(packHash[:]); err != nil {
+		return false, fmt.Errorf("write pack: %w", err)
+	}
+	if err := iw.OnFooter(packHash); err != nil {
+		return false, err
+	}
+	idx, err := iw.Index()
+	if err != nil {
+		return false, fmt.Errorf("write pack index: %w", err)
+	}
+	itmp, err := os.CreateTemp(dir, "tmp_concat_idx_")
+	if err != nil {
+		return false, fmt.Errorf("write pack index: %w", err)
+	}
+	defer os.Remove(itmp.Name())
+	defer itmp.Close()
+	if _, err := idxfile.NewEncoder(itmp).Encode(idx); err != nil {
+		return false, fmt.Errorf("write pack index: %w", err)
+	}
+	for _, f := range []*os.File{tmp, itmp} {
+		if err := f.Sync(); err != nil {
+			return false, fmt.Errorf("write pack: %w", err)
+		}
+	}
+	if err := os.Rename(tmp.Name(), d.packPath(packHash, "pack")); err != nil {
+		return false, fmt.Errorf("write pack: %w", err)
+	}
+	if err := os.Rename(itmp.Name(), d.packPath(packHash, "idx")); err != nil {
+		return false, fmt.Errorf("write pack index: %w", err)
+	}
+	return true, nil
 }
 
 // geometricSplit returns how many of the smallest packs (sorted by size) to

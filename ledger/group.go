@@ -71,8 +71,6 @@ type chain struct {
 	stage   *gitstore.Stage
 	base    plumbing.Hash
 	end     tip
-	// spec reports that entries were applied to committer.spec.
-	spec bool
 }
 
 type flight struct {
@@ -172,21 +170,17 @@ func (l *Ledger) commitLoop() {
 			inFlight, next = l.launch(next), nil
 			continue
 		}
-		if next == nil {
-			if reqs := g.take(inFlight != nil); len(reqs) > 0 {
-				var on *chain
-				if inFlight != nil {
-					on = inFlight.c
+		if reqs := g.take(inFlight != nil); len(reqs) > 0 {
+			if inFlight == nil {
+				if c := l.build(reqs, nil, nil); c != nil {
+					inFlight = l.launch(c)
 				}
-				if c := l.build(reqs, on); c != nil {
-					if inFlight == nil {
-						inFlight = l.launch(c)
-					} else {
-						next = c
-					}
-				}
-				continue
+			} else {
+				// What arrives while a push is in flight joins the
+				// chain built on it, pushed when it returns.
+				next = l.build(reqs, inFlight.c, next)
 			}
+			continue
 		}
 		if inFlight == nil {
 			g.mu.Lock()
@@ -198,18 +192,49 @@ func (l *Ledger) commitLoop() {
 			g.mu.Unlock()
 			continue
 		}
-		if next != nil {
-			next = l.land(inFlight, <-inFlight.done, next)
-			inFlight = nil
-			continue
-		}
 		select {
 		case err := <-inFlight.done:
-			next = l.land(inFlight, err, nil)
+			landed := len(inFlight.c.reqs)
+			next = l.land(inFlight, err, next)
 			inFlight = nil
+			if err == nil && next != nil {
+				next = l.linger(next, landed)
+			}
 		case <-g.wake:
 		}
 	}
+}
+
+// lingerMax is how long a chain waits, once the push it was built on
+// returned, for the callers that push just answered to queue again (see
+// linger).
+const lingerMax = 2 * time.Millisecond
+
+// linger holds next, whose base just landed, back for up to lingerMax
+// while it has fewer requests than half of the landed chain's, taking in
+// what arrives meanwhile. Without it, callers that append again as soon as
+// they are answered all miss the chain pushed next, and chains alternate
+// between nearly all callers and nearly none.
+func (l *Ledger) linger(next *chain, landed int) *chain {
+	g := &l.group
+	deadline := time.Now().Add(lingerMax)
+	for next != nil && len(next.reqs) < landed/2 {
+		if reqs := g.take(true); len(reqs) > 0 {
+			next = l.build(reqs, nil, next)
+			continue
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			break
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-g.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return next
 }
 
 // launch starts pushing c; a chain without entries (every part refused or
@@ -327,15 +352,19 @@ func (l *Ledger) land(f *flight, err error, next *chain) *chain {
 
 // build checks and builds reqs as one chain on top of on (a chain in
 // flight) or, when on is nil, on the ledger's state, read up to the local
-// mirror's tip first. It returns nil when nothing is to be pushed and every
-// request is finished.
-func (l *Ledger) build(reqs []*appendReq, on *chain) *chain {
+// mirror's tip first; into, when not nil, is a chain already built on on
+// that reqs extend. It returns nil when every request is finished with an
+// error and nothing is to be pushed.
+func (l *Ledger) build(reqs []*appendReq, on, into *chain) *chain {
 	g := &l.group
 	var cur tip
 	var stage *gitstore.Stage
-	if on != nil {
+	switch {
+	case into != nil:
+		cur, stage = into.end, into.stage
+	case on != nil:
 		cur, stage = on.end, on.stage.Next()
-	} else {
+	default:
 		fresh, err := l.Sync(reqs[0].ctx)
 		if err != nil {
 			finish(reqs, fmt.Errorf("append to ledger: %w", err))
@@ -371,15 +400,21 @@ func (l *Ledger) build(reqs []*appendReq, on *chain) *chain {
 	var st *State
 	spec := false
 	switch {
-	case on == nil && parts == 1:
+	case on == nil && into == nil && parts == 1:
 		st = l.state
 	case needState || (g.spec != nil && g.spec.Head == cur.head && g.spec.Seq == cur.seq):
 		if g.spec == nil || g.spec.Head != cur.head || g.spec.Seq != cur.seq {
 			g.spec = l.state.Clone()
-			if on != nil {
-				for _, e := range on.entries {
+			for _, ch := range []*chain{on, into} {
+				if ch == nil {
+					continue
+				}
+				for _, e := range ch.entries {
 					if err := g.spec.Apply(e); err != nil {
 						g.spec = nil
+						if into != nil {
+							finish(into.reqs, fmt.Errorf("append to ledger: %w", err))
+						}
 						finish(reqs, fmt.Errorf("append to ledger: %w", err))
 						return nil
 					}
@@ -388,7 +423,10 @@ func (l *Ledger) build(reqs []*appendReq, on *chain) *chain {
 		}
 		st, spec = g.spec, true
 	}
-	c := &chain{stage: stage, base: cur.head, spec: spec}
+	c := into
+	if c == nil {
+		c = &chain{stage: stage, base: cur.head}
+	}
 	signerChecked := false
 	for i, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
