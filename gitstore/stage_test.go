@@ -236,3 +236,63 @@ func TestPushReceivePackDies(t *testing.T) {
 		})
 	}
 }
+
+// One pack per PushStage accumulates in an on-disk mirror past maxPacks:
+// maintenance merges them by concatenation, every entry stays readable (in
+// this Repo and in a new one on the mirror), and git fsck accepts the
+// merged packs and their indexes.
+func TestStagePacksMerged(t *testing.T) {
+	t.Parallel()
+	bare := gittest.NewBare(t, desiredState)
+	cache := t.TempDir()
+	r, err := Open(context.Background(), bare, Options{CacheDir: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := r.Branch("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := 0
+	most := 0
+	for push := 0; push < 3*maxPacks; push++ {
+		s := r.NewStage()
+		old := head
+		for i := 0; i < 1+push%3; i++ {
+			seq++
+			tree, err := s.WriteTree(head, []FileChange{{Path: ledgerPath(seq), Status: StatusAdded, Content: fmt.Appendf(nil, "{\"seq\":%d}\n", seq)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if head, err = s.CreateCommit(NewCommit{Tree: tree, Parents: []plumbing.Hash{head}, Author: testSig(), Message: fmt.Sprintf("entry %d\n", seq)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := r.PushStage(context.Background(), s, RefUpdate{Branch: "main", Old: old, New: head}); err != nil {
+			t.Fatal(err)
+		}
+		most = max(most, len(packs(t, r)))
+	}
+	if most > maxPacks {
+		t.Errorf("%d packs in the mirror, want at most %d", most, maxPacks)
+	}
+	check := func(r *Repo) {
+		t.Helper()
+		for i := 1; i <= seq; i++ {
+			if b, err := r.ReadFile(head, ledgerPath(i)); err != nil || string(b) != fmt.Sprintf("{\"seq\":%d}\n", i) {
+				t.Fatalf("entry %d: %q, %v", i, b, err)
+			}
+		}
+	}
+	check(r)
+	mirror := r.disk.mirror
+	r.Close()
+	gittest.Git(t, mirror, "fsck", "--strict", "--no-dangling")
+	r2, err := Open(context.Background(), bare, Options{CacheDir: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	check(r2)
+	gittest.Git(t, bare, "fsck", "--strict")
+}

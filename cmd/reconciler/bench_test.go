@@ -483,7 +483,8 @@ func (t *appendTarget) append(b *testing.B, k int) {
 // BenchmarkAppend appends entries with ledger.Ledger.Append over a local
 // path on a warm on-disk cache, one or ten events per Append, to a copy of
 // the N-entry fixture, and as the reference to a copy of the 10-entry one,
-// alternately in the same loop. Targets: at least 500 entries/s, and at
+// alternately in the same loop. cpu-ms/entry and server-cpu-ms/entry are
+// as in BenchmarkAppendConcurrent. Targets: at least 500 entries/s, and at
 // N=100000 within 1.5x of the rate at N=10.
 func BenchmarkAppend(b *testing.B) {
 	for _, n := range e2eSizes {
@@ -495,10 +496,13 @@ func BenchmarkAppend(b *testing.B) {
 				if n != 10 {
 					ref = newAppendTarget(b, fixture(b, 10))
 				}
-				var ours, refTime time.Duration
+				var ours, refTime, cpu, server time.Duration
 				b.ResetTimer()
 				for b.Loop() {
+					self, children := rusage(b)
 					ours += timed(b, func() { t.append(b, k) })
+					self2, children2 := rusage(b)
+					cpu, server = cpu+self2-self, server+children2-children
 					if ref != nil {
 						refTime += timed(b, func() { ref.append(b, k) })
 					}
@@ -507,6 +511,8 @@ func BenchmarkAppend(b *testing.B) {
 				entries := float64(b.N * k)
 				b.ReportMetric(float64(ours.Nanoseconds())/float64(b.N), "ns/op")
 				b.ReportMetric(entries/ours.Seconds(), "entries/s")
+				b.ReportMetric(float64(cpu.Microseconds())/1000/entries, "cpu-ms/entry")
+				b.ReportMetric(float64(server.Microseconds())/1000/entries, "server-cpu-ms/entry")
 				if ref != nil {
 					b.ReportMetric(entries/refTime.Seconds(), "ref-entries/s")
 					b.ReportMetric(float64(ours)/float64(refTime), "ratio")
