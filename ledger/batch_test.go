@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentgitops/reconciler/gitstore/gittest"
 	"github.com/agentgitops/reconciler/ledger"
+	"github.com/agentgitops/reconciler/signing"
 )
 
 // AppendBatch lands many callers' events in one push: each part's check
@@ -371,5 +372,59 @@ func TestAppendRemoteVanishesMidPush(t *testing.T) {
 			}
 			checkChain(t, f, first, got)
 		})
+	}
+}
+
+// A keys.changed that drops the appending key, queued among concurrent
+// appends, is pushed alone and nothing is built on it before it lands:
+// appends before it are stored, appends after it are refused with
+// ErrUntrusted, and the chain verifies (no entry signed by a dropped key).
+func TestAppendConcurrentKeysChanged(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, false)
+	_, l := f.ledger(t, f.signer)
+	slowPushes(t, f, "0.1", "")
+	newKey, err := signing.GenerateKey(filepath.Join(t.TempDir(), "new.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	stored, refused := 0, 0
+	for w := 0; w < 12; w++ {
+		who := fmt.Sprintf("k%02d", w)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(w) * 20 * time.Millisecond)
+			var err error
+			var got []ledger.Entry
+			if w == 4 {
+				got, err = l.Append(ctx, f.keysChanged(newKey.PublicKey()))
+			} else {
+				got, err = l.Append(ctx, violation(f, who, 0))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, ledger.ErrUntrusted) && w != 4:
+				refused++
+			case err != nil:
+				t.Errorf("%s: %v", who, err)
+			case len(got) == 1:
+				stored++
+			}
+		}()
+	}
+	wg.Wait()
+	if refused == 0 || stored < 2 {
+		t.Fatalf("%d stored, %d refused: want appends on both sides of the key change", stored, refused)
+	}
+	rep, err := ledger.VerifyMemoryAndDisk(t, f.url, ledger.VerifyOptions{Protected: "main", TrustedKeys: []signing.PublicKey{f.signer.PublicKey()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Entries != 1+stored {
+		t.Fatalf("the ledger has %d entries, %d appends were stored", rep.Entries, stored)
 	}
 }

@@ -71,6 +71,7 @@ type chain struct {
 	stage   *gitstore.Stage
 	base    plumbing.Hash
 	end     tip
+	alone   bool // a genesis or keys.changed request's
 }
 
 type flight struct {
@@ -168,6 +169,13 @@ func (l *Ledger) commitLoop() {
 	for {
 		if inFlight == nil && next != nil {
 			inFlight, next = l.launch(next), nil
+			continue
+		}
+		if inFlight != nil && inFlight.c.alone {
+			// Nothing is built on a change of who may sign before it
+			// lands.
+			next = l.land(inFlight, <-inFlight.done, next)
+			inFlight = nil
 			continue
 		}
 		if reqs := g.take(inFlight != nil); len(reqs) > 0 {
@@ -365,7 +373,9 @@ func (l *Ledger) build(reqs []*appendReq, on, into *chain) *chain {
 	case on != nil:
 		cur, stage = on.end, on.stage.Next()
 	default:
-		fresh, err := l.Sync(reqs[0].ctx)
+		ctx, stop := groupContext(reqs)
+		fresh, err := l.Sync(ctx)
+		stop()
 		if err != nil {
 			finish(reqs, fmt.Errorf("append to ledger: %w", err))
 			return nil
@@ -425,7 +435,7 @@ func (l *Ledger) build(reqs []*appendReq, on, into *chain) *chain {
 	}
 	c := into
 	if c == nil {
-		c = &chain{stage: stage, base: cur.head}
+		c = &chain{stage: stage, base: cur.head, alone: reqs[0].alone}
 	}
 	signerChecked := false
 	for i, r := range reqs {
