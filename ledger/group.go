@@ -440,8 +440,7 @@ func (l *Ledger) build(reqs []*appendReq, on, into *chain) *chain {
 	signerChecked := false
 	for i, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
-			r.err = err
-			close(r.done)
+			finish([]*appendReq{r}, err)
 			continue
 		}
 		if fatal, err := l.buildReq(r, &cur, st, spec, stage, &signerChecked); err != nil {
@@ -453,8 +452,7 @@ func (l *Ledger) build(reqs []*appendReq, on, into *chain) *chain {
 				finish(reqs[i:], err)
 				return nil
 			}
-			r.err = err
-			close(r.done)
+			finish([]*appendReq{r}, err)
 			continue
 		}
 		c.reqs = append(c.reqs, r)
