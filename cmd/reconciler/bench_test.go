@@ -589,7 +589,7 @@ func rusage(b *testing.B) (self, children time.Duration) {
 // that of the git-receive-pack processes it ran. Targets: at least 500
 // entries/s at every N, and at N=100000 within 1.5x of N=10.
 func BenchmarkAppendConcurrent(b *testing.B) {
-	for _, w := range []int{64, 256} {
+	for _, w := range []int{64, 256, 1024} {
 		for _, n := range e2eSizes {
 			b.Run(fmt.Sprintf("W=%d/N=%d", w, n), func(b *testing.B) {
 				skipLargeE2E(b, n)
