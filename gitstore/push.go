@@ -138,6 +138,39 @@ func (r *Repo) Push(ctx context.Context, updates ...RefUpdate) error {
 // exclusively.
 func (r *Repo) send(ctx context.Context, updates []RefUpdate, cmds []*packp.Command,
 	pack func(remote map[string]plumbing.Hash) ([]plumbing.Hash, error)) (missing bool, err error) {
+	return r.receive(ctx, updates, cmds, func(caps *capability.List, remote map[string]plumbing.Hash) (io.Reader, error) {
+		allDelete := true
+		for _, c := range cmds {
+			if c.New.IsZero() {
+				if !caps.Supports(capability.DeleteRefs) {
+					return nil, errors.New("the server does not support deleting branches")
+				}
+			} else {
+				allDelete = false
+			}
+		}
+		if allDelete {
+			return nil, nil
+		}
+		// A pack is due whenever a command is not a deletion, even empty
+		// (New may already be on the remote).
+		objs, err := pack(remote)
+		if err != nil {
+			return nil, err
+		}
+		var buf bytes.Buffer
+		if _, err := packfile.NewEncoder(&buf, r.repo.Storer, !caps.Supports(capability.OFSDelta)).Encode(objs, packWindow); err != nil {
+			return nil, fmt.Errorf("encode pack of %d objects: %w", len(objs), err)
+		}
+		return &buf, nil
+	})
+}
+
+// receive runs one receive-pack session for send and sendRaw: it checks
+// the advertised refs against updates and, unless cmds is empty, sends
+// them with the pack body returns (nil for none).
+func (r *Repo) receive(ctx context.Context, updates []RefUpdate, cmds []*packp.Command,
+	body func(caps *capability.List, remote map[string]plumbing.Hash) (io.Reader, error)) (missing bool, err error) {
 	sess, err := r.receivePackSession()
 	if err != nil {
 		return false, err
@@ -163,28 +196,12 @@ func (r *Repo) send(ctx context.Context, updates []RefUpdate, cmds []*packp.Comm
 	if adv.Capabilities.Supports(capability.Atomic) {
 		req.Capabilities.Set(capability.Atomic)
 	}
-	allDelete := true
-	for _, c := range cmds {
-		if c.New.IsZero() {
-			if !adv.Capabilities.Supports(capability.DeleteRefs) {
-				return false, errors.New("the server does not support deleting branches")
-			}
-		} else {
-			allDelete = false
-		}
+	pack, err := body(adv.Capabilities, remote)
+	if err != nil {
+		return false, err
 	}
-	if !allDelete {
-		// A pack is due whenever a command is not a deletion, even empty
-		// (New may already be on the remote).
-		objs, err := pack(remote)
-		if err != nil {
-			return false, err
-		}
-		var buf bytes.Buffer
-		if _, err := packfile.NewEncoder(&buf, r.repo.Storer, !adv.Capabilities.Supports(capability.OFSDelta)).Encode(objs, packWindow); err != nil {
-			return false, fmt.Errorf("encode pack of %d objects: %w", len(objs), err)
-		}
-		req.Packfile = io.NopCloser(&buf)
+	if pack != nil {
+		req.Packfile = io.NopCloser(pack)
 	}
 	report, err := sess.ReceivePack(ctx, req)
 	return r.receiveResult(ctx, updates, req.Capabilities.Supports(capability.ReportStatus), report, err)
@@ -475,28 +492,7 @@ func (r *Repo) PushStage(ctx context.Context, s *Stage, u RefUpdate) error {
 // sendRaw is send with a pack already encoded; it touches no storage, so
 // r.mu need not be held.
 func (r *Repo) sendRaw(ctx context.Context, updates []RefUpdate, cmds []*packp.Command, pack []byte) (missing bool, err error) {
-	sess, err := r.receivePackSession()
-	if err != nil {
-		return false, err
-	}
-	defer func() {
-		if cerr := sess.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("close session: %w", redactError(cerr, r.rawURL))
-		}
-	}()
-	adv, err := sess.AdvertisedReferencesContext(ctx)
-	if err != nil {
-		return false, fmt.Errorf("list remote branches: %w", classify(redactError(err, r.rawURL)))
-	}
-	if err := stale(advertisedBranches(adv), updates, false); err != nil {
-		return false, err
-	}
-	req := packp.NewReferenceUpdateRequestFromCapabilities(adv.Capabilities)
-	req.Commands = cmds
-	if adv.Capabilities.Supports(capability.Atomic) {
-		req.Capabilities.Set(capability.Atomic)
-	}
-	req.Packfile = io.NopCloser(bytes.NewReader(pack))
-	report, err := sess.ReceivePack(ctx, req)
-	return r.receiveResult(ctx, updates, req.Capabilities.Supports(capability.ReportStatus), report, err)
+	return r.receive(ctx, updates, cmds, func(*capability.List, map[string]plumbing.Hash) (io.Reader, error) {
+		return bytes.NewReader(pack), nil
+	})
 }

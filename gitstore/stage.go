@@ -380,17 +380,9 @@ func spliceEntry(tree []byte, name string, dir bool, entry []byte) []byte {
 // same hash. The tree and parents may be in the Stage, the Stage it was
 // started on, or the repository.
 func (s *Stage) CreateCommit(c NewCommit) (plumbing.Hash, error) {
-	committer := c.Committer
-	if committer.Name == "" && committer.Email == "" && committer.When.IsZero() {
-		committer = c.Author
-	}
-	for _, sg := range []struct {
-		role string
-		sig  object.Signature
-	}{{"author", c.Author}, {"committer", committer}} {
-		if err := validSignature(sg.sig); err != nil {
-			return plumbing.ZeroHash, fmt.Errorf("create commit: %s: %w", sg.role, err)
-		}
+	committer, err := c.signatures()
+	if err != nil {
+		return plumbing.ZeroHash, err
 	}
 	if err := s.has(c.Tree, plumbing.TreeObject); err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("create commit: tree %s: %w", c.Tree, err)

@@ -236,11 +236,9 @@ type NewCommit struct {
 	Message   string           // stored as given (git conventionally ends it with "\n")
 }
 
-// CreateCommit stores a commit object and returns its hash; no ref moves. The
-// tree and parents must already be in the repository (the error wraps
-// ErrNotFound otherwise), and the author (and committer, if given) need a
-// name, an email and a time.
-func (r *Repo) CreateCommit(c NewCommit) (plumbing.Hash, error) {
+// signatures checks the author and committer and returns the committer
+// (the author when Committer is zero).
+func (c NewCommit) signatures() (object.Signature, error) {
 	committer := c.Committer
 	if committer.Name == "" && committer.Email == "" && committer.When.IsZero() {
 		committer = c.Author
@@ -250,8 +248,20 @@ func (r *Repo) CreateCommit(c NewCommit) (plumbing.Hash, error) {
 		sig  object.Signature
 	}{{"author", c.Author}, {"committer", committer}} {
 		if err := validSignature(s.sig); err != nil {
-			return plumbing.ZeroHash, fmt.Errorf("create commit: %s: %w", s.role, err)
+			return object.Signature{}, fmt.Errorf("create commit: %s: %w", s.role, err)
 		}
+	}
+	return committer, nil
+}
+
+// CreateCommit stores a commit object and returns its hash; no ref moves. The
+// tree and parents must already be in the repository (the error wraps
+// ErrNotFound otherwise), and the author (and committer, if given) need a
+// name, an email and a time.
+func (r *Repo) CreateCommit(c NewCommit) (plumbing.Hash, error) {
+	committer, err := c.signatures()
+	if err != nil {
+		return plumbing.ZeroHash, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -38,28 +38,11 @@ func deltaYields(delta, base, want []byte) bool {
 		delta = delta[1:]
 		switch {
 		case cmd&0x80 != 0: // copy from base
-			off, sz := 0, 0
-			for i := range 4 {
-				if cmd&(1<<i) != 0 {
-					if len(delta) == 0 {
-						return false
-					}
-					off |= int(delta[0]) << (8 * i)
-					delta = delta[1:]
-				}
+			off, sz, rest, ok := deltaCopy(cmd, delta)
+			if !ok {
+				return false
 			}
-			for i := range 3 {
-				if cmd&(0x10<<i) != 0 {
-					if len(delta) == 0 {
-						return false
-					}
-					sz |= int(delta[0]) << (8 * i)
-					delta = delta[1:]
-				}
-			}
-			if sz == 0 {
-				sz = 0x10000
-			}
+			delta = rest
 			if sz > len(want)-t || off > len(base)-sz {
 				return false
 			}
@@ -79,6 +62,30 @@ func deltaYields(delta, base, want []byte) bool {
 		}
 	}
 	return len(delta) == 0
+}
+
+// deltaCopy reads the operands of a copy command cmd (its high bit set):
+// the offset in the base and the size, whose bytes follow cmd as its low
+// seven bits say; a size of zero means 0x10000.
+func deltaCopy(cmd byte, delta []byte) (off, sz int, rest []byte, ok bool) {
+	for i := range 7 {
+		if cmd&(1<<i) == 0 {
+			continue
+		}
+		if len(delta) == 0 {
+			return 0, 0, nil, false
+		}
+		if i < 4 {
+			off |= int(delta[0]) << (8 * i)
+		} else {
+			sz |= int(delta[0]) << (8 * (i - 4))
+		}
+		delta = delta[1:]
+	}
+	if sz == 0 {
+		sz = 0x10000
+	}
+	return off, sz, delta, true
 }
 
 // deltaSize reads one of a delta's two leading sizes (little-endian base
@@ -133,28 +140,11 @@ func deltaTail(delta, base, tail []byte) bool {
 		delta = delta[1:]
 		switch {
 		case cmd&0x80 != 0:
-			off, sz := 0, 0
-			for i := range 4 {
-				if cmd&(1<<i) != 0 {
-					if len(delta) == 0 {
-						return false
-					}
-					off |= int(delta[0]) << (8 * i)
-					delta = delta[1:]
-				}
+			off, sz, rest, ok := deltaCopy(cmd, delta)
+			if !ok {
+				return false
 			}
-			for i := range 3 {
-				if cmd&(0x10<<i) != 0 {
-					if len(delta) == 0 {
-						return false
-					}
-					sz |= int(delta[0]) << (8 * i)
-					delta = delta[1:]
-				}
-			}
-			if sz == 0 {
-				sz = 0x10000
-			}
+			delta = rest
 			if sz > len(base)-t || off > len(base)-sz || !put(t, base[off:off+sz], off == t) {
 				return false
 			}

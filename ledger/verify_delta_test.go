@@ -3,9 +3,7 @@ package ledger
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -174,32 +172,10 @@ func TestVerifyByDelta(t *testing.T) {
 	// entry 25.
 	t.Run("old entry modified and restored", func(t *testing.T) {
 		f := newVerifyFixture(t, 29) // entries 1..30
-		work := gittest.Clone(t, f.bare)
-		gittest.Git(t, work, "checkout", "-q", Branch)
-		orig := strings.Fields(gittest.Git(t, work, "rev-list", "--reverse", "HEAD"))
-		old := filepath.Join(work, EntryPath(2))
-		original, err := os.ReadFile(old)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gittest.Git(t, work, "reset", "-q", "--hard", orig[23]) // entry 24
-		for seq := 25; seq <= 30; seq++ {
-			c := orig[seq-1]
-			gittest.Git(t, work, "checkout", "-q", c, "--", EntryPath(uint64(seq)))
-			switch seq {
-			case 25:
-				writeFile(t, old, string(original)+"\n")
-			case 26:
-				writeFile(t, old, string(original))
-			}
-			msg := gittest.Git(t, work, "log", "-1", "--format=%B", c)
-			gittest.Git(t, work, "add", "-A")
-			gittest.Git(t, work, "commit", "-q", "-m", msg)
-		}
-		gittest.Git(t, work, "push", "-q", "--force", "origin", Branch)
+		rewriteOldEntry(t, f, 24, 30, func(seq int) bool { return seq == 25 })
 		fastImported(t, f)
 		before := deltaTaken.Load()
-		_, err = f.verify(t)
+		_, err := f.verify(t)
 		wantVerifyError(t, err, 25, "modifies ledger/000000000/000000000002.json")
 		if got := deltaTaken.Load() - before; got < 10 {
 			t.Errorf("byDelta checked %d commits before entry 25, want most of them", got)

@@ -27,32 +27,28 @@ func parseStatementFast(b []byte) (p Predicate, ok bool) {
 	d := shapeDecoder{b: b}
 	var typ, predType string
 	var subj subject
-	var seen uint8
+	var seen fields
 	var predicate bool
 	if !d.object(func(key []byte) bool {
-		var bit uint8
+		var bit uint
 		switch string(key) {
 		case "_type":
-			bit = 1
+			bit = 0
 			typ, ok = d.str()
 		case "subject":
-			bit = 2
+			bit = 1
 			subj, ok = d.subject()
 		case "predicateType":
-			bit = 4
+			bit = 2
 			predType, ok = d.str()
 		case "predicate":
-			bit = 8
+			bit = 3
 			ok = d.predicate(&p)
 			predicate = true
 		default:
 			return false
 		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
+		return ok && seen.take(bit)
 	}) || !d.end() || !predicate {
 		return Predicate{}, false
 	}
@@ -326,22 +322,35 @@ func (d *shapeDecoder) nested(v any) bool {
 	return ok && json.Unmarshal(raw, v) == nil
 }
 
+// fields records which keys of an object were read (bit i for the i-th
+// known key), to refuse a key given twice.
+type fields uint64
+
+// take records key i as read, false when it was already.
+func (f *fields) take(i uint) bool {
+	if *f&(1<<i) != 0 {
+		return false
+	}
+	*f |= 1 << i
+	return true
+}
+
 // subject reads a one-element subject list.
 func (d *shapeDecoder) subject() (subject, bool) {
 	var s subject
 	if !d.byte('[') {
 		return s, false
 	}
-	var seen uint8
+	var seen fields
 	if !d.object(func(key []byte) bool {
-		var bit uint8
+		var bit uint
 		ok := false
 		switch string(key) {
 		case "name":
-			bit = 1
+			bit = 0
 			s.Name, ok = d.str()
 		case "digest":
-			bit = 2
+			bit = 1
 			s.Digest = map[string]string{}
 			ok = d.object(func(k []byte) bool {
 				if _, dup := s.Digest[string(k)]; dup {
@@ -352,12 +361,8 @@ func (d *shapeDecoder) subject() (subject, bool) {
 				return ok
 			})
 		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
-	}) || !d.byte(']') || seen&2 == 0 {
+		return ok && seen.take(bit)
+	}) || !d.byte(']') || seen&(1<<1) == 0 {
 		return s, false
 	}
 	return s, true
@@ -368,7 +373,7 @@ func (d *shapeDecoder) predicate(p *Predicate) bool {
 	if d.peek() != '{' {
 		return false
 	}
-	var seen uint64
+	var seen fields
 	e := &p.Event
 	return d.object(func(key []byte) bool {
 		ok := false
@@ -494,80 +499,70 @@ func (d *shapeDecoder) predicate(p *Predicate) bool {
 		default:
 			return false
 		}
-		if !ok || seen&(1<<bit) != 0 {
-			return false
-		}
-		seen |= 1 << bit
-		return true
+		return ok && seen.take(bit)
 	})
 }
 
 // workUnit, usage and hold read those objects, the common nested ones.
 func (d *shapeDecoder) workUnit() (*WorkUnit, bool) {
 	w := &WorkUnit{}
-	var seen uint8
+	var seen fields
 	return w, d.object(func(key []byte) bool {
-		var bit uint8
+		var bit uint
 		ok := false
 		switch string(key) {
 		case "kind":
-			bit = 1
+			bit = 0
 			w.Kind, ok = d.str()
 		case "human_minutes":
-			bit = 2
+			bit = 1
 			w.HumanMinutes, ok = d.float()
 		}
-		ok = ok && seen&bit == 0
-		seen |= bit
-		return ok
+		return ok && seen.take(bit)
 	})
 }
 
 func (d *shapeDecoder) usage() (*Usage, bool) {
 	u := &Usage{}
-	var seen uint8
+	var seen fields
 	return u, d.object(func(key []byte) bool {
-		var bit uint8
+		var bit uint
 		ok := false
 		switch string(key) {
 		case "input_tokens":
-			bit = 1
+			bit = 0
 			u.InputTokens, ok = d.int()
 		case "output_tokens":
-			bit = 2
+			bit = 1
 			u.OutputTokens, ok = d.int()
 		}
-		ok = ok && seen&bit == 0
-		seen |= bit
-		return ok
+		return ok && seen.take(bit)
 	})
 }
 
 func (d *shapeDecoder) hold() (*Hold, bool) {
 	h := &Hold{}
-	var seen uint8
+	var seen fields
 	return h, d.object(func(key []byte) bool {
-		var bit uint8
+		var bit uint
 		ok := false
 		switch string(key) {
 		case "kind":
-			bit = 1
+			bit = 0
 			h.Kind, ok = d.str()
 		case "policy":
-			bit = 2
+			bit = 1
 			h.Policy, ok = d.str()
 		case "rule":
-			bit = 4
+			bit = 2
 			h.Rule, ok = d.str()
 		case "until":
-			bit = 8
+			bit = 3
 			ok = d.time(&h.Until)
 		case "reason":
-			bit = 16
+			bit = 4
 			h.Reason, ok = d.str()
 		}
-		ok = ok && seen&bit == 0
-		seen |= bit
-		return ok
+		return ok && seen.take(bit)
 	})
 }

@@ -430,36 +430,46 @@ func TestVerifyMidChainModification(t *testing.T) {
 	for _, undo := range []bool{false, true} {
 		t.Run(fmt.Sprintf("undone=%v", undo), func(t *testing.T) {
 			f := newVerifyFixture(t, 6) // entries 1..7
-			work := gittest.Clone(t, f.bare)
-			gittest.Git(t, work, "checkout", "-q", Branch)
-			orig := strings.Fields(gittest.Git(t, work, "rev-list", "--reverse", "HEAD"))
-			old := filepath.Join(work, EntryPath(2))
-			original, err := os.ReadFile(old)
-			if err != nil {
-				t.Fatal(err)
-			}
-			gittest.Git(t, work, "reset", "-q", "--hard", orig[3]) // entry 4
-			for seq := 5; seq <= 7; seq++ {
-				c := orig[seq-1]
-				gittest.Git(t, work, "checkout", "-q", c, "--", EntryPath(uint64(seq)))
-				switch {
-				case seq == 5:
-					writeFile(t, old, string(original)+"\n")
-				case seq == 6 && undo:
-					writeFile(t, old, string(original))
-				}
-				msg := gittest.Git(t, work, "log", "-1", "--format=%B", c)
-				gittest.Git(t, work, "add", "-A")
-				gittest.Git(t, work, "commit", "-q", "-m", msg)
-			}
-			gittest.Git(t, work, "push", "-q", "--force", "origin", Branch)
-			_, err = f.verify(t)
+			rewriteOldEntry(t, f, 4, 7, func(seq int) bool {
+				return seq == 5 || seq > 5 && !undo
+			})
+			_, err := f.verify(t)
 			wantVerifyError(t, err, 5, "modifies ledger/000000000/000000000002.json")
 			// Every reader stops there too.
 			_, err = New(f.open(t), Options{}).Update(context.Background())
 			wantVerifyError(t, err, 5, "modifies ledger/000000000/000000000002.json")
 		})
 	}
+}
+
+// rewriteOldEntry rewrites f's ledger from entry keep+1 to last: each
+// commit is made again, with a newline added to entry 2's file where
+// modified says so for its seq (and the file restored where not), and the
+// result force-pushed.
+func rewriteOldEntry(t *testing.T, f *verifyFixture, keep, last int, modified func(seq int) bool) {
+	t.Helper()
+	work := gittest.Clone(t, f.bare)
+	gittest.Git(t, work, "checkout", "-q", Branch)
+	orig := strings.Fields(gittest.Git(t, work, "rev-list", "--reverse", "HEAD"))
+	old := filepath.Join(work, EntryPath(2))
+	original, err := os.ReadFile(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gittest.Git(t, work, "reset", "-q", "--hard", orig[keep-1])
+	for seq := keep + 1; seq <= last; seq++ {
+		c := orig[seq-1]
+		gittest.Git(t, work, "checkout", "-q", c, "--", EntryPath(uint64(seq)))
+		if modified(seq) {
+			writeFile(t, old, string(original)+"\n")
+		} else {
+			writeFile(t, old, string(original))
+		}
+		msg := gittest.Git(t, work, "log", "-1", "--format=%B", c)
+		gittest.Git(t, work, "add", "-A")
+		gittest.Git(t, work, "commit", "-q", "-m", msg)
+	}
+	gittest.Git(t, work, "push", "-q", "--force", "origin", Branch)
 }
 
 // A reader continuing from what it read before checks the first new
