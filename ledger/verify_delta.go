@@ -29,8 +29,20 @@ func deltaYields(delta, base, want []byte) bool {
 		return false
 	}
 	same := len(base) <= len(want) && &base[0] == &want[0]
+	return walkDelta(delta, base, len(want), func(t int, b []byte, sameOffset bool) bool {
+		return same && sameOffset || bytes.Equal(b, want[t:t+len(b)])
+	})
+}
+
+// walkDelta reads the commands of delta (after its two sizes) that build
+// a target of tgt bytes from base, and calls put with the bytes each
+// writes at offset t of the target (sameOffset when they are copied from
+// the same offset of base). It is false when a command is malformed or
+// out of range, when put is, or when the commands do not build exactly
+// tgt bytes.
+func walkDelta(delta, base []byte, tgt int, put func(t int, b []byte, sameOffset bool) bool) bool {
 	t := 0
-	for t < len(want) {
+	for t < tgt {
 		if len(delta) == 0 {
 			return false
 		}
@@ -43,16 +55,13 @@ func deltaYields(delta, base, want []byte) bool {
 				return false
 			}
 			delta = rest
-			if sz > len(want)-t || off > len(base)-sz {
-				return false
-			}
-			if !(same && off == t) && !bytes.Equal(base[off:off+sz], want[t:t+sz]) {
+			if sz > tgt-t || off > len(base)-sz || !put(t, base[off:off+sz], off == t) {
 				return false
 			}
 			t += sz
 		case cmd != 0: // insert cmd bytes
 			sz := int(cmd)
-			if sz > len(want)-t || sz > len(delta) || !bytes.Equal(delta[:sz], want[t:t+sz]) {
+			if sz > tgt-t || sz > len(delta) || !put(t, delta[:sz], false) {
 				return false
 			}
 			delta = delta[sz:]
@@ -131,34 +140,5 @@ func deltaTail(delta, base, tail []byte) bool {
 		}
 		return true
 	}
-	t := 0
-	for t < len(base) {
-		if len(delta) == 0 {
-			return false
-		}
-		cmd := delta[0]
-		delta = delta[1:]
-		switch {
-		case cmd&0x80 != 0:
-			off, sz, rest, ok := deltaCopy(cmd, delta)
-			if !ok {
-				return false
-			}
-			delta = rest
-			if sz > len(base)-t || off > len(base)-sz || !put(t, base[off:off+sz], off == t) {
-				return false
-			}
-			t += sz
-		case cmd != 0:
-			sz := int(cmd)
-			if sz > len(base)-t || sz > len(delta) || !put(t, delta[:sz], false) {
-				return false
-			}
-			delta = delta[sz:]
-			t += sz
-		default:
-			return false
-		}
-	}
-	return len(delta) == 0
+	return walkDelta(delta, base, len(base), put)
 }
