@@ -368,10 +368,14 @@ func TestDaemonRestartRunsAcceptedRequest(t *testing.T) {
 		cmd.Env = env
 		out, errb := &syncBuffer{}, &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = out, errb
+		// Its own process group, killed whole at the end: a git-receive-pack
+		// the daemon started would otherwise go on writing into the
+		// repository while the test's directories are removed.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 		var base string
 		waitUntil(t, 30*time.Second, "the daemon to serve", func() bool {
 			m := regexp.MustCompile(`serving on (http://\S+)`).FindStringSubmatch(out.String())
@@ -406,7 +410,7 @@ func TestDaemonRestartRunsAcceptedRequest(t *testing.T) {
 		t.Fatalf("manual run: %d", resp.StatusCode)
 	}
 	waitUntil(t, 30*time.Second, "the woken pass to fail", func() bool { return get(base+"/readyz") == http.StatusServiceUnavailable })
-	cmd.Process.Signal(syscall.SIGKILL)
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the daemon and what it started, as a container is killed
 	cmd.Wait()
 	if len(started(t, bare+".away", "on-demand", "manual:survives-kill")) != 0 {
 		t.Fatalf("the request ran before the kill: %s", errb.String())
