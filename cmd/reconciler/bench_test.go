@@ -522,15 +522,7 @@ func BenchmarkAppend(b *testing.B) {
 					}
 				}
 				b.StopTimer()
-				entries := float64(b.N * k)
-				b.ReportMetric(float64(ours.Nanoseconds())/float64(b.N), "ns/op")
-				b.ReportMetric(entries/ours.Seconds(), "entries/s")
-				b.ReportMetric(float64(cpu.Microseconds())/1000/entries, "cpu-ms/entry")
-				b.ReportMetric(float64(server.Microseconds())/1000/entries, "server-cpu-ms/entry")
-				if ref != nil {
-					b.ReportMetric(entries/refTime.Seconds(), "ref-entries/s")
-					b.ReportMetric(float64(ours)/float64(refTime), "ratio")
-				}
+				reportAppend(b, b.N*k, ours, refTime, cpu, server, ref != nil)
 			})
 		}
 	}
@@ -581,6 +573,21 @@ func (t *appendTarget) appendRound(b *testing.B, w, total int) (wall, cpu, serve
 	return wall, selfAfter - selfBefore, childAfter - childBefore
 }
 
+// reportAppend reports an append benchmark's figures for its entries: our
+// time, rate and CPU per entry (ours and the git-receive-pack processes'),
+// and with a reference its rate and the ratio of the times.
+func reportAppend(b *testing.B, entries int, ours, ref, cpu, server time.Duration, withRef bool) {
+	n := float64(entries)
+	b.ReportMetric(float64(ours.Nanoseconds())/float64(b.N), "ns/op")
+	b.ReportMetric(n/ours.Seconds(), "entries/s")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/n, "cpu-ms/entry")
+	b.ReportMetric(float64(server.Microseconds())/1000/n, "server-cpu-ms/entry")
+	if withRef {
+		b.ReportMetric(n/ref.Seconds(), "ref-entries/s")
+		b.ReportMetric(float64(ours)/float64(ref), "ratio")
+	}
+}
+
 // rusage returns the CPU time (user and system) of this process and of its
 // waited-for children so far.
 func rusage(b *testing.B) (self, children time.Duration) {
@@ -628,15 +635,7 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 					}
 				}
 				b.StopTimer()
-				entries := float64(b.N * total)
-				b.ReportMetric(float64(ours.Nanoseconds())/float64(b.N), "ns/op")
-				b.ReportMetric(entries/ours.Seconds(), "entries/s")
-				b.ReportMetric(float64(cpu.Microseconds())/1000/entries, "cpu-ms/entry")
-				b.ReportMetric(float64(server.Microseconds())/1000/entries, "server-cpu-ms/entry")
-				if n != 10 {
-					b.ReportMetric(entries/refTime.Seconds(), "ref-entries/s")
-					b.ReportMetric(float64(ours)/float64(refTime), "ratio")
-				}
+				reportAppend(b, b.N*total, ours, refTime, cpu, server, n != 10)
 			})
 		}
 	}
