@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -183,8 +184,9 @@ func (d *diskCache) packEntries(h plumbing.Hash) ([]*idxfile.Entry, error) {
 // one pack after the other: an offset delta keeps its distance to its base,
 // which stays in the same run of bytes, so nothing is inflated, deltified
 // or compressed again, and the index is the packs' entries with their
-// offsets moved (CRC-32s unchanged). It writes the pack and its index under
-// temporary names and renames them into place, index last. It reports
+// offsets moved (CRC-32s unchanged). It writes the pack under a temporary
+// name and installs it as a fetched pack is (installPack: the index
+// first, so that no pack is ever listed without one). It reports
 // false, writing nothing, when an object is in two of the packs.
 func (d *diskCache) concatPacks(packs []packSize) (bool, error) {
 	var (
@@ -236,52 +238,32 @@ func (d *diskCache) concatPacks(packs []packSize) (bool, error) {
 	if _, err := w.Write(hdr[:]); err != nil {
 		return false, fmt.Errorf("write pack: %w", err)
 	}
-	iw := new(idxfile.Writer)
-	if err := iw.OnHeader(count); err != nil {
-		return false, err
-	}
-	pos := uint64(12)
+	entries := make([]packEntry, 0, count)
+	pos := int64(12)
 	for i, b := range files {
 		body := b[12 : len(b)-20]
 		for _, e := range all[i] {
-			iw.Add(e.Hash, pos+e.Offset-12, e.CRC32)
+			entries = append(entries, packEntry{offset: pos + int64(e.Offset) - 12, crc: e.CRC32, hash: e.Hash})
 		}
 		if _, err := w.Write(body); err != nil {
 			return false, fmt.Errorf("write pack: %w", err)
 		}
-		pos += uint64(len(body))
+		pos += int64(len(body))
 	}
 	var packHash plumbing.Hash
 	sum.Sum(packHash[:0])
 	if _, err := tmp.Write(packHash[:]); err != nil {
 		return false, fmt.Errorf("write pack: %w", err)
 	}
-	if err := iw.OnFooter(packHash); err != nil {
-		return false, err
-	}
-	idx, err := iw.Index()
-	if err != nil {
-		return false, fmt.Errorf("write pack index: %w", err)
-	}
-	itmp, err := os.CreateTemp(dir, "tmp_concat_idx_")
-	if err != nil {
-		return false, fmt.Errorf("write pack index: %w", err)
-	}
-	defer os.Remove(itmp.Name())
-	defer itmp.Close()
-	if _, err := idxfile.NewEncoder(itmp).Encode(idx); err != nil {
-		return false, fmt.Errorf("write pack index: %w", err)
-	}
-	for _, f := range []*os.File{tmp, itmp} {
-		if err := f.Sync(); err != nil {
-			return false, fmt.Errorf("write pack: %w", err)
-		}
-	}
-	if err := os.Rename(tmp.Name(), d.packPath(packHash, "pack")); err != nil {
+	if err := tmp.Sync(); err != nil {
 		return false, fmt.Errorf("write pack: %w", err)
 	}
-	if err := os.Rename(itmp.Name(), d.packPath(packHash, "idx")); err != nil {
+	idx, err := encodeIndex(entries, packHash)
+	if err != nil {
 		return false, fmt.Errorf("write pack index: %w", err)
+	}
+	if err := installPack(tmp.Name(), strings.TrimSuffix(d.packPath(packHash, "pack"), ".pack"), idx); err != nil {
+		return false, err
 	}
 	return true, nil
 }
