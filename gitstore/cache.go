@@ -161,7 +161,8 @@ func (r *Repo) openDisk(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return d.corrupt(fmt.Errorf("open repository: %w", err))
 	}
-	if err := d.validate(repo); err != nil {
+	// The packs were checked and opened above.
+	if err := d.check(repo, false); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(d.state, 0o755); err != nil {
@@ -259,7 +260,13 @@ func lockCache(ctx context.Context, mirror string, timeout time.Duration) (*os.F
 // used: configuration, HEAD, every pack against its index (header, size and
 // trailing checksum), and the commit and root tree of every branch. It
 // returns an error wrapping ErrCacheUnusable.
-func (d *diskCache) validate(repo *git.Repository) (err error) {
+func (d *diskCache) validate(repo *git.Repository) error {
+	return d.check(repo, true)
+}
+
+// check is validate; packs says whether to check and reopen the packs too
+// (openDisk has just done both).
+func (d *diskCache) check(repo *git.Repository, packs bool) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = d.corrupt(fmt.Errorf("go-git panicked: %v", p))
@@ -279,13 +286,15 @@ func (d *diskCache) validate(repo *git.Repository) (err error) {
 	if head.Type() != plumbing.SymbolicReference {
 		return d.corrupt(fmt.Errorf("HEAD is %q, not a symbolic reference", head.Hash()))
 	}
-	if err := checkPacks(filepath.Join(d.mirror, "objects", "pack")); err != nil {
-		return d.corrupt(err)
-	}
-	// Reopening the packs checks every index again (its shape and the
-	// pack it names), as cheaply: nothing is read per object.
-	if err := d.st.refresh(); err != nil {
-		return d.corrupt(fmt.Errorf("read pack indexes: %w", err))
+	if packs {
+		if err := checkPacks(filepath.Join(d.mirror, "objects", "pack")); err != nil {
+			return d.corrupt(err)
+		}
+		// Reopening the packs checks every index again (its shape and the
+		// pack it names), as cheaply: nothing is read per object.
+		if err := d.st.refresh(); err != nil {
+			return d.corrupt(fmt.Errorf("read pack indexes: %w", err))
+		}
 	}
 	iter, err := d.st.IterReferences()
 	if err != nil {
