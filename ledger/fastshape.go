@@ -254,7 +254,7 @@ func (f *fastShape) byDelta(w *walker, tree plumbing.Hash, dirName string, end i
 		return nil, nil, plumbing.ZeroHash, plumbing.ZeroHash, false
 	}
 	ds, isDS := w.repo.(deltaSource)
-	if !isDS || w.dirName != dirName || w.dirHash.IsZero() || len(w.dir) == 0 || len(w.dir) >= end {
+	if !isDS || !ds.hasDeltas() || w.dirName != dirName || w.dirHash.IsZero() || len(w.dir) == 0 || len(w.dir) >= end {
 		return fail()
 	}
 	root, err := readTree(w.repo, tree)

@@ -46,6 +46,10 @@ func (s *scanObjects) close() {
 	}
 }
 
+// hasDeltas reports whether the scan reads through an ObjectReader yet,
+// so that Delta can say anything.
+func (s *scanObjects) hasDeltas() bool { return s.rd != nil }
+
 // Delta is gitstore.ObjectReader.Delta once the scan reads through one;
 // false before.
 func (s *scanObjects) Delta(h, base plumbing.Hash) ([]byte, bool) {

@@ -443,7 +443,6 @@ func cloneNested[K1, K2 comparable, V any](m map[K1]map[K2]V) map[K1]map[K2]V {
 	return out
 }
 
-// inner returns m[k], creating it.
 // addTokens counts a model's tokens in the agent's totals.
 func (t *Totals) addTokens(agent, model string, input, output int64) {
 	m := inner(t.Tokens, agent)
@@ -460,6 +459,7 @@ func (t *Totals) addCost(agent, model string, cost float64) {
 	}
 }
 
+// inner returns m[k], creating it.
 func inner[K1, K2 comparable, V any](m map[K1]map[K2]V, k K1) map[K2]V {
 	v, ok := m[k]
 	if !ok {

@@ -10,6 +10,8 @@ import (
 // object as a delta against another (gitstore.ObjectReader.Delta).
 type deltaSource interface {
 	Delta(h, base plumbing.Hash) ([]byte, bool)
+	// hasDeltas is false when Delta would say false for every object.
+	hasDeltas() bool
 }
 
 // deltaYields reports whether applying delta (git's pack delta format) to

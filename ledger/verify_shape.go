@@ -106,14 +106,6 @@ func (d *shapeDecoder) byte(c byte) bool {
 	return false
 }
 
-func (d *shapeDecoder) peek() byte {
-	d.space()
-	if d.i < len(d.b) {
-		return d.b[d.i]
-	}
-	return 0
-}
-
 // object reads an object, calling field with each key, positioned at its
 // value, which field must read.
 func (d *shapeDecoder) object(field func(key []byte) bool) bool {
@@ -370,9 +362,6 @@ func (d *shapeDecoder) subject() (subject, bool) {
 
 // predicate reads the predicate object into p.
 func (d *shapeDecoder) predicate(p *Predicate) bool {
-	if d.peek() != '{' {
-		return false
-	}
 	var seen fields
 	e := &p.Event
 	return d.object(func(key []byte) bool {
