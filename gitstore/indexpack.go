@@ -378,7 +378,6 @@ func malformed(err error) error {
 
 // resolver resolves the deltas of a scanned pack.
 type resolver struct {
-	path    string
 	entries []packEntry
 	deltas  [][]byte
 	// kids lists the OFS_DELTA children of each entry: those of entry i are
@@ -406,7 +405,7 @@ type refGroup struct {
 // not in the pack (a thin pack) or one that never resolves (a cycle of
 // REF_DELTAs), or chains more than maxDeltaDepth deltas.
 func resolvePack(path string, entries []packEntry, deltas [][]byte) error {
-	r := &resolver{path: path, entries: entries, deltas: deltas, refs: map[plumbing.Hash]*refGroup{}}
+	r := &resolver{entries: entries, deltas: deltas, refs: map[plumbing.Hash]*refGroup{}}
 	r.first = make([]int32, len(entries)+1)
 	for i := range entries {
 		e := &entries[i]

@@ -8,10 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/storage/filesystem"
-	"github.com/go-git/go-git/v5/storage/filesystem/dotgit"
 )
 
 // mirrorStorage is the go-git storage of an on-disk mirror: go-git's
@@ -35,8 +33,7 @@ import (
 // it meanwhile. Callers serialize their use, as for go-git's storage.
 type mirrorStorage struct {
 	*filesystem.Storage
-	dir    *dotgit.DotGit // the same directory, for writing packs
-	packs  *ObjectReader  // of the current packs; its repo is nil
+	packs  *ObjectReader // of the current packs; its repo is nil
 	mirror string
 }
 
@@ -46,7 +43,6 @@ type mirrorStorage struct {
 func newMirrorStorage(mirror string, st *filesystem.Storage) (*mirrorStorage, error) {
 	s := &mirrorStorage{
 		Storage: st,
-		dir:     dotgit.New(osfs.New(mirror)),
 		mirror:  mirror,
 	}
 	if err := s.refresh(); err != nil {

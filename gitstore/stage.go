@@ -64,9 +64,6 @@ func (s *Stage) Next() *Stage {
 	return n
 }
 
-// Len returns the number of objects in the Stage.
-func (s *Stage) Len() int { return len(s.order) }
-
 // raw returns object h from the Stage, its parent, or the repository.
 func (s *Stage) raw(h plumbing.Hash) (plumbing.ObjectType, []byte, error) {
 	for st := s; st != nil; st = st.parent {
@@ -194,7 +191,8 @@ func (s *Stage) WriteTree(base plumbing.Hash, changes []FileChange) (plumbing.Ha
 	return s.add(plumbing.TreeObject, out, rootHash), nil
 }
 
-// changeMode checks a change's mode and content as Repo.WriteTree does.
+// changeMode checks a change's status, mode and content and returns the
+// mode to store (none for a deletion), for Repo.WriteTree and Stage.WriteTree.
 func changeMode(c FileChange) (filemode.FileMode, error) {
 	switch c.Status {
 	case StatusDeleted:

@@ -89,24 +89,12 @@ func (r *Repo) loadNode(h plumbing.Hash) (*treeNode, error) {
 func (r *Repo) apply(n *treeNode, c FileChange) error {
 	parts := strings.Split(c.Path, "/")
 	dirs, name := parts[:len(parts)-1], parts[len(parts)-1]
-	var mode filemode.FileMode
-	switch c.Status {
-	case StatusDeleted:
+	mode, err := changeMode(c)
+	if err != nil {
+		return err
+	}
+	if c.Status == StatusDeleted {
 		return r.remove(n, dirs, name)
-	case StatusAdded, StatusModified:
-		switch c.Mode {
-		case 0, filemode.Regular, filemode.Deprecated:
-			mode = filemode.Regular
-		case filemode.Executable, filemode.Symlink:
-			mode = c.Mode
-		default:
-			return fmt.Errorf("unsupported mode %s: use filemode.Regular, Executable or Symlink", c.Mode)
-		}
-		if mode == filemode.Symlink && (len(c.Content) == 0 || strings.IndexByte(string(c.Content), 0) >= 0) {
-			return fmt.Errorf("invalid symlink target %q", c.Content)
-		}
-	default:
-		return fmt.Errorf("unknown status: use %q, %q or %q", StatusAdded, StatusModified, StatusDeleted)
 	}
 	for i, d := range dirs {
 		e := n.entries[d]
