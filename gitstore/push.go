@@ -108,6 +108,13 @@ func (r *Repo) Push(ctx context.Context, updates ...RefUpdate) error {
 		return fmt.Errorf("push to %s: %w", r.safeURL, err)
 	}
 	crashpoint.Hit("push")
+	return r.pushed(objects, updates)
+}
+
+// pushed records a push the server took: objects are no longer pending and
+// the local branches move as updates say; then the mirror's upkeep. r.mu
+// must be held exclusively.
+func (r *Repo) pushed(objects []plumbing.Hash, updates []RefUpdate) error {
 	for _, h := range objects {
 		delete(r.pending, h)
 	}
@@ -116,6 +123,7 @@ func (r *Repo) Push(ctx context.Context, updates ...RefUpdate) error {
 			continue
 		}
 		ref := plumbing.ReferenceName(branchSpace + u.Branch)
+		var err error
 		if u.New.IsZero() {
 			err = r.repo.Storer.RemoveReference(ref)
 		} else {
@@ -477,16 +485,7 @@ func (r *Repo) PushStage(ctx context.Context, s *Stage, u RefUpdate) error {
 	crashpoint.Hit("push")
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, h := range s.order {
-		delete(r.pending, h)
-	}
-	if err := r.repo.Storer.SetReference(plumbing.NewHashReference(ref, u.New)); err != nil {
-		return fmt.Errorf("push to %s: pushed, but updating local branch %q failed: %w", r.safeURL, u.Branch, err)
-	}
-	if err := r.maintain(); err != nil {
-		return fmt.Errorf("push to %s: pushed, but %w", r.safeURL, err)
-	}
-	return nil
+	return r.pushed(s.order, updates)
 }
 
 // sendRaw is send with a pack already encoded; it touches no storage, so
