@@ -34,27 +34,39 @@ func parseStatementOnce(b []byte) (Predicate, error) {
 		PredicateType string     `json:"predicateType"`
 		Predicate     *Predicate `json:"predicate"`
 	}
-	if err := json.Unmarshal(b, &st); err != nil || st.Predicate == nil ||
-		st.Type != StatementType || st.PredicateType != PredicateType ||
-		len(st.Subject) != 1 || !isHexCommit(st.Subject[0].Digest["gitCommit"]) {
+	if err := json.Unmarshal(b, &st); err != nil || st.Predicate == nil || len(st.Subject) != 1 {
 		return parseStatement(b)
 	}
+	if p, ok := bindStatement(st.Type, st.PredicateType, st.Subject[0], *st.Predicate); ok {
+		return p, nil
+	}
+	return parseStatement(b)
+}
+
+// bindStatement checks a decoded statement's envelope (its types, the
+// commit it is about, in-toto's Validate of the statement) and returns the
+// predicate p with its subject filled in, and false when any of it fails
+// or the event is not one of its type.
+func bindStatement(typ, predType string, subj subject, p Predicate) (Predicate, bool) {
+	commit := subj.Digest["gitCommit"]
+	if typ != StatementType || predType != PredicateType || !isHexCommit(commit) {
+		return Predicate{}, false
+	}
 	bound := &intoto.Statement{
-		Type:          st.Type,
-		Subject:       []*intoto.ResourceDescriptor{{Name: st.Subject[0].Name, Digest: st.Subject[0].Digest}},
-		PredicateType: st.PredicateType,
+		Type:          typ,
+		Subject:       []*intoto.ResourceDescriptor{{Name: subj.Name, Digest: subj.Digest}},
+		PredicateType: predType,
 		Predicate:     &structpb.Struct{},
 	}
 	if bound.Validate() != nil {
-		return parseStatement(b)
+		return Predicate{}, false
 	}
-	p := *st.Predicate
-	p.Event.Subject = st.Subject[0].Digest["gitCommit"]
-	p.Event.SubjectName = st.Subject[0].Name
+	p.Event.Subject = commit
+	p.Event.SubjectName = subj.Name
 	if _, err := p.Event.Typed(); err != nil {
-		return parseStatement(b)
+		return Predicate{}, false
 	}
-	return p, nil
+	return p, true
 }
 
 // countFold counts the occurrences of the ASCII string s in b, ignoring

@@ -5,9 +5,6 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
-
-	intoto "github.com/in-toto/attestation/go/v1"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // parseStatementFast decodes a statement in the shape the ledger writes
@@ -52,25 +49,7 @@ func parseStatementFast(b []byte) (p Predicate, ok bool) {
 	}) || !d.end() || !predicate {
 		return Predicate{}, false
 	}
-	commit := subj.Digest["gitCommit"]
-	if typ != StatementType || predType != PredicateType || !isHexCommit(commit) {
-		return Predicate{}, false
-	}
-	bound := &intoto.Statement{
-		Type:          typ,
-		Subject:       []*intoto.ResourceDescriptor{{Name: subj.Name, Digest: subj.Digest}},
-		PredicateType: predType,
-		Predicate:     &structpb.Struct{},
-	}
-	if bound.Validate() != nil {
-		return Predicate{}, false
-	}
-	p.Event.Subject = commit
-	p.Event.SubjectName = subj.Name
-	if _, err := p.Event.Typed(); err != nil {
-		return Predicate{}, false
-	}
-	return p, true
+	return bindStatement(typ, predType, subj, p)
 }
 
 // shapeDecoder reads JSON from b[i:] for parseStatementFast; each method
