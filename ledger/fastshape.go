@@ -152,13 +152,7 @@ func (f *fastShape) step(w *walker, tree plumbing.Hash, seq uint64) (plumbing.Ha
 			return plumbing.ZeroHash, false
 		}
 		// Nothing but ledger and transcripts changes at the root.
-		if diffTrees(w.root, root, func(p, c *treeEntry) error {
-			switch entryName(p, c) {
-			case "ledger", "transcripts":
-				return nil
-			}
-			return errNotFast
-		}) != nil {
+		if !onlyLedgerChanges(w.root, root) {
 			return plumbing.ZeroHash, false
 		}
 	}
@@ -295,18 +289,24 @@ func (f *fastShape) byDelta(w *walker, tree plumbing.Hash, dirName string, end i
 	}
 	// Nothing but ledger and transcripts changes at the root.
 	if exp := f.expectedRoot(w.root, le.hash); exp == nil || !bytes.Equal(exp, root) {
-		if diffTrees(w.root, root, func(p, c *treeEntry) error {
-			switch entryName(p, c) {
-			case "ledger", "transcripts":
-				return nil
-			}
-			return errNotFast
-		}) != nil {
+		if !onlyLedgerChanges(w.root, root) {
 			return fail()
 		}
 	}
 	deltaTaken.Add(1)
 	return root, ledger, le.hash, dirHash, true
+}
+
+// onlyLedgerChanges reports whether raw root tree root differs from parent
+// in nothing but its ledger and transcripts entries.
+func onlyLedgerChanges(parent, root []byte) bool {
+	return diffTrees(parent, root, func(p, c *treeEntry) error {
+		switch entryName(p, c) {
+		case "ledger", "transcripts":
+			return nil
+		}
+		return errNotFast
+	}) == nil
 }
 
 // deltaTaken counts the commits byDelta checked, for the tests.
